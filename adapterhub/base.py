@@ -1,0 +1,300 @@
+"""Loading one frozen base model: alias, Hugging Face id or local directory.
+
+``load_base`` resolves the name to a local directory of safetensors weights,
+loads it (optionally 4-bit NF4/FP4 or 8-bit through bitsandbytes), freezes it
+and computes a *fingerprint* from the files on disk, so the same weights give
+the same fingerprint however they were quantised at load time.
+
+>>> from adapterhub import load_base
+>>> base = load_base()  # doctest: +SKIP
+>>> base.spec.num_layers, base.fingerprint[:8]  # doctest: +SKIP
+(30, 'llama-30')
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import struct
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import embedded
+from .errors import BaseModelError, BaseNotFoundError, QuantizationError, UnknownBaseError
+
+QUANTIZATIONS = (None, "nf4", "fp4", "int8")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_SAMPLE_BYTES = 64 * 1024  # per tensor, head and tail, folded into the fingerprint
+_WEIGHT_PATTERNS = ["*.json", "*.safetensors", "tokenizer*", "*.model", "*.txt", "*.jinja"]
+
+
+@dataclass(frozen=True)
+class BaseSpec:
+    """What was loaded and how (everything but the weights)."""
+
+    name: str  # as the user gave it
+    source: str  # "embedded", "local" or "hub"
+    path: str  # local directory the weights came from
+    model_type: str
+    num_layers: int
+    hidden_size: int
+    vocab_size: int
+    num_parameters: int
+    dtype: str  # compute dtype
+    quantize: str | None
+    device: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Base:
+    """A loaded, frozen base model with its tokenizer and identity."""
+
+    model: Any  # transformers PreTrainedModel, eval mode, requires_grad=False everywhere
+    tokenizer: Any
+    fingerprint: str
+    spec: BaseSpec
+    _shapes: dict[str, tuple[int, int]] | None = field(default=None, repr=False)
+
+    @property
+    def footprint_bytes(self) -> int:
+        """Bytes held by parameters and buffers (quantised sizes when quantised)."""
+        return int(self.model.get_memory_footprint())
+
+    @property
+    def linear_shapes(self) -> dict[str, tuple[int, int]]:
+        """``{module_name: (in_features, out_features)}`` for every linear layer.
+
+        Names are relative to the causal-LM model (``model.layers.0.self_attn.q_proj``),
+        the same names PEFT uses after its ``base_model.model.`` prefix.
+        Quantised layers report their logical (unquantised) shapes.
+        """
+        if self._shapes is None:
+            self._shapes = linear_shapes(self.model)
+        return self._shapes
+
+
+def linear_shapes(model: Any) -> dict[str, tuple[int, int]]:
+    """``{name: (in_features, out_features)}`` of every ``nn.Linear`` (incl. bitsandbytes)."""
+    import torch
+
+    return {
+        name: (int(module.in_features), int(module.out_features))
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.Linear)
+    }
+
+
+def load_base(
+    model: str = embedded.DEFAULT_ALIAS,
+    *,
+    quantize: str | None = None,
+    double_quant: bool = True,
+    dtype: str = "auto",
+    device: str = "auto",
+    trust_remote_code: bool = False,
+    progress: bool = True,
+) -> Base:
+    """Load a frozen base model.
+
+    Args:
+        model: the embedded alias (``"smollm2-135m-instruct"``), a local directory
+            with ``config.json`` and safetensors weights, or a Hugging Face id
+            (``"org/name"``).
+        quantize: ``None``, ``"nf4"``, ``"fp4"`` (4-bit) or ``"int8"``, via bitsandbytes.
+        double_quant: also quantise the 4-bit quantisation constants.
+        dtype: compute dtype: ``"auto"`` (float32 on CPU, bfloat16 on CUDA when
+            supported, else float16), ``"float32"``, ``"bfloat16"`` or ``"float16"``.
+        device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+        trust_remote_code: allow custom modelling code from the model repo.
+        progress: show download/convert progress for the embedded base.
+
+    Returns:
+        A :class:`Base` whose model is in eval mode with every parameter frozen.
+
+    Raises:
+        UnknownBaseError: ``model`` is no alias, directory or Hub id.
+        BaseNotFoundError: a local path does not exist or has no weights.
+        QuantizationError: unknown quantisation, or unsupported on this device.
+        FetchError / HubConnectionError: the weights could not be downloaded.
+
+    >>> base = load_base("smollm2-135m-instruct", quantize="nf4")  # doctest: +SKIP
+    >>> base.spec.quantize  # doctest: +SKIP
+    'nf4'
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if quantize not in QUANTIZATIONS:
+        raise QuantizationError(f"unknown quantize={quantize!r}; use one of None, 'nf4', 'fp4', 'int8'")
+    if dtype not in DTYPES:
+        raise QuantizationError(f"unknown dtype={dtype!r}; use one of {', '.join(DTYPES)}")
+    source, path = resolve(model, progress=progress)
+    device = _resolve_device(device)
+    torch_dtype = _resolve_dtype(dtype, device)
+    kwargs: dict[str, Any] = {"dtype": torch_dtype, "use_safetensors": True, "trust_remote_code": trust_remote_code}
+    if quantize is not None:
+        kwargs["quantization_config"] = _bnb_config(quantize, double_quant, torch_dtype, device)
+        kwargs["device_map"] = {"": device}
+    try:
+        hf_model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as error:
+        raise BaseModelError(f"could not load base {model!r} from {path}: {error}. "
+                             "Check that the directory holds config.json, safetensors weights and a tokenizer.") from error
+    if quantize is None:
+        hf_model.to(device)
+    hf_model.eval()
+    hf_model.requires_grad_(False)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    config = hf_model.config
+    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    spec = BaseSpec(
+        name=model, source=source, path=str(path), model_type=str(config.model_type),
+        num_layers=int(getattr(text_config, "num_hidden_layers", 0)),
+        hidden_size=int(getattr(text_config, "hidden_size", 0)),
+        vocab_size=int(getattr(text_config, "vocab_size", 0)),
+        num_parameters=_logical_parameter_count(path),
+        dtype=str(torch_dtype).removeprefix("torch."), quantize=quantize, device=device,
+    )
+    return Base(model=hf_model, tokenizer=tokenizer, fingerprint=fingerprint(path), spec=spec)
+
+
+def resolve(model: str, *, progress: bool = True) -> tuple[str, Path]:
+    """Map a model name to ``(source, local directory)``, downloading if needed."""
+    if model in embedded.ALIASES:
+        return "embedded", embedded.ensure(model, progress=progress)
+    path = Path(model).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise BaseNotFoundError(f"base directory {path} has no config.json; point to a saved "
+                                    "transformers model directory (save_pretrained output)")
+        if not list(path.glob("*.safetensors")):
+            raise BaseNotFoundError(f"base directory {path} has no *.safetensors weights (pickle .bin is never "
+                                    "loaded); convert with model.save_pretrained(dir, safe_serialization=True)")
+        return "local", path
+    if model.startswith((".", "/", "~")) or "\\" in model or model.count("/") > 1:
+        raise BaseNotFoundError(f"base directory {model!r} does not exist; check the path, or use the alias "
+                                f"{embedded.DEFAULT_ALIAS!r} or a Hugging Face id like 'org/name'")
+    if _HUB_ID.match(model):
+        return "hub", _download_from_hub(model)
+    known = ", ".join(sorted(embedded.ALIASES))
+    raise UnknownBaseError(f"unknown base model {model!r}: not an alias ({known}), an existing directory "
+                           "or a Hugging Face id ('org/name')")
+
+
+def _download_from_hub(repo_id: str) -> Path:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+    from .errors import HubConnectionError, HubRepoNotFoundError
+
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=_WEIGHT_PATTERNS))
+    except RepositoryNotFoundError as error:
+        raise HubRepoNotFoundError(f"no model repository {repo_id!r} on the Hub (or it is private: set HF_TOKEN)") from error
+    except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as error:
+        raise HubConnectionError(
+            f"could not download base {repo_id!r} from the Hub ({type(error).__name__}); "
+            f"use the embedded alias {embedded.DEFAULT_ALIAS!r} or a local model directory instead"
+        ) from error
+
+
+def _resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise QuantizationError(f"device={device!r} but CUDA is not available here; use device='cpu' or 'auto'")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise QuantizationError(f"unknown device={device!r}; use 'auto', 'cpu', 'cuda' or 'cuda:N'")
+    return device
+
+
+def _resolve_dtype(dtype: str, device: str) -> Any:
+    import torch
+
+    if dtype == "auto":
+        if device.startswith("cuda"):
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    return getattr(torch, dtype)
+
+
+def _bnb_config(quantize: str, double_quant: bool, compute_dtype: Any, device: str) -> Any:
+    try:
+        import bitsandbytes  # noqa: F401
+        from transformers import BitsAndBytesConfig
+    except ImportError as error:
+        raise QuantizationError(f"quantize={quantize!r} needs bitsandbytes: pip install bitsandbytes") from error
+    if quantize == "int8":
+        if not device.startswith("cuda") and compute_dtype is not None and str(compute_dtype) == "torch.bfloat16":
+            raise QuantizationError("quantize='int8' with bfloat16 is not supported on CPU; use dtype='float32'")
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=quantize,
+                              bnb_4bit_use_double_quant=double_quant, bnb_4bit_compute_dtype=compute_dtype)
+
+
+def _safetensors_headers(path: Path) -> list[tuple[Path, int, dict[str, Any]]]:
+    """``(file, data offset, header)`` for every safetensors file, sorted by name."""
+    headers = []
+    for file in sorted(path.glob("*.safetensors")):
+        with open(file, "rb") as handle:
+            (length,) = struct.unpack("<Q", handle.read(8))
+            header = json.loads(handle.read(length))
+        headers.append((file, 8 + length, header))
+    return headers
+
+
+def _logical_parameter_count(path: Path) -> int:
+    total = 0
+    for _, _, header in _safetensors_headers(path):
+        for name, meta in header.items():
+            if name != "__metadata__":
+                count = 1
+                for dim in meta["shape"]:
+                    count *= dim
+                total += count
+    return total
+
+
+def fingerprint(path: str | Path) -> str:
+    """Identity of the weights in a model directory, independent of load-time quantisation.
+
+    Folds in the architecture fields of ``config.json``, every tensor's name,
+    dtype and shape, and the first and last 64 KiB of every tensor's bytes.
+    Returns ``"<model_type>-<layers>L-<hidden>h-<vocab>v-<16 hex>"``.
+
+    >>> fingerprint("/path/to/model")  # doctest: +SKIP
+    'llama-30L-576h-49152v-3f0c2a6b9d1e4f70'
+    """
+    path = Path(path)
+    config = json.loads((path / "config.json").read_text())
+    config = config.get("text_config", config) if "num_hidden_layers" not in config else config
+    keys = ("model_type", "architectures", "hidden_size", "intermediate_size", "num_hidden_layers",
+            "num_attention_heads", "num_key_value_heads", "vocab_size", "head_dim", "tie_word_embeddings")
+    digest = hashlib.sha256(json.dumps({k: config.get(k) for k in keys}, sort_keys=True).encode())
+    tensors = []
+    for file, offset, header in _safetensors_headers(path):
+        for name, meta in header.items():
+            if name != "__metadata__":
+                tensors.append((name, file, offset, meta))
+    tensors.sort(key=lambda item: item[0])
+    for name, file, offset, meta in tensors:
+        start, end = (offset + b for b in meta["data_offsets"])
+        digest.update(f"{name}|{meta['dtype']}|{meta['shape']}|".encode())
+        with open(file, "rb") as handle:
+            handle.seek(start)
+            digest.update(handle.read(min(_SAMPLE_BYTES, end - start)))
+            if end - start > 2 * _SAMPLE_BYTES:
+                handle.seek(end - _SAMPLE_BYTES)
+                digest.update(handle.read(_SAMPLE_BYTES))
+    return (f"{config.get('model_type', 'model')}-{config.get('num_hidden_layers')}L-"
+            f"{config.get('hidden_size')}h-{config.get('vocab_size')}v-{digest.hexdigest()[:16]}")

@@ -1,0 +1,126 @@
+"""The one exception hierarchy of adapterhub.
+
+Every failure a user can cause is an :class:`AdapterHubError` whose message
+names the bad input and says how to fix it. Each class also inherits the
+closest built-in exception, so ``except LookupError`` or
+``except FileNotFoundError`` keeps working for callers who don't know ours.
+
+>>> from adapterhub.errors import AdapterNotFoundError
+>>> try:
+...     raise AdapterNotFoundError("no adapter 'legal@9' in registry; run `adapterhub registry list`")
+... except LookupError as e:
+...     print(type(e).__name__)
+AdapterNotFoundError
+"""
+
+from __future__ import annotations
+
+
+class AdapterHubError(Exception):
+    """Root of every error adapterhub raises on purpose."""
+
+
+# --- bad configuration or arguments -----------------------------------------
+class ConfigError(AdapterHubError, ValueError):
+    """An argument or configuration value is invalid."""
+
+
+class InvalidNameError(ConfigError):
+    """An adapter name, version or reference is malformed."""
+
+
+class RecipeError(ConfigError):
+    """A training recipe is invalid (unknown key, wrong type, bad value)."""
+
+
+class DataError(AdapterHubError, ValueError):
+    """Training or evaluation data is missing, empty or inconsistent."""
+
+
+# --- base models --------------------------------------------------------------
+class BaseModelError(AdapterHubError):
+    """A base model cannot be resolved or loaded."""
+
+
+class UnknownBaseError(BaseModelError, LookupError):
+    """The name is neither a known alias, a local directory nor a Hub id."""
+
+
+class BaseNotFoundError(BaseModelError, FileNotFoundError):
+    """A local base model path does not exist or lacks model files."""
+
+
+class QuantizationError(BaseModelError, ValueError):
+    """The requested quantization is unknown or unsupported on this device."""
+
+
+class FetchError(BaseModelError, ConnectionError):
+    """Downloading the embedded default base failed."""
+
+
+class CorruptFileError(AdapterHubError, OSError):
+    """A file's checksum or structure does not match what was recorded."""
+
+
+# --- registry -----------------------------------------------------------------
+class RegistryError(AdapterHubError):
+    """A registry operation failed."""
+
+
+class AdapterNotFoundError(RegistryError, LookupError):
+    """No adapter matches the given reference."""
+
+
+class InvalidAdapterError(RegistryError, ValueError):
+    """An adapter directory is malformed, pickle-only or of an unknown method."""
+
+
+class IntegrityError(RegistryError, CorruptFileError):
+    """A registered file was tampered with or truncated."""
+
+
+class IncompatibleBaseError(AdapterHubError, ValueError):
+    """An adapter does not fit the base model (modules, shapes or fingerprint)."""
+
+
+# --- training -----------------------------------------------------------------
+class TrainingError(AdapterHubError, RuntimeError):
+    """Training failed (NaN loss, interruption, ...); nothing was registered."""
+
+
+# --- runtime ------------------------------------------------------------------
+class UnknownDomainError(AdapterHubError, LookupError):
+    """A domain/adapter name is neither resident nor registered."""
+
+
+class MemoryBudgetError(AdapterHubError, MemoryError):
+    """An adapter does not fit the configured residency budget."""
+
+
+class TaskMismatchError(AdapterHubError, ValueError):
+    """An operation does not fit the adapter's task (e.g. predict on a generation adapter)."""
+
+
+# --- Hugging Face Hub -----------------------------------------------------------
+class HubError(AdapterHubError):
+    """Talking to the Hugging Face Hub failed."""
+
+
+class HubRepoNotFoundError(HubError, LookupError):
+    """The repository does not exist (or is private and no token was given)."""
+
+
+class HubRevisionNotFoundError(HubError, LookupError):
+    """The branch, tag or commit does not exist in the repository."""
+
+
+class HubFileNotFoundError(HubError, FileNotFoundError):
+    """A file the adapter needs is missing from the repository."""
+
+
+class HubPermissionError(HubError, PermissionError):
+    """The token lacks the rights for this operation."""
+
+
+class HubConnectionError(HubError, ConnectionError):
+    """The Hub endpoint is unreachable (or offline mode forbids the request)."""
