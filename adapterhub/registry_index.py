@@ -16,7 +16,7 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, ContextManager
 
 from .errors import RegistryError
 
@@ -72,27 +72,24 @@ class RegistryIndex:
             raise RegistryError(f"cannot open registry index {self.path}: {error}; check the path is a writable "
                                 "local folder") from error
 
-    @contextmanager
-    def read(self) -> Iterator[sqlite3.Connection]:
+    def read(self) -> ContextManager[sqlite3.Connection]:
         """A consistent snapshot for reading."""
-        with closing(self._connect()) as db:
-            db.execute("BEGIN")
-            try:
-                yield db
-            finally:
-                db.execute("ROLLBACK")
+        return self._transaction("BEGIN", commit=False)
+
+    def write(self) -> ContextManager[sqlite3.Connection]:
+        """One write transaction holding the registry-wide write lock; commits unless the block raises."""
+        return self._transaction("BEGIN IMMEDIATE", commit=True)
 
     @contextmanager
-    def write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction holding the registry-wide write lock; commits unless the block raises."""
+    def _transaction(self, begin: str, *, commit: bool) -> Iterator[sqlite3.Connection]:
         with closing(self._connect()) as db:
-            db.execute("BEGIN IMMEDIATE")
+            db.execute(begin)
             try:
                 yield db
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
-            db.execute("COMMIT")
+            db.execute("COMMIT" if commit else "ROLLBACK")
 
 
 def next_version(db: sqlite3.Connection, name: str) -> int:

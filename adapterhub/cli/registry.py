@@ -20,19 +20,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     common.add_argument("--root", default=argparse.SUPPRESS, help=root_help)
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
 
-    def verb(name: str, handler: Any, help: str) -> argparse.ArgumentParser:
+    def verb(name: str, handler: Any, help: str, *, ref: str | None = None,
+             json: bool = False) -> argparse.ArgumentParser:
         sub = verbs.add_parser(name, help=help, parents=[common])
         sub.set_defaults(handler=handler)
+        if ref is not None:
+            sub.add_argument("ref", help=ref)
+        if json:
+            sub.add_argument("--json", action="store_true", help="machine-readable output")
         return sub
 
-    listing = verb("list", _list, "registered adapters, one row per version")
+    any_ref = "name, name@N, name@latest or name@tag"
+    listing = verb("list", _list, "registered adapters, one row per version", json=True)
     listing.add_argument("--domain", default=None, help="only this domain")
     listing.add_argument("--base", default=None, metavar="FINGERPRINT", help="only adapters made for this base")
-    listing.add_argument("--json", action="store_true", help="machine-readable output")
 
-    show = verb("show", _show, "one entry's manifest")
-    show.add_argument("ref", help="name, name@N, name@latest or name@tag")
-    show.add_argument("--json", action="store_true", help="machine-readable output")
+    verb("show", _show, "one entry's manifest", ref=any_ref, json=True)
 
     imports = verb("import", _import, "store a PEFT adapter directory as a new version")
     imports.add_argument("dir", help="folder with adapter_config.json and adapter_model.safetensors")
@@ -41,20 +44,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     imports.add_argument("--tag", action="append", default=[], help="tag to point at the new version (repeatable)")
     imports.add_argument("--description", default="", help="one line for people")
 
-    remove = verb("rm", _rm, "remove a version (or every version with --all)")
-    remove.add_argument("ref", help="name, name@N, name@latest or name@tag")
+    remove = verb("rm", _rm, "remove a version (or every version with --all)", ref=any_ref)
     remove.add_argument("--all", action="store_true", help="remove every version of the name")
 
-    tag = verb("tag", _tag, "point name@TAG at a version")
-    tag.add_argument("ref", help="the version to tag, e.g. legal@3")
+    tag = verb("tag", _tag, "point name@TAG at a version", ref="the version to tag, e.g. legal@3")
     tag.add_argument("tag", help="tag name, e.g. prod")
 
-    verify = verb("verify", _verify, "check every file against its sha256 (exit 1 on problems)")
+    verify = verb("verify", _verify, "check every file against its sha256 (exit 1 on problems)", json=True)
     verify.add_argument("ref", nargs="?", default=None, help="only this entry (default: all)")
-    verify.add_argument("--json", action="store_true", help="machine-readable output")
 
-    export = verb("export", _export, "write a verified plain PEFT copy to a folder")
-    export.add_argument("ref", help="name, name@N, name@latest or name@tag")
+    export = verb("export", _export, "write a verified plain PEFT copy to a folder", ref=any_ref)
     export.add_argument("dir", help="new or empty folder")
 
     verb("gc", _gc, "remove leftovers of interrupted writes")
