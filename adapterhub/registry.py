@@ -107,22 +107,24 @@ class Registry:
         with self._staging.stage() as stage:
             for file in ADAPTER_FILES:
                 write_synced(stage / file, adapter.files[file])
-            with self._index.write() as db:
-                other = index.name_differing_in_case(db, name)
-                if other is not None:
-                    raise InvalidNameError(f"adapter name {name!r} differs only in case from the existing {other!r}; "
-                                           f"use {other!r} or a clearly different name")
-                manifest["version"] = index.next_version(db, name)
-                write_synced(stage / MANIFEST_FILE, _manifest_bytes(manifest))
-                fsync_dir(stage)
-                target = self._place(db, stage, name, manifest["version"])
-                try:
+            target = None
+            try:
+                with self._index.write() as db:
+                    other = index.name_differing_in_case(db, name)
+                    if other is not None:
+                        raise InvalidNameError(f"adapter name {name!r} differs only in case from the existing "
+                                               f"{other!r}; use {other!r} or a clearly different name")
+                    manifest["version"] = index.next_version(db, name)
+                    write_synced(stage / MANIFEST_FILE, _manifest_bytes(manifest))
+                    fsync_dir(stage)
+                    target = self._place(db, stage, name, manifest["version"])
                     index.insert(db, manifest)
                     for tag in tags:
                         index.set_tag(db, name, tag, manifest["version"])
-                except BaseException:
+            except BaseException:
+                if target is not None:  # placed but not committed: take it back out
                     self._staging.discard(target)
-                    raise
+                raise
         return self._record(manifest, tags)
 
     def _place(self, db: sqlite3.Connection, stage: Path, name: str, version: int) -> Path:
@@ -273,8 +275,12 @@ class Registry:
             check_compatible(config, shapes, base, fingerprint=record.base_fingerprint)
         return LoadedAdapter(record=record, config=config, tensors=load_safetensors(files[WEIGHTS_FILE]))
 
-    def verify(self, ref: str | None = None) -> list[str]:
+    def verify(self, ref: str | None = None, *, progress: bool = False) -> list[str]:
         """Check every file of one entry (or all) against its checksums; ``[]`` means all is well.
+
+        Args:
+            ref: one entry; ``None`` checks every entry and the index itself.
+            progress: show a progress bar (stderr).
 
         Returns:
             One line per problem, each naming the entry and the file.
@@ -282,8 +288,11 @@ class Registry:
         >>> Registry().verify()  # doctest: +SKIP
         []
         """
+        from tqdm.auto import tqdm
+
         problems = [] if ref is not None else self._index_problems()
-        for record in [self.get(ref)] if ref is not None else self.list():
+        records = [self.get(ref)] if ref is not None else self.list()
+        for record in tqdm(records, desc="verify", unit="entry", disable=not progress):
             for file in record.manifest["files"]:
                 try:
                     self._read_file(record, file)

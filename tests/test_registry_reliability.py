@@ -147,3 +147,20 @@ def test_four_processes_adding_one_name_get_distinct_versions(tmp_path, lora_dir
     interleaved = sum(a + 1 != b for versions in per_process for a, b in zip(versions, versions[1:]))
     print(f"\nconcurrency: 4 processes x 10 adds -> 40 entries, versions 1..40, 0 problems, "
           f"{interleaved} interleavings between processes")
+
+
+def test_a_failure_after_placing_takes_the_folder_back_out(tmp_path, lora_dir, monkeypatch):
+    import adapterhub.registry_index as index_module
+
+    registry = Registry(tmp_path / "registry")
+    registry.add(lora_dir, "crash")
+
+    def broken_insert(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(index_module, "insert", broken_insert)
+    with pytest.raises(OSError, match="disk full"):
+        registry.add(lora_dir, "crash")
+    assert [r.ref for r in registry.list()] == ["crash@1"] and leftovers(registry) == ([], [])
+    monkeypatch.undo()
+    assert registry.add(lora_dir, "crash").version == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from ._output import human_bytes, print_fields, print_json, print_table
@@ -127,7 +128,7 @@ def _tag(args: argparse.Namespace) -> int:
 def _verify(args: argparse.Namespace) -> int:
     registry = _registry(args)
     checked = 1 if args.ref else len(registry.list())
-    problems = registry.verify(args.ref)
+    problems = registry.verify(args.ref, progress=sys.stderr.isatty())
     if args.json:
         print_json({"checked": checked, "problems": problems})
     else:
