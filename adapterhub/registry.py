@@ -122,8 +122,8 @@ class Registry:
                     for tag in tags:
                         index.set_tag(db, name, tag, manifest["version"])
             except BaseException:
-                if target is not None:  # placed but not committed: take it back out
-                    self._staging.discard(target)
+                if target is not None:  # placed but not committed: back to staging, deleted on leaving
+                    os.rename(target, stage)
                 raise
         return self._record(manifest, tags)
 
