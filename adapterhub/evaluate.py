@@ -11,10 +11,12 @@ the same code the runtime's ``predict`` uses) and the best label wins.
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Sequence
 
-from .data import Example, Split, collate, plan_batches
+from .batching import collate, plan_batches
+from .data import Example, Split
 from .prompts import TaskSpec, predict_labels
 
 
@@ -129,7 +131,8 @@ def evaluate_file(ref: str, data: str | Path, *, registry: Any = None, base: Any
         ref: registry reference (``"finance"``, ``"finance@2"``).
         data: a ``.jsonl``/``.csv``/``.parquet`` file.
         registry: a :class:`~adapterhub.registry.Registry` (default: the default registry).
-        base: a loaded base (default: load the base named in the manifest).
+        base: a loaded base (default: load the base named in the manifest); the adapter is
+            attached to it for the evaluation and removed again.
         adapter: ``False`` scores the bare base zero-shot with the adapter's prompt.
         batch_size: rows per forward pass.
 
@@ -161,14 +164,14 @@ def evaluate_file(ref: str, data: str | Path, *, registry: Any = None, base: Any
     rows = map_fields(read_rows(Source(path=str(data))), fmt=fmt, fields=recipe_data.get("fields") or {}, origin=origin)
     examples = encode_split(rows, fmt=fmt, tokenizer=base.tokenizer, task=task,
                             max_length=int(recipe_data.get("max_length") or 4096), origin=origin)
-    device = base.model.device
     split = Split("file", origin, rows, examples)
-    model = SupervisedLM(peft_model)
-    if adapter:
-        metrics = evaluate_split(model, base.tokenizer, task, split, batch_size=batch_size, device=device)
-    else:
-        with peft_model.disable_adapter():
-            metrics = evaluate_split(model, base.tokenizer, task, split, batch_size=batch_size, device=device)
+    try:
+        with nullcontext() if adapter else peft_model.disable_adapter():
+            metrics = evaluate_split(SupervisedLM(peft_model), base.tokenizer, task, split, batch_size=batch_size,
+                                     device=base.model.device)
+    finally:
+        if not peft_model.active_peft_config.is_prompt_learning:
+            peft_model.unload()  # give the caller's base back unchanged (a prefix never changed it)
     return {"ref": record.ref, "data": origin, "adapter": adapter, **metrics}
 
 

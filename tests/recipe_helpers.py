@@ -39,7 +39,7 @@ def tiny_recipe(folder: Path, model_dir: Path, *, train_rows: int = 16, validati
         "name": "tiny",
         "base": {"model": str(model_dir), "device": "cpu"},
         "adapter": {"method": "lora", "r": 4, "alpha": 8},
-        "data": {"train": str(folder / "train.jsonl"), "labels": list(LABELS), "max_length": 64,
+        "data": {"train": str(folder / "train.jsonl"), "labels": list(LABELS), "max_length": 256,
                  **({"validation": str(folder / "validation.jsonl")} if validation_rows else {})},
         "training": {"epochs": 1, "batch_size": 4, "lr": 1e-3, "eval_batch_size": 16},
         "output": {"registry": str(folder / "registry"), "run_dir": str(folder / "run")},

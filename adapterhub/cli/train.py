@@ -90,7 +90,7 @@ def _summary(metrics: dict[str, Any]) -> str:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from ..train import check_recipe
+    from ..dry_run import check_recipe
 
     summary = check_recipe(args.recipe, overrides=args.overrides)
     if args.json:
