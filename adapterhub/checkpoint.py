@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .errors import TrainingError
@@ -161,7 +162,7 @@ def load_checkpoint(folder: Path, *, peft_model: Any, optimizer: torch.optim.Opt
         best = load_file(str(best_file)) if best_file.is_file() else None
         scheduler.load_state_dict(payload["scheduler"])
         restore_rng(load_file(str(folder / "rng.safetensors")))
-    except (OSError, KeyError, ValueError) as error:
+    except (OSError, KeyError, ValueError, SafetensorError) as error:
         raise TrainingError(f"checkpoint {folder} is unreadable ({type(error).__name__}: {error}); "
                             "delete it to resume from the one before, or start a new run") from None
     return payload["trainer"], best
