@@ -59,7 +59,6 @@ class Example:
 class Split:
     """The rows of one split (canonical field names) and their encoded examples."""
 
-    name: str
     origin: str
     rows: list[dict[str, Any]]
     examples: list[Example]
@@ -288,25 +287,28 @@ def load_dataset(recipe: Recipe, tokenizer: Any) -> Dataset:
     """
     data, task = recipe.data, recipe.task
 
-    def read(name: str, source: Source) -> tuple[list[dict[str, Any]], str]:
+    def read(source: Source) -> tuple[list[dict[str, Any]], str]:
         origin = str(recipe.resolve_path(source.path)) if source.path else source.describe()
         rows = read_rows(source, root=recipe.root)
         return map_fields(rows, fmt=data.format, fields=data.fields, origin=origin), origin
 
-    def split(name: str, rows: list[dict[str, Any]], origin: str) -> Split:
+    def split(rows: list[dict[str, Any]], origin: str) -> Split:
         examples = encode_split(rows, fmt=data.format, tokenizer=tokenizer, task=task,
                                 max_length=data.max_length, origin=origin)
-        return Split(name, origin, rows, examples)
+        return Split(origin, rows, examples)
 
-    train_rows, train_origin = read("train", data.train)
+    train_rows, train_origin = read(data.train)
+    held_out: list[dict[str, Any]] = []
+    if data.validation is None and data.validation_split > 0:
+        train_rows, held_out = _hold_out(train_rows, data.validation_split, seed=recipe.training.seed)
+    train = split(train_rows, train_origin)
     validation = None
     if data.validation is not None:
-        validation = split("validation", *read("validation", data.validation))
-    elif data.validation_split > 0:
-        train_rows, held_out = _hold_out(train_rows, data.validation_split, seed=recipe.training.seed)
-        validation = split("validation", held_out, f"{train_origin} (held-out {data.validation_split:.0%})")
-    test = split("test", *read("test", data.test)) if data.test is not None else None
-    return Dataset(task, split("train", train_rows, train_origin), validation, test)
+        validation = split(*read(data.validation))
+    elif held_out:
+        validation = split(held_out, f"{train_origin} (held-out {data.validation_split:.0%})")
+    test = split(*read(data.test)) if data.test is not None else None
+    return Dataset(task, train, validation, test)
 
 
 def _hold_out(rows: list[dict[str, Any]], fraction: float, *, seed: int) -> tuple[list, list]:

@@ -164,7 +164,7 @@ def evaluate_file(ref: str, data: str | Path, *, registry: Any = None, base: Any
     rows = map_fields(read_rows(Source(path=str(data))), fmt=fmt, fields=recipe_data.get("fields") or {}, origin=origin)
     examples = encode_split(rows, fmt=fmt, tokenizer=base.tokenizer, task=task,
                             max_length=int(recipe_data.get("max_length") or 4096), origin=origin)
-    split = Split("file", origin, rows, examples)
+    split = Split(origin, rows, examples)
     try:
         with nullcontext() if adapter else peft_model.disable_adapter():
             metrics = evaluate_split(SupervisedLM(peft_model), base.tokenizer, task, split, batch_size=batch_size,

@@ -105,6 +105,9 @@ class AdapterSection(_Section):
     use_rslora: bool = Field(False, description="rsLoRA: scale by alpha / sqrt(r)")
     num_virtual_tokens: int = Field(20, ge=1, description="prefix length in tokens (prefix)")
     prefix_projection: bool = Field(False, description="train the prefix through a small MLP (prefix)")
+    prefix_init_text: str | None = Field(
+        None, description="start the prefix as the base's keys/values for this text, e.g. a task description; "
+                          "null = random (prefix)")
 
 
 class EarlyStopping(_Section):
@@ -203,6 +206,8 @@ class Recipe(_Section):
         if adapter.method == "prefix" and self.base.quantize != "none":
             raise ValueError("adapter.method 'prefix' cannot train on a quantized base (QLoRA is a LoRA technique); "
                              "set base.quantize: none or adapter.method: lora")
+        if adapter.prefix_init_text is not None and (adapter.method != "prefix" or adapter.prefix_projection):
+            raise ValueError("adapter.prefix_init_text needs adapter.method 'prefix' without prefix_projection")
         if adapter.method == "prefix" and data.packing:
             raise ValueError("data.packing does not work with prefix tuning (the prefix is shared per row); "
                              "set data.packing: false")

@@ -118,7 +118,9 @@ class Trainer:
 
         section = self.recipe.base
         distributed = self.accelerator.num_processes > 1
-        device = str(self.accelerator.device) if section.device == "auto" or distributed else section.device
+        device = section.device
+        if section.device == "auto" or distributed:
+            device = "cpu" if self.accelerator.device.type == "cpu" else str(self.accelerator.device)
         base = load_base(section.model, quantize=None if section.quantize == "none" else section.quantize,
                          dtype=section.dtype, device=device, progress=self.progress)
         base.linear_shapes  # noqa: B018 -- record the clean module shapes before PEFT wraps them (registry checks)
@@ -143,6 +145,10 @@ class Trainer:
                                         prefix_projection=section.prefix_projection,
                                         encoder_hidden_size=self.base.spec.hidden_size)
         peft_model = get_peft_model(model, config)
+        if section.prefix_init_text is not None:
+            from .prefix_init import init_prefix_from_text
+
+            init_prefix_from_text(peft_model, self.base.tokenizer, section.prefix_init_text)
         peft_model.train()
         return peft_model
 
@@ -355,8 +361,8 @@ class Trainer:
         metrics["train"] = {
             "steps": self.step, "epochs": round(self.step / self.steps_per_epoch, 3), "stopped_early": self.stopped_early,
             "best_step": self.best["step"], "final_loss": self.history["train"][-1]["loss"] if self.history["train"] else None,
-            "tokens": self.train_tokens, "seconds": round(self.train_seconds, 2),
-            "tokens_per_second": round(self.train_tokens / max(self.train_seconds, 1e-9), 1)}
+            "tokens": self.train_tokens, "seconds": round(self.train_seconds, 2), "processes": self.accelerator.num_processes,
+            "tokens_per_second": round(self.train_tokens / max(self.train_seconds, 1e-9), 1)}  # per process
         return metrics
 
     def _note(self, message: str) -> None:

@@ -46,7 +46,7 @@ def split(tiny_base) -> Split:
     rows = classification_rows(6)
     examples = encode_split(rows, fmt="classification", tokenizer=tiny_base.tokenizer, task=TASK, max_length=256,
                             origin="rows")
-    return Split("validation", "rows", rows, examples)
+    return Split("rows", rows, examples)
 
 
 def test_loss_metrics_average_over_supervised_tokens(lora_model, split):

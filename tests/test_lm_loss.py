@@ -62,3 +62,21 @@ def test_supervised_loss_and_gradients_match_peft_forward(tiny_llama_dir, method
     assert ours.item() == pytest.approx(reference.item(), rel=1e-5)
     for mine, theirs in zip(ours_grads, (p.grad for p in peft_model.parameters() if p.requires_grad)):
         torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-5)
+
+
+def test_prefix_from_text_behaves_like_that_text_in_context(tiny_llama_dir):
+    from peft import PrefixTuningConfig, get_peft_model
+
+    from adapterhub import load_base
+    from adapterhub.prefix_init import init_prefix_from_text
+
+    base = load_base(str(tiny_llama_dir), device="cpu")
+    text_ids = base.tokenizer("Classify the clause.", add_special_tokens=False)["input_ids"]
+    inputs = torch.tensor([[5, 17, 42, 99, 7]])
+    with torch.no_grad():
+        in_context = base.model(input_ids=torch.cat([torch.tensor([text_ids]), inputs], dim=1)).logits[:, len(text_ids):]
+    peft_model = get_peft_model(base.model, PrefixTuningConfig(num_virtual_tokens=len(text_ids), task_type="CAUSAL_LM"))
+    init_prefix_from_text(peft_model, base.tokenizer, "Classify the clause.")
+    with torch.no_grad():
+        prefixed = peft_model(input_ids=inputs, attention_mask=torch.ones_like(inputs)).logits
+    torch.testing.assert_close(prefixed, in_context, rtol=1e-4, atol=1e-4)

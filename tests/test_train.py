@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -78,6 +79,26 @@ def test_other_methods_reload_with_the_metrics_they_trained_with(tmp_path, tiny_
     reloaded = evaluate_file(record.ref, tmp_path / "validation.jsonl", registry=_registry(raw),
                              base=load_base(str(tiny_llama_dir), device="cpu"))
     assert reloaded["loss"] == pytest.approx(record.manifest["metrics"]["validation"]["loss"], abs=1e-4)
+
+
+@pytest.mark.parametrize("options, same_losses", [
+    ({"training": {"gradient_checkpointing": True}}, True),  # recomputation must not change a single loss
+    ({"data": {"packing": True}}, False),  # packed batches are drawn unsorted, so they differ from length-grouped ones
+    ({"training": {"gradient_accumulation_steps": 2, "batch_size": 2, "scheduler": "linear", "warmup_steps": 1}}, False),
+], ids=["checkpointing", "packing", "accumulation"])
+def test_training_options(tmp_path, tiny_llama_dir, options, same_losses):
+    plain = tiny_recipe(tmp_path / "plain", tiny_llama_dir, training={"max_steps": 3, "batch_size": 4},
+                        adapter={"dropout": 0.1}, output={"register_on_success": False})
+    changed = tiny_recipe(tmp_path / "changed", tiny_llama_dir, training={"max_steps": 3, "batch_size": 4},
+                          adapter={"dropout": 0.1}, output={"register_on_success": False})
+    for section, values in options.items():
+        changed[section] = {**changed[section], **values}
+    train(plain, progress=False)
+    train(changed, progress=False)
+    ours, theirs = _losses(tmp_path / "changed" / "run")[0], _losses(tmp_path / "plain" / "run")[0]
+    assert len(ours) == 3 and all(math.isfinite(loss) for loss in ours)
+    if same_losses:
+        assert ours == pytest.approx(theirs, rel=1e-4)
 
 
 def _losses(run: Path) -> tuple[list[float], list[float]]:

@@ -62,6 +62,8 @@ def _train(args: argparse.Namespace) -> int:
     else:
         run_dir = Path(requested) if requested else runs.default_run_dir(recipe.name)
     record = train(recipe, resume=args.resume, run_dir=run_dir, progress=not args.no_progress)
+    if not _is_main_process():
+        return 0  # under accelerate launch / torchrun only rank 0 reports
     metrics = runs.read_metrics(run_dir)
     if args.json:
         print_json({"ref": record.ref if record else None, "run_dir": str(run_dir), "metrics": metrics})
@@ -78,6 +80,12 @@ def _train(args: argparse.Namespace) -> int:
                           f"{train_info.get('seconds')} s")
     print_fields(fields)
     return 0
+
+
+def _is_main_process() -> bool:
+    from accelerate import PartialState
+
+    return PartialState().is_main_process
 
 
 def _summary(metrics: dict[str, Any]) -> str:
@@ -98,11 +106,18 @@ def _check(args: argparse.Namespace) -> int:
         return 0
     print(f"{args.recipe}: ok — {summary['task']} with {summary['method']} on {summary['base']}, "
           f"{summary['steps_per_epoch']} steps/epoch, {summary['total_steps']} steps in all")
-    rows = [(name, entry["rows"], entry["tokens"], entry["longest"],
-             ", ".join(f"{k} {v}" for k, v in entry.get("labels", {}).items()), entry["origin"])
-            for name in ("train", "validation", "test") if (entry := summary.get(name))]
-    print_table(rows, ["split", "rows", "tokens", "longest", "labels", "source"])
+    splits = [(name, entry) for name in ("train", "validation", "test") if (entry := summary.get(name))]
+    print_table([(name, entry["rows"], entry["tokens"], entry["longest"], _label_counts(entry.get("labels", {})))
+                 for name, entry in splits], ["split", "rows", "tokens", "longest", "rows per label"])
+    for name, entry in splits:
+        print(f"{name}: {entry['origin']}")
     return 0
+
+
+def _label_counts(counts: dict[str, int]) -> str:
+    if counts and len(set(counts.values())) == 1:
+        return f"{next(iter(counts.values()))} each of {len(counts)}"
+    return ", ".join(f"{label} {count}" for label, count in counts.items())
 
 
 def _new(args: argparse.Namespace) -> int:
@@ -111,7 +126,7 @@ def _new(args: argparse.Namespace) -> int:
 
     text = starter_yaml()
     if args.path is None:
-        print(text, end="")
+        print(text.replace("THIS_FILE", "recipe.yaml"), end="")
         return 0
     path = Path(args.path)
     if path.exists() and not args.force:
