@@ -38,13 +38,14 @@ class Batch:
     target_cols: torch.Tensor  # [N]
     targets: torch.Tensor  # [N]
     num_examples: int
-    num_tokens: int  # real tokens, padding excluded
+    num_tokens: int  # real tokens of the examples (padding excluded, a shared prefix counted in every row)
+    shared_prefix: torch.Tensor | None = None  # [P] tokens every row starts with, cut off input_ids (computed once)
 
     def to(self, device: Any) -> Batch:
         move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
         return Batch(move(self.input_ids), move(self.attention_mask), move(self.position_ids),
                      move(self.target_rows), move(self.target_cols), move(self.targets),
-                     self.num_examples, self.num_tokens)
+                     self.num_examples, self.num_tokens, move(self.shared_prefix))
 
 
 def plan_batches(lengths: Sequence[int], *, batch_size: int, seed: int | None, epoch: int = 0,
@@ -75,7 +76,8 @@ def plan_batches(lengths: Sequence[int], *, batch_size: int, seed: int | None, e
     return [batches[i] for i in shuffled]
 
 
-def collate(examples: Sequence[Example], *, pad_id: int, pack_length: int | None = None) -> Batch:
+def collate(examples: Sequence[Example], *, pad_id: int, pack_length: int | None = None,
+            share_prefix: bool = False) -> Batch:
     """Lay examples out as a :class:`Batch`: one right-padded row each, or packed rows.
 
     Args:
@@ -84,6 +86,10 @@ def collate(examples: Sequence[Example], *, pad_id: int, pack_length: int | None
         pack_length: pack examples into rows of at most this many tokens (first-fit,
             longest first); each example restarts its ``position_ids`` at 0, which is how
             transformers keeps packed examples from attending to each other.
+        share_prefix: (padded rows only) cut the tokens that every example starts with
+            (up to the first supervised position) into ``shared_prefix``, so the model runs
+            them once per batch instead of once per row: the same prompt template, system
+            message or chat header is computed once.
     """
     if pack_length is None:
         rows = [[index] for index in range(len(examples))]
@@ -117,9 +123,25 @@ def collate(examples: Sequence[Example], *, pad_id: int, pack_length: int | None
             offset += length
         position_ids[r, offset:] = torch.arange(width - offset)  # padding tail: its own "sequence"
     packed = pack_length is not None
-    return Batch(input_ids=input_ids, attention_mask=None if packed else attention_mask,
+    shared = common_prefix_length(examples) if share_prefix and not packed and len(examples) > 1 else 0
+    return Batch(input_ids=input_ids[:, shared:], attention_mask=None if packed else attention_mask[:, shared:],
                  position_ids=position_ids if packed else None,
                  target_rows=torch.tensor(target_rows, dtype=torch.long),
-                 target_cols=torch.tensor(target_cols, dtype=torch.long),
+                 target_cols=torch.tensor(target_cols, dtype=torch.long) - shared,
                  targets=torch.tensor(targets, dtype=torch.long),
-                 num_examples=len(examples), num_tokens=sum(len(e) for e in examples))
+                 num_examples=len(examples), num_tokens=sum(len(e) for e in examples),
+                 shared_prefix=input_ids[0, :shared] if shared else None)
+
+
+def common_prefix_length(examples: Sequence[Example]) -> int:
+    """How many leading tokens all examples share, stopping before any hidden state that predicts a label.
+
+    >>> common_prefix_length([Example((1, 2, 3, 4), (-100, -100, -100, 4)), Example((1, 2, 5, 6), (-100,) * 3 + (6,))])
+    2
+    """
+    first = examples[0].input_ids
+    length = min(len(e) for e in examples)
+    for example in examples[1:]:
+        length = next((i for i in range(length) if example.input_ids[i] != first[i]), length)
+    first_target = min(next((i for i, label in enumerate(e.labels) if label != IGNORE), len(e)) for e in examples)
+    return max(0, min(length, first_target - 1))

@@ -44,7 +44,7 @@ def loss_metrics(model: Any, examples: Sequence[Example], *, pad_id: int, batch_
     try:
         with torch.inference_mode():
             for indices in plan_batches([len(e) for e in examples], batch_size=batch_size, seed=None):
-                batch = collate([examples[i] for i in indices], pad_id=pad_id).to(device)
+                batch = collate([examples[i] for i in indices], pad_id=pad_id, share_prefix=True).to(device)
                 total += float(model(**batch_inputs(batch)))
                 tokens += int(batch.targets.numel())
     finally:

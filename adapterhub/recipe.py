@@ -154,6 +154,9 @@ class TrainingSection(_Section):
     max_grad_norm: float | None = Field(1.0, gt=0, description="clip the gradient norm; null = no clipping")
     seed: int = Field(0, description="seed for adapter init, data order and dropout")
     gradient_checkpointing: bool = Field(False, description="recompute activations in backward (less memory, slower)")
+    share_prompt_prefix: bool = Field(
+        True, description="run the tokens all rows of a batch start with once per batch (same loss, faster; "
+                          "dropout then draws one mask for them); off with gradient checkpointing or packing")
     eval_every: int | None = Field(None, ge=1, description="evaluate every N steps; null = at the end of each epoch")
     save_every: int | None = Field(None, ge=1, description="checkpoint every N steps; null = at the end of each epoch")
     keep_checkpoints: int = Field(2, ge=1, description="how many recent checkpoints to keep")
@@ -208,6 +211,9 @@ class Recipe(_Section):
                              "set base.quantize: none or adapter.method: lora")
         if adapter.prefix_init_text is not None and (adapter.method != "prefix" or adapter.prefix_projection):
             raise ValueError("adapter.prefix_init_text needs adapter.method 'prefix' without prefix_projection")
+        if adapter.method == "prefix" and training.gradient_checkpointing:
+            raise ValueError("training.gradient_checkpointing does not work with prefix tuning (transformers drops the "
+                             "key/value cache that carries the prefix); set it to false")
         if adapter.method == "prefix" and data.packing:
             raise ValueError("data.packing does not work with prefix tuning (the prefix is shared per row); "
                              "set data.packing: false")

@@ -235,8 +235,10 @@ class Trainer:
         from .lm_loss import batch_inputs
 
         started = time.perf_counter()
-        batches = [collate([self.data.train.examples[i] for i in indices], pad_id=self.pad_id,
-                           pack_length=self.recipe.data.max_length if self.recipe.data.packing else None)
+        data, training = self.recipe.data, self.recipe.training
+        share = training.share_prompt_prefix and not (training.gradient_checkpointing or data.packing)
+        batches = [collate([self.data.train.examples[i] for i in indices], pad_id=self.pad_id, share_prefix=share,
+                           pack_length=data.max_length if data.packing else None)
                    for indices in self._micro_batches()]
         targets = sum(int(batch.targets.numel()) for batch in batches)
         loss_sum = 0.0

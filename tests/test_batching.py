@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from adapterhub.batching import collate, plan_batches
+from adapterhub.batching import collate, common_prefix_length, plan_batches
 from adapterhub.data import IGNORE, Example
 
 
@@ -80,3 +80,19 @@ def test_packed_loss_equals_padded_loss(tiny_base, pack_length):
         assert packed.item() == pytest.approx(padded.item(), rel=1e-5)
     finally:
         model.peft_model.unload()
+
+
+@pytest.mark.parametrize("rows, expected", [
+    ([((1, 2, 3, 4, 5), 4), ((1, 2, 3, 9, 9, 9), 5)], 3),  # the rows part after three shared tokens
+    ([((1, 2, 3, 4, 5), 2), ((1, 2, 3, 4, 6), 2)], 1),  # capped: position 1 already predicts a label
+    ([((7, 2, 3), 2), ((1, 2, 3), 2)], 0),
+])
+def test_shared_prefix_stops_before_the_first_label(rows, expected):
+    examples = [Example(ids, tuple([IGNORE] * first + list(ids[first:]))) for ids, first in rows]
+    assert common_prefix_length(examples) == expected
+    batch = collate(examples, pad_id=0, share_prefix=True)
+    plain = collate(examples, pad_id=0)
+    assert (batch.shared_prefix.numel() if batch.shared_prefix is not None else 0) == expected
+    assert batch.input_ids.shape[1] == plain.input_ids.shape[1] - expected
+    assert batch.target_cols.tolist() == [col - expected for col in plain.target_cols.tolist()]
+    assert batch.targets.tolist() == plain.targets.tolist() and batch.num_tokens == plain.num_tokens

@@ -11,12 +11,14 @@ from adapterhub.data import IGNORE, Example
 from adapterhub.lm_loss import SupervisedLM, batch_inputs
 
 
-def _examples() -> list[Example]:
+def _examples(common: int = 0) -> list[Example]:
+    """Four examples; the first ``common`` tokens are the same in all of them (a shared prompt start)."""
     generator = torch.Generator().manual_seed(1)
+    start = torch.randint(3, 300, (common,), generator=generator).tolist()
     examples = []
     for length, answer in [(7, 2), (12, 3), (5, 1), (9, 4)]:
-        ids = torch.randint(3, 300, (length,), generator=generator).tolist()
-        examples.append(Example(tuple(ids), tuple([IGNORE] * (length - answer) + ids[length - answer:])))
+        ids = start + torch.randint(3, 300, (length,), generator=generator).tolist()
+        examples.append(Example(tuple(ids), tuple([IGNORE] * (len(ids) - answer) + ids[len(ids) - answer:])))
     return examples
 
 
@@ -41,19 +43,25 @@ CONFIGS = {
 }
 
 
-CASES = [("lora", None), ("lora", 24), ("dora", None), ("dora", 24), ("prefix", None), ("prefix-projection", None)]
+CASES = [  # (method, layout); packing is LoRA-only (the recipe rejects prefix + packing)
+    ("lora", "padded"), ("lora", "packed"), ("lora", "shared"), ("dora", "padded"), ("dora", "packed"),
+    ("prefix", "padded"), ("prefix", "shared"), ("prefix-projection", "padded"),
+]
+LAYOUTS = {"padded": {}, "packed": {"pack_length": 30}, "shared": {"share_prefix": True}}
 
 
-@pytest.mark.parametrize("method, pack_length", CASES)  # packing is LoRA-only (the recipe rejects prefix + packing)
-def test_supervised_loss_and_gradients_match_peft_forward(tiny_llama_dir, method, pack_length):
+@pytest.mark.parametrize("method, layout", CASES)
+def test_supervised_loss_and_gradients_match_peft_forward(tiny_llama_dir, method, layout):
     from peft import get_peft_model
 
     from adapterhub import load_base
 
     torch.manual_seed(0)
     peft_model = get_peft_model(load_base(str(tiny_llama_dir), device="cpu").model, CONFIGS[method]())
-    examples = _examples()
-    ours = SupervisedLM(peft_model)(**batch_inputs(collate(examples, pad_id=0, pack_length=pack_length)))
+    examples = _examples(common=5)
+    batch = collate(examples, pad_id=0, **LAYOUTS[layout])
+    assert (batch.shared_prefix is not None) == (layout == "shared")
+    ours = SupervisedLM(peft_model)(**batch_inputs(batch))
     ours.backward()
     ours_grads = [p.grad.clone() for p in peft_model.parameters() if p.requires_grad]
     peft_model.zero_grad()

@@ -50,6 +50,8 @@ BAD_RECIPES = [
     (with_("adapter.method", "prefix") | {"data": {**MINIMAL["data"], "packing": True}},
      r"data.packing does not work with prefix tuning"),
     (with_("adapter.prefix_init_text", "Clause types."), r"prefix_init_text needs adapter.method 'prefix'"),
+    (with_("adapter.method", "prefix") | {"training": {"gradient_checkpointing": True}},
+     r"gradient_checkpointing does not work with prefix tuning"),
     (with_("training.early_stopping", {"patience": 2}), r"early_stopping needs validation rows"),
     (with_("training.early_stopping", {"metric": "accuracy"}) | {"data": {"train": "a.jsonl", "format": "completion"}},
      r"metric 'accuracy' needs data.format 'classification'"),

@@ -83,14 +83,16 @@ def test_other_methods_reload_with_the_metrics_they_trained_with(tmp_path, tiny_
 
 @pytest.mark.parametrize("options, same_losses", [
     ({"training": {"gradient_checkpointing": True}}, True),  # recomputation must not change a single loss
+    ({"training": {"share_prompt_prefix": True}}, True),  # nor computing a shared prompt start once
     ({"data": {"packing": True}}, False),  # packed batches are drawn unsorted, so they differ from length-grouped ones
     ({"training": {"gradient_accumulation_steps": 2, "batch_size": 2, "scheduler": "linear", "warmup_steps": 1}}, False),
-], ids=["checkpointing", "packing", "accumulation"])
+], ids=["checkpointing", "shared-prefix", "packing", "accumulation"])
 def test_training_options(tmp_path, tiny_llama_dir, options, same_losses):
-    plain = tiny_recipe(tmp_path / "plain", tiny_llama_dir, training={"max_steps": 3, "batch_size": 4},
-                        adapter={"dropout": 0.1}, output={"register_on_success": False})
-    changed = tiny_recipe(tmp_path / "changed", tiny_llama_dir, training={"max_steps": 3, "batch_size": 4},
-                          adapter={"dropout": 0.1}, output={"register_on_success": False})
+    dropout = 0.0 if "share_prompt_prefix" in options.get("training", {}) else 0.1  # one mask vs one per row
+    common = {"training": {"max_steps": 3, "batch_size": 4, "share_prompt_prefix": False},
+              "adapter": {"dropout": dropout}, "output": {"register_on_success": False}}
+    plain = tiny_recipe(tmp_path / "plain", tiny_llama_dir, **common)
+    changed = tiny_recipe(tmp_path / "changed", tiny_llama_dir, **common)
     for section, values in options.items():
         changed[section] = {**changed[section], **values}
     train(plain, progress=False)
