@@ -11,6 +11,7 @@ the same code the runtime's ``predict`` uses) and the best label wins.
 from __future__ import annotations
 
 import math
+import warnings
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Sequence
@@ -81,7 +82,9 @@ def classify(model: Any, tokenizer: Any, task: TaskSpec, texts: Sequence[str], *
     was_training = model.training
     model.eval()
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), warnings.catch_warnings():
+            # PEFT's prefix-tuning forward still passes the cache under its old name
+            warnings.filterwarnings("ignore", message=".*past_key_values.*deprecated", category=FutureWarning)
             return predict_labels(logits_fn, tokenizer, task, list(texts), batch_size=batch_size, device=device)
     finally:
         model.train(was_training)
