@@ -182,10 +182,24 @@ def map_fields(rows: list[dict[str, Any]], *, fmt: str, fields: dict[str, str], 
 
 # --- encoding ---------------------------------------------------------------------------------------------------
 def encode(row: dict[str, Any], *, fmt: str, tokenizer: Any, task: TaskSpec) -> tuple[list[int], list[int]]:
-    """``(prompt_ids, answer_ids)`` pieces of one canonical row; returns alternating pieces for chat.
+    """Token ids and labels of one canonical row (labels are :data:`IGNORE` on the prompt).
 
-    The result is a flat list of ``(ids, supervised)`` pairs folded into two lists:
-    the token ids and the matching labels (:data:`IGNORE` where unsupervised).
+    Args:
+        row: a row with the canonical fields of ``fmt`` (see :func:`map_fields`).
+        fmt: ``"classification"``, ``"instruction"``, ``"chat"`` or ``"completion"``.
+        tokenizer: the base tokenizer.
+        task: the recipe's task (prompt template, system prompt, chat wrapping).
+
+    Returns:
+        ``(input_ids, labels)`` of equal length.
+
+    Raises:
+        DataError: a malformed conversation (``chat``).
+
+    >>> ids, labels = encode({"text": "Up 5%.", "label": "positive"}, fmt="classification",
+    ...                      tokenizer=tokenizer, task=task)  # doctest: +SKIP
+    >>> labels[-2:] == answer_ids(tokenizer, "positive")  # doctest: +SKIP
+    True
     """
     pieces: list[tuple[list[int], bool]]
     if fmt == "classification":
