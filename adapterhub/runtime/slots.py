@@ -130,10 +130,11 @@ class Residency:
             count, total = count - 1, total - entry.nbytes
         if (limit is not None and count > limit) or (budget is not None and total > budget):
             busy = [entry.name for entry in self._entries.values() if entry.pins or entry.name in protect]
+            budget_mb = "None" if budget is None else f"{budget / 2**20:g}"
             raise MemoryBudgetError(
                 f"no room for adapter {name!r}: {', '.join(busy)} are in use by this or running calls and cannot be "
-                f"evicted (max_resident={limit}, memory_budget_mb={None if budget is None else budget / 2**20:g}); "
-                "raise the limits or use fewer domains per call")
+                f"evicted (max_resident={limit}, memory_budget_mb={budget_mb}); raise the limits or use fewer "
+                "domains per call")
         return chosen
 
     def report(self) -> list[ResidentInfo]:

@@ -17,9 +17,9 @@ ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "d
 
 def make_random_adapters(base: Any, out_dir: str | Path, count: int = 1, *, method: str = "lora", r: int = 8,
                          lora_alpha: float | None = None, target_modules: Sequence[str] = ALL_LINEAR,
-                         use_rslora: bool = False, use_dora: bool = False, rank_pattern: dict | None = None,
-                         num_virtual_tokens: int = 8, std: float | None = None, seed: int = 0,
-                         prefix: str | None = None) -> list[Path]:
+                         use_rslora: bool = False, use_dora: bool = False, num_virtual_tokens: int = 8,
+                         std: float | None = None, seed: int = 0, prefix: str | None = None,
+                         **options: Any) -> list[Path]:
     """Save ``count`` adapters with random non-zero weights; returns their directories.
 
     Args:
@@ -27,11 +27,12 @@ def make_random_adapters(base: Any, out_dir: str | Path, count: int = 1, *, meth
         out_dir: parent directory; adapters go to ``<out_dir>/<prefix>-<i>``.
         count: how many (same config, different weights: seed ``seed + i``).
         method: ``"lora"`` or ``"prefix"``.
-        r, lora_alpha, target_modules, use_rslora, use_dora, rank_pattern: LoRA options
+        r, lora_alpha, target_modules, use_rslora, use_dora: LoRA options
             (``lora_alpha`` defaults to ``2 * r``).
         num_virtual_tokens: prefix length.
         std: weight scale (default 0.1 for LoRA, 1.0 for prefix key/values).
         prefix: directory name prefix (default: ``method``).
+        **options: more PEFT config fields (``rank_pattern``, ``alpha_pattern``, ``lora_bias``, ...).
 
     >>> make_random_adapters("/tmp/tiny-llama", "/tmp/out", method="prefix")  # doctest: +SKIP
     [PosixPath('/tmp/out/prefix-0')]
@@ -44,9 +45,9 @@ def make_random_adapters(base: Any, out_dir: str | Path, count: int = 1, *, meth
     if method == "lora":
         config = LoraConfig(task_type="CAUSAL_LM", r=r, lora_alpha=lora_alpha or 2 * r,
                             target_modules=list(target_modules), use_rslora=use_rslora, use_dora=use_dora,
-                            rank_pattern=dict(rank_pattern or {}), init_lora_weights=False)
+                            init_lora_weights=False, **options)
     elif method == "prefix":
-        config = PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=num_virtual_tokens)
+        config = PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=num_virtual_tokens, **options)
     else:
         raise ValueError(f"method must be 'lora' or 'prefix', got {method!r}")
     peft_model = get_peft_model(model, config)
@@ -94,3 +95,19 @@ def _model_dir(base: Any) -> str:
     from ..base import resolve
 
     return str(resolve(str(base))[1])
+
+
+def load_peft(base: Any, adapter_dir: str | Path, *, quantize: str | None = None, dtype: str = "float32") -> Any:
+    """Plain PEFT reference: a fresh copy of ``base`` with ``adapter_dir`` loaded alone, in eval mode.
+
+    Args:
+        base: a :class:`adapterhub.base.Base`, a model directory or an alias.
+        adapter_dir: the PEFT adapter.
+        quantize / dtype: as in :func:`adapterhub.base.load_base` (CPU).
+    """
+    from peft import PeftModel
+
+    from ..base import load_base
+
+    fresh = load_base(_model_dir(base), quantize=quantize, dtype=dtype, device="cpu", progress=False)
+    return PeftModel.from_pretrained(fresh.model, str(adapter_dir)).eval()

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ...errors import IncompatibleBaseError, InvalidAdapterError
-from ..batch import active_rows
+from ..batch import active_rows, routed
 from . import owned, tensor_bytes
 
 _KEY_PREFIX = "base_model.model."
@@ -226,13 +226,28 @@ def _dora_factor(module: Any, A: Any, B: Any, magnitude: Any, scaling: float, de
     """DoRA's ``m / ||W + s B A||`` per output row, in float32 (PEFT computes it in the adapter's fp32)."""
     import torch
 
-    if type(module).__name__ in ("Linear4bit", "Linear8bitLt"):
-        from peft.utils.integrations import dequantize_module_weight
-
-        weight = dequantize_module_weight(module)
-    else:
-        weight = module.weight
-    weight = weight.to(device=device, dtype=torch.float32)
+    weight = _dense_weight(module).to(device=device, dtype=torch.float32)
     lora_weight = B.to(device, torch.float32) @ A.to(device, torch.float32)
     norm = torch.linalg.norm(weight + scaling * lora_weight, dim=1)
     return magnitude.to(device, torch.float32) / norm
+
+
+def _dense_weight(module: Any) -> Any:
+    """The weight ``[out, in]`` the layer really applies.
+
+    bitsandbytes layers are read by pushing the identity through their own
+    forward: dequantising ``weight.data`` directly is wrong once bitsandbytes has
+    repacked it for its CPU kernels (it does so on the first forward).
+    """
+    import torch
+
+    weight = module.weight
+    if type(weight).__name__ not in ("Params4bit", "Int8Params"):
+        return weight
+    dtype = getattr(module, "compute_dtype", None) or torch.float32
+    eye = torch.eye(module.in_features, dtype=dtype, device=weight.device)
+    with torch.no_grad(), routed(None):
+        applied = module(eye).float()  # [in, out] = eye @ W.T + bias
+    if module.bias is not None:
+        applied = applied - module.bias.float()
+    return applied.T
