@@ -36,8 +36,8 @@ def dirs(tiny_base, tmp_path_factory):
 
 
 @pytest.fixture
-def hub(tiny_base):
-    with AdapterHub(tiny_base, registry=None) as hub:
+def hub(tiny_base, registry_root):
+    with AdapterHub(tiny_base) as hub:
         yield hub
 
 
@@ -155,7 +155,7 @@ def test_adapter_for_another_architecture_is_incompatible(hub, tmp_path):
     for options in (dict(r=4), dict(method="prefix")):
         path = make_random_adapters(other, tmp_path / "narrow-adapters", prefix=options.get("method", "lora"),
                                     **options)[0]
-        with pytest.raises(IncompatibleBaseError, match="another base"):
+        with pytest.raises(IncompatibleBaseError, match="made for"):
             hub.load(path)
     assert hub.resident() == []
 
@@ -165,12 +165,12 @@ def test_adapter_recorded_for_another_base_is_incompatible(hub, dirs, tmp_path, 
 
     copy = shutil.copytree(dirs["lora-0"], tmp_path / "foreign")
     write_manifest(copy, name="foreign", base=load_base(str(other_tiny_llama_dir), device="cpu"))
-    with pytest.raises(IncompatibleBaseError, match="trained on base"):
+    with pytest.raises(IncompatibleBaseError, match="made for base"):
         hub.load(copy)
 
 
 @pytest.mark.parametrize("change, message", [
-    (lambda d: d.update(peft_type="IA3"), "not supported by the runtime"),
+    (lambda d: d.update(peft_type="IA3"), "unsupported method"),
     (lambda d: d.update(modules_to_save=["lm_head"]), "modules_to_save"),
     (lambda d: d.update(bias="all"), "base biases"),
     (lambda d: d.update(use_qalora=True), "QA-LoRA"),
@@ -187,7 +187,7 @@ def test_unsupported_adapters_are_refused_clearly(hub, dirs, tmp_path, change, m
 def test_pickle_only_adapters_are_never_loaded(hub, dirs, tmp_path):
     copy = shutil.copytree(dirs["lora-0"], tmp_path / "pickled")
     (copy / "adapter_model.safetensors").rename(copy / "adapter_model.bin")
-    with pytest.raises(InvalidAdapterError, match="never loaded"):
+    with pytest.raises(InvalidAdapterError, match="never loads"):
         hub.load(copy)
 
 
@@ -244,3 +244,58 @@ def test_base_options_conflict_with_a_loaded_base(tiny_base):
         AdapterHub(tiny_base, quantize="nf4")
     with pytest.raises(ConfigError, match="max_resident"):
         AdapterHub(tiny_base, max_resident=0)
+
+
+# --- with a registry ---------------------------------------------------------------------
+@pytest.fixture
+def registry(registry_root, tiny_base, dirs):
+    from adapterhub import Registry
+
+    registry = Registry(registry_root)
+    registry.add(dirs["lora-0"], "legal", domain="legal", base=tiny_base)
+    registry.add(dirs["lora-1"], "legal", domain="legal", base=tiny_base, tags=["prod"])
+    registry.add(dirs["finance"], "finance", domain="finance", task=SENTIMENT, base=tiny_base)
+    registry.add(dirs["prefix-0"], "medical", domain="medical", base=tiny_base)
+    return registry
+
+
+def test_registry_references_load_pinned_versions(tiny_base, registry, dirs):
+    with AdapterHub(tiny_base, registry=registry) as hub:
+        assert hub.load("legal").source == "legal@2"
+        assert hub.load("legal@2").source == "legal@2"  # same entry: idempotent
+        assert hub.load("legal@1").source == "legal@1"  # another version replaces it under the same name
+        with AdapterHub(tiny_base, registry=registry.root) as direct:
+            direct.load(dirs["lora-0"], name="v1")
+            assert torch.equal(hub.logits(IDS, domain="legal"), direct.logits(IDS, domain="v1"))
+        assert hub.load("legal@prod").source == "legal@2"
+
+
+def test_registered_domains_load_on_first_use_and_reload_after_eviction(tiny_base, registry):
+    with AdapterHub(tiny_base, registry=registry, max_resident=1) as hub:
+        assert hub.predict("Shares jumped.", domain="finance") in SENTIMENT.labels  # task from the registry
+        first = hub.logits(IDS, domain="medical")
+        assert [info.name for info in hub.resident()] == ["medical"]  # finance evicted
+        hub.switch("finance")
+        assert [info.name for info in hub.resident()] == ["finance"]
+        assert torch.equal(hub.logits(IDS, domain="medical"), first)  # reloaded from the registry
+
+
+def test_unknown_domain_lists_registered_names(tiny_base, registry):
+    with AdapterHub(tiny_base, registry=registry) as hub:
+        hub.load("finance")
+        with pytest.raises(UnknownDomainError, match=r"resident adapters: finance; registered: finance, legal, medical"):
+            hub.generate("x", domain="tax")
+        with pytest.raises(UnknownDomainError, match="unknown domain 'bad name!'"):
+            hub.generate("x", domain="bad name!")
+
+
+def test_registry_entry_for_another_base_is_incompatible(tiny_base, registry, dirs, other_tiny_llama_dir):
+    from adapterhub import load_base
+
+    registry.add(dirs["lora-2"], "foreign", base=load_base(str(other_tiny_llama_dir), device="cpu"))
+    with AdapterHub(tiny_base, registry=registry) as hub:
+        with pytest.raises(IncompatibleBaseError, match="made for base"):
+            hub.load("foreign")
+        with pytest.raises(IncompatibleBaseError):
+            hub.generate("x", domain="foreign")
+        assert hub.generate("x", domain="legal", max_new_tokens=2) is not None

@@ -18,10 +18,11 @@ from typing import Any, Iterator, Sequence
 from .. import embedded
 from ..errors import (AdapterNotFoundError, ConfigError, InvalidNameError, TaskMismatchError,
                       UnknownDomainError)
+from ..manifest import method_from_config
 from ..prompts import TaskSpec, predict_labels
 from . import generation, sources
 from .batch import BARE, RowSlots, routed
-from .methods import build_methods, method_name
+from .methods import build_methods
 from .slots import Residency, ResidentAdapter, ResidentInfo
 
 _UNSET: Any = type("Unset", (), {"__repr__": lambda self: "<default domain>"})()
@@ -335,7 +336,8 @@ class AdapterHub:
         if entry is not None:
             return entry
         if name in self._sources:  # evicted earlier: reload the same version
-            payload = sources.fetch(self._sources[name], registry=self.registry, base=self.base, name=name)
+            source = self._sources[name]
+            payload = sources.fetch(source, registry=self._registry_for(source), base=self.base, name=name)
             return self._install(payload, protect=protect)
         try:
             return self._load(name, name=None, protect=protect)
@@ -346,16 +348,16 @@ class AdapterHub:
                                      f"{registered}. Load it with hub.load(ref_or_path, name={name!r})") from error
 
     def _load(self, ref: str | os.PathLike, *, name: str | None, protect: frozenset[str]) -> ResidentAdapter:
-        name, source = sources.identify(ref, registry=self.registry, name=name)
+        name, source = sources.identify(ref, registry=self._registry_for(ref), name=name)
         entry = self._residency.get(name)
         if entry is not None and entry.source == source:
             self._residency.touch(entry)
             return entry
-        payload = sources.fetch(source, registry=self.registry, base=self.base, name=name)
+        payload = sources.fetch(source, registry=self._registry_for(source), base=self.base, name=name)
         return self._install(payload, protect=protect)
 
     def _install(self, payload: sources.AdapterPayload, *, protect: frozenset[str]) -> ResidentAdapter:
-        method = self._methods[method_name(payload.config)]
+        method = self._methods[method_from_config(payload.config)]
         prepared = method.prepare(payload.config, payload.tensors)
         previous = self._residency.get(payload.name)
         if previous is not None:  # another version under the same name: replace it
@@ -383,6 +385,10 @@ class AdapterHub:
         prefix = [entry.slot if entry is not None and entry.method == "prefix" else BARE for entry in rows]
         lora_rows = RowSlots.build(lora, device=self._device) if any(s != BARE for s in lora) else None
         return lora_rows, self._methods["prefix"].batch(prefix, repeat=repeat)
+
+    def _registry_for(self, ref: str | os.PathLike) -> Any:
+        """The registry, opened only when ``ref`` is a registry reference."""
+        return None if sources.is_path(ref) else self.registry
 
     def _info(self, entry: ResidentAdapter) -> ResidentInfo:
         return next(info for info in self._residency.report() if info.name == entry.name)

@@ -6,18 +6,13 @@ the base dtype and device, constants folded — and installs them in numbered
 slots. Residency (which slot holds what, LRU, budgets) lives in ``slots.py``;
 the methods never know adapter names.
 
->>> method_name({"peft_type": "LORA"}), method_name({"peft_type": "PREFIX_TUNING"})
-('lora', 'prefix')
+>>> sorted(build_methods(base))  # doctest: +SKIP
+['lora', 'prefix']
 """
 
 from __future__ import annotations
 
 from typing import Any, Protocol
-
-from ...errors import InvalidAdapterError
-
-PEFT_TYPES = {"LORA": "lora", "PREFIX_TUNING": "prefix"}
-"""PEFT ``peft_type`` -> our lowercase method name (the manifest's ``method``)."""
 
 
 class Prepared(Protocol):
@@ -39,19 +34,6 @@ class AdapterMethod(Protocol):
 
     def remove(self, slot: int) -> None:
         """Free ``slot``; a no-op when it is empty."""
-
-
-def method_name(config: dict[str, Any]) -> str:
-    """Our method name for a PEFT config dict.
-
-    Raises:
-        InvalidAdapterError: the PEFT type is not served by the runtime.
-    """
-    peft_type = str(config.get("peft_type", "")).upper()
-    if peft_type not in PEFT_TYPES:
-        raise InvalidAdapterError(f"adapter type {config.get('peft_type')!r} is not supported by the runtime; "
-                                  f"supported PEFT types: {', '.join(PEFT_TYPES)}")
-    return PEFT_TYPES[peft_type]
 
 
 def build_methods(base: Any) -> dict[str, AdapterMethod]:
