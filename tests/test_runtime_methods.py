@@ -20,7 +20,7 @@ ADAPTERS = {
 PRECISIONS = [  # (quantize, dtype, atol): the adapter math is exact; low precisions round differently from
     (None, "float32", 1e-4),  # PEFT, which upcasts adapter weights to float32
     ("nf4", "float32", 1e-3),
-    ("int8", "float32", 1e-3),
+    ("int8", "float32", 1e-2),  # int8 rounds activations: a 1e-7 input difference can move one quantisation step
     (None, "float16", 5e-3),
     (None, "bfloat16", 3e-2),
     ("nf4", "bfloat16", 3e-2),

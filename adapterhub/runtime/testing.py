@@ -50,7 +50,9 @@ def make_random_adapters(base: Any, out_dir: str | Path, count: int = 1, *, meth
         config = PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=num_virtual_tokens, **options)
     else:
         raise ValueError(f"method must be 'lora' or 'prefix', got {method!r}")
-    peft_model = get_peft_model(model, config)
+    with torch.random.fork_rng():  # PEFT's own init (e.g. DoRA magnitudes) is then a function of the seed too
+        torch.manual_seed(seed)
+        peft_model = get_peft_model(model, config)
     scale = std if std is not None else (0.1 if method == "lora" else 1.0)
     out_dir = Path(out_dir)
     paths = []

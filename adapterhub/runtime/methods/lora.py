@@ -53,17 +53,28 @@ class LoraWeights:
     def nbytes(self) -> int:
         return tensor_bytes(self.A, self.B, self.bias, self.dora_gain)
 
-    def delta(self, x: Any, base_out: Any, base_bias: Any) -> Any:
-        """What this adapter adds to ``base_out = base(x)``; ``x``: ``[rows, ..., in]``."""
+    def add_to(self, x: Any, out: Any, base_bias: Any) -> None:
+        """Add this adapter's delta to ``out = base(x)`` in place.
+
+        ``x``: ``[rows, ..., in]``; ``out``: ``[rows, ..., out]``, contiguous. The second
+        matmul accumulates straight into ``out`` (``addmm_``): no delta tensor is made.
+        """
         import torch.nn.functional as F
 
         if x.dtype != self.A.dtype:
             x = x.to(self.A.dtype)
-        delta = F.linear(F.linear(x, self.A), self.B, self.bias)
+        flat = out.view(-1, out.shape[-1])
+        if self.dora_gain is not None:  # from the base output before anything is added to it
+            dora = self.dora_gain * (flat if base_bias is None else flat - base_bias)
+        hidden = F.linear(x, self.A).view(-1, self.A.shape[0])
+        if flat.dtype == hidden.dtype:
+            flat.addmm_(hidden, self.B.t())
+        else:
+            flat.add_((hidden @ self.B.t()).to(flat.dtype))
+        if self.bias is not None:
+            flat.add_(self.bias)
         if self.dora_gain is not None:
-            without_bias = base_out if base_bias is None else base_out - base_bias
-            delta = delta + self.dora_gain * without_bias.to(delta.dtype)
-        return delta.to(base_out.dtype)
+            flat.add_(dora)
 
 
 class LoraLayer:
@@ -80,18 +91,22 @@ class LoraLayer:
         if rows is None or not self.weights:
             return out
         rows = rows.for_batch(x.shape[0])
+        out = out.contiguous()
         if rows.uniform is not None:  # fast path: one matmul pair on the whole batch
             weights = self.weights.get(rows.uniform)
-            return out if weights is None else out + weights.delta(x, out, self.linear.bias)
+            if weights is not None:
+                weights.add_to(x, out, self.linear.bias)
+            return out
         for slot, index in rows.groups:  # mixed batch: one matmul pair per adapter present
             weights = self.weights.get(slot)
             if weights is None:
                 continue
-            delta = weights.delta(x[index], out[index], self.linear.bias)
-            if isinstance(index, slice):
-                out[index] += delta
+            if isinstance(index, slice):  # contiguous rows: a view, updated in place
+                weights.add_to(x[index], out[index], self.linear.bias)
             else:
-                out.index_add_(0, index, delta)
+                part = out.index_select(0, index)
+                weights.add_to(x.index_select(0, index), part, self.linear.bias)
+                out.index_copy_(0, index, part)
         return out
 
 
