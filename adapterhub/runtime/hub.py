@@ -54,6 +54,8 @@ class AdapterHub:
                  memory_budget_mb: float | None = None) -> None:
         from ..base import Base, load_base
 
+        budget = None if memory_budget_mb is None else int(memory_budget_mb * 2**20)
+        self._residency = Residency(max_resident=max_resident, budget_bytes=budget)  # checks the limits first
         if isinstance(base, Base):
             if quantize not in (None, base.spec.quantize) or device not in ("auto", base.spec.device):
                 raise ConfigError("quantize= and device= apply when the hub loads the base; this Base is already "
@@ -61,8 +63,6 @@ class AdapterHub:
             self.base = base
         else:
             self.base = load_base(os.fspath(base), quantize=quantize, device=device)
-        budget = None if memory_budget_mb is None else int(memory_budget_mb * 2**20)
-        self._residency = Residency(max_resident=max_resident, budget_bytes=budget)
         self._methods = build_methods(self.base)
         self._registry_arg = registry
         self._registry: Any = _UNSET
@@ -140,7 +140,7 @@ class AdapterHub:
 
     @property
     def registry(self) -> Any:
-        """The registry adapters are resolved in (``None`` when none is available)."""
+        """The :class:`~adapterhub.registry.Registry` names and references resolve in (opened on first use)."""
         if self._registry is _UNSET:
             self._registry = sources.open_registry(self._registry_arg)
         return self._registry

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import re
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +39,7 @@ _UNSUPPORTED = {  # adapter_config key -> what it is; any truthy value is refuse
     "fan_in_fan_out": "fan_in_fan_out (Conv1D layers)",
 }
 _ATTR = "_adapterhub_lora_layer"
+_PATCH_LOCK = threading.Lock()  # hubs sharing a base patch each linear exactly once
 
 
 @dataclass
@@ -155,11 +157,12 @@ class LoraMethod:
 
     def _patched(self, module_name: str) -> LoraLayer:
         linear = self._linears[module_name]
-        layer = getattr(linear, _ATTR, None)
-        if layer is None:
-            layer = LoraLayer(linear)
-            linear.forward = layer  # instance attribute: the module tree and state_dict stay as they were
-            object.__setattr__(linear, _ATTR, layer)
+        with _PATCH_LOCK:
+            layer = getattr(linear, _ATTR, None)
+            if layer is None:
+                layer = LoraLayer(linear)
+                linear.forward = layer  # instance attribute: the module tree and state_dict stay as they were
+                object.__setattr__(linear, _ATTR, layer)
         return layer
 
     def _prepare_layer(self, module_name: str, parts: dict[str, Any], config: dict[str, Any]) -> LoraWeights:
