@@ -150,6 +150,13 @@ def test_domains_must_match_the_inputs(hub, dirs, bad, message):
     assert len(hub.generate(["a", "b"], domains=["lora-0", None], max_new_tokens=2)) == 2
 
 
+def test_generate_options_transformers_rejects_are_one_config_error(hub, dirs):
+    hub.load(dirs["lora-0"])
+    with pytest.raises(ConfigError, match="num_return_sequences"):
+        hub.generate("a", domain="lora-0", num_return_sequences=3, max_new_tokens=2)  # greedy returns one
+    assert isinstance(hub.generate("a", domain="lora-0", max_new_tokens=2), str)
+
+
 def test_adapter_for_another_architecture_is_incompatible(hub, tmp_path):
     other = make_tiny_llama(tmp_path / "narrow", hidden=32, intermediate=64)
     for options in (dict(r=4), dict(method="prefix")):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+from ..errors import AdapterHubError, ConfigError
 from ..prompts import TaskSpec, prompt_ids, render_prompt
 
 
@@ -72,5 +73,10 @@ def generate_tokens(model: Any, input_ids: Any, attention_mask: Any, prefix: Any
         kwargs["cache"] = prefix.cache
         # generate repeats the mask for beams itself; the cache it takes as it is
         attention_mask = torch.cat([prefix.mask[::prefix.repeat], attention_mask.to(prefix.mask.dtype)], dim=1)
-    output = model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+    try:
+        output = model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+    except ValueError as error:
+        if isinstance(error, AdapterHubError):
+            raise
+        raise ConfigError(f"transformers' generate rejected the options {sorted(kwargs)}: {error}") from error
     return output[:, input_ids.shape[1]:]
