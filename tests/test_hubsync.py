@@ -135,12 +135,21 @@ def test_push_same_content_twice_makes_no_new_commit(hub_env, registry, finance)
     assert len(hub_env.repos["alice/finance-lora"].commits) == 2  # repo creation + one push
 
 
-def test_push_to_new_branch_and_private_repo(hub_env, registry, finance):
+def test_push_to_new_branch_of_private_repo_then_pull_that_branch(hub_env, registry, fresh, finance):
     result = registry.push("finance", "alice/finance-lora", revision="candidate", private=True,
                            commit_message="try r=4")
     repo = hub_env.repos["alice/finance-lora"]
     assert repo.private and repo.branches["candidate"] == result.commit != repo.branches["main"]
     assert repo.commits[result.commit].message == "try r=4"
+    assert fresh.pull("alice/finance-lora@candidate").manifest["source"]["commit"] == result.commit
+
+
+def test_token_from_the_login_file(hub_env, fresh, lora_dir, tmp_path, monkeypatch):
+    hub_env.add_repo("alice/private-lora", peft_files(lora_dir), private=True)
+    monkeypatch.delenv("HF_TOKEN")
+    (tmp_path / "hf-home").mkdir(exist_ok=True)
+    (tmp_path / "hf-home" / "token").write_text(TOKEN + "\n")  # what `hf auth login` writes
+    assert fresh.pull("alice/private-lora").ref == "private-lora@1"
 
 
 # --- round trip -----------------------------------------------------------------------------------
@@ -307,7 +316,7 @@ def test_push_of_a_damaged_entry_is_refused(hub_env, registry, finance):
 
 
 # --- command line ---------------------------------------------------------------------------------
-def test_cli_push_then_pull(hub_env, registry, finance, tmp_path, monkeypatch, capsys):
+def test_cli_push_then_pull(hub_env, registry, finance, tiny_llama_dir, tmp_path, monkeypatch, capsys):
     from adapterhub.cli import main
 
     assert main(["push", "finance@1", "alice/finance-lora", "--message", "from cli"]) == 0
@@ -315,7 +324,7 @@ def test_cli_push_then_pull(hub_env, registry, finance, tmp_path, monkeypatch, c
     assert hub_env.head("alice/finance-lora").oid in out and TOKEN not in out
 
     monkeypatch.setenv("ADAPTERHUB_REGISTRY", str(tmp_path / "cli-registry"))
-    assert main(["pull", "alice/finance-lora@main", "--name", "fin", "--json"]) == 0
+    assert main(["pull", "alice/finance-lora@main", "--name", "fin", "--base", str(tiny_llama_dir), "--json"]) == 0
     pulled = json.loads(capsys.readouterr().out)
     assert (pulled["ref"], pulled["domain"], pulled["source"]["kind"]) == ("fin@1", "finance", "pulled")
 
