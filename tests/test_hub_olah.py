@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from tiny_adapters import make_lora_adapter
+from peft_adapters import save_lora
 
 from adapterhub.modelcard import render_model_card
 from adapterhub.registry import Registry
@@ -89,9 +89,9 @@ def _wait_until_serving(url: str, process: subprocess.Popen, log: Path, timeout:
 @pytest.fixture(scope="module")
 def olah(tmp_path_factory, tiny_llama_dir, tiny_base):
     root = tmp_path_factory.mktemp("olah")
-    plain = make_lora_adapter(tiny_llama_dir, root / "plain-src", seed=5)
+    plain = save_lora(tiny_llama_dir, root / "plain-src", seed=5)
     registry = Registry(root / "source-registry")
-    legal = registry.add(make_lora_adapter(tiny_llama_dir, root / "legal-src", seed=6), "legal", domain="legal",
+    legal = registry.add(save_lora(tiny_llama_dir, root / "legal-src", seed=6), "legal", domain="legal",
                          base=tiny_base, task=LEGAL_TASK, metrics={"accuracy": 0.8})
     ours = registry.export(legal.ref, root / "legal-export")
     (ours / "README.md").write_text(render_model_card(legal.manifest, repo_id="acme/legal-adapter"))

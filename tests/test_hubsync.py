@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 from hubserver import HubServer
-from tiny_adapters import adapter_logits, make_lora_adapter
+from peft_adapters import lora_dir, save_lora, three_layer_lora_dir  # noqa: F401 (fixtures)
 
 from adapterhub import errors
 from adapterhub.hubsync import HubRef, is_hub_ref, parse_hub_ref
@@ -46,11 +46,6 @@ def hub_env(hub, tmp_path, monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def lora_dir(tiny_llama_dir, tmp_path_factory) -> Path:
-    return make_lora_adapter(tiny_llama_dir, tmp_path_factory.mktemp("lora"), seed=3)
-
-
-@pytest.fixture(scope="module")
 def other_tiny_base(other_tiny_llama_dir):
     from adapterhub import load_base
 
@@ -73,6 +68,16 @@ def finance(registry, lora_dir, tiny_base):
     return registry.add(lora_dir, "finance", domain="finance", base=tiny_base, task=FINANCE_TASK,
                         metrics={"accuracy": 0.75, "macro_f1": 0.7}, recipe={"method": "lora", "r": 4},
                         description="Headline sentiment for equity news.")
+
+
+def adapter_logits(base_dir: Path, adapter_dir: Path) -> torch.Tensor:
+    """Logits of the tiny llama with the adapter in ``adapter_dir`` loaded by plain PEFT."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir), str(adapter_dir)).eval()
+    with torch.no_grad():
+        return model(torch.tensor([[5, 17, 42, 7, 99, 3]])).logits
 
 
 def peft_files(adapter_dir: Path) -> dict[str, bytes]:
@@ -182,10 +187,10 @@ def test_adapter_pushed_by_plain_peft_pulls_and_matches(hub_env, fresh, tiny_lla
     script = textwrap.dedent(f"""
         import sys
         sys.path.insert(0, {str(Path(__file__).parent)!r})
-        from tiny_adapters import make_lora_adapter
+        from peft_adapters import save_lora
         from peft import PeftModel
         from transformers import AutoModelForCausalLM
-        local = make_lora_adapter({str(tiny_llama_dir)!r}, {str(tmp_path / "local")!r}, seed=11)
+        local = save_lora({str(tiny_llama_dir)!r}, {str(tmp_path / "local")!r}, seed=11)
         model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained({str(tiny_llama_dir)!r}), str(local))
         model.push_to_hub("alice/medical-qlora", commit_message="plain peft")
     """)
@@ -271,17 +276,14 @@ def test_pull_errors_are_clear_and_register_nothing(hub_env, fresh, lora_dir, mo
     _assert_nothing_registered(fresh, caught.value)
 
 
-@pytest.mark.parametrize("recorded_base", ["fingerprint", "shapes"])
-def test_pull_for_another_base_fails(hub_env, registry, fresh, finance, tiny_base, other_tiny_base, tmp_path,
-                                     recorded_base):
-    if recorded_base == "fingerprint":  # ours: the manifest names the tiny base, pulled onto other weights
+@pytest.mark.parametrize("mismatch", ["fingerprint", "modules"])
+def test_pull_for_another_base_fails(hub_env, registry, fresh, finance, tiny_base, other_tiny_base,
+                                     three_layer_lora_dir, mismatch):
+    if mismatch == "fingerprint":  # ours: the manifest names the tiny base, pulled onto other weights
         registry.push("finance", "alice/repo")
         base = other_tiny_base
-    else:  # plain PEFT, made for a wider llama: the shapes do not fit
-        from adapterhub.tiny import make_tiny_llama
-
-        wide = make_tiny_llama(tmp_path / "wide", hidden=96, heads=4, kv_heads=2)
-        hub_env.add_repo("alice/repo", peft_files(make_lora_adapter(wide, tmp_path / "wide-lora")))
+    else:  # plain PEFT, made for a 3-layer llama: its layer-2 modules are not in the 2-layer base
+        hub_env.add_repo("alice/repo", peft_files(three_layer_lora_dir))
         base = tiny_base
     with pytest.raises(errors.HubIncompatibleBaseError, match="alice/repo") as caught:
         fresh.pull("alice/repo", base=base)
