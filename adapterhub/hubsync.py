@@ -7,10 +7,10 @@ plain PEFT (no ``adapterhub.json``) and repos we pushed (manifest with domain,
 task, labels and metrics) both work. A push uploads the PEFT files, the manifest
 and a model card in one commit.
 
-The standard environment is read at call time: ``HF_ENDPOINT``, ``HF_HOME`` /
-``HF_HUB_CACHE``, ``HF_TOKEN`` (else the ``hf auth login`` token file) and
-``HF_HUB_OFFLINE=1`` (pull only what the cache already holds). Tokens are
-never printed.
+The standard environment is read at call time (see :mod:`adapterhub.hubclient`):
+``HF_ENDPOINT``, ``HF_HOME`` / ``HF_HUB_CACHE``, ``HF_TOKEN`` (else the
+``hf auth login`` token file) and ``HF_HUB_OFFLINE=1`` (pull only what the
+cache already holds). Tokens are never printed.
 
 >>> parse_hub_ref("hf://acme/legal-lora@v2")
 HubRef(repo_id='acme/legal-lora', revision='v2')
@@ -22,61 +22,22 @@ HubRef(repo_id='acme/legal-lora', revision='v2')
 from __future__ import annotations
 
 import contextlib
-import importlib
 import json
-import os
 import re
-from dataclasses import dataclass, field
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from .errors import (AdapterHubError, HubConnectionError, HubError, HubFileNotFoundError,
-                     HubIncompatibleBaseError, HubNotAnAdapterError, HubPermissionError, HubPickleWeightsError,
-                     HubRepoNotFoundError, HubRevisionNotFoundError, IncompatibleBaseError, InvalidNameError)
-from .manifest import CONFIG_FILE, MANIFEST_FILE, PICKLE_SUFFIXES, WEIGHTS_FILE, check_file
+from .errors import (HubConnectionError, HubError, HubFileNotFoundError, HubIncompatibleBaseError,
+                     HubNotAnAdapterError, HubPickleWeightsError, IncompatibleBaseError, InvalidNameError)
+from .hubclient import HUB_SCHEME, HubRef, HubSettings, hf_api, hub_errors
+from .manifest import CONFIG_FILE, MANIFEST_FILE, PICKLE_SUFFIXES, WEIGHTS_FILE
 
-HUB_SCHEME = "hf://"
 CARD_FILE = "README.md"
 PULL_PATTERNS = [CONFIG_FILE, WEIGHTS_FILE, MANIFEST_FILE, CARD_FILE]
 _ADAPTER_WORDS = {"lora", "qlora", "dora", "adapter", "adapters", "peft", "prefix", "tuning"}
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
-
-
-@dataclass(frozen=True)
-class HubRef:
-    """A model repository and an optional revision (branch, tag or commit sha)."""
-
-    repo_id: str
-    revision: str | None = None
-
-    def __str__(self) -> str:
-        return HUB_SCHEME + self.repo_id + (f"@{self.revision}" if self.revision else "")
-
-
-@dataclass(frozen=True)
-class HubSettings:
-    """The Hub environment as it is now (``huggingface_hub`` itself reads it once, at import)."""
-
-    endpoint: str
-    cache_dir: Path
-    offline: bool
-    token: str | None = field(default=None, repr=False)
-
-    @classmethod
-    def from_env(cls) -> HubSettings:
-        from huggingface_hub import constants
-
-        env = os.environ
-        home = env.get("HF_HOME")
-        cache = env.get("HF_HUB_CACHE") or (str(Path(home) / "hub") if home else constants.HF_HUB_CACHE)
-        token_file = Path(env.get("HF_TOKEN_PATH") or Path(home or constants.HF_HOME) / "token").expanduser()
-        token = env.get("HF_TOKEN") or env.get("HUGGING_FACE_HUB_TOKEN")
-        if not token and token_file.is_file():
-            token = token_file.read_text(encoding="utf-8").strip()
-        offline = env.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}
-        return cls(endpoint=(env.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/"),
-                   cache_dir=Path(cache).expanduser(), offline=offline or constants.HF_HUB_OFFLINE,
-                   token=token or None)
 
 
 @dataclass(frozen=True)
@@ -171,7 +132,7 @@ def pull(registry: Any, repo_id: str, *, revision: str | None = None, name: str 
                 registry.load(existing.ref, base=base)
             return existing
         _check_repo_files(ref, commit, snapshot, settings)
-        manifest = _json_or_none(snapshot / MANIFEST_FILE)
+        manifest = _read_manifest(snapshot / MANIFEST_FILE)
         name = name or manifest.get("name") or _name_from_repo(ref.repo_id)
         if domain is None and not manifest.get("domain"):
             domain = _domain_from_repo(ref.repo_id)
@@ -211,14 +172,14 @@ def push(registry: Any, ref: str, repo_id: str, *, private: bool = False, revisi
         raise HubConnectionError(f"cannot push to {target}: HF_HUB_OFFLINE=1 forbids network access; "
                                  "unset HF_HUB_OFFLINE to push")
     record = registry.get(ref)
-    files = {file: (record.path / file).read_bytes() for file in record.manifest["files"]}
-    for file, data in files.items():  # exactly the bytes we upload
-        check_file(data, record.manifest["files"][file], where=str(record.path / file), ref=record.ref)
-    config = json.loads(files[CONFIG_FILE])
-    files[MANIFEST_FILE] = (json.dumps(record.manifest, indent=2, sort_keys=True) + "\n").encode()
-    files[CARD_FILE] = render_model_card(record.manifest, config, repo_id=target.repo_id).encode()
-    operations = [CommitOperationAdd(path_in_repo=file, path_or_fileobj=data) for file, data in files.items()]
-    api = _api(settings)
+    api = hf_api(settings)
+    with tempfile.TemporaryDirectory(prefix="adapterhub-push-") as scratch:
+        folder = registry.export(record.ref, Path(scratch) / record.name)  # verified bytes + manifest
+        config = json.loads((folder / CONFIG_FILE).read_bytes())
+        (folder / CARD_FILE).write_text(render_model_card(record.manifest, config, repo_id=target.repo_id),
+                                        encoding="utf-8")
+        operations = [CommitOperationAdd(path_in_repo=path.name, path_or_fileobj=path.read_bytes())
+                      for path in sorted(folder.iterdir())]
     with hub_errors(target, settings, action="push to"):
         api.create_repo(target.repo_id, private=private, exist_ok=True)
         if target.revision != "main":
@@ -265,7 +226,8 @@ def _check_repo_files(ref: HubRef, commit: str, snapshot: Path, settings: HubSet
     if CONFIG_FILE not in repo_files:
         listing = ", ".join(sorted(repo_files)[:8]) or "nothing"
         raise HubNotAnAdapterError(f"{where} holds no PEFT adapter: there is no {CONFIG_FILE} at the repo root "
-                                   f"(it has {listing}); pull a repo made by PeftModel.push_to_hub or `adapterhub push`")
+                                   f"(it has {listing}); pull a repo made by PeftModel.push_to_hub or "
+                                   "`adapterhub push`")
     if WEIGHTS_FILE not in repo_files:
         pickles = sorted(file for file in repo_files if file.endswith(PICKLE_SUFFIXES))
         if pickles:
@@ -276,7 +238,8 @@ def _check_repo_files(ref: HubRef, commit: str, snapshot: Path, settings: HubSet
                                    "pull another revision or ask the author to push the weights")
 
 
-def _json_or_none(path: Path) -> dict[str, Any]:
+def _read_manifest(path: Path) -> dict[str, Any]:
+    """The repo's ``adapterhub.json`` as a dict; ``{}`` for plain PEFT repos (or an unreadable one)."""
     try:
         value = json.loads(path.read_bytes())
     except (OSError, ValueError):
@@ -286,15 +249,18 @@ def _json_or_none(path: Path) -> dict[str, Any]:
 
 def _name_from_repo(repo_id: str) -> str:
     """A valid registry name from a repo name: ``acme/Legal_LoRA`` -> ``Legal_LoRA``."""
-    name = re.sub(r"[^A-Za-z0-9._-]+", "-", repo_id.split("/")[-1]).replace("..", ".")
-    return name.lstrip("._-")[:100] or "adapter"
+    return _safe_name(repo_id.split("/")[-1])
 
 
 def _domain_from_repo(repo_id: str) -> str:
     """``acme/legal-lora`` -> ``legal``; ``acme/finance_sentiment`` -> ``finance-sentiment``."""
     words = [word for word in re.split(r"[-_.]+", repo_id.split("/")[-1].lower()) if word]
-    kept = [word for word in words if word not in _ADAPTER_WORDS]
-    return _name_from_repo("x/" + "-".join(kept or words))
+    return _safe_name("-".join([word for word in words if word not in _ADAPTER_WORDS] or words))
+
+
+def _safe_name(text: str) -> str:
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", text).replace("..", ".")
+    return name.lstrip("._-")[:100] or "adapter"
 
 
 @contextlib.contextmanager
@@ -308,97 +274,4 @@ def _incompatible_base(ref: HubRef, commit: str) -> Iterator[None]:
                                        "nothing was registered") from error
 
 
-# --- talking to the Hub ----------------------------------------------------------------------------
-def _api(settings: HubSettings) -> Any:
-    from huggingface_hub import HfApi
-
-    from . import __version__
-
-    return HfApi(endpoint=settings.endpoint, token=settings.token, library_name="adapterhub",
-                 library_version=__version__)
-
-
-@contextlib.contextmanager
-def hub_errors(ref: HubRef, settings: HubSettings, *, action: str) -> Iterator[None]:
-    """Turn ``huggingface_hub`` / HTTP failures inside the block into one adapterhub ``Hub*`` error.
-
-    Args:
-        ref: the repo (and revision) being talked to, for the message.
-        settings: the environment, for the endpoint and offline hints.
-        action: a verb phrase for the message (``"pull"``, ``"push to"``).
-
-    >>> with hub_errors(HubRef("acme/x"), HubSettings.from_env(), action="pull"):  # doctest: +SKIP
-    ...     snapshot_download("acme/x")
-    """
-    try:
-        yield
-    except AdapterHubError:
-        raise
-    except Exception as error:
-        mapped = _map_error(error, ref, settings, action)
-        if mapped is None:
-            raise
-        raise mapped from error
-
-
-def _map_error(error: BaseException, ref: HubRef, settings: HubSettings, action: str) -> HubError | None:
-    from huggingface_hub import errors as hf
-
-    revision = ref.revision or "main"
-    if isinstance(error, hf.LocalEntryNotFoundError):  # nothing usable cached; the cause says why
-        cause = error.__cause__
-        if settings.offline or isinstance(cause, hf.OfflineModeIsEnabled):
-            return HubConnectionError(f"{ref.repo_id}@{revision} is not in the local Hugging Face cache "
-                                      f"({settings.cache_dir}) and offline mode (HF_HUB_OFFLINE=1) forbids "
-                                      "downloading it; pull it once online, or unset HF_HUB_OFFLINE")
-        mapped = _map_error(cause, ref, settings, action) if cause is not None else None
-        return mapped or HubConnectionError(f"could not {action} {ref.repo_id}@{revision} from {settings.endpoint} "
-                                            f"and it is not cached in {settings.cache_dir}; check the network")
-    if isinstance(error, hf.RevisionNotFoundError):
-        return HubRevisionNotFoundError(f"{ref.repo_id} has no revision {revision!r}; use an existing branch, "
-                                        "tag or commit sha (the default is 'main')")
-    if isinstance(error, hf.GatedRepoError):
-        return HubPermissionError(f"{ref.repo_id} is gated: accept its conditions on the repo page, then use a "
-                                  "token of that account (HF_TOKEN or `hf auth login`)")
-    if isinstance(error, hf.RepositoryNotFoundError):
-        hint = "" if settings.token else "; if it is private, set HF_TOKEN or run `hf auth login`"
-        return HubRepoNotFoundError(f"no model repository {ref.repo_id!r} at {settings.endpoint} (or your token "
-                                    f"cannot see it){hint}; check the org/name spelling")
-    if isinstance(error, hf.EntryNotFoundError):
-        return HubFileNotFoundError(f"a file of the adapter is missing from {ref.repo_id}@{revision}: "
-                                    f"{getattr(error, 'server_message', None) or error}")
-    if isinstance(error, hf.OfflineModeIsEnabled):
-        return HubConnectionError(f"cannot {action} {ref.repo_id}: offline mode (HF_HUB_OFFLINE=1) is on")
-    if isinstance(error, hf.HfHubHTTPError) and error.response is not None:
-        return _map_status(error, ref, settings, action)
-    if isinstance(error, _transport_errors()):
-        offline_hint = ", or set HF_HUB_OFFLINE=1 to use what is cached" if action == "pull" else ""
-        return HubConnectionError(f"cannot reach the Hub at {settings.endpoint} to {action} {ref.repo_id} "
-                                  f"({type(error).__name__}); check the network and HF_ENDPOINT{offline_hint}")
-    if isinstance(error, ValueError) and "README.md" in str(error):
-        return HubError(f"the Hub rejected the model card of {ref.repo_id}: {error}")
-    return None
-
-
-def _map_status(error: Any, ref: HubRef, settings: HubSettings, action: str) -> HubError:
-    status = error.response.status_code
-    if status == 401:
-        fix = ("the token was rejected; set a valid HF_TOKEN or run `hf auth login`" if settings.token
-               else "a token is required; set HF_TOKEN or run `hf auth login`")
-        return HubPermissionError(f"cannot {action} {ref.repo_id} (401 Unauthorized): {fix}")
-    if status == 403:
-        return HubPermissionError(f"cannot {action} {ref.repo_id} (403 Forbidden): the token lacks the rights for "
-                                  f"namespace {ref.repo_id.split('/')[0]!r}; use a token with write access to it")
-    detail = getattr(error, "server_message", None) or f"HTTP {status}"
-    return HubError(f"the Hub at {settings.endpoint} failed to {action} {ref.repo_id} (HTTP {status}): {detail}")
-
-
-def _transport_errors() -> tuple[type[BaseException], ...]:
-    found: list[type[BaseException]] = [ConnectionError, TimeoutError]
-    for module in ("httpx2", "httpx"):  # the HTTP client huggingface_hub uses (httpx2 since 2.x)
-        with contextlib.suppress(ImportError):
-            found.append(importlib.import_module(module).TransportError)
-    return tuple(found)
-
-
-__all__ = ["HubRef", "HubSettings", "PushResult", "hub_errors", "is_hub_ref", "parse_hub_ref", "pull", "push"]
+__all__ = ["HubRef", "PushResult", "is_hub_ref", "parse_hub_ref", "pull", "push"]
