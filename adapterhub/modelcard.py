@@ -22,6 +22,7 @@ import yaml
 
 # Hub ids of the embedded aliases, so cards link the real base model.
 BASE_HUB_IDS = {"smollm2-135m-instruct": "HuggingFaceTB/SmolLM2-135M-Instruct"}
+METHOD_NAMES = {"lora": "LoRA", "prefix": "prefix-tuning"}
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -81,10 +82,10 @@ def _summary(manifest: Mapping[str, Any], adapter_config: Mapping[str, Any]) -> 
         targets = adapter_config.get("target_modules")
         targets = ", ".join(sorted(targets)) if isinstance(targets, (list, tuple, set)) else targets
         settings = f" (r={adapter_config['r']}, alpha={adapter_config.get('lora_alpha')}, targets: {targets})"
-    lines = [f"# {name}" + (f" — {domain} adapter" if domain else ""), ""]
+    lines = [f"# {name}" + (f" — {domain} adapter" if domain and domain != name else ""), ""]
     if manifest.get("description"):
         lines += [manifest["description"], ""]
-    lines.append(f"A {method} adapter{settings} for the base model `{base}`, made with "
+    lines.append(f"A {METHOD_NAMES.get(method, method)} adapter{settings} for the base model `{base}`, made with "
                  f"adapterhub as `{name}@{manifest.get('version', '?')}`.")
     fingerprint = (manifest.get("base") or {}).get("fingerprint")
     if fingerprint:

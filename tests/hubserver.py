@@ -292,7 +292,8 @@ def _tree(commit: Commit, prefix: str, *, recursive: bool) -> list[dict]:
             continue
         content = commit.files[path]
         entries.append({"type": "file", "oid": git_blob_oid(content), "size": len(content), "path": path})
-    return [{"type": "directory", "oid": git_blob_oid(f.encode()), "size": 0, "path": f} for f in sorted(folders)] + entries
+    directories = [{"type": "directory", "oid": git_blob_oid(f.encode()), "size": 0, "path": f} for f in sorted(folders)]
+    return directories + entries
 
 
 def _validate_yaml(content: str) -> tuple[int, dict, bytes]:
@@ -307,11 +308,15 @@ def _validate_yaml(content: str) -> tuple[int, dict, bytes]:
         return _json(400, {"errors": [{"message": "metadata must be a YAML mapping"}]})
     problems = [f'"{key}" must be a string' for key in ("library_name", "pipeline_tag", "license")
                 if key in metadata and not isinstance(metadata[key], str)]
-    if "tags" in metadata and not (isinstance(metadata["tags"], list) and all(isinstance(t, str) for t in metadata["tags"])):
-        problems.append('"tags" must be an array of strings')
+    problems += [f'"{key}" must be a string or an array of strings' for key in ("tags", "base_model")
+                 if key in metadata and not _strings(metadata[key])]
     if problems:
         return _json(400, {"errors": [{"message": problem} for problem in problems]})
     return _json(200, {"errors": [], "warnings": []})
+
+
+def _strings(value: Any) -> bool:
+    return isinstance(value, str) or (isinstance(value, list) and all(isinstance(item, str) for item in value))
 
 
 def _json(status: int, payload: Any, headers: dict | None = None) -> tuple[int, dict, bytes]:

@@ -38,7 +38,7 @@ def test_body_has_metrics_recipe_task_and_usage():
     assert "adapterhub pull acme/legal-lora" in body and "hf://acme/legal-lora@<revision>" in body
     assert 'PeftModel.from_pretrained(base, "acme/legal-lora")' in body
     assert 'from_pretrained("HuggingFaceTB/SmolLM2-135M-Instruct")' in body
-    assert "r=8, alpha=16, targets: q_proj, v_proj" in body
+    assert "# legal\n" in body and "A LoRA adapter (r=8, alpha=16, targets: q_proj, v_proj)" in body
 
 
 @pytest.mark.parametrize("base_name, config_base, expected", [
