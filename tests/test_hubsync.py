@@ -318,17 +318,18 @@ def test_push_of_a_damaged_entry_is_refused(hub_env, registry, finance):
 
 
 # --- command line ---------------------------------------------------------------------------------
-def test_cli_push_then_pull(hub_env, registry, finance, tiny_llama_dir, tmp_path, monkeypatch, capsys):
+def test_cli_push_then_pull(hub_env, registry, finance, tiny_llama_dir, tmp_path, capsys):
     from adapterhub.cli import main
 
     assert main(["push", "finance@1", "alice/finance-lora", "--message", "from cli"]) == 0
     out = capsys.readouterr().out
     assert hub_env.head("alice/finance-lora").oid in out and TOKEN not in out
 
-    monkeypatch.setenv("ADAPTERHUB_REGISTRY", str(tmp_path / "cli-registry"))
-    assert main(["pull", "alice/finance-lora@main", "--name", "fin", "--base", str(tiny_llama_dir), "--json"]) == 0
+    assert main(["pull", "alice/finance-lora@main", "--root", str(tmp_path / "cli-registry"), "--name", "fin",
+                 "--base", str(tiny_llama_dir), "--json"]) == 0
     pulled = json.loads(capsys.readouterr().out)
     assert (pulled["ref"], pulled["domain"], pulled["source"]["kind"]) == ("fin@1", "finance", "pulled")
+    assert Registry(tmp_path / "cli-registry").get("fin").path == Path(pulled["path"])
 
 
 def test_cli_error_is_one_line_without_the_token(hub_env, monkeypatch, capsys):

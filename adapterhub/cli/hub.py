@@ -9,8 +9,11 @@ from ._output import print_fields, print_json
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--root", default=None, help="registry folder (default: as for `adapterhub registry`)")
+    common.add_argument("--json", action="store_true", help="machine-readable output")
     pull = subparsers.add_parser(
-        "pull", help="download an adapter from the Hugging Face Hub into the registry",
+        "pull", parents=[common], help="download an adapter from the Hugging Face Hub into the registry",
         description="Download an adapter (PEFT files, plus our manifest if present) at one commit and register it. "
                     "Honours HF_ENDPOINT, HF_HOME, HF_TOKEN and HF_HUB_OFFLINE.")
     pull.add_argument("repo", metavar="ORG/REPO[@REVISION]", help="model repo, optionally @branch/tag/commit "
@@ -19,11 +22,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     pull.add_argument("--domain", default=None, help="domain (default: the manifest's, else from the repo name)")
     pull.add_argument("--base", default=None, metavar="MODEL",
                       help="check the adapter fits this base (alias, directory or Hub id) before registering")
-    pull.add_argument("--json", action="store_true", help="machine-readable output")
     pull.set_defaults(handler=_pull)
 
     push = subparsers.add_parser(
-        "push", help="upload a registered adapter with its manifest and a model card to the Hub",
+        "push", parents=[common], help="upload a registered adapter with its manifest and a model card to the Hub",
         description="Create the repo if needed and upload adapter_config.json, adapter_model.safetensors, "
                     "adapterhub.json and README.md in one commit. Needs a write token (HF_TOKEN or `hf auth login`).")
     push.add_argument("ref", metavar="REF", help="registry reference: name, name@3 or name@tag")
@@ -31,7 +33,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     push.add_argument("--private", action="store_true", help="create the repo private")
     push.add_argument("--revision", default="main", help="branch to commit to (created if missing; default main)")
     push.add_argument("--message", default=None, help="commit message")
-    push.add_argument("--json", action="store_true", help="machine-readable output")
     push.set_defaults(handler=_push)
 
 
@@ -43,7 +44,7 @@ def _pull(args: argparse.Namespace) -> int:
         from ..base import load_base
 
         base = load_base(args.base)
-    record = Registry().pull(args.repo, name=args.name, domain=args.domain, base=base)
+    record = Registry(args.root).pull(args.repo, name=args.name, domain=args.domain, base=base)
     source = record.manifest.get("source") or {}
     if args.json:
         print_json(record.to_dict())
@@ -56,7 +57,7 @@ def _pull(args: argparse.Namespace) -> int:
 def _push(args: argparse.Namespace) -> int:
     from ..registry import Registry
 
-    result = Registry().push(args.ref, args.repo, private=args.private, revision=args.revision,
+    result = Registry(args.root).push(args.ref, args.repo, private=args.private, revision=args.revision,
                              commit_message=args.message)
     if args.json:
         print_json(asdict(result))
