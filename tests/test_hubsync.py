@@ -172,6 +172,21 @@ def test_round_trip_gives_identical_logits_and_carries_the_manifest(hub_env, reg
     assert torch.equal(adapter_logits(tiny_llama_dir, finance.path), adapter_logits(tiny_llama_dir, pulled.path))
 
 
+def test_runtime_loads_hf_refs_on_demand(hub_env, registry, fresh, finance, tiny_base):
+    """AdapterHub.load("hf://org/repo@rev") pulls into its registry once, then serves it like any entry."""
+    from adapterhub.runtime import AdapterHub
+
+    pushed = registry.push("finance", "alice/finance-lora")
+    hub = AdapterHub(tiny_base, registry=fresh)
+    info = hub.load(f"hf://alice/finance-lora@{pushed.commit}")
+    again = hub.load("hf://alice/finance-lora")  # same commit: no second version
+    assert info.name == again.name == "finance" and [r.ref for r in fresh.list()] == ["finance@1"]
+    local = AdapterHub(tiny_base, registry=registry)
+    local.load("finance")
+    ids = torch.tensor([[3, 17, 29, 41]])
+    assert torch.equal(hub.logits(ids, domains=["finance"]), local.logits(ids, domains=["finance"]))
+
+
 def test_pulling_the_same_commit_twice_returns_the_existing_version(hub_env, registry, fresh, finance, lora_dir):
     registry.push("finance", "alice/finance-lora")
     first = fresh.pull("hf://alice/finance-lora@main")

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import AdapterNotFoundError
+from ..hubsync import is_hub_ref
 from ..manifest import MANIFEST_FILE, WEIGHTS_FILE
 from ..prompts import TaskSpec
 
@@ -36,6 +37,8 @@ class AdapterPayload:
 def is_path(ref: str | os.PathLike) -> bool:
     """Whether ``ref`` names a directory rather than a registry reference."""
     text = os.fspath(ref)
+    if is_hub_ref(text):
+        return False
     return isinstance(ref, os.PathLike) or os.sep in text or text.startswith((".", "~")) or Path(text).is_dir()
 
 
@@ -59,6 +62,9 @@ def identify(ref: str | os.PathLike, *, registry: Any, name: str | None = None) 
     if registry is None:
         raise AdapterNotFoundError(f"{ref!r} is no directory and no registry is available to resolve it; "
                                    "pass a path to a PEFT adapter directory")
+    if is_hub_ref(ref):  # hf://org/repo[@rev]: pulled into the registry once per commit
+        record = registry.pull(os.fspath(ref))
+        return name or record.name, record.ref
     record = registry.get(str(ref))
     return name or record.name, record.ref
 
