@@ -4,7 +4,7 @@ The generated adapters are registered in a fresh registry (load latency is
 measured registry → resident, checksums included), then a hub is opened on
 its own copy of the base.
 
->>> side, adapters = open_ours(base_name, config, adapters, base=base, registry_root=root, skipped=[])  # doctest: +SKIP
+>>> side, adapters = open_ours(adapters, load_hub_base=load_base, registry_root=root, skipped=[])  # doctest: +SKIP
 >>> side.switch(adapters[0].name)  # doctest: +SKIP
 """
 
@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from .adapters import BenchAdapter, register_adapters
-from .config import BenchConfig
 from .sides import Side
 
 
@@ -45,9 +44,10 @@ class HubSide(Side):
                                  min_new_tokens=new_tokens)
 
     def resident_bytes(self) -> int:
-        return sum(int(entry["bytes"]) for entry in self.hub.resident())
+        return sum(int(info.bytes) for info in self.hub.resident())
 
     def close(self) -> None:
+        self.hub.close()
         self.hub = None
 
 
@@ -60,9 +60,16 @@ def _missing(module: str) -> str | None:
     return None
 
 
-def open_ours(base_name: str, config: BenchConfig, adapters: list[BenchAdapter], *, base: Any,
-              registry_root: Path, skipped: list[dict[str, str]]) -> tuple[HubSide | None, list[BenchAdapter]]:
-    """Register ``adapters`` and open a hub on ``base_name``.
+def open_ours(adapters: list[BenchAdapter], *, load_hub_base: Callable[[], Any], registry_root: Path,
+              skipped: list[dict[str, str]]) -> tuple[HubSide | None, list[BenchAdapter]]:
+    """Register ``adapters`` and open a hub on its own copy of the base.
+
+    Args:
+        adapters: the generated adapters.
+        load_hub_base: loads the hub's copy of the base (the hub wraps its base's layers in place,
+            so it must not share one with the other sides).
+        registry_root: an empty folder for the registry.
+        skipped: gets a record when our side cannot run.
 
     Returns:
         ``(side, adapters with registry refs)``; ``side`` is ``None`` (and ``skipped`` says why)
@@ -77,6 +84,6 @@ def open_ours(base_name: str, config: BenchConfig, adapters: list[BenchAdapter],
     from ..runtime import AdapterHub
 
     registry = Registry(registry_root)
+    base = load_hub_base()
     adapters = register_adapters(adapters, registry, base=base)
-    hub = AdapterHub(base=base_name, quantize=config.quantize, registry=registry, device=config.device)
-    return HubSide(hub), adapters
+    return HubSide(AdapterHub(base=base, registry=registry)), adapters

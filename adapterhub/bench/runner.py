@@ -69,8 +69,8 @@ def run_bench(config: BenchConfig | None = None, *, progress: bool = True) -> di
     report["adapters"] = {"count": len(adapters), "rank": config.rank, "modules": len(lora_targets(bare)),
                           "file_bytes": adapters[0].file_bytes}
     sides: dict[str, Any] = {"bare": BareSide(bare), "peft": PeftSide(_load(base_name, config, progress=False))}
-    ours, adapters = open_ours(base_name, config, adapters, base=bare, registry_root=_fresh(out / "registry"),
-                               skipped=report["skipped"])
+    ours, adapters = open_ours(adapters, load_hub_base=lambda: _load(base_name, config, progress=False),
+                               registry_root=_fresh(out / "registry"), skipped=report["skipped"])
     if ours is not None:
         sides["ours"] = ours
     ctx = BenchContext(config=config, adapters=adapters, sides=sides, vocab_size=bare.spec.vocab_size, device=device,
