@@ -139,8 +139,10 @@ def _training(result: dict[str, Any]) -> list[str]:
     rows = [[SIDE_NAMES[label], format_value(result[label].get("tokens_per_s")), _mib(result[label].get("peak_bytes")),
              format_value(result[label].get("seconds"), "s"), result[label].get("tokens")]
             for label in ("ours", "peft") if label in result]
-    return [f"{result.get('steps')} steps of batch {result.get('batch_size')} on `{result.get('data')}`; "
-            "tokens are non-padding tokens processed; each trainer in its own process.", "",
+    return [f"{result.get('steps')} timed optimizer steps after {result.get('warmup')} warm-up steps, batch "
+            f"{result.get('batch_size')}, both following `{result.get('recipe')}`; tokens are non-padding input "
+            "tokens; each trainer in its own process (peak: CUDA max allocated, or the process's peak RSS on CPU).",
+            "",
             *_table(["", "tokens/s", "peak memory", "time", "tokens"], rows), *_speedup_line(result)]
 
 
