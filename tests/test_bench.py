@@ -17,7 +17,8 @@ PLOTS = ("forward.png", "latency.png", "memory.png", "throughput.png")
 @pytest.fixture(scope="module")
 def quick_report(tiny_llama_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
-    report = run_bench(BenchConfig.preset(quick=True, base=str(tiny_llama_dir), out=out), progress=False)
+    config = BenchConfig.preset(quick=True, base=str(tiny_llama_dir), out=out, work=out / "work")
+    report = run_bench(config, progress=False)
     return report, out
 
 
@@ -144,11 +145,13 @@ def test_bad_config_is_one_clear_error(overrides):
 def test_cli_runs_selected_areas(tiny_llama_dir, tmp_path, capsys):
     from adapterhub.cli import main
 
-    code = main(["bench", "--quick", "--base", str(tiny_llama_dir), "--out", str(tmp_path), "--only", "switch",
-                 "memory", "--no-progress"])
+    code = main(["bench", "--quick", "--base", str(tiny_llama_dir), "--out", str(tmp_path / "out"), "--work",
+                 str(tmp_path / "work"), "--only", "switch", "memory", "--no-progress"])
     assert code == 0
-    report = json.loads((tmp_path / "bench.json").read_text())
+    report = json.loads((tmp_path / "out" / "bench.json").read_text())
     assert set(report["results"]) == {"switch", "memory"}
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["bench.json", "bench.md", "latency.png",
+                                                                         "memory.png"]
     assert "bench.md" in capsys.readouterr().out
 
 

@@ -7,21 +7,19 @@ seeded generator and small enough to leave the base's outputs sane. Each folder
 is what ``PeftModel.save_pretrained`` writes, so plain PEFT and our registry
 both read it.
 
->>> adapters = make_adapters(base, "bench-out/adapters", count=8)  # doctest: +SKIP
+>>> adapters = make_adapters(base, "~/.cache/adapterhub/bench/adapters", count=8)  # doctest: +SKIP
 >>> adapters[0].name, adapters[0].file_bytes  # doctest: +SKIP
 ('bench-00', 19546112)
 """
 
 from __future__ import annotations
 
-import json
 import math
-import shutil
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-_STAMP = "bench-adapters.json"
 _DELTA_SCALE = 0.02  # the LoRA delta's size relative to the layer input (keeps generations finite)
 
 
@@ -76,30 +74,26 @@ def write_lora_adapter(base: Any, path: str | Path, *, rank: int = 16, seed: int
                         target_modules=sorted({name.rsplit(".", 1)[-1] for name in targets}),
                         base_model_name_or_path=base.spec.name)
     config.save_pretrained(str(path))
-    save_file(tensors, str(path / "adapter_model.safetensors"), metadata={"format": "pt"})
+    partial = path / "adapter_model.safetensors.partial"
+    save_file(tensors, str(partial), metadata={"format": "pt"})
+    os.replace(partial, path / "adapter_model.safetensors")  # complete or absent, never half-written
     return path
 
 
 def make_adapters(base: Any, root: str | Path, *, count: int, rank: int = 16) -> list[BenchAdapter]:
-    """``count`` adapters named ``bench-00``.. under ``root``, reused when already written for this base and rank.
+    """``count`` adapters named ``bench-00``.. for ``base``, reused when already written.
 
     Args:
         base: the base they adapt.
-        root: their parent folder (a stamp file records base fingerprint and rank).
+        root: their parent folder; each base and rank gets its own subfolder.
         count: how many.
         rank: LoRA rank.
     """
-    root = Path(root)
-    stamp = {"fingerprint": base.fingerprint, "rank": rank}
-    stamp_path = root / _STAMP
-    if stamp_path.is_file() and json.loads(stamp_path.read_text()) != stamp:
-        shutil.rmtree(root)
-    root.mkdir(parents=True, exist_ok=True)
-    stamp_path.write_text(json.dumps(stamp))
+    folder = Path(root) / f"{base.fingerprint}-r{rank}"
     adapters = []
     for index in range(count):
         name = f"bench-{index:02d}"
-        path = root / name
+        path = folder / name
         if not (path / "adapter_model.safetensors").is_file():
             write_lora_adapter(base, path, rank=rank, seed=index)
         adapters.append(BenchAdapter(name=name, path=path, file_bytes=(path / "adapter_model.safetensors").stat().st_size))

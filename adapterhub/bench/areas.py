@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 from .adapters import BenchAdapter
 from .config import BenchConfig
-from .harness import Stats, Timer, ratio, time_interleaved
+from .harness import Stats, Timer, cuda_allocated_bytes, ratio, time_interleaved
 from .sides import Side
 from .workload import forward_batch, generation_prompts, mixed_names
 
@@ -169,19 +169,34 @@ def measure_generation(ctx: BenchContext) -> dict[str, Any]:
 
 
 def measure_memory(ctx: BenchContext, *, base_footprints: dict[str, Any]) -> dict[str, Any]:
-    """Bytes held for 1, 8, 32 resident adapters against the sum of their files; base footprints."""
+    """Bytes held for 1, 8, 32 resident adapters against the sum of their files; base footprints.
+
+    ``resident_bytes`` is each side's own account (the hub's ``resident()``, PEFT's LoRA
+    parameters). On CUDA, ``measured_bytes`` cross-checks it from the outside: the change in
+    ``torch.cuda.memory_allocated`` caused by that side's loads alone (on CPU no such exact
+    outside measure exists: freed heap memory is reused, so RSS deltas undercount).
+    """
+    cuda = str(ctx.device).startswith("cuda")
     rows = []
+    for side in ctx.contenders():
+        side.ensure([])  # start empty, so every side's growth is measured from nothing
+    held = {side.label: 0 for side in ctx.contenders()}
     bar = ctx.progress("memory", len(ctx.config.memory_counts))
     for count in ctx.config.memory_counts:
         adapters = ctx.adapters[:count]
         file_bytes = sum(adapter.file_bytes for adapter in adapters)
         resident = {}
         for side in ctx.contenders():
+            before = cuda_allocated_bytes(ctx.device)
             side.ensure(adapters)
             gc.collect()
+            held[side.label] += cuda_allocated_bytes(ctx.device) - before
             resident[side.label] = side.resident_bytes()
-        rows.append({"count": count, "file_bytes": file_bytes, "resident_bytes": resident,
-                     "ratio_to_files": {label: value / file_bytes for label, value in resident.items()}})
+        row = {"count": count, "file_bytes": file_bytes, "resident_bytes": resident,
+               "ratio_to_files": {label: value / file_bytes for label, value in resident.items()}}
+        if cuda:
+            row["measured_bytes"] = dict(held)
+        rows.append(row)
         bar.update()
     bar.close()
     return {"resident": rows, "base_footprint": base_footprints}

@@ -13,7 +13,7 @@ tiny llama, few adapters and repeats: a smoke test, never a speed claim) and
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,9 @@ class BenchConfig:
             (the tiny llama, built in the output folder, when ``quick``).
         dtype, quantize, device: as :func:`adapterhub.load_base` takes them.
         threads: ``torch.set_num_threads`` value; ``None`` keeps torch's default.
-        out: output folder for ``bench.json``, ``bench.md`` and the PNGs.
+        out: output folder for ``bench.json``, ``bench.md`` and the PNGs (nothing else is written there).
+        work: folder for generated adapters, the bench registry and the tiny model
+            (``None``: ``$ADAPTERHUB_HOME/bench``); adapters are reused across runs.
         quick: smoke-test sizes on the tiny model.
         rank: LoRA rank of the generated adapters (all linear layers but the LM head).
         warmup, repeats: untimed and timed rounds of every timed case.
@@ -57,10 +59,11 @@ class BenchConfig:
     device: str = "auto"
     threads: int | None = None
     out: Path = DEFAULT_OUT
+    work: Path | None = None
     quick: bool = False
     rank: int = 16
     warmup: int = 2
-    repeats: int = 7
+    repeats: int = 5
     switch_resident: int = 8
     switch_calls: int = 200
     load_count: int = 16
@@ -95,7 +98,9 @@ class BenchConfig:
         """
         values: dict[str, Any] = {}
         if quick:
-            values.update(quick=True, warmup=1, repeats=3, switch_calls=24, load_count=4, load_repeats=1,
+            # one thread: tiny matmuls gain nothing from more, and OpenMP threads on a busy machine
+            # stall each other (a 5 ms forward can take 300 ms), which would make the smoke test slow
+            values.update(quick=True, threads=1, warmup=1, repeats=3, switch_calls=24, load_count=4, load_repeats=1,
                           mixed_counts=(2, 8), generation_rows_per_domain=1, generation_new_tokens=4,
                           memory_counts=(1, 8), train_steps=2, train_batch=4)
         if gpu_sizes:
@@ -116,12 +121,16 @@ class BenchConfig:
             counts.append(self.load_count)
         return max(counts)
 
-    def with_(self, **changes: Any) -> BenchConfig:
-        """A copy with ``changes`` applied."""
-        return replace(self, **changes)
+    @property
+    def work_dir(self) -> Path:
+        """Where generated adapters, the registry and the tiny model live."""
+        from ..paths import home
+
+        return Path(self.work) if self.work is not None else home() / "bench"
 
     def to_dict(self) -> dict[str, Any]:
         data = {name: getattr(self, name) for name in self.__dataclass_fields__}
         data["out"] = str(self.out)
+        data["work"] = str(self.work_dir)
         data["train_recipe"] = None if self.train_recipe is None else str(self.train_recipe)
         return data

@@ -127,6 +127,15 @@ def time_interleaved(cases: Mapping[str, Callable[[], Any]], *, warmup: int, rep
     return {name: Stats.of(values) for name, values in samples.items()}
 
 
+def cuda_allocated_bytes(device: str) -> int:
+    """Bytes held by live tensors on the CUDA device now (0 on CPU)."""
+    if not str(device).startswith("cuda"):
+        return 0
+    import torch
+
+    return int(torch.cuda.memory_allocated(device))
+
+
 def peak_rss_bytes() -> int:
     """Peak resident set size of this process so far (Linux reports KiB)."""
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024

@@ -147,10 +147,18 @@ def _training(result: dict[str, Any]) -> list[str]:
 
 
 def _memory(result: dict[str, Any]) -> list[str]:
-    rows = [[row["count"], _mib(row["file_bytes"]), _mib(row["resident_bytes"].get("ours")),
-             format_value(row["ratio_to_files"].get("ours"), "×"), _mib(row["resident_bytes"].get("peft")),
-             format_value(row["ratio_to_files"].get("peft"), "×")] for row in result["resident"]]
-    lines = _table(["adapters", "files", "ours resident", "÷ files", "PEFT resident", "÷ files"], rows)
+    measured = all("measured_bytes" in row for row in result["resident"])
+    rows = []
+    for row in result["resident"]:
+        cells = [row["count"], _mib(row["file_bytes"])]
+        for label in ("ours", "peft"):
+            cells += [_mib(row["resident_bytes"].get(label)), format_value(row["ratio_to_files"].get(label), "×")]
+            if measured:
+                cells.append(_mib(row["measured_bytes"].get(label)))
+        rows.append(cells)
+    columns = ["resident", "÷ files", "CUDA allocated"] if measured else ["resident", "÷ files"]
+    header = ["adapters", "files", *(f"{side} {column}" for side in ("ours", "PEFT") for column in columns)]
+    lines = _table(header, rows)
     footprint = result.get("base_footprint") or {}
     if footprint.get("fp32"):
         lines += [f"Base footprint: fp32 {_mib(footprint['fp32'])}, NF4 {_mib(footprint.get('nf4'))} "

@@ -47,61 +47,89 @@ def run_bench(config: BenchConfig | None = None, *, progress: bool = True) -> di
     >>> sorted(report["results"])  # doctest: +SKIP
     ['forward', 'generation', 'load', 'memory', 'switch', 'training']
     """
+    started = time.perf_counter()
+    config = config or BenchConfig.preset()
+    _quiet_and_threads(config)
+    Path(config.out).mkdir(parents=True, exist_ok=True)
+    base_name = config.base or _default_base(config, config.work_dir)
+    ctx, report = _open(config, base_name, progress=progress)
+    seconds = report["area_seconds"]
+    for area, measure in IN_PROCESS_AREAS.items():
+        if area in config.areas:
+            start = time.perf_counter()
+            report["results"][area] = measure(ctx)
+            seconds[area] = time.perf_counter() - start
+    if "memory" in config.areas:
+        start = time.perf_counter()
+        footprints = _base_footprints(base_name, config, ctx.sides["bare"].base, report["skipped"])
+        report["results"]["memory"] = measure_memory(ctx, base_footprints=footprints)
+        seconds["memory"] = time.perf_counter() - start
+    _close(ctx)
+    if "training" in config.areas:
+        start = time.perf_counter()
+        report["results"]["training"] = measure_training(config, base_name=base_name, device=ctx.device,
+                                                         skipped=report["skipped"])
+        seconds["training"] = time.perf_counter() - start
+    report["targets"] = check_targets(report)
+    report["seconds"] = time.perf_counter() - started
+    write_report(report, config.out)
+    return report
+
+
+def _quiet_and_threads(config: BenchConfig) -> None:
     import torch
     from transformers.utils import logging as hf_logging
 
-    started = time.perf_counter()
-    config = config or BenchConfig.preset()
     if config.threads:
         torch.set_num_threads(config.threads)
     hf_logging.disable_progress_bar()
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
-    base_name = config.base or _default_base(config, out)
+
+
+def _open(config: BenchConfig, base_name: str, *, progress: bool) -> tuple[BenchContext, dict[str, Any]]:
+    """Load the bare base, write the adapters, open the PEFT side and ours; the report's header."""
+    start = time.perf_counter()
     bare = _load(base_name, config, progress=progress)
     device = bare.spec.device
     report: dict[str, Any] = {
         "format": 1, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "environment": describe_machine(device), "config": config.to_dict(),
         "base": {**bare.spec.to_dict(), "fingerprint": bare.fingerprint}, "results": {}, "skipped": [],
+        "area_seconds": {},
     }
-    adapters = make_adapters(bare, out / "adapters", count=config.adapters_needed, rank=config.rank)
+    adapters = make_adapters(bare, config.work_dir / "adapters", count=config.adapters_needed, rank=config.rank)
     report["adapters"] = {"count": len(adapters), "rank": config.rank, "modules": len(lora_targets(bare)),
                           "file_bytes": adapters[0].file_bytes}
     sides: dict[str, Any] = {"bare": BareSide(bare), "peft": PeftSide(_load(base_name, config, progress=False))}
     ours, adapters = open_ours(adapters, load_hub_base=lambda: _load(base_name, config, progress=False),
-                               registry_root=_fresh(out / "registry"), skipped=report["skipped"])
+                               registry_root=_fresh(config.work_dir / "registry"), skipped=report["skipped"])
     if ours is not None:
         sides["ours"] = ours
+    report["area_seconds"]["setup"] = time.perf_counter() - start
     ctx = BenchContext(config=config, adapters=adapters, sides=sides, vocab_size=bare.spec.vocab_size, device=device,
                        timer=Timer(device), progress=_progress_factory(progress), skipped=report["skipped"])
-    for area, measure in IN_PROCESS_AREAS.items():
-        if area in config.areas:
-            report["results"][area] = measure(ctx)
-    if "memory" in config.areas:
-        report["results"]["memory"] = measure_memory(ctx, base_footprints=_base_footprints(base_name, config, bare,
-                                                                                          report["skipped"]))
-    for side in sides.values():
+    return ctx, report
+
+
+def _close(ctx: BenchContext) -> None:
+    """Free every side's model before training starts its own processes."""
+    for side in ctx.sides.values():
         side.close()
-    del ctx, sides, bare, ours
-    _free(device)
-    if "training" in config.areas:
-        report["results"]["training"] = measure_training(config, base_name=base_name, device=device,
-                                                         skipped=report["skipped"])
-    report["targets"] = check_targets(report)
-    report["seconds"] = time.perf_counter() - started
-    write_report(report, out)
-    return report
+    ctx.sides.clear()
+    gc.collect()
+    if str(ctx.device).startswith("cuda"):
+        import torch
+
+        torch.cuda.empty_cache()
 
 
-def _default_base(config: BenchConfig, out: Path) -> str:
+def _default_base(config: BenchConfig, work: Path) -> str:
     from .. import embedded
 
     if not config.quick:
         return embedded.DEFAULT_ALIAS
     from ..tiny import make_tiny_llama
 
-    path = out / "tiny-llama"
+    path = work / "tiny-llama"
     if not (path / "config.json").is_file():
         make_tiny_llama(path)
     return str(path)
@@ -142,14 +170,6 @@ def _fresh(path: Path) -> Path:
         shutil.rmtree(path)
     path.mkdir(parents=True)
     return path
-
-
-def _free(device: str) -> None:
-    gc.collect()
-    if str(device).startswith("cuda"):
-        import torch
-
-        torch.cuda.empty_cache()
 
 
 def _progress_factory(enabled: bool) -> Any:

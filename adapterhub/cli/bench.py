@@ -14,6 +14,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--quick", action="store_true",
                         help="smoke run on the tiny model with few adapters and repeats (seconds, not claims)")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: bench-out/)")
+    parser.add_argument("--work", type=Path, default=None,
+                        help="folder for generated adapters and the bench registry (default: $ADAPTERHUB_HOME/bench)")
     parser.add_argument("--base", default=None, help="alias, local directory or Hugging Face id (default: the "
                                                      "embedded SmolLM2-135M; the tiny model with --quick)")
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
@@ -37,7 +39,7 @@ def _bench(args: argparse.Namespace) -> int:
     from ._output import print_table
 
     config = BenchConfig.preset(quick=args.quick, gpu_sizes=args.gpu_sizes, base=args.base, dtype=args.dtype,
-                                quantize=args.quantize, device=args.device, threads=args.threads, out=args.out,
+                                quantize=args.quantize, device=args.device, threads=args.threads, out=args.out, work=args.work,
                                 repeats=args.repeats, areas=tuple(args.only) if args.only else None)
     report = run_bench(config, progress=not args.no_progress)
     rows = [(check["target"], format_value(check["value"], check["unit"]), check["status"])
