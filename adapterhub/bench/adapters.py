@@ -65,7 +65,8 @@ def write_lora_adapter(base: Any, path: str | Path, *, rank: int = 16, seed: int
     tensors: dict[str, torch.Tensor] = {}
     for name, (in_features, out_features) in sorted(targets.items()):
         prefix = f"base_model.model.{name}"
-        tensors[f"{prefix}.lora_A.weight"] = torch.randn(rank, in_features, generator=generator) / math.sqrt(in_features)
+        down = torch.randn(rank, in_features, generator=generator) / math.sqrt(in_features)
+        tensors[f"{prefix}.lora_A.weight"] = down
         tensors[f"{prefix}.lora_B.weight"] = torch.randn(out_features, rank, generator=generator) * (
             _DELTA_SCALE / math.sqrt(rank))
     path = Path(path)
@@ -96,7 +97,8 @@ def make_adapters(base: Any, root: str | Path, *, count: int, rank: int = 16) ->
         path = folder / name
         if not (path / "adapter_model.safetensors").is_file():
             write_lora_adapter(base, path, rank=rank, seed=index)
-        adapters.append(BenchAdapter(name=name, path=path, file_bytes=(path / "adapter_model.safetensors").stat().st_size))
+        file_bytes = (path / "adapter_model.safetensors").stat().st_size
+        adapters.append(BenchAdapter(name=name, path=path, file_bytes=file_bytes))
     return adapters
 
 

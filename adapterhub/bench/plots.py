@@ -69,7 +69,8 @@ def _latency(plt: Any, results: dict[str, Any]) -> Any:
         labels = list(switch["ms"])
         for offset, key in ((-0.2, "p50"), (0.2, "p99")):
             left.bar([i + offset for i in range(len(labels))], [switch["ms"][label][key] for label in labels],
-                     width=0.4, label=key, color=[COLORS[label] for label in labels], alpha=1.0 if key == "p50" else 0.5)
+                     width=0.4, label=key, color=[COLORS[label] for label in labels],
+                     alpha=1.0 if key == "p50" else 0.5)
         left.set_xticks(range(len(labels)), [LABELS[label] for label in labels])
         left.set_yscale("log")
         left.axhline(0.1, color="black", linestyle="--", linewidth=0.8)

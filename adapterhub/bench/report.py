@@ -82,7 +82,7 @@ def _machine_rows(report: dict[str, Any]) -> list[list[Any]]:
         ["machine", f"{env.get('hostname')} ({env.get('platform')})"],
         ["CPU", f"{env.get('cpu_model')} ({env.get('cpu_count')} logical cores)"],
         ["threads", f"torch {env.get('torch_threads')} intra-op, {env.get('torch_interop_threads')} inter-op"],
-        ["device", f"{env.get('device')}" + (f" — {gpu['name']} ({gpu['memory_bytes'] / 2**30:.0f} GiB)" if gpu else "")],
+        ["device", str(env.get("device")) + (f" — {gpu['name']} ({gpu['memory_bytes'] / 2**30:.0f} GiB)" if gpu else "")],
         ["base", f"{base.get('name')} ({base.get('num_parameters', 0):,} parameters)"],
         ["dtype / quantize", f"{base.get('dtype')} / {base.get('quantize') or 'none'}"],
         ["versions", f"python {env.get('python')}, {versions}"],
@@ -130,7 +130,8 @@ def _forward(result: dict[str, Any]) -> list[str]:
 
 def _generation(result: dict[str, Any]) -> list[str]:
     rows = [[run["domains"], run["rows"], run["new_tokens"], format_value(run["tokens_per_s"].get("ours")),
-             format_value(run["tokens_per_s"].get("peft")), format_value(run.get("speedup_vs_peft"), "×")] for run in result["runs"]]
+             format_value(run["tokens_per_s"].get("peft")), format_value(run.get("speedup_vs_peft"), "×")]
+            for run in result["runs"]]
     return ["Greedy, exactly `new tokens` per row, rows interleaved across domains.", "",
             *_table(["domains", "rows", "new tokens", "ours tokens/s", "PEFT tokens/s", "speed-up"], rows)]
 

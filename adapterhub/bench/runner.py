@@ -99,8 +99,8 @@ def _open(config: BenchConfig, base_name: str, *, progress: bool) -> tuple[Bench
     adapters = make_adapters(bare, config.work_dir / "adapters", count=config.adapters_needed, rank=config.rank)
     report["adapters"] = {"count": len(adapters), "rank": config.rank, "modules": len(lora_targets(bare)),
                           "file_bytes": adapters[0].file_bytes}
-    sides: dict[str, Any] = {"bare": BareSide(bare), "peft": PeftSide(_load(base_name, config, progress=False))}
-    ours, adapters = open_ours(adapters, load_hub_base=lambda: _load(base_name, config, progress=False),
+    sides: dict[str, Any] = {"bare": BareSide(bare), "peft": PeftSide(_load(base_name, config))}
+    ours, adapters = open_ours(adapters, load_hub_base=lambda: _load(base_name, config),
                                registry_root=_fresh(config.work_dir / "registry"), skipped=report["skipped"])
     if ours is not None:
         sides["ours"] = ours
@@ -135,11 +135,12 @@ def _default_base(config: BenchConfig, work: Path) -> str:
     return str(path)
 
 
-def _load(base_name: str, config: BenchConfig, *, progress: bool, quantize: Any = "config", dtype: str | None = None) -> Any:
+def _load(base_name: str, config: BenchConfig, *, progress: bool = False, **changes: Any) -> Any:
+    """The base as the run's config asks (``changes`` replace its ``quantize`` / ``dtype``)."""
     from ..base import load_base
 
-    return load_base(base_name, dtype=dtype or config.dtype, device=config.device, progress=progress,
-                     quantize=config.quantize if quantize == "config" else quantize)
+    options = {"quantize": config.quantize, "dtype": config.dtype, **changes}
+    return load_base(base_name, device=config.device, progress=progress, **options)
 
 
 def _base_footprints(base_name: str, config: BenchConfig, bare: Any, skipped: list[dict[str, str]]) -> dict[str, Any]:
@@ -152,7 +153,7 @@ def _base_footprints(base_name: str, config: BenchConfig, bare: Any, skipped: li
             footprints[kind] = bare.footprint_bytes
             continue
         try:
-            loaded = _load(base_name, config, progress=False, quantize=quantize, dtype=dtype)
+            loaded = _load(base_name, config, quantize=quantize, dtype=dtype)
         except (AdapterHubError, RuntimeError, ImportError) as error:
             skipped.append({"area": "memory", "case": f"{kind} base footprint", "reason": str(error)})
             continue

@@ -92,7 +92,8 @@ def _training_memory(results: dict[str, Any]) -> tuple[float, float] | None:
 TARGETS: tuple[Target, ...] = (
     Target("switch", "switch p50 ≤ 0.1 ms (8 resident)", "ms", False, _fixed(0.1, "switch", "ms", "ours", "p50")),
     Target("load_first", "load 1st adapter ≤ 50 ms per 20 MB", "ms", False, _load("first")),
-    Target("load_last", "load the last adapter of the series (16th in the full run) ≤ 50 ms per 20 MB", "ms", False, _load("last")),
+    Target("load_last", "load the last adapter of the series (16th in the full run) ≤ 50 ms per 20 MB", "ms", False,
+           _load("last")),
     Target("load_flat", "load flat in the number resident (last ÷ first ≤ 1.25)", "×", False, _load_flatness),
     Target("forward_single", "single adapter ≤ 1.05× bare base (first batch shape)", "×", False,
            _forward("ours_single", 1.05)),

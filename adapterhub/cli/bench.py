@@ -39,7 +39,8 @@ def _bench(args: argparse.Namespace) -> int:
     from ._output import print_table
 
     config = BenchConfig.preset(quick=args.quick, gpu_sizes=args.gpu_sizes, base=args.base, dtype=args.dtype,
-                                quantize=args.quantize, device=args.device, threads=args.threads, out=args.out, work=args.work,
+                                quantize=args.quantize, device=args.device, threads=args.threads, out=args.out,
+                                work=args.work,
                                 repeats=args.repeats, areas=tuple(args.only) if args.only else None)
     report = run_bench(config, progress=not args.no_progress)
     rows = [(check["target"], format_value(check["value"], check["unit"]), check["status"])
