@@ -163,7 +163,8 @@ def _memory(result: dict[str, Any]) -> list[str]:
     footprint = result.get("base_footprint") or {}
     if footprint.get("fp32"):
         lines += [f"Base footprint: fp32 {_mib(footprint['fp32'])}, NF4 {_mib(footprint.get('nf4'))} "
-                  f"({format_value(footprint.get('nf4_over_fp32'), '×')} of fp32).", ""]
+                  f"({format_value(footprint.get('nf4_over_fp32'), '×')} of fp32; its unquantised embeddings and "
+                  f"norms in {footprint.get('nf4_dtype')}).", ""]
     return lines
 
 

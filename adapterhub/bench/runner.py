@@ -150,7 +150,7 @@ def _base_footprints(base_name: str, config: BenchConfig, bare: Any, skipped: li
     footprints: dict[str, Any] = {}
     for kind, quantize, dtype in (("fp32", None, "float32"), ("nf4", "nf4", config.dtype)):
         if bare.spec.quantize == quantize and (quantize or bare.spec.dtype == "float32"):
-            footprints[kind] = bare.footprint_bytes
+            footprints[kind], footprints[f"{kind}_dtype"] = bare.footprint_bytes, bare.spec.dtype
             continue
         try:
             loaded = _load(base_name, config, quantize=quantize, dtype=dtype)
@@ -158,6 +158,7 @@ def _base_footprints(base_name: str, config: BenchConfig, bare: Any, skipped: li
             skipped.append({"area": "memory", "case": f"{kind} base footprint", "reason": str(error)})
             continue
         footprints[kind] = loaded.footprint_bytes
+        footprints[f"{kind}_dtype"] = loaded.spec.dtype  # unquantised parts (embeddings, norms) stay in this
         del loaded
         gc.collect()
     if footprints.get("fp32") and footprints.get("nf4"):
