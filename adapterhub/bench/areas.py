@@ -37,20 +37,12 @@ class BenchContext:
     vocab_size: int
     device: str
     timer: Timer
-    progress: Callable[[str, int], Any] = lambda description, total: _NoBar()
+    progress: Callable[[str, int], Any]  # (description, total) -> a tqdm-like bar with update() and close()
     skipped: list[dict[str, str]] = field(default_factory=list)
 
     def contenders(self) -> list[Side]:
         """The sides that compete (ours first), without the bare base."""
         return [self.sides[label] for label in CONTENDERS if label in self.sides]
-
-
-class _NoBar:
-    def update(self, count: int = 1) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 def _compare(values: dict[str, Any], key: Callable[[Any], float]) -> float | None:

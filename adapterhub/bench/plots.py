@@ -102,7 +102,7 @@ def _memory(plt: Any, results: dict[str, Any]) -> Any:
     for index, (label, values) in enumerate(series.items()):
         left.bar([i + (index - (len(series) - 1) / 2) * width for i in range(len(rows))],
                  [value / 2**20 for value in values], width=width, color=COLORS[label], label=LABELS[label])
-    left.set_xticks(range(len(rows)), [f"{row['count']} adapters" for row in rows])
+    left.set_xticks(range(len(rows)), [f"{row['count']} adapter{'s' if row['count'] != 1 else ''}" for row in rows])
     left.set_ylabel("MiB")
     left.set_title("resident adapter memory vs file bytes (target ≤ 1.1×)")
     left.legend()

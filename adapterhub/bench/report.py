@@ -82,7 +82,7 @@ def _machine_rows(report: dict[str, Any]) -> list[list[Any]]:
         ["machine", f"{env.get('hostname')} ({env.get('platform')})"],
         ["CPU", f"{env.get('cpu_model')} ({env.get('cpu_count')} logical cores)"],
         ["threads", f"torch {env.get('torch_threads')} intra-op, {env.get('torch_interop_threads')} inter-op"],
-        ["device", str(env.get("device")) + (f" — {gpu['name']} ({gpu['memory_bytes'] / 2**30:.0f} GiB)" if gpu else "")],
+        ["device", str(env.get("device")) + (f" — {gpu['name']} ({_mib(gpu['memory_bytes'])})" if gpu else "")],
         ["base", f"{base.get('name')} ({base.get('num_parameters', 0):,} parameters)"],
         ["dtype / quantize", f"{base.get('dtype')} / {base.get('quantize') or 'none'}"],
         ["versions", f"python {env.get('python')}, {versions}"],
@@ -99,7 +99,9 @@ def _stats_cell(stats: dict[str, float] | None, key: str = "median") -> str:
 
 def _speedup_line(result: dict[str, Any]) -> list[str]:
     speedup = result.get("speedup_vs_peft")
-    return [] if speedup is None else [f"adapterhub is **{speedup:.3g}×** as fast as plain PEFT here.", ""]
+    if speedup is None:
+        return []
+    return [f"adapterhub is **{format_value(speedup, '×')}** as fast as plain PEFT here.", ""]
 
 
 def _switch(result: dict[str, Any]) -> list[str]:
