@@ -82,7 +82,7 @@ def train_with_recipe(*, recipe: str, overrides: Sequence[str], steps: int, warm
     """
     import torch
 
-    from ..train import measure_throughput
+    from ..dry_run import measure_throughput
 
     if threads:
         torch.set_num_threads(threads)
