@@ -160,3 +160,17 @@ def test_cli_rejects_unknown_area(tmp_path, capsys):
 
     assert main(["bench", "--quick", "--out", str(tmp_path), "--only", "speed"]) == 2
     assert "speed" in capsys.readouterr().err
+
+
+def test_isolated_run_returns_the_childs_result():
+    from adapterhub.bench.environment import cpu_model
+    from adapterhub.bench.isolated import run_isolated
+
+    assert run_isolated("adapterhub.bench.environment:cpu_model", {}) == cpu_model()
+
+
+def test_isolated_run_failure_names_the_target_and_the_error():
+    from adapterhub.bench.isolated import IsolatedRunError, run_isolated
+
+    with pytest.raises(IsolatedRunError, match=r"(?s)environment:cpu_model.*unexpected keyword"):
+        run_isolated("adapterhub.bench.environment:cpu_model", {"bogus": 1})
