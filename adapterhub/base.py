@@ -190,20 +190,22 @@ def resolve(model: str, *, progress: bool = True) -> tuple[str, Path]:
 
 
 def _download_from_hub(repo_id: str) -> Path:
+    """The local snapshot of a base model repo (safetensors, config and tokenizer only)."""
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
 
-    from .errors import HubConnectionError, HubRepoNotFoundError
+    from .hubclient import HubRef, HubSettings, hub_errors
 
+    from .errors import HubError
+
+    settings = HubSettings.from_env()
     try:
-        return Path(snapshot_download(repo_id, allow_patterns=_WEIGHT_PATTERNS))
-    except RepositoryNotFoundError as error:
-        raise HubRepoNotFoundError(f"no model repository {repo_id!r} on the Hub (or it is private: set HF_TOKEN)") from error
-    except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as error:
-        raise HubConnectionError(
-            f"could not download base {repo_id!r} from the Hub ({type(error).__name__}); "
-            f"use the embedded alias {embedded.DEFAULT_ALIAS!r} or a local model directory instead"
-        ) from error
+        with hub_errors(HubRef(repo_id), settings, action="download the base model from"):
+            return Path(snapshot_download(repo_id, allow_patterns=_WEIGHT_PATTERNS, cache_dir=settings.cache_dir,
+                                          endpoint=settings.endpoint, token=settings.token,
+                                          local_files_only=settings.offline, library_name="adapterhub"))
+    except HubError as error:
+        hint = f"; or load the embedded base {embedded.DEFAULT_ALIAS!r} or a local model directory instead"
+        raise type(error)(str(error) + hint) from error.__cause__
 
 
 def _resolve_device(device: str) -> str:

@@ -54,7 +54,7 @@ def _check_lora(tensor_shapes: Mapping[str, tuple[int, ...]], base: Any) -> None
     embeddings: set[str] | None = None
     for key, shape in tensor_shapes.items():
         match = _LORA_KEY.match(key.removeprefix(PEFT_PREFIX))
-        if not match:
+        if not match or key.endswith(".bias"):  # lora_bias=True adds lora_B.bias [out_features]
             continue
         module, kind = match["module"], match["kind"]
         if kind.startswith("lora_embedding"):

@@ -124,3 +124,15 @@ class HubPermissionError(HubError, PermissionError):
 
 class HubConnectionError(HubError, ConnectionError):
     """The Hub endpoint is unreachable (or offline mode forbids the request)."""
+
+
+class HubNotAnAdapterError(HubError, InvalidAdapterError):
+    """The repository holds no PEFT adapter (no ``adapter_config.json`` at its root)."""
+
+
+class HubPickleWeightsError(HubError, InvalidAdapterError):
+    """The repository's adapter weights exist only as pickle (``.bin``); adapterhub loads safetensors only."""
+
+
+class HubIncompatibleBaseError(HubError, IncompatibleBaseError):
+    """The repository's adapter was made for another base model."""

@@ -219,6 +219,29 @@ class Registry:
                         removed.append(folder)
         return removed
 
+    # --- the Hugging Face Hub (implemented in adapterhub.hubsync) ---------------------
+    def pull(self, repo_id: str, *, revision: str | None = None, name: str | None = None,
+             domain: str | None = None, base: Any = None) -> AdapterRecord:
+        """Download an adapter from the Hub and register it, once per commit (see :func:`adapterhub.hubsync.pull`).
+
+        >>> Registry().pull("acme/legal-lora@v2").manifest["source"]["kind"]  # doctest: +SKIP
+        'pulled'
+        """
+        from .hubsync import pull
+
+        return pull(self, repo_id, revision=revision, name=name, domain=domain, base=base)
+
+    def push(self, ref: str, repo_id: str, *, private: bool = False, revision: str = "main",
+             commit_message: str | None = None) -> Any:
+        """Upload an entry with its manifest and a model card in one commit (see :func:`adapterhub.hubsync.push`).
+
+        >>> Registry().push("legal@3", "acme/legal-lora").commit  # doctest: +SKIP
+        '5f1c...'
+        """
+        from .hubsync import push
+
+        return push(self, ref, repo_id, private=private, revision=revision, commit_message=commit_message)
+
     # --- reading ----------------------------------------------------------------
     def get(self, ref: str) -> AdapterRecord:
         """Resolve ``name``, ``name@N``, ``name@latest`` or ``name@tag`` (cheap: reads only the index).

@@ -85,3 +85,13 @@ def test_cuda_requested_without_cuda(tiny_llama_dir):
 def test_errors_share_one_root():
     assert issubclass(UnknownBaseError, AdapterHubError) and issubclass(UnknownBaseError, LookupError)
     assert issubclass(BaseNotFoundError, FileNotFoundError)
+
+
+def test_unreachable_hub_id_names_the_alternatives(monkeypatch):
+    from adapterhub.errors import HubConnectionError
+
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens on the discard port
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    with pytest.raises(HubConnectionError) as caught:
+        load_base("acme/no-such-base")
+    assert "acme/no-such-base" in str(caught.value) and "local model directory" in str(caught.value)

@@ -1,0 +1,414 @@
+"""``AdapterHub``: one resident base, hot-swapped and mixed-domain adapters.
+
+>>> from adapterhub import AdapterHub
+>>> hub = AdapterHub()                                   # doctest: +SKIP
+>>> hub.load("finance"); hub.load("/path/to/peft_dir", name="legal")  # doctest: +SKIP
+>>> hub.generate(["Summarise ...", "Is this clause ..."], domains=["finance", "legal"])  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import weakref
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any, Iterator, Sequence
+
+from .. import embedded
+from ..errors import (AdapterNotFoundError, ConfigError, InvalidNameError, TaskMismatchError,
+                      UnknownDomainError)
+from ..manifest import method_from_config
+from ..prompts import TaskSpec, predict_labels
+from . import generation, sources
+from .batch import BARE, RowSlots, routed
+from .methods import build_methods
+from .slots import Residency, ResidentAdapter, ResidentInfo
+
+_UNSET: Any = type("Unset", (), {"__repr__": lambda self: "<default domain>"})()
+
+
+class AdapterHub:
+    """One frozen base model serving many adapters, switched per call or mixed per row.
+
+    Args:
+        base: an alias (``"smollm2-135m-instruct"``), a local directory, a Hugging
+            Face id, or an already loaded :class:`adapterhub.base.Base`.
+        quantize: ``None``, ``"nf4"``, ``"fp4"`` or ``"int8"`` (when ``base`` is a name).
+        registry: a :class:`~adapterhub.registry.Registry`, a registry root path,
+            or ``None`` for the default registry.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (when ``base`` is a name).
+        max_resident: most adapters kept loaded; the least recently used is evicted.
+        memory_budget_mb: most MiB of adapter weights kept loaded.
+
+    Raises:
+        ConfigError: bad limits, or quantize/device given with a loaded ``Base``.
+
+    >>> hub = AdapterHub("smollm2-135m-instruct", max_resident=8)  # doctest: +SKIP
+    >>> hub.load("legal@2").name  # doctest: +SKIP
+    'legal'
+    """
+
+    def __init__(self, base: Any = embedded.DEFAULT_ALIAS, *, quantize: str | None = None, registry: Any = None,
+                 device: str = "auto", max_resident: int | None = None,
+                 memory_budget_mb: float | None = None) -> None:
+        from ..base import Base, load_base
+
+        budget = None if memory_budget_mb is None else int(memory_budget_mb * 2**20)
+        self._residency = Residency(max_resident=max_resident, budget_bytes=budget)  # checks the limits first
+        if isinstance(base, Base):
+            if quantize not in (None, base.spec.quantize) or device not in ("auto", base.spec.device):
+                raise ConfigError("quantize= and device= apply when the hub loads the base; this Base is already "
+                                  f"loaded ({base.spec.quantize or 'unquantised'} on {base.spec.device})")
+            self.base = base
+        else:
+            self.base = load_base(os.fspath(base), quantize=quantize, device=device)
+        self._methods = build_methods(self.base)
+        self._registry_arg = registry
+        self._registry: Any = _UNSET
+        self._lock = threading.RLock()
+        self._sources: dict[str, str] = {}  # name -> source, kept after eviction so it reloads on next use
+        self._default: str | None = None
+        self._scope: ContextVar[Any] = ContextVar(f"adapterhub_scope_{id(self)}", default=_UNSET)
+        self._device = next(self.base.model.parameters()).device
+        weakref.finalize(self, _release_all, self._residency, self._methods)
+
+    # --- residency -----------------------------------------------------------------
+    def load(self, ref_or_path: str | os.PathLike, *, name: str | None = None) -> ResidentInfo:
+        """Make an adapter resident (idempotent) and return its entry.
+
+        Args:
+            ref_or_path: a registry reference (``"legal"``, ``"legal@2"``, ``"legal@prod"``)
+                or a PEFT adapter directory.
+            name: the name calls use (default: the registry name, the manifest's name
+                or the directory's name).
+
+        Raises:
+            AdapterNotFoundError: no such directory or registry entry.
+            IncompatibleBaseError: the adapter was made for another base.
+            InvalidAdapterError: the method or one of its options is not served.
+            MemoryBudgetError: it does not fit the residency limits.
+
+        >>> hub.load("/adapters/finance-r16", name="finance").method  # doctest: +SKIP
+        'lora'
+        """
+        with self._lock:
+            entry = self._load(ref_or_path, name=name, protect=frozenset())
+            return self._info(entry)
+
+    def unload(self, name: str) -> bool:
+        """Free an adapter's slot; returns whether it was resident.
+
+        Raises:
+            ConfigError: a running call is using it.
+        """
+        with self._lock:
+            entry = self._residency.get(name)
+            if entry is not None and entry.pins:
+                raise ConfigError(f"adapter {name!r} is in use by a running call; unload it after the call returns")
+            self._sources.pop(name, None)
+            if self._default == name:
+                self._default = None
+            if entry is None:
+                return False
+            self._evict(entry)
+            return True
+
+    def resident(self) -> list[ResidentInfo]:
+        """Resident adapters (name, method, bytes, last use, ...), most recently used first."""
+        with self._lock:
+            return self._residency.report()
+
+    def close(self) -> None:
+        """Unload every adapter (the base stays loaded and unchanged for other users)."""
+        with self._lock:
+            for entry in self._residency.entries():
+                self._evict(entry)
+            self._sources.clear()
+            self._default = None
+
+    def __enter__(self) -> AdapterHub:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # --- choosing adapters ----------------------------------------------------------
+    @property
+    def tokenizer(self) -> Any:
+        return self.base.tokenizer
+
+    @property
+    def registry(self) -> Any:
+        """The :class:`~adapterhub.registry.Registry` names and references resolve in (opened on first use)."""
+        if self._registry is _UNSET:
+            self._registry = sources.open_registry(self._registry_arg)
+        return self._registry
+
+    @property
+    def domain(self) -> str | None:
+        """The adapter calls use when they name none (``using`` scope, else ``switch``)."""
+        scoped = self._scope.get()
+        return self._default if scoped is _UNSET else scoped
+
+    def switch(self, name: str | None) -> None:
+        """Set the default adapter for calls that name none (``None``: the bare base).
+
+        Loads it first when it is registered but not resident; switching between
+        resident adapters only changes which slot rows use (microseconds).
+
+        Raises:
+            UnknownDomainError: ``name`` is neither resident nor registered.
+        """
+        self._default = None if name is None else self._resolve_name(name)
+
+    @contextmanager
+    def using(self, name: str | None) -> Iterator[AdapterHub]:
+        """Within the block, calls that name no domain use ``name``.
+
+        Scoped by a ``ContextVar``: other threads and asyncio tasks are unaffected.
+
+        >>> with hub.using("legal"):  # doctest: +SKIP
+        ...     hub.generate("Is this clause enforceable?")
+        """
+        token = self._scope.set(None if name is None else self._resolve_name(name))
+        try:
+            yield self
+        finally:
+            self._scope.reset(token)
+
+    # --- calls ------------------------------------------------------------------------
+    def generate(self, prompt: str | Sequence[str], *, domain: Any = _UNSET, domains: Sequence[str | None] | None = None,
+                 max_new_tokens: int = 64, chat: bool = True, **generate_kwargs: Any) -> Any:
+        """Generate answers; each prompt row uses its own adapter, all in one batch.
+
+        Args:
+            prompt: one prompt or a list.
+            domain: adapter for every prompt (``None``: the bare base); default: :attr:`domain`.
+            domains: one adapter (or ``None``) per prompt, for a mixed batch.
+            max_new_tokens: new tokens per answer.
+            chat: render each prompt the way its adapter was taught (template, system
+                prompt, chat template); ``False`` feeds the raw text.
+            **generate_kwargs: passed to transformers' ``generate`` (``do_sample``,
+                ``temperature``, ``num_beams``, ``num_return_sequences``, ...); greedy by default.
+
+        Returns:
+            The answer (``str``) for one prompt, a list for a list; with
+            ``num_return_sequences > 1`` each answer is a list of strings.
+
+        Raises:
+            UnknownDomainError, ConfigError (``domains`` length differs from the prompts).
+
+        >>> hub.generate(["Chest pain ...", "Revenue fell ..."], domains=["medical", "finance"])  # doctest: +SKIP
+        ['cardiology', 'negative']
+        """
+        import torch
+
+        single = isinstance(prompt, str)
+        prompts = [prompt] if single else list(prompt)
+        names = self._row_names(len(prompts), domain, domains)
+        if not prompts:
+            return []
+        generate_kwargs.setdefault("do_sample", False)
+        generate_kwargs.setdefault("pad_token_id", self.tokenizer.pad_token_id)
+        with self._pinned(names) as rows:
+            tasks = [entry.task if entry else TaskSpec() for entry in rows]
+            input_ids, attention_mask = generation.left_pad(
+                generation.encode(self.tokenizer, prompts, tasks, chat=chat),
+                pad_id=self.tokenizer.pad_token_id, device=self._device)
+            repeat = generation.expansion(self.base.model, generate_kwargs)
+            lora_rows, prefix = self._routing(rows, repeat=repeat)
+            with routed(lora_rows), torch.inference_mode():
+                new_tokens = generation.generate_tokens(self.base.model, input_ids, attention_mask, prefix,
+                                                        max_new_tokens=max_new_tokens, **generate_kwargs)
+        texts = [text.strip() for text in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+        per_prompt = int(generate_kwargs.get("num_return_sequences") or 1)
+        answers: list[Any] = texts if per_prompt == 1 else [texts[i:i + per_prompt]
+                                                            for i in range(0, len(texts), per_prompt)]
+        return answers[0] if single else answers
+
+    def predict(self, texts: str | Sequence[str], *, domain: Any = _UNSET,
+                domains: Sequence[str | None] | None = None, batch_size: int = 32) -> Any:
+        """Classify by label scoring with each classification adapter's recorded task.
+
+        Args:
+            texts: one text or a list.
+            domain / domains: as in :meth:`generate`; every row needs a classification adapter.
+            batch_size: (text, label) rows per forward pass.
+
+        Returns:
+            The label (``str``) for one text, a list for a list.
+
+        Raises:
+            TaskMismatchError: a row's adapter is a generation adapter, or the bare base.
+
+        >>> hub.predict("Shares jumped 8% after earnings.", domain="finance")  # doctest: +SKIP
+        'positive'
+        """
+        single = isinstance(texts, str)
+        items = [texts] if single else list(texts)
+        names = self._row_names(len(items), domain, domains)
+        labels: list[str] = [""] * len(items)
+        with self._pinned(names) as rows:
+            by_task: dict[TaskSpec, list[int]] = {}
+            for index, entry in enumerate(rows):
+                by_task.setdefault(_classification_task(entry, names[index]), []).append(index)
+            for task, indices in by_task.items():
+                group = [rows[i] for i in indices]
+
+                def logits_fn(input_ids: Any, attention_mask: Any, row_sources: Sequence[int], group=group) -> Any:
+                    lora_rows, prefix = self._routing([group[source] for source in row_sources])
+                    with routed(lora_rows):
+                        return generation.forward_logits(self.base.model, input_ids, attention_mask, prefix)
+
+                found = predict_labels(logits_fn, self.tokenizer, task, [items[i] for i in indices],
+                                       batch_size=batch_size, device=self._device)
+                for index, label in zip(indices, found):
+                    labels[index] = label
+        return labels[0] if single else labels
+
+    def logits(self, input_ids: Any, attention_mask: Any = None, *, domain: Any = _UNSET,
+               domains: Sequence[str | None] | None = None) -> Any:
+        """Next-token logits ``[batch, seq, vocab]`` of one routed forward pass.
+
+        Args:
+            input_ids: ``[batch, seq]`` token ids (a ``[seq]`` tensor is one row).
+            attention_mask: ``[batch, seq]``; default all ones.
+            domain / domains: as in :meth:`generate`.
+
+        >>> hub.logits(ids, mask, domains=["legal", None, "finance"]).shape  # doctest: +SKIP
+        torch.Size([3, 12, 49152])
+        """
+        import torch
+
+        input_ids = torch.as_tensor(input_ids)
+        if input_ids.dim() == 1:
+            input_ids = input_ids.unsqueeze(0)
+        attention_mask = torch.ones_like(input_ids) if attention_mask is None else torch.as_tensor(attention_mask)
+        if attention_mask.shape != input_ids.shape:
+            raise ConfigError(f"attention_mask has shape {tuple(attention_mask.shape)} but input_ids has "
+                              f"{tuple(input_ids.shape)}; they must match")
+        names = self._row_names(input_ids.shape[0], domain, domains)
+        with self._pinned(names) as rows, torch.no_grad():
+            lora_rows, prefix = self._routing(rows)
+            with routed(lora_rows):
+                return generation.forward_logits(self.base.model, input_ids.to(self._device),
+                                                 attention_mask.to(self._device), prefix)
+
+    # --- internals ------------------------------------------------------------------
+    def _row_names(self, count: int, domain: Any, domains: Sequence[str | None] | None) -> list[str | None]:
+        if domains is None:
+            return [self.domain if domain is _UNSET else domain] * count
+        if domain is not _UNSET:
+            raise ConfigError("pass domain= (one adapter for all rows) or domains= (one per row), not both")
+        if isinstance(domains, str):
+            raise ConfigError(f"domains= takes one name per row, got the string {domains!r}; use domain= for all rows")
+        domains = list(domains)
+        if len(domains) != count:
+            raise ConfigError(f"got {count} inputs but {len(domains)} domains; pass one domain per input "
+                              "(None for the bare base)")
+        return domains
+
+    @contextmanager
+    def _pinned(self, names: Sequence[str | None]) -> Iterator[list[ResidentAdapter | None]]:
+        """Resolve (loading if needed) and pin every named adapter for the duration of a call."""
+        with self._lock:
+            distinct = list(dict.fromkeys(name for name in names if name is not None))
+            resolved: dict[str, ResidentAdapter] = {}
+            for name in distinct:
+                resolved[name] = self._resolve(name, protect=frozenset(e.name for e in resolved.values()))
+            for entry in resolved.values():
+                entry.pins += 1
+                self._residency.touch(entry)
+        try:
+            yield [None if name is None else resolved[name] for name in names]
+        finally:
+            with self._lock:
+                for entry in resolved.values():
+                    entry.pins -= 1
+
+    def _resolve_name(self, name: str) -> str:
+        with self._lock:
+            return self._resolve(name, protect=frozenset()).name
+
+    def _resolve(self, name: str, *, protect: frozenset[str]) -> ResidentAdapter:
+        entry = self._residency.get(name)
+        if entry is not None:
+            return entry
+        if name in self._sources:  # evicted earlier: reload the same version
+            source = self._sources[name]
+            payload = sources.fetch(source, registry=self._registry_for(source), base=self.base, name=name)
+            return self._install(payload, protect=protect)
+        try:
+            return self._load(name, name=None, protect=protect)
+        except (AdapterNotFoundError, InvalidNameError) as error:
+            resident = ", ".join(self._residency.names()) or "none"
+            registered = ", ".join(sources.registered_names(self.registry)) or "none"
+            raise UnknownDomainError(f"unknown domain {name!r}: resident adapters: {resident}; registered: "
+                                     f"{registered}. Load it with hub.load(ref_or_path, name={name!r})") from error
+
+    def _load(self, ref: str | os.PathLike, *, name: str | None, protect: frozenset[str]) -> ResidentAdapter:
+        name, source = sources.identify(ref, registry=self._registry_for(ref), name=name)
+        entry = self._residency.get(name)
+        if entry is not None and entry.source == source:
+            self._residency.touch(entry)
+            return entry
+        payload = sources.fetch(source, registry=self._registry_for(source), base=self.base, name=name)
+        return self._install(payload, protect=protect)
+
+    def _install(self, payload: sources.AdapterPayload, *, protect: frozenset[str]) -> ResidentAdapter:
+        method = self._methods[method_from_config(payload.config)]
+        prepared = method.prepare(payload.config, payload.tensors)
+        previous = self._residency.get(payload.name)
+        if previous is not None:  # another version under the same name: replace it
+            if previous.pins:
+                raise ConfigError(f"adapter {payload.name!r} is in use by a running call; load the new version "
+                                  "after it returns")
+            self._evict(previous)
+        for victim in self._residency.evictions_for(prepared.nbytes, name=payload.name, protect=protect):
+            self._evict(victim)
+        entry = ResidentAdapter(name=payload.name, slot=self._residency.new_slot(), method=method.name,
+                                source=payload.source, nbytes=prepared.nbytes, file_bytes=payload.file_bytes,
+                                task=payload.task, domain=payload.domain)
+        method.install(entry.slot, prepared)
+        self._residency.add(entry)
+        self._sources[entry.name] = entry.source
+        return entry
+
+    def _evict(self, entry: ResidentAdapter) -> None:
+        self._methods[entry.method].remove(entry.slot)
+        self._residency.pop(entry.name)
+
+    def _routing(self, rows: Sequence[ResidentAdapter | None], *, repeat: int = 1) -> tuple[Any, Any]:
+        """``(RowSlots for the LoRA layers or None, PrefixBatch or None)`` for per-row entries."""
+        lora = [entry.slot if entry is not None and entry.method == "lora" else BARE for entry in rows]
+        prefix = [entry.slot if entry is not None and entry.method == "prefix" else BARE for entry in rows]
+        lora_rows = RowSlots.build(lora, device=self._device) if any(s != BARE for s in lora) else None
+        return lora_rows, self._methods["prefix"].batch(prefix, repeat=repeat)
+
+    def _registry_for(self, ref: str | os.PathLike) -> Any:
+        """The registry, opened only when ``ref`` is a registry reference."""
+        return None if sources.is_path(ref) else self.registry
+
+    def _info(self, entry: ResidentAdapter) -> ResidentInfo:
+        return next(info for info in self._residency.report() if info.name == entry.name)
+
+    def __repr__(self) -> str:
+        return (f"AdapterHub(base={self.base.spec.name!r}, resident={self._residency.names()}, "
+                f"domain={self.domain!r})")
+
+
+def _classification_task(entry: ResidentAdapter | None, name: str | None) -> TaskSpec:
+    if entry is None:
+        raise TaskMismatchError("predict needs a classification adapter for every text, but some texts use the bare "
+                                "base (domain None); pass domain= or domains= naming classification adapters")
+    if not entry.task.is_classification:
+        raise TaskMismatchError(f"predict needs a classification adapter, but {name!r} is a {entry.task.type} "
+                                "adapter (no labels in its manifest); use hub.generate for it")
+    return entry.task
+
+
+def _release_all(residency: Residency, methods: dict[str, Any]) -> None:
+    """Free every slot of a hub that was garbage-collected without close()."""
+    for entry in residency.entries():
+        methods[entry.method].remove(entry.slot)

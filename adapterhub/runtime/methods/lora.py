@@ -1,0 +1,271 @@
+"""LoRA (any rank and target set, rsLoRA, DoRA, lora_bias) served from per-layer slot storage.
+
+Each targeted linear layer's ``forward`` is replaced once by a :class:`LoraLayer`:
+it calls the original forward (plain, bf16/fp16, bitsandbytes 4-/8-bit alike)
+and adds each row's delta from the slot the active :class:`~adapterhub.runtime.batch.RowSlots`
+assigns it. Nothing is traversed or re-allocated on a switch.
+
+Per adapter and layer, with ``s = alpha / r`` (rsLoRA: ``alpha / sqrt(r)``)::
+
+    delta(x) = x @ A.T @ B'.T + b'                   A: [r, in], B': [out, r] = s * B, b' = s * b
+    DoRA:      g = m / ||W + s * B @ A||_row          (computed once at load, like PEFT's
+               B' = g * s * B,  b' = g * s * b        forward does on every call)
+               delta(x) += (g - 1) * (base(x) - bias)
+
+which is PEFT's ``lora_B(lora_A(x)) * scaling`` (and its DoRA variant) with the
+constants folded in. ``lora_dropout`` is the identity at inference.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from ...errors import IncompatibleBaseError, InvalidAdapterError
+from ..batch import active_rows, routed
+from . import owned, tensor_bytes
+
+_KEY_PREFIX = "base_model.model."
+_KEY_PARTS = {"lora_A.weight": "A", "lora_B.weight": "B", "lora_B.bias": "bias",
+              "lora_magnitude_vector": "magnitude", "lora_magnitude_vector.weight": "magnitude"}
+_UNSUPPORTED = {  # adapter_config key -> what it is; any truthy value is refused
+    "use_qalora": "QA-LoRA", "alora_invocation_tokens": "activated LoRA (aLoRA)", "arrow_config": "Arrow routing",
+    "velora_config": "VeLoRA", "use_bdlora": "BD-LoRA", "monteclora_config": "MonteCLoRA", "kasa_config": "KaSA",
+    "layer_replication": "layer replication", "target_parameters": "LoRA on raw parameters",
+    "trainable_token_indices": "trainable tokens", "modules_to_save": "modules_to_save (full module copies)",
+    "fan_in_fan_out": "fan_in_fan_out (Conv1D layers)",
+}
+_ATTR = "_adapterhub_lora_layer"
+_PATCH_LOCK = threading.Lock()  # hubs sharing a base patch each linear exactly once
+
+
+@dataclass
+class LoraWeights:
+    """One adapter in one layer, constants folded (see the module docstring)."""
+
+    A: Any  # [r, in]
+    B: Any  # [out, r]
+    bias: Any = None  # [out] or None
+    dora_gain: Any = None  # [out] = g - 1, or None for plain LoRA
+
+    @property
+    def nbytes(self) -> int:
+        return tensor_bytes(self.A, self.B, self.bias, self.dora_gain)
+
+    def add_to(self, x: Any, out: Any, base_bias: Any) -> None:
+        """Add this adapter's delta to ``out = base(x)`` in place.
+
+        ``x``: ``[rows, ..., in]``; ``out``: ``[rows, ..., out]``, contiguous. The second
+        matmul accumulates straight into ``out`` (``addmm_``): no delta tensor is made.
+        """
+        import torch.nn.functional as F
+
+        if x.dtype != self.A.dtype:
+            x = x.to(self.A.dtype)
+        flat = out.view(-1, out.shape[-1])
+        if self.dora_gain is not None:  # from the base output before anything is added to it
+            dora = self.dora_gain * (flat if base_bias is None else flat - base_bias)
+        hidden = F.linear(x, self.A).view(-1, self.A.shape[0])
+        if flat.dtype == hidden.dtype:
+            flat.addmm_(hidden, self.B.t())
+        else:
+            flat.add_((hidden @ self.B.t()).to(flat.dtype))
+        if self.bias is not None:
+            flat.add_(self.bias)
+        if self.dora_gain is not None:
+            flat.add_(dora)
+
+
+class LoraLayer:
+    """The replacement ``forward`` of one linear layer: base output plus each row's slot delta."""
+
+    def __init__(self, linear: Any) -> None:
+        self.linear = linear
+        self.base_forward = linear.forward
+        self.weights: dict[int, LoraWeights] = {}  # slot -> weights
+
+    def __call__(self, x: Any, *args: Any, **kwargs: Any) -> Any:
+        out = self.base_forward(x, *args, **kwargs)
+        rows = active_rows()
+        if rows is None or not self.weights:
+            return out
+        rows = rows.for_batch(x.shape[0])
+        out = out.contiguous()
+        if rows.uniform is not None:  # fast path: one matmul pair on the whole batch
+            weights = self.weights.get(rows.uniform)
+            if weights is not None:
+                weights.add_to(x, out, self.linear.bias)
+            return out
+        for slot, index in rows.groups:  # mixed batch: one matmul pair per adapter present
+            weights = self.weights.get(slot)
+            if weights is None:
+                continue
+            if isinstance(index, slice):  # contiguous rows: a view, updated in place
+                weights.add_to(x[index], out[index], self.linear.bias)
+            else:
+                part = out.index_select(0, index)
+                weights.add_to(x.index_select(0, index), part, self.linear.bias)
+                out.index_copy_(0, index, part)
+        return out
+
+
+@dataclass
+class PreparedLora:
+    layers: dict[str, LoraWeights]  # module name -> weights
+    nbytes: int = 0
+
+
+@dataclass
+class LoraMethod:
+    """LoRA slots over one base; layers are patched on first use and shared by every hub on that base."""
+
+    base: Any
+    name: str = "lora"
+    _slot_layers: dict[int, list[LoraLayer]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        import torch
+
+        self._linears = {name: module for name, module in self.base.model.named_modules()
+                         if isinstance(module, torch.nn.Linear)}
+        self._dtype = getattr(torch, self.base.spec.dtype)
+        self._device = next(self.base.model.parameters()).device
+
+    def prepare(self, config: dict[str, Any], tensors: dict[str, Any]) -> PreparedLora:
+        _check_config(config)
+        layers = {}
+        for module_name, parts in _group_by_module(tensors).items():
+            layers[module_name] = self._prepare_layer(module_name, parts, config)
+        if not layers:
+            raise InvalidAdapterError("the LoRA adapter holds no lora_A/lora_B weights")
+        return PreparedLora(layers=layers, nbytes=sum(w.nbytes for w in layers.values()))
+
+    def install(self, slot: int, prepared: PreparedLora) -> None:
+        layers = []
+        for module_name, weights in prepared.layers.items():
+            layer = self._patched(module_name)
+            layer.weights[slot] = weights
+            layers.append(layer)
+        self._slot_layers[slot] = layers
+
+    def remove(self, slot: int) -> None:
+        for layer in self._slot_layers.pop(slot, []):
+            layer.weights.pop(slot, None)
+
+    def _patched(self, module_name: str) -> LoraLayer:
+        linear = self._linears[module_name]
+        with _PATCH_LOCK:
+            layer = getattr(linear, _ATTR, None)
+            if layer is None:
+                layer = LoraLayer(linear)
+                linear.forward = layer  # instance attribute: the module tree and state_dict stay as they were
+                object.__setattr__(linear, _ATTR, layer)
+        return layer
+
+    def _prepare_layer(self, module_name: str, parts: dict[str, Any], config: dict[str, Any]) -> LoraWeights:
+        import torch
+
+        module = self._linears.get(module_name)
+        if module is None:
+            raise IncompatibleBaseError(f"the adapter targets {module_name!r}, which is not a linear layer of base "
+                                        f"{self.base.spec.name!r}; was it trained for another model?")
+        if "A" not in parts or "B" not in parts:
+            raise InvalidAdapterError(f"the adapter lacks lora_A or lora_B weights for {module_name!r}")
+        A, B = parts["A"], parts["B"]
+        rank = A.shape[0]
+        if tuple(A.shape) != (rank, module.in_features) or tuple(B.shape) != (module.out_features, rank):
+            raise IncompatibleBaseError(
+                f"shape mismatch at {module_name!r}: lora_A {tuple(A.shape)} and lora_B {tuple(B.shape)} do not fit "
+                f"a linear layer of {module.in_features} -> {module.out_features} features; the adapter belongs to "
+                "another base")
+        scaling = _scaling(config, module_name, rank)
+        gain = torch.full((module.out_features,), scaling, dtype=torch.float32, device=self._device)
+        dora_gain = None
+        if config.get("use_dora"):
+            if "magnitude" not in parts:
+                raise InvalidAdapterError(f"use_dora is set but {module_name!r} has no lora_magnitude_vector")
+            if "bias" in parts:
+                raise InvalidAdapterError("DoRA together with lora_bias is not supported by the runtime")
+            g = _dora_factor(module, A, B, parts["magnitude"], scaling, self._device)
+            gain = g * scaling
+            dora_gain = owned(g - 1, dtype=self._dtype, device=self._device)
+        A32 = A.to(device=self._device, dtype=torch.float32)
+        B32 = B.to(device=self._device, dtype=torch.float32)
+        bias = parts.get("bias")
+        return LoraWeights(
+            A=owned(A32, dtype=self._dtype, device=self._device),
+            B=owned(B32 * gain[:, None], dtype=self._dtype, device=self._device),
+            bias=None if bias is None else owned(bias.to(self._device, torch.float32) * gain,
+                                                 dtype=self._dtype, device=self._device),
+            dora_gain=dora_gain,
+        )
+
+
+def _check_config(config: dict[str, Any]) -> None:
+    for key, what in _UNSUPPORTED.items():
+        if config.get(key):
+            raise InvalidAdapterError(f"the adapter uses {what} ({key}={config[key]!r}), which the runtime does not "
+                                      "serve; retrain or export it as plain LoRA/DoRA")
+    if config.get("bias", "none") != "none":
+        raise InvalidAdapterError(f"the adapter trains base biases (bias={config['bias']!r}), which the runtime "
+                                  "does not serve; use bias='none' (or lora_bias=True)")
+    if config.get("init_lora_weights") == "mica":
+        raise InvalidAdapterError("MiCA adapters are not supported by the runtime")
+
+
+def _group_by_module(tensors: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    modules: dict[str, dict[str, Any]] = {}
+    for key, tensor in tensors.items():
+        name = key[len(_KEY_PREFIX):] if key.startswith(_KEY_PREFIX) else key
+        for suffix, part in _KEY_PARTS.items():
+            if name.endswith("." + suffix):
+                modules.setdefault(name[: -len(suffix) - 1], {})[part] = tensor
+                break
+        else:
+            what = "LoRA on embedding layers" if "lora_embedding" in key else "this weight"
+            raise InvalidAdapterError(f"unsupported adapter weight {key!r} ({what} is not served by the runtime)")
+    return modules
+
+
+def _scaling(config: dict[str, Any], module_name: str, rank: int) -> float:
+    """PEFT's scaling: the alpha of the first matching ``alpha_pattern`` key, over r or sqrt(r)."""
+    alpha = config.get("lora_alpha", 8)
+    for pattern, value in (config.get("alpha_pattern") or {}).items():
+        if re.match(rf"(.*\.)?({pattern})$", module_name):
+            alpha = value
+            break
+    return alpha / math.sqrt(rank) if config.get("use_rslora") else alpha / rank
+
+
+def _dora_factor(module: Any, A: Any, B: Any, magnitude: Any, scaling: float, device: Any) -> Any:
+    """DoRA's ``m / ||W + s B A||`` per output row, in float32 (PEFT computes it in the adapter's fp32)."""
+    import torch
+
+    weight = _dense_weight(module).to(device=device, dtype=torch.float32)
+    lora_weight = B.to(device, torch.float32) @ A.to(device, torch.float32)
+    norm = torch.linalg.norm(weight + scaling * lora_weight, dim=1)
+    return magnitude.to(device, torch.float32) / norm
+
+
+def _dense_weight(module: Any) -> Any:
+    """The weight ``[out, in]`` the layer really applies.
+
+    bitsandbytes layers are read by pushing the identity through their own
+    forward: dequantising ``weight.data`` directly is wrong once bitsandbytes has
+    repacked it for its CPU kernels (it does so on the first forward).
+    """
+    import torch
+
+    weight = module.weight
+    if type(weight).__name__ not in ("Params4bit", "Int8Params"):
+        return weight
+    dtype = getattr(module, "compute_dtype", None) or torch.float32
+    eye = torch.eye(module.in_features, dtype=dtype, device=weight.device)
+    with torch.no_grad(), routed(None):
+        applied = module(eye).float()  # [in, out] = eye @ W.T + bias
+    if module.bias is not None:
+        applied = applied - module.bias.float()
+    return applied.T

@@ -1,0 +1,151 @@
+"""Residency: which adapters are loaded into which slot, their LRU order and the budgets.
+
+Pure bookkeeping — the tensors live in the methods' slot storage. An entry is
+*pinned* while a call uses it, so eviction never pulls an adapter out from
+under a running forward.
+
+>>> residency = Residency(max_resident=1)
+>>> residency.add(ResidentAdapter(name="legal", slot=residency.new_slot(), method="lora", source="legal@1",
+...                               nbytes=10, file_bytes=10))
+>>> [entry.name for entry in residency.evictions_for(10, name="finance")]
+['legal']
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from ..errors import ConfigError, MemoryBudgetError
+from ..prompts import TaskSpec
+
+_SLOT_IDS = itertools.count()  # unique across hubs: LoRA layers are shared by every hub on one base
+
+
+@dataclass
+class ResidentAdapter:
+    """One loaded adapter (internal, mutable)."""
+
+    name: str
+    slot: int
+    method: str  # "lora" | "prefix"
+    source: str  # registry reference ("legal@2") or directory it was read from
+    nbytes: int  # bytes held in slot storage
+    file_bytes: int  # bytes of its adapter_model.safetensors
+    task: TaskSpec = field(default_factory=TaskSpec)
+    domain: str | None = None
+    last_used: float = field(default_factory=time.time)
+    pins: int = 0
+
+
+@dataclass(frozen=True)
+class ResidentInfo:
+    """What :meth:`AdapterHub.resident` reports for one adapter."""
+
+    name: str
+    method: str
+    bytes: int
+    file_bytes: int
+    last_used: datetime
+    source: str
+    domain: str | None
+    task: str  # "generation" | "classification"
+
+
+class Residency:
+    """Resident adapters in LRU order (least recently used first) under optional budgets.
+
+    Args:
+        max_resident: most adapters resident at once (``None``: no limit).
+        budget_bytes: most slot-storage bytes at once (``None``: no limit).
+    """
+
+    def __init__(self, *, max_resident: int | None = None, budget_bytes: int | None = None) -> None:
+        if max_resident is not None and max_resident < 1:
+            raise ConfigError(f"max_resident={max_resident} must be at least 1 (or None for no limit)")
+        if budget_bytes is not None and budget_bytes <= 0:
+            raise ConfigError("memory_budget_mb must be positive (or None for no limit)")
+        self.max_resident = max_resident
+        self.budget_bytes = budget_bytes
+        self._entries: OrderedDict[str, ResidentAdapter] = OrderedDict()
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, name: str) -> ResidentAdapter | None:
+        return self._entries.get(name)
+
+    def names(self) -> list[str]:
+        return list(self._entries)
+
+    def entries(self) -> list[ResidentAdapter]:
+        return list(self._entries.values())
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(entry.nbytes for entry in self._entries.values())
+
+    @staticmethod
+    def new_slot() -> int:
+        return next(_SLOT_IDS)
+
+    def touch(self, entry: ResidentAdapter) -> None:
+        """Mark ``entry`` as just used (moves it to the end of the LRU order)."""
+        entry.last_used = time.time()
+        self._entries.move_to_end(entry.name)
+
+    def add(self, entry: ResidentAdapter) -> None:
+        self._entries[entry.name] = entry
+
+    def pop(self, name: str) -> ResidentAdapter | None:
+        return self._entries.pop(name, None)
+
+    def evictions_for(self, nbytes: int, *, name: str, protect: frozenset[str] = frozenset()) -> list[ResidentAdapter]:
+        """The least recently used entries to evict so that ``nbytes`` more fit.
+
+        Pinned entries and the names in ``protect`` are never chosen.
+
+        Raises:
+            MemoryBudgetError: the adapter alone exceeds the byte budget, or not
+                enough unpinned adapters can be evicted.
+        """
+        budget, limit = self.budget_bytes, self.max_resident
+        if budget is not None and nbytes > budget:
+            raise MemoryBudgetError(f"adapter {name!r} needs {_mib(nbytes)} but memory_budget_mb allows only "
+                                    f"{_mib(budget)}; raise memory_budget_mb to at least {nbytes / 2**20:.1f}")
+        count, total = len(self._entries) + 1, self.total_bytes + nbytes
+        chosen: list[ResidentAdapter] = []
+        for entry in self._entries.values():
+            if (limit is None or count <= limit) and (budget is None or total <= budget):
+                break
+            if entry.pins or entry.name in protect:
+                continue
+            chosen.append(entry)
+            count, total = count - 1, total - entry.nbytes
+        if (limit is not None and count > limit) or (budget is not None and total > budget):
+            busy = [entry.name for entry in self._entries.values() if entry.pins or entry.name in protect]
+            budget_mb = "None" if budget is None else f"{budget / 2**20:g}"
+            raise MemoryBudgetError(
+                f"no room for adapter {name!r}: {', '.join(busy)} are in use by this or running calls and cannot be "
+                f"evicted (max_resident={limit}, memory_budget_mb={budget_mb}); raise the limits or use fewer "
+                "domains per call")
+        return chosen
+
+    def report(self) -> list[ResidentInfo]:
+        """Every resident adapter, most recently used first."""
+        return [
+            ResidentInfo(name=e.name, method=e.method, bytes=e.nbytes, file_bytes=e.file_bytes,
+                         last_used=datetime.fromtimestamp(e.last_used, tz=timezone.utc), source=e.source,
+                         domain=e.domain, task=e.task.type)
+            for e in reversed(self._entries.values())
+        ]
+
+
+def _mib(count: int) -> str:
+    return f"{count / 2**20:.1f} MiB"

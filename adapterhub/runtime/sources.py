@@ -1,0 +1,116 @@
+"""Where adapters come from: a registry reference or a plain PEFT directory.
+
+Everything the runtime needs from storage goes through :func:`identify` and
+:func:`fetch` (and :func:`registered_names` for error messages); the rest of
+the runtime never touches files or the registry. Both paths read the weights
+once, check the adapter against the base (``compat.check_compatible``) and
+hand over CPU tensors.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import AdapterNotFoundError
+from ..hubsync import is_hub_ref
+from ..manifest import MANIFEST_FILE, WEIGHTS_FILE
+from ..prompts import TaskSpec
+
+
+@dataclass
+class AdapterPayload:
+    """One adapter read from storage, checked against the base but not yet prepared."""
+
+    name: str
+    source: str  # "legal@2" for registry entries, the absolute directory otherwise
+    config: dict[str, Any]
+    tensors: dict[str, Any]  # CPU tensors as stored
+    file_bytes: int
+    task: TaskSpec = field(default_factory=TaskSpec)
+    domain: str | None = None
+
+
+def is_path(ref: str | os.PathLike) -> bool:
+    """Whether ``ref`` names a directory rather than a registry reference."""
+    text = os.fspath(ref)
+    if is_hub_ref(text):
+        return False
+    return isinstance(ref, os.PathLike) or os.sep in text or text.startswith((".", "~")) or Path(text).is_dir()
+
+
+def identify(ref: str | os.PathLike, *, registry: Any, name: str | None = None) -> tuple[str, str]:
+    """``(name, source)`` of an adapter without reading its weights.
+
+    ``source`` pins what :func:`fetch` will read: the resolved registry reference
+    (``"legal@2"``) or the absolute directory.
+
+    Raises:
+        AdapterNotFoundError: no such directory, no registry, or no such registry entry.
+        InvalidNameError: ``ref`` is not a valid registry reference.
+    """
+    if is_path(ref):
+        path = Path(ref).expanduser().resolve()
+        if not path.is_dir():
+            raise AdapterNotFoundError(f"adapter directory {path} does not exist")
+        manifest = path / MANIFEST_FILE
+        recorded = json.loads(manifest.read_text()).get("name") if manifest.is_file() else None
+        return name or recorded or path.name, str(path)
+    if registry is None:
+        raise AdapterNotFoundError(f"{ref!r} is no directory and no registry is available to resolve it; "
+                                   "pass a path to a PEFT adapter directory")
+    if is_hub_ref(ref):  # hf://org/repo[@rev]: pulled into the registry once per commit
+        record = registry.pull(os.fspath(ref))
+        return name or record.name, record.ref
+    record = registry.get(str(ref))
+    return name or record.name, record.ref
+
+
+def fetch(source: str, *, registry: Any, base: Any, name: str) -> AdapterPayload:
+    """Read the adapter at ``source`` (from :func:`identify`) and check it fits ``base``.
+
+    Raises:
+        AdapterNotFoundError: the registry entry vanished.
+        InvalidAdapterError: the directory is not a safetensors PEFT adapter of a supported method.
+        IncompatibleBaseError: it was made for another base (fingerprint, modules or shapes).
+        IntegrityError: a registry file does not match its checksum.
+    """
+    if not is_path(source):
+        loaded = registry.load(source, base=base)
+        record = loaded.record
+        size = record.manifest["files"][WEIGHTS_FILE]["size"]
+        return AdapterPayload(name=name, source=record.ref, config=dict(loaded.config), tensors=loaded.tensors,
+                              file_bytes=int(size), task=record.task, domain=record.domain)
+    from safetensors.torch import load
+
+    from ..compat import check_compatible
+    from ..manifest import read_adapter_dir
+
+    adapter = read_adapter_dir(source)
+    manifest = adapter.manifest or {}
+    check_compatible(adapter.config, adapter.tensor_shapes, base,
+                     fingerprint=(manifest.get("base") or {}).get("fingerprint"))
+    weights = adapter.files[WEIGHTS_FILE]
+    return AdapterPayload(name=name, source=str(adapter.path), config=adapter.config, tensors=load(weights),
+                          file_bytes=len(weights), task=TaskSpec.from_dict(manifest.get("task")),
+                          domain=manifest.get("domain"))
+
+
+def open_registry(registry: Any) -> Any:
+    """A Registry from ``registry`` (a Registry, a root path or ``None`` for the default root)."""
+    from ..registry import Registry
+
+    return registry if isinstance(registry, Registry) else Registry(registry)
+
+
+def registered_names(registry: Any) -> list[str]:
+    """Names in ``registry`` (empty when there is none or it cannot be read)."""
+    if registry is None:
+        return []
+    try:
+        return sorted({record.name for record in registry.list()})
+    except Exception:  # noqa: BLE001 - only used to enrich an error message
+        return []

@@ -1,0 +1,115 @@
+"""Random PEFT adapters for tests and benchmarks (made with PEFT itself, saved as plain PEFT directories).
+
+>>> from adapterhub.runtime.testing import make_random_adapters
+>>> paths = make_random_adapters(base, "/tmp/adapters", count=8, r=16)  # doctest: +SKIP
+>>> [p.name for p in paths][:2]  # doctest: +SKIP
+['lora-0', 'lora-1']
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def make_random_adapters(base: Any, out_dir: str | Path, count: int = 1, *, method: str = "lora", r: int = 8,
+                         lora_alpha: float | None = None, target_modules: Sequence[str] = ALL_LINEAR,
+                         use_rslora: bool = False, use_dora: bool = False, num_virtual_tokens: int = 8,
+                         std: float | None = None, seed: int = 0, prefix: str | None = None,
+                         **options: Any) -> list[Path]:
+    """Save ``count`` adapters with random non-zero weights; returns their directories.
+
+    Args:
+        base: a :class:`adapterhub.base.Base`, a model directory or an alias.
+        out_dir: parent directory; adapters go to ``<out_dir>/<prefix>-<i>``.
+        count: how many (same config, different weights: seed ``seed + i``).
+        method: ``"lora"`` or ``"prefix"``.
+        r, lora_alpha, target_modules, use_rslora, use_dora: LoRA options
+            (``lora_alpha`` defaults to ``2 * r``).
+        num_virtual_tokens: prefix length.
+        std: weight scale (default 0.1 for LoRA, 1.0 for prefix key/values).
+        prefix: directory name prefix (default: ``method``).
+        **options: more PEFT config fields (``rank_pattern``, ``alpha_pattern``, ``lora_bias``, ...).
+
+    >>> make_random_adapters("/tmp/tiny-llama", "/tmp/out", method="prefix")  # doctest: +SKIP
+    [PosixPath('/tmp/out/prefix-0')]
+    """
+    import torch
+    from peft import LoraConfig, PrefixTuningConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(_model_dir(base), dtype=torch.float32)
+    if method == "lora":
+        config = LoraConfig(task_type="CAUSAL_LM", r=r, lora_alpha=lora_alpha or 2 * r,
+                            target_modules=list(target_modules), use_rslora=use_rslora, use_dora=use_dora,
+                            init_lora_weights=False, **options)
+    elif method == "prefix":
+        config = PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=num_virtual_tokens, **options)
+    else:
+        raise ValueError(f"method must be 'lora' or 'prefix', got {method!r}")
+    with torch.random.fork_rng():  # PEFT's own init (e.g. DoRA magnitudes) is then a function of the seed too
+        torch.manual_seed(seed)
+        peft_model = get_peft_model(model, config)
+    scale = std if std is not None else (0.1 if method == "lora" else 1.0)
+    out_dir = Path(out_dir)
+    paths = []
+    for index in range(count):
+        generator = torch.Generator().manual_seed(seed + index)
+        with torch.no_grad():
+            for name, parameter in peft_model.named_parameters():
+                if not parameter.requires_grad:
+                    continue
+                noise = torch.randn(parameter.shape, generator=generator)
+                if "magnitude" in name:  # DoRA: keep magnitudes near the base row norms
+                    parameter.mul_(1 + 0.2 * noise)
+                else:
+                    parameter.copy_(noise * scale)
+        path = out_dir / f"{prefix or method}-{index}"
+        peft_model.save_pretrained(str(path))
+        paths.append(path)
+    return paths
+
+
+def write_manifest(path: str | Path, *, name: str | None = None, domain: str | None = None,
+                   task: Any = None, base: Any = None) -> Path:
+    """Add a minimal ``adapterhub.json`` (name, domain, task, base fingerprint) beside a PEFT adapter.
+
+    Enough for the runtime to read a plain directory; the registry writes complete manifests.
+    """
+    from ..prompts import TaskSpec
+
+    path = Path(path)
+    manifest = {"format": 1, "name": name or path.name, "domain": domain,
+                "task": TaskSpec.from_dict(task).to_dict(),
+                "base": {"fingerprint": getattr(base, "fingerprint", None),
+                         "name": getattr(getattr(base, "spec", None), "name", None)}}
+    (path / "adapterhub.json").write_text(json.dumps(manifest, indent=2))
+    return path
+
+
+def _model_dir(base: Any) -> str:
+    spec = getattr(base, "spec", None)
+    if spec is not None:
+        return spec.path
+    from ..base import resolve
+
+    return str(resolve(str(base))[1])
+
+
+def load_peft(base: Any, adapter_dir: str | Path, *, quantize: str | None = None, dtype: str = "float32") -> Any:
+    """Plain PEFT reference: a fresh copy of ``base`` with ``adapter_dir`` loaded alone, in eval mode.
+
+    Args:
+        base: a :class:`adapterhub.base.Base`, a model directory or an alias.
+        adapter_dir: the PEFT adapter.
+        quantize / dtype: as in :func:`adapterhub.base.load_base` (CPU).
+    """
+    from peft import PeftModel
+
+    from ..base import load_base
+
+    fresh = load_base(_model_dir(base), quantize=quantize, dtype=dtype, device="cpu", progress=False)
+    return PeftModel.from_pretrained(fresh.model, str(adapter_dir)).eval()
