@@ -1,0 +1,153 @@
+"""``adapterhub train``, ``adapterhub recipe check|new`` and ``adapterhub evaluate``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from ._output import print_fields, print_json, print_table
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    train = subparsers.add_parser("train", help="train, evaluate and register an adapter from a YAML recipe",
+                                  description="Train an adapter from a recipe. Multi-GPU: "
+                                              "accelerate launch -m adapterhub train RECIPE")
+    train.add_argument("recipe", help="recipe YAML file (see `adapterhub recipe new`)")
+    _add_overrides(train)
+    train.add_argument("--resume", action="store_true",
+                       help="continue the newest run of this recipe (or --run-dir) from its last checkpoint")
+    train.add_argument("--run-dir", default=None, help="run folder (default: runs/<name>-<timestamp>)")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.add_argument("--json", action="store_true", help="print the final metrics as JSON")
+    train.set_defaults(handler=_train)
+
+    recipe = subparsers.add_parser("recipe", help="check or create training recipes")
+    verbs = recipe.add_subparsers(dest="verb", metavar="VERB", required=True)
+    check = verbs.add_parser("check", help="validate a recipe and its data without training")
+    check.add_argument("recipe", help="recipe YAML file")
+    _add_overrides(check)
+    check.add_argument("--json", action="store_true", help="machine-readable output")
+    check.set_defaults(handler=_check)
+    new = verbs.add_parser("new", help="write a commented starter recipe with every key and its default")
+    new.add_argument("path", nargs="?", default=None, help="file to write (default: print to stdout)")
+    new.add_argument("--force", action="store_true", help="overwrite an existing file")
+    new.set_defaults(handler=_new)
+
+    evaluate = subparsers.add_parser("evaluate", help="score a registered adapter (or the bare base) on a data file")
+    evaluate.add_argument("ref", help="adapter reference: name, name@3, name@latest, name@tag")
+    evaluate.add_argument("--data", required=True, help=".jsonl/.csv/.parquet rows in the adapter's recipe format")
+    evaluate.add_argument("--no-adapter", action="store_true",
+                          help="score the bare base zero-shot with the adapter's prompt (baseline)")
+    evaluate.add_argument("--base", default=None, help="base model (default: the one in the adapter's manifest)")
+    evaluate.add_argument("--batch-size", type=int, default=32)
+    evaluate.add_argument("--json", action="store_true", help="machine-readable output")
+    evaluate.set_defaults(handler=_evaluate)
+
+
+def _add_overrides(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a recipe key, e.g. --set training.lr=1e-4 (repeatable)")
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .. import run_dir as runs
+    from ..recipe import load_recipe
+    from ..train import train
+
+    recipe = load_recipe(args.recipe, overrides=args.overrides)
+    requested = args.run_dir or recipe.output.run_dir
+    if args.resume:
+        run_dir = runs.find_resumable(recipe.name, requested)
+    else:
+        run_dir = Path(requested) if requested else runs.default_run_dir(recipe.name)
+    record = train(recipe, resume=args.resume, run_dir=run_dir, progress=not args.no_progress)
+    if not _is_main_process():
+        return 0  # under accelerate launch / torchrun only rank 0 reports
+    metrics = runs.read_metrics(run_dir)
+    if args.json:
+        print_json({"ref": record.ref if record else None, "run_dir": str(run_dir), "metrics": metrics})
+        return 0
+    fields: dict[str, Any] = {"registered": record.ref if record else "no (output.register_on_success: false)",
+                              "run dir": run_dir}
+    for split in ("validation", "test"):
+        if split in metrics:
+            fields[split] = _summary(metrics[split])
+    for split, values in (metrics.get("base") or {}).items():
+        fields[f"bare base, {split}"] = _summary(values)
+    train_info = metrics.get("train", {})
+    fields["training"] = (f"{train_info.get('steps')} steps, {train_info.get('tokens_per_second')} tokens/s, "
+                          f"{train_info.get('seconds')} s")
+    print_fields(fields)
+    return 0
+
+
+def _is_main_process() -> bool:
+    from accelerate import PartialState
+
+    return PartialState().is_main_process
+
+
+def _summary(metrics: dict[str, Any]) -> str:
+    parts = []
+    if "accuracy" in metrics:
+        parts.append(f"accuracy {metrics['accuracy']:.1%}, macro-F1 {metrics['macro_f1']:.3f}")
+    if "loss" in metrics:
+        parts.append(f"loss {metrics['loss']:.4f}, perplexity {metrics['perplexity']:.3f}")
+    return "; ".join(parts) + (f" ({metrics['count']} rows)" if "count" in metrics else "")
+
+
+def _check(args: argparse.Namespace) -> int:
+    from ..dry_run import check_recipe
+
+    summary = check_recipe(args.recipe, overrides=args.overrides)
+    if args.json:
+        print_json(summary)
+        return 0
+    print(f"{args.recipe}: ok — {summary['task']} with {summary['method']} on {summary['base']}, "
+          f"{summary['steps_per_epoch']} steps/epoch, {summary['total_steps']} steps in all")
+    splits = [(name, entry) for name in ("train", "validation", "test") if (entry := summary.get(name))]
+    print_table([(name, entry["rows"], entry["tokens"], entry["longest"], _label_counts(entry.get("labels", {})))
+                 for name, entry in splits], ["split", "rows", "tokens", "longest", "rows per label"])
+    for name, entry in splits:
+        print(f"{name}: {entry['origin']}")
+    return 0
+
+
+def _label_counts(counts: dict[str, int]) -> str:
+    if counts and len(set(counts.values())) == 1:
+        return f"{next(iter(counts.values()))} each of {len(counts)}"
+    return ", ".join(f"{label} {count}" for label, count in counts.items())
+
+
+def _new(args: argparse.Namespace) -> int:
+    from ..errors import RecipeError
+    from ..recipe import starter_yaml
+
+    text = starter_yaml()
+    if args.path is None:
+        print(text.replace("THIS_FILE", "recipe.yaml"), end="")
+        return 0
+    path = Path(args.path)
+    if path.exists() and not args.force:
+        raise RecipeError(f"{path} already exists; pass --force to overwrite it or choose another path")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text.replace("THIS_FILE", str(path)), encoding="utf-8")
+    print(f"wrote {path}; edit name, data.train and data.labels, then: adapterhub recipe check {path}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from ..base import load_base
+    from ..evaluate import evaluate_file
+
+    base = load_base(args.base) if args.base else None
+    metrics = evaluate_file(args.ref, args.data, base=base, adapter=not args.no_adapter, batch_size=args.batch_size)
+    if args.json:
+        print_json(metrics)
+        return 0
+    who = metrics["ref"] if metrics["adapter"] else f"bare base with {metrics['ref']}'s prompt"
+    print(f"{who} on {metrics['data']}: {_summary(metrics)}")
+    if "f1" in metrics:
+        print_table([(label, f"{f1:.3f}") for label, f1 in metrics["f1"].items()], ["label", "F1"])
+    return 0
