@@ -1,0 +1,136 @@
+"""What the benchmark measures and how hard: sizes, counts, repeats.
+
+Three presets: the full CPU run (default base, issue sizes), ``quick`` (the
+tiny llama, few adapters and repeats: a smoke test, never a speed claim) and
+``gpu_sizes`` (adds a 64 × 256 batch and a 32-adapter mixed batch).
+
+>>> config = BenchConfig.preset(quick=True)
+>>> config.load_count, config.mixed_counts
+(4, (2, 8))
+>>> BenchConfig.preset(gpu_sizes=True).forward_shapes
+((8, 64), (64, 256))
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+
+AREAS = ("switch", "load", "forward", "generation", "training", "memory")
+DEFAULT_OUT = Path("bench-out")
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """Every knob of one benchmark run.
+
+    Attributes:
+        base: alias, local directory or Hub id; ``None`` is the default base
+            (the tiny llama, built in the output folder, when ``quick``).
+        dtype, quantize, device: as :func:`adapterhub.load_base` takes them.
+        threads: ``torch.set_num_threads`` value; ``None`` keeps torch's default.
+        out: output folder for ``bench.json``, ``bench.md`` and the PNGs (nothing else is written there).
+        work: folder for generated adapters, the bench registry and the tiny model
+            (``None``: ``$ADAPTERHUB_HOME/bench``); adapters are reused across runs.
+        quick: smoke-test sizes on the tiny model.
+        rank: LoRA rank of the generated adapters (all linear layers but the LM head).
+        warmup, repeats: untimed and timed rounds of every timed case.
+        switch_resident: adapters resident while switching is timed.
+        switch_calls: timed switches per side (p50 and p99 come from these).
+        load_count: adapters loaded one after another; the 1st and this one are reported.
+        load_repeats: how often the whole load series is repeated.
+        forward_shapes: ``(batch, tokens)`` of the forward-throughput batches.
+        mixed_counts: adapters per mixed batch.
+        generation_domains: domains in the mixed generation batch (one run per entry).
+        generation_rows_per_domain: prompts per domain in that batch.
+        generation_new_tokens: new tokens per row (generation runs exactly this long).
+        memory_counts: resident adapter counts for the memory comparison.
+        train_steps, train_batch, train_max_length: the training comparison's size.
+        train_recipe: the recipe both trainers follow (``None``: the shipped finance recipe).
+        areas: which areas to run (subset of :data:`AREAS`).
+    """
+
+    base: str | None = None
+    dtype: str = "auto"
+    quantize: str | None = None
+    device: str = "auto"
+    threads: int | None = None
+    out: Path = DEFAULT_OUT
+    work: Path | None = None
+    quick: bool = False
+    rank: int = 16
+    warmup: int = 2
+    repeats: int = 5
+    switch_resident: int = 8
+    switch_calls: int = 200
+    load_count: int = 16
+    load_repeats: int = 3
+    forward_shapes: tuple[tuple[int, int], ...] = ((8, 64),)
+    mixed_counts: tuple[int, ...] = (2, 4, 8)
+    generation_domains: tuple[int, ...] = (3,)
+    generation_rows_per_domain: int = 2
+    generation_new_tokens: int = 32
+    memory_counts: tuple[int, ...] = (1, 8, 32)
+    train_steps: int = 12
+    train_batch: int = 8
+    train_max_length: int = 256
+    train_recipe: Path | None = None
+    areas: tuple[str, ...] = AREAS
+
+    def __post_init__(self) -> None:
+        unknown = [area for area in self.areas if area not in AREAS]
+        if unknown:
+            raise ConfigError(f"unknown bench area(s) {unknown}; choose from {', '.join(AREAS)}")
+        if self.warmup < 0 or self.repeats < 1:
+            raise ConfigError(f"need warmup >= 0 and repeats >= 1, got warmup={self.warmup}, repeats={self.repeats}")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"threads must be a positive integer, got {self.threads}")
+
+    @classmethod
+    def preset(cls, *, quick: bool = False, gpu_sizes: bool = False, **overrides: Any) -> BenchConfig:
+        """The full, quick or GPU-sized configuration, with ``overrides`` applied last.
+
+        Raises:
+            ConfigError: an override names no field, or a value is out of range.
+        """
+        values: dict[str, Any] = {}
+        if quick:
+            # one thread: tiny matmuls gain nothing from more, and OpenMP threads on a busy machine
+            # stall each other (a 5 ms forward can take 300 ms), which would make the smoke test slow
+            values.update(quick=True, threads=1, warmup=1, repeats=3, switch_calls=24, load_count=4, load_repeats=1,
+                          mixed_counts=(2, 8), generation_rows_per_domain=1, generation_new_tokens=4,
+                          memory_counts=(1, 8), train_steps=2, train_batch=4)
+        if gpu_sizes:
+            values.update(forward_shapes=((8, 64), (64, 256)), mixed_counts=(2, 4, 8, 32),
+                          generation_domains=(3, 32), memory_counts=(1, 8, 32), train_batch=32)
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise ConfigError(f"unknown bench option(s) {unknown}; known: {', '.join(sorted(known))}")
+        values.update({key: value for key, value in overrides.items() if value is not None})
+        return cls(**values)
+
+    @property
+    def adapters_needed(self) -> int:
+        """How many distinct adapters the selected areas use."""
+        counts = [self.switch_resident, *self.mixed_counts, *self.generation_domains, *self.memory_counts]
+        if "load" in self.areas:
+            counts.append(self.load_count)
+        return max(counts)
+
+    @property
+    def work_dir(self) -> Path:
+        """Where generated adapters, the registry and the tiny model live."""
+        from ..paths import home
+
+        return Path(self.work) if self.work is not None else home() / "bench"
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        data["out"] = str(self.out)
+        data["work"] = str(self.work_dir)
+        data["train_recipe"] = None if self.train_recipe is None else str(self.train_recipe)
+        return data

@@ -1,0 +1,122 @@
+"""The training baseline: plain PEFT + transformers ``Trainer``, written the way the PEFT docs teach it.
+
+It follows the same recipe as our trainer: the same tokenised examples (the
+recipe's own data pipeline, so both see identical token ids and label masks),
+the same LoRA settings and the same optimiser, schedule, batch size and seed.
+What differs is only the loop: ``get_peft_model`` + ``Trainer`` with
+``DataCollatorForSeq2Seq`` padding each batch to its longest row and the LM
+head computed at every position. Run it in a child process
+(``isolated.run_isolated``) so its peak memory is its own.
+
+>>> result = train_with_peft_trainer(recipe="recipes/finance.yaml", overrides=[], steps=5, warmup=1)  # doctest: +SKIP
+>>> sorted(result)  # doctest: +SKIP
+['peak_bytes', 'seconds', 'steps', 'tokens', 'tokens_per_s']
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from typing import Any, Sequence
+
+from .harness import peak_memory_bytes, reset_peak_memory
+
+
+def train_with_peft_trainer(*, recipe: str, overrides: Sequence[str], steps: int, warmup: int,
+                            threads: int | None = None) -> dict[str, Any]:
+    """Train ``warmup + steps`` optimizer steps with PEFT + ``Trainer``; time and count the last ``steps``.
+
+    Args:
+        recipe: the recipe file both trainers follow.
+        overrides: ``"section.key=value"`` overrides (base, dtype, batch size, ...).
+        steps: timed optimizer steps.
+        warmup: untimed steps first.
+        threads: ``torch.set_num_threads`` for this process.
+
+    Returns:
+        ``{"tokens_per_s", "tokens", "seconds", "steps", "peak_bytes"}``; tokens are the
+        non-padding input tokens of the timed steps; ``peak_bytes`` is the CUDA peak of the
+        timed steps or the process's peak RSS on CPU.
+    """
+    import torch
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from transformers import DataCollatorForSeq2Seq, Trainer, TrainerCallback, TrainingArguments
+
+    from ..base import load_base
+    from ..data import load_dataset
+    from ..recipe import load_recipe
+
+    if threads:
+        torch.set_num_threads(threads)
+    plan = load_recipe(recipe, overrides=[*overrides, f"training.max_steps={warmup + steps}"])
+    section, training = plan.base, plan.training
+    base = load_base(section.model, quantize=None if section.quantize == "none" else section.quantize,
+                     dtype=section.dtype, device=section.device, progress=False)
+    device = base.spec.device
+    examples = [{"input_ids": list(example.input_ids), "attention_mask": [1] * len(example),
+                 "labels": list(example.labels)} for example in load_dataset(plan, base.tokenizer).train.examples]
+    model = base.model
+    if base.spec.quantize is not None:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=training.gradient_checkpointing)
+    adapter = plan.adapter
+    model = get_peft_model(model, LoraConfig(r=adapter.r, lora_alpha=adapter.alpha, lora_dropout=adapter.dropout,
+                                             target_modules=adapter.target_modules, use_dora=adapter.use_dora,
+                                             use_rslora=adapter.use_rslora, task_type="CAUSAL_LM"))
+    clock = _StepClock(warmup=warmup, device=device)
+
+    class CountingTrainer(Trainer):
+        def training_step(self, model: Any, inputs: dict[str, Any], num_items_in_batch: Any = None) -> Any:
+            clock.count(int(inputs["attention_mask"].sum()))
+            return super().training_step(model, inputs, num_items_in_batch)
+
+    class ClockCallback(TrainerCallback):
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            clock.step_done()
+
+    warmup_steps = training.warmup_steps if training.warmup_steps is not None else \
+        int(training.warmup_ratio * (warmup + steps))
+    with tempfile.TemporaryDirectory(prefix="adapterhub-bench-trainer-") as output_dir:
+        args = TrainingArguments(
+            output_dir=output_dir, max_steps=warmup + steps, per_device_train_batch_size=training.batch_size,
+            gradient_accumulation_steps=training.gradient_accumulation_steps, learning_rate=training.lr,
+            lr_scheduler_type=training.scheduler, warmup_steps=warmup_steps, weight_decay=training.weight_decay,
+            adam_beta1=training.adam_betas[0], adam_beta2=training.adam_betas[1],
+            max_grad_norm=training.max_grad_norm or 0.0, seed=training.seed,
+            gradient_checkpointing=training.gradient_checkpointing,
+            bf16=base.spec.dtype == "bfloat16", fp16=base.spec.dtype == "float16", use_cpu=device == "cpu",
+            logging_strategy="no", save_strategy="no", eval_strategy="no", report_to=[], disable_tqdm=True,
+            dataloader_num_workers=0, remove_unused_columns=False)
+        trainer = CountingTrainer(model=model, args=args, train_dataset=examples, callbacks=[ClockCallback()],
+                                  data_collator=DataCollatorForSeq2Seq(base.tokenizer, padding=True,
+                                                                       label_pad_token_id=-100))
+        trainer.train()
+    seconds, tokens = clock.seconds, clock.tokens
+    return {"tokens_per_s": tokens / seconds, "tokens": tokens, "seconds": seconds, "steps": steps,
+            "peak_bytes": peak_memory_bytes(device)}
+
+
+class _StepClock:
+    """Times the optimizer steps after ``warmup`` and counts their tokens."""
+
+    def __init__(self, *, warmup: int, device: str) -> None:
+        from .harness import Timer
+
+        self.warmup, self.device, self.timer = warmup, device, Timer(device)
+        self.steps_done, self.tokens, self.started, self.seconds = 0, 0, None, 0.0
+        if warmup == 0:
+            self._start()
+
+    def _start(self) -> None:
+        reset_peak_memory(self.device)
+        self.started = self.timer.now()
+
+    def count(self, tokens: int) -> None:
+        if self.started is not None:
+            self.tokens += tokens
+
+    def step_done(self) -> None:
+        self.steps_done += 1
+        if self.steps_done == self.warmup:
+            self._start()
+        elif self.started is not None:
+            self.seconds = self.timer.now() - self.started

@@ -1,0 +1,192 @@
+"""Writing a benchmark report: ``bench.json`` (everything), ``bench.md`` (for people) and the plots.
+
+>>> files = write_report(report, "bench-out")  # doctest: +SKIP
+>>> sorted(path.name for path in files)[:2]  # doctest: +SKIP
+['bench.json', 'bench.md']
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from .targets import MISSED
+
+SIDE_NAMES = {"bare": "bare base", "ours": "adapterhub", "peft": "plain PEFT"}
+
+
+def write_report(report: dict[str, Any], out: str | Path) -> list[Path]:
+    """Write ``bench.json``, ``bench.md`` and the PNG plots into ``out``; returns the paths written."""
+    from .plots import write_plots
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    plots = write_plots(report, out)
+    report["files"] = ["bench.json", "bench.md", *(path.name for path in plots)]
+    json_path = out / "bench.json"
+    json_path.write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
+    md_path = out / "bench.md"
+    md_path.write_text(render_markdown(report, plots=[path.name for path in plots]), encoding="utf-8")
+    return [json_path, md_path, *plots]
+
+
+def render_markdown(report: dict[str, Any], *, plots: Sequence[str] = ()) -> str:
+    """The human report: machine, targets (met / MISSED), one table per area, notes, plots."""
+    results = report.get("results", {})
+    parts = ["# adapterhub bench", ""]
+    if report.get("config", {}).get("quick"):
+        parts += ["> **Quick smoke run on the tiny model**: it checks that the bench works; its numbers are not "
+                  "claims about speed.", ""]
+    parts += _table(["", ""], _machine_rows(report))
+    parts += ["## Targets", ""]
+    parts += _table(["target", "measured", "limit", "status"], [
+        [check["target"], format_value(check["value"], check["unit"]), format_value(check["limit"], check["unit"]),
+         f"**{check['status']}**" if check["status"] == MISSED else check["status"]]
+        for check in report.get("targets", [])])
+    for area, title, render in _SECTIONS:
+        if area in results:
+            parts += [f"## {title}", "", *render(results[area]), ""]
+    parts += _notes(report)
+    if plots:
+        parts += ["## Plots", "", *(f"![{name}]({name})" for name in plots), ""]
+    return "\n".join(parts)
+
+
+def _table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join("" if cell is None else str(cell) for cell in row) + " |" for row in rows]
+    return [*lines, ""]
+
+
+def format_value(value: float | None, unit: str = "") -> str:
+    """``1.234 ms``, ``1.05×``, ``12,345``; ``–`` for no value."""
+    if value is None:
+        return "–"
+    text = f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"
+    return f"{text} {unit}".strip() if unit not in ("×", "") else f"{text}{unit}"
+
+
+def _mib(count: float | None) -> str:
+    return "–" if count is None else f"{count / 2**20:,.1f} MiB"
+
+
+def _machine_rows(report: dict[str, Any]) -> list[list[Any]]:
+    env = report.get("environment", {})
+    base = report.get("base", {})
+    config = report.get("config", {})
+    versions = ", ".join(f"{name} {version}" for name, version in env.get("versions", {}).items() if version)
+    gpu = env.get("gpu")
+    adapters = report.get("adapters", {})
+    return [
+        ["machine", f"{env.get('hostname')} ({env.get('platform')})"],
+        ["CPU", f"{env.get('cpu_model')} ({env.get('cpu_count')} logical cores)"],
+        ["threads", f"torch {env.get('torch_threads')} intra-op, {env.get('torch_interop_threads')} inter-op"],
+        ["device", str(env.get("device")) + (f" — {gpu['name']} ({_mib(gpu['memory_bytes'])})" if gpu else "")],
+        ["base", f"{base.get('name')} ({base.get('num_parameters', 0):,} parameters)"],
+        ["dtype / quantize", f"{base.get('dtype')} / {base.get('quantize') or 'none'}"],
+        ["versions", f"python {env.get('python')}, {versions}"],
+        ["adapters", f"LoRA r={config.get('rank')} on {adapters.get('modules')} linear modules, "
+                     f"{_mib(adapters.get('file_bytes'))} each"],
+        ["statistics", f"median of {config.get('repeats')} timed runs after {config.get('warmup')} warm-up"],
+        ["run", f"{report.get('created')}, {report.get('seconds', 0):.0f} s"],
+    ]
+
+
+def _stats_cell(stats: dict[str, float] | None, key: str = "median") -> str:
+    return format_value(None if stats is None else stats[key])
+
+
+def _speedup_line(result: dict[str, Any]) -> list[str]:
+    speedup = result.get("speedup_vs_peft")
+    if speedup is None:
+        return []
+    return [f"adapterhub is **{format_value(speedup, '×')}** as fast as plain PEFT here.", ""]
+
+
+def _switch(result: dict[str, Any]) -> list[str]:
+    rows = [[SIDE_NAMES[label], _stats_cell(stats, "p50"), _stats_cell(stats, "p99")]
+            for label, stats in result["ms"].items()]
+    return [f"{result['calls']} switches cycling over {result['resident']} resident adapters "
+            "(`hub.switch` vs PEFT `set_adapter`).", "", *_table(["", "p50 ms", "p99 ms"], rows),
+            *_speedup_line(result)]
+
+
+def _load(result: dict[str, Any]) -> list[str]:
+    rows = [[SIDE_NAMES[label], _stats_cell(stats["first"]), _stats_cell(stats["last"])]
+            for label, stats in result["ms"].items()]
+    return [f"Registry → resident (ours) vs `PeftModel.from_pretrained` / `load_adapter` (PEFT), "
+            f"{_mib(result['file_bytes'])} per adapter, median of {result['repeats']} series.", "",
+            *_table(["", "1st ms", f"{result['count']}th ms"], rows), *_speedup_line(result)]
+
+
+def _forward(result: dict[str, Any]) -> list[str]:
+    lines = []
+    for shape in result["shapes"]:
+        rows = [[name.replace("_", " "), _stats_cell(stats), format_value(shape["ratio_to_bare"].get(name, 1.0), "×"),
+                 format_value(shape["tokens_per_s"][name])] for name, stats in shape["ms"].items()]
+        lines += [f"Batch {shape['batch']} × {shape['tokens']} tokens ({result['resident']} adapters resident).", "",
+                  *_table(["case", "ms", "× bare", "tokens/s"], rows)]
+    return lines
+
+
+def _generation(result: dict[str, Any]) -> list[str]:
+    rows = [[run["domains"], run["rows"], run["new_tokens"], format_value(run["tokens_per_s"].get("ours")),
+             format_value(run["tokens_per_s"].get("peft")), format_value(run.get("speedup_vs_peft"), "×")]
+            for run in result["runs"]]
+    return ["Greedy, exactly `new tokens` per row, rows interleaved across domains.", "",
+            *_table(["domains", "rows", "new tokens", "ours tokens/s", "PEFT tokens/s", "speed-up"], rows)]
+
+
+def _training(result: dict[str, Any]) -> list[str]:
+    rows = [[SIDE_NAMES[label], format_value(result[label].get("tokens_per_s")), _mib(result[label].get("peak_bytes")),
+             format_value(result[label].get("seconds"), "s"), result[label].get("tokens")]
+            for label in ("ours", "peft") if label in result]
+    return [f"{result.get('steps')} timed optimizer steps after {result.get('warmup')} warm-up steps, batch "
+            f"{result.get('batch_size')}, both following `{result.get('recipe')}`; tokens are non-padding input "
+            "tokens; each trainer in its own process (peak: CUDA max allocated, or the process's peak RSS on CPU).",
+            "",
+            *_table(["", "tokens/s", "peak memory", "time", "tokens"], rows), *_speedup_line(result)]
+
+
+def _memory(result: dict[str, Any]) -> list[str]:
+    measured = all("measured_bytes" in row for row in result["resident"])
+    rows = []
+    for row in result["resident"]:
+        cells = [row["count"], _mib(row["file_bytes"])]
+        for label in ("ours", "peft"):
+            cells += [_mib(row["resident_bytes"].get(label)), format_value(row["ratio_to_files"].get(label), "×")]
+            if measured:
+                cells.append(_mib(row["measured_bytes"].get(label)))
+        rows.append(cells)
+    columns = ["resident", "÷ files", "CUDA allocated"] if measured else ["resident", "÷ files"]
+    header = ["adapters", "files", *(f"{side} {column}" for side in ("ours", "PEFT") for column in columns)]
+    lines = _table(header, rows)
+    footprint = result.get("base_footprint") or {}
+    if footprint.get("fp32"):
+        lines += [f"Base footprint: fp32 {_mib(footprint['fp32'])}, NF4 {_mib(footprint.get('nf4'))} "
+                  f"({format_value(footprint.get('nf4_over_fp32'), '×')} of fp32; its unquantised embeddings and "
+                  f"norms in {footprint.get('nf4_dtype')}).", ""]
+    return lines
+
+
+_SECTIONS = (
+    ("switch", "1. Switch latency", _switch),
+    ("load", "2. Load latency", _load),
+    ("forward", "3. Forward throughput", _forward),
+    ("generation", "4. Generation throughput", _generation),
+    ("training", "5. Training throughput and memory", _training),
+    ("memory", "6. Memory", _memory),
+)
+
+
+def _notes(report: dict[str, Any]) -> list[str]:
+    from .notes import MISSED_NOTES
+
+    lines = []
+    for check in report.get("targets", []):
+        if check["status"] == MISSED and check["id"] in MISSED_NOTES:
+            lines.append(f"- **{check['target']}** — {MISSED_NOTES[check['id']]}")
+    for skip in report.get("skipped", []):
+        lines.append(f"- not measured: {skip['area']} / {skip['case']}: {skip['reason']}")
+    return ["## Notes", "", *lines, ""] if lines else []

@@ -1,0 +1,183 @@
+"""One benchmark run from start to finish: load, generate adapters, measure every area, report.
+
+>>> report = run_bench(BenchConfig.preset(quick=True, out="bench-out/quick"))  # doctest: +SKIP
+>>> [check["status"] for check in report["targets"]][:1]  # doctest: +SKIP
+['met']
+"""
+
+from __future__ import annotations
+
+import datetime
+import gc
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from .adapters import lora_targets, make_adapters
+from .areas import BenchContext, measure_forward, measure_generation, measure_load, measure_memory, measure_switch
+from .config import BenchConfig
+from .environment import describe_machine
+from .harness import Timer
+from .ours import open_ours
+from .report import write_report
+from .sides import BareSide, PeftSide
+from .targets import check_targets
+from .training import measure_training
+
+IN_PROCESS_AREAS = {"switch": measure_switch, "forward": measure_forward, "generation": measure_generation,
+                    "load": measure_load}  # in this order: each leaves the adapters the next needs resident
+
+
+def run_bench(config: BenchConfig | None = None, *, progress: bool = True) -> dict[str, Any]:
+    """Measure adapterhub against plain PEFT and write the report.
+
+    Args:
+        config: what to measure (default: the full CPU preset, output in ``bench-out/``).
+        progress: show progress bars on stderr.
+
+    Returns:
+        The report as written to ``bench.json`` (``results``, ``targets``, ``environment``, ...).
+
+    Raises:
+        adapterhub.errors.BaseModelError: the base cannot be loaded.
+        adapterhub.errors.ConfigError: an invalid configuration.
+
+    >>> report = run_bench(BenchConfig.preset(quick=True))  # doctest: +SKIP
+    >>> sorted(report["results"])  # doctest: +SKIP
+    ['forward', 'generation', 'load', 'memory', 'switch', 'training']
+    """
+    started = time.perf_counter()
+    config = config or BenchConfig.preset()
+    _quiet_and_threads(config)
+    Path(config.out).mkdir(parents=True, exist_ok=True)
+    base_name = config.base or _default_base(config, config.work_dir)
+    ctx, report = _open(config, base_name, progress=progress)
+    seconds = report["area_seconds"]
+    for area, measure in IN_PROCESS_AREAS.items():
+        if area in config.areas:
+            start = time.perf_counter()
+            report["results"][area] = measure(ctx)
+            seconds[area] = time.perf_counter() - start
+    if "memory" in config.areas:
+        start = time.perf_counter()
+        footprints = _base_footprints(base_name, config, ctx.sides["bare"].base, report["skipped"])
+        report["results"]["memory"] = measure_memory(ctx, base_footprints=footprints)
+        seconds["memory"] = time.perf_counter() - start
+    _close(ctx)
+    if "training" in config.areas:
+        start = time.perf_counter()
+        report["results"]["training"] = measure_training(config, base_name=base_name, device=ctx.device,
+                                                         skipped=report["skipped"])
+        seconds["training"] = time.perf_counter() - start
+    report["targets"] = check_targets(report)
+    report["seconds"] = time.perf_counter() - started
+    write_report(report, config.out)
+    return report
+
+
+def _quiet_and_threads(config: BenchConfig) -> None:
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    hf_logging.disable_progress_bar()
+
+
+def _open(config: BenchConfig, base_name: str, *, progress: bool) -> tuple[BenchContext, dict[str, Any]]:
+    """Load the bare base, write the adapters, open the PEFT side and ours; the report's header."""
+    start = time.perf_counter()
+    bare = _load(base_name, config, progress=progress)
+    device = bare.spec.device
+    report: dict[str, Any] = {
+        "format": 1, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "environment": describe_machine(device), "config": config.to_dict(),
+        "base": {**bare.spec.to_dict(), "fingerprint": bare.fingerprint}, "results": {}, "skipped": [],
+        "area_seconds": {},
+    }
+    adapters = make_adapters(bare, config.work_dir / "adapters", count=config.adapters_needed, rank=config.rank)
+    report["adapters"] = {"count": len(adapters), "rank": config.rank, "modules": len(lora_targets(bare)),
+                          "file_bytes": adapters[0].file_bytes}
+    sides: dict[str, Any] = {"bare": BareSide(bare), "peft": PeftSide(_load(base_name, config))}
+    ours, adapters = open_ours(adapters, load_hub_base=lambda: _load(base_name, config),
+                               registry_root=_fresh(config.work_dir / "registry"), skipped=report["skipped"])
+    if ours is not None:
+        sides["ours"] = ours
+    report["area_seconds"]["setup"] = time.perf_counter() - start
+    ctx = BenchContext(config=config, adapters=adapters, sides=sides, vocab_size=bare.spec.vocab_size, device=device,
+                       timer=Timer(device), progress=_progress_factory(progress), skipped=report["skipped"])
+    return ctx, report
+
+
+def _close(ctx: BenchContext) -> None:
+    """Free every side's model before training starts its own processes."""
+    for side in ctx.sides.values():
+        side.close()
+    ctx.sides.clear()
+    gc.collect()
+    if str(ctx.device).startswith("cuda"):
+        import torch
+
+        torch.cuda.empty_cache()
+
+
+def _default_base(config: BenchConfig, work: Path) -> str:
+    from .. import embedded
+
+    if not config.quick:
+        return embedded.DEFAULT_ALIAS
+    from ..tiny import make_tiny_llama
+
+    path = work / "tiny-llama"
+    if not (path / "config.json").is_file():
+        make_tiny_llama(path)
+    return str(path)
+
+
+def _load(base_name: str, config: BenchConfig, *, progress: bool = False, **changes: Any) -> Any:
+    """The base as the run's config asks (``changes`` replace its ``quantize`` / ``dtype``)."""
+    from ..base import load_base
+
+    options = {"quantize": config.quantize, "dtype": config.dtype, **changes}
+    return load_base(base_name, device=config.device, progress=progress, **options)
+
+
+def _base_footprints(base_name: str, config: BenchConfig, bare: Any, skipped: list[dict[str, str]]) -> dict[str, Any]:
+    """Footprint of the base in fp32 and in NF4 (reusing the loaded base where it already is one of them)."""
+    from ..errors import AdapterHubError
+
+    footprints: dict[str, Any] = {}
+    for kind, quantize, dtype in (("fp32", None, "float32"), ("nf4", "nf4", config.dtype)):
+        if bare.spec.quantize == quantize and (quantize or bare.spec.dtype == "float32"):
+            footprints[kind], footprints[f"{kind}_dtype"] = bare.footprint_bytes, bare.spec.dtype
+            continue
+        try:
+            loaded = _load(base_name, config, quantize=quantize, dtype=dtype)
+        except (AdapterHubError, RuntimeError, ImportError) as error:
+            skipped.append({"area": "memory", "case": f"{kind} base footprint", "reason": str(error)})
+            continue
+        footprints[kind] = loaded.footprint_bytes
+        footprints[f"{kind}_dtype"] = loaded.spec.dtype  # unquantised parts (embeddings, norms) stay in this
+        del loaded
+        gc.collect()
+    if footprints.get("fp32") and footprints.get("nf4"):
+        footprints["nf4_over_fp32"] = footprints["nf4"] / footprints["fp32"]
+    return footprints
+
+
+def _fresh(path: Path) -> Path:
+    """An empty folder at ``path`` (a previous run's registry is discarded)."""
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+    return path
+
+
+def _progress_factory(enabled: bool) -> Any:
+    from tqdm.auto import tqdm
+
+    def bar(description: str, total: int) -> Any:
+        return tqdm(total=total, desc=f"bench {description}", disable=not enabled, leave=False)
+
+    return bar

@@ -1,0 +1,131 @@
+"""The promised numbers, checked against a report: each one ``met``, ``MISSED`` or ``not measured``.
+
+Targets come from the runtime, recipes and benchmark issues. Every check
+reads only the report's ``results``; a target whose inputs are absent (an
+area not run, a side unavailable) is ``not measured`` with the reason.
+
+>>> [check["status"] for check in check_targets({"results": {}})][:1]
+['not measured']
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+MET, MISSED, NOT_MEASURED = "met", "MISSED", "not measured"
+ADAPTER_REFERENCE_BYTES = 20_000_000  # "per 20 MB adapter"
+LOAD_LIMIT_MS = 50.0
+FLAT_LOAD_LIMIT = 1.25  # "flat in the number resident": the last load at most 25% slower than the first
+
+
+@dataclass(frozen=True)
+class Target:
+    """One promise. ``value(results)`` returns ``(measured, limit)`` or ``None`` when not measured."""
+
+    id: str
+    text: str
+    unit: str
+    higher_is_better: bool
+    value: Callable[[dict[str, Any]], tuple[float, float] | None]
+    strict: bool = False  # the limit itself fails ("faster than", not "at least as fast")
+
+    def met(self, value: float, limit: float) -> bool:
+        """Whether ``value`` keeps the promise."""
+        if self.higher_is_better:
+            return value > limit if self.strict else value >= limit
+        return value < limit if self.strict else value <= limit
+
+
+def _get(data: Any, *path: Any) -> Any:
+    for key in path:
+        if isinstance(data, dict):
+            data = data.get(key)
+        elif isinstance(data, list) and isinstance(key, int) and -len(data) <= key < len(data):
+            data = data[key]
+        else:
+            return None
+    return data
+
+
+def _fixed(limit: float, *path: Any) -> Callable[[dict[str, Any]], tuple[float, float] | None]:
+    def value(results: dict[str, Any]) -> tuple[float, float] | None:
+        measured = _get(results, *path)
+        return None if measured is None else (float(measured), limit)
+
+    return value
+
+
+def _load(which: str) -> Callable[[dict[str, Any]], tuple[float, float] | None]:
+    def value(results: dict[str, Any]) -> tuple[float, float] | None:
+        measured = _get(results, "load", "ms", "ours", which, "median")
+        if measured is None:
+            return None
+        size = _get(results, "load", "file_bytes") or ADAPTER_REFERENCE_BYTES
+        return float(measured), LOAD_LIMIT_MS * max(1.0, size / ADAPTER_REFERENCE_BYTES)
+
+    return value
+
+
+def _load_flatness(results: dict[str, Any]) -> tuple[float, float] | None:
+    first = _get(results, "load", "ms", "ours", "first", "median")
+    last = _get(results, "load", "ms", "ours", "last", "median")
+    return None if first is None or last is None else (last / first, FLAT_LOAD_LIMIT)
+
+
+def _forward(case: str, limit: float) -> Callable[[dict[str, Any]], tuple[float, float] | None]:
+    return _fixed(limit, "forward", "shapes", 0, "ratio_to_bare", case)
+
+
+def _worst_memory(results: dict[str, Any]) -> tuple[float, float] | None:
+    ratios = [_get(row, "ratio_to_files", "ours") for row in _get(results, "memory", "resident") or []]
+    ratios = [r for r in ratios if r is not None]
+    return (max(ratios), 1.1) if ratios else None
+
+
+def _training_memory(results: dict[str, Any]) -> tuple[float, float] | None:
+    ours = _get(results, "training", "ours", "peak_bytes")
+    peft = _get(results, "training", "peft", "peak_bytes")
+    return None if not ours or not peft else (ours / peft, 1.0)
+
+
+TARGETS: tuple[Target, ...] = (
+    Target("switch", "switch p50 ≤ 0.1 ms (8 resident)", "ms", False, _fixed(0.1, "switch", "ms", "ours", "p50")),
+    Target("load_first", "load 1st adapter ≤ 50 ms per 20 MB", "ms", False, _load("first")),
+    Target("load_last", "load the last adapter of the series (16th in the full run) ≤ 50 ms per 20 MB", "ms", False,
+           _load("last")),
+    Target("load_flat", "load flat in the number resident (last ÷ first ≤ 1.25)", "×", False, _load_flatness),
+    Target("forward_single", "single adapter ≤ 1.05× bare base (first batch shape)", "×", False,
+           _forward("ours_single", 1.05)),
+    Target("forward_mixed_8", "8-adapter mixed batch ≤ 1.15× bare base (first batch shape)", "×", False,
+           _forward("ours_mixed_8", 1.15)),
+    Target("generation", "mixed generation faster than PEFT's (3 domains; speed-up > 1)", "×", True,
+           _fixed(1.0, "generation", "runs", 0, "speedup_vs_peft"), strict=True),
+    Target("training_speed", "training ≥ 1.5× PEFT + Trainer tokens/s", "×", True,
+           _fixed(1.5, "training", "speedup_vs_peft")),
+    Target("training_memory", "training peak memory ≤ PEFT + Trainer's", "×", False, _training_memory),
+    Target("memory_resident", "resident adapter bytes ≤ 1.1× their files (worst count)", "×", False,
+           _worst_memory),
+    Target("nf4_footprint", "NF4 base ≤ 0.4× fp32 footprint", "×", False,
+           _fixed(0.4, "memory", "base_footprint", "nf4_over_fp32")),
+)
+
+
+def check_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """Check every target against ``report["results"]``.
+
+    Returns:
+        One dict per target: ``id``, ``target``, ``value``, ``limit``, ``unit`` and ``status``
+        (``"met"``, ``"MISSED"`` or ``"not measured"``).
+    """
+    results = report.get("results", {})
+    checks = []
+    for target in TARGETS:
+        measured = target.value(results)
+        check = {"id": target.id, "target": target.text, "unit": target.unit, "value": None, "limit": None,
+                 "status": NOT_MEASURED}
+        if measured is not None:
+            value, limit = measured
+            check.update(value=value, limit=limit, status=MET if target.met(value, limit) else MISSED)
+        checks.append(check)
+    return checks

@@ -1,0 +1,54 @@
+"""``adapterhub bench``: adapterhub vs plain PEFT, side by side, written to a report folder."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "bench", help="benchmark switching, loading, forward, generation, training and memory against plain PEFT",
+        description="Measure adapterhub and plain PEFT on the same machine in one run; write bench.json, "
+                    "bench.md and PNG plots, and check every promised target (met / MISSED).")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run on the tiny model with few adapters and repeats (seconds, not claims)")
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default: bench-out/)")
+    parser.add_argument("--work", type=Path, default=None,
+                        help="folder for generated adapters and the bench registry (default: $ADAPTERHUB_HOME/bench)")
+    parser.add_argument("--base", default=None, help="alias, local directory or Hugging Face id (default: the "
+                                                     "embedded SmolLM2-135M; the tiny model with --quick)")
+    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    parser.add_argument("--quantize", default=None, choices=["nf4", "fp4", "int8"],
+                        help="quantise the base with bitsandbytes (the whole bench then runs on it)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    parser.add_argument("--gpu-sizes", action="store_true",
+                        help="add a 64 × 256 batch, 32-adapter mixed batches and 32-domain generation")
+    parser.add_argument("--only", nargs="+", default=None, metavar="AREA",
+                        help="run only these areas: switch, load, forward, generation, training, memory")
+    parser.add_argument("--repeats", type=int, default=None, help="timed runs per figure (median is reported)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.set_defaults(handler=_bench)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from ..bench import BenchConfig, run_bench
+    from ..bench.report import format_value
+    from ..bench.targets import MISSED
+    from ._output import print_table
+
+    config = BenchConfig.preset(quick=args.quick, gpu_sizes=args.gpu_sizes, base=args.base, dtype=args.dtype,
+                                quantize=args.quantize, device=args.device, threads=args.threads, out=args.out,
+                                work=args.work,
+                                repeats=args.repeats, areas=tuple(args.only) if args.only else None)
+    report = run_bench(config, progress=not args.no_progress)
+    rows = [(check["target"], format_value(check["value"], check["unit"]), check["status"])
+            for check in report["targets"]]
+    print_table(rows, ["target", "measured", "status"], title="adapterhub bench: targets")
+    for skip in report["skipped"]:
+        print(f"not measured: {skip['area']} / {skip['case']}: {skip['reason']}")
+    missed = sum(check["status"] == MISSED for check in report["targets"])
+    print(f"report: {Path(config.out) / 'bench.md'} ({missed} target(s) missed)")
+    return 0
+
