@@ -11,14 +11,13 @@ the same code the runtime's ``predict`` uses) and the best label wins.
 from __future__ import annotations
 
 import math
-import warnings
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Sequence
 
 from .batching import collate, plan_batches
 from .data import Example, Split
-from .prompts import TaskSpec, predict_labels
+from .prompts import LogitsFn, TaskSpec, predict_labels, prompt_ids, render_prompt
 
 
 def loss_metrics(model: Any, examples: Sequence[Example], *, pad_id: int, batch_size: int = 32,
@@ -73,21 +72,50 @@ def label_metrics(predictions: Sequence[str], references: Sequence[str], *, labe
 
 def classify(model: Any, tokenizer: Any, task: TaskSpec, texts: Sequence[str], *, batch_size: int = 32,
              device: Any = "cpu") -> list[str]:
-    """The best-scoring label for each text with ``model`` (a PEFT model, or a bare base model)."""
-    import torch
+    """The best-scoring label for each text (:func:`adapterhub.prompts.predict_labels`).
 
-    def logits_fn(input_ids: Any, attention_mask: Any, _sources: Any) -> Any:
-        return model(input_ids=input_ids, attention_mask=attention_mask).logits
+    ``model`` is a ``PeftModel`` or a plain causal LM (the bare base).
+    """
+    import torch
 
     was_training = model.training
     model.eval()
     try:
-        with torch.inference_mode(), warnings.catch_warnings():
-            # PEFT's prefix-tuning forward still passes the cache under its old name
-            warnings.filterwarnings("ignore", message=".*past_key_values.*deprecated", category=FutureWarning)
-            return predict_labels(logits_fn, tokenizer, task, list(texts), batch_size=batch_size, device=device)
+        with torch.inference_mode():
+            return predict_labels(prompt_once_logits_fn(model, tokenizer, task, texts), tokenizer, task, list(texts),
+                                  batch_size=batch_size, device=device)
     finally:
         model.train(was_training)
+
+
+def prompt_once_logits_fn(model: Any, tokenizer: Any, task: TaskSpec, texts: Sequence[str]) -> LogitsFn:
+    """A :data:`~adapterhub.prompts.LogitsFn` for :func:`~adapterhub.prompts.score_labels` that runs each prompt once.
+
+    Every label of a text is scored after the same prompt, so the prompt runs once per
+    text and its keys/values serve all of that text's label rows
+    (:func:`~adapterhub.lm_loss.decoder_hidden_states` with ``shared_prefix``): the scores
+    of one full forward per row, for a fraction of the compute. Logits before a prompt's
+    last token are left at zero (``score_labels`` never reads them).
+    """
+    from .lm_loss import causal_lm, decoder_hidden_states
+
+    head = causal_lm(model).get_output_embeddings()
+    prompt_lengths = [len(prompt_ids(tokenizer, render_prompt(tokenizer, task, text))) for text in texts]
+
+    def logits_fn(input_ids: Any, attention_mask: Any, sources: Sequence[int]) -> Any:
+        logits = None  # [rows, T, V]
+        for source in dict.fromkeys(sources):
+            rows = [row for row, owner in enumerate(sources) if owner == source]
+            cut = prompt_lengths[source] - 1  # labels are scored from the last prompt position on
+            hidden = decoder_hidden_states(model, input_ids[rows, cut:], attention_mask[rows, cut:], None,
+                                           shared_prefix=input_ids[rows[0], :cut] if cut > 0 else None)
+            part = head(hidden).float()
+            if logits is None:
+                logits = part.new_zeros(*input_ids.shape, part.shape[-1])
+            logits[rows, cut:] = part
+        return logits
+
+    return logits_fn
 
 
 def evaluate_split(model: Any, tokenizer: Any, task: TaskSpec, split: Split, *, batch_size: int = 32,
@@ -103,7 +131,7 @@ def evaluate_split(model: Any, tokenizer: Any, task: TaskSpec, split: Split, *, 
     metrics: dict[str, Any] = loss_metrics(model, split.examples, pad_id=_pad_id(tokenizer),
                                            batch_size=batch_size, device=device)
     if accuracy and task.is_classification:
-        predictions = classify(model.peft_model, tokenizer, task, [str(r["text"]) for r in split.rows],
+        predictions = classify(model.model, tokenizer, task, [str(r["text"]) for r in split.rows],
                                batch_size=batch_size, device=device)
         metrics.update(label_metrics(predictions, [str(r["label"]) for r in split.rows], labels=task.labels))
     return metrics
@@ -112,8 +140,8 @@ def evaluate_split(model: Any, tokenizer: Any, task: TaskSpec, split: Split, *, 
 def zero_shot_metrics(peft_model: Any, tokenizer: Any, task: TaskSpec, split: Split, *, batch_size: int = 32,
                       device: Any = "cpu") -> dict[str, Any]:
     """Label metrics of the bare base (adapter disabled) with the same prompt."""
-    with peft_model.disable_adapter():
-        predictions = classify(peft_model, tokenizer, task, [str(r["text"]) for r in split.rows],
+    with peft_model.disable_adapter():  # LoRA layers off; a prefix lives only in the PeftModel
+        predictions = classify(peft_model.get_base_model(), tokenizer, task, [str(r["text"]) for r in split.rows],
                                batch_size=batch_size, device=device)
     return label_metrics(predictions, [str(r["label"]) for r in split.rows], labels=task.labels)
 
@@ -170,8 +198,8 @@ def evaluate_file(ref: str, data: str | Path, *, registry: Any = None, base: Any
     split = Split(origin, rows, examples)
     try:
         with nullcontext() if adapter else peft_model.disable_adapter():
-            metrics = evaluate_split(SupervisedLM(peft_model), base.tokenizer, task, split, batch_size=batch_size,
-                                     device=base.model.device)
+            model = SupervisedLM(peft_model if adapter else peft_model.get_base_model())
+            metrics = evaluate_split(model, base.tokenizer, task, split, batch_size=batch_size, device=base.model.device)
     finally:
         if not peft_model.active_peft_config.is_prompt_learning:
             peft_model.unload()  # give the caller's base back unchanged (a prefix never changed it)

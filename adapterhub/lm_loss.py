@@ -9,10 +9,10 @@ the hidden states of the ``N`` supervised positions listed in a
 vectors only. The loss is identical; the head's compute and the logits'
 memory shrink by the prompt-to-answer ratio.
 
-It works for LoRA (the adapters live inside the body's linear layers) and for
+It works for LoRA (the adapters live inside the body's linear layers), for
 prefix tuning (the prefix enters as the body's key/value cache, exactly as
-PEFT's own forward builds it). When every row of a batch starts with the same
-tokens (a prompt template's instruction, a chat template's system block), the
+PEFT's own forward builds it) and for a plain model. When every row of a
+batch starts with the same tokens (a prompt template's instruction, a chat template's system block), the
 batch may carry them once as ``shared_prefix``: they run once, and every row
 attends to their keys/values — the same attention, computed once.
 
@@ -29,24 +29,29 @@ import torch
 import torch.nn.functional as F
 
 
-def decoder_hidden_states(peft_model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+def causal_lm(model: Any) -> Any:
+    """The transformers causal LM inside a ``PeftModel`` (adapter layers included), or ``model`` itself."""
+    return model.get_base_model() if hasattr(model, "active_peft_config") else model
+
+
+def decoder_hidden_states(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
                           position_ids: torch.Tensor | None, shared_prefix: torch.Tensor | None = None) -> torch.Tensor:
     """Final hidden states ``[R, T, H]`` of the decoder body, with the active adapter applied.
 
     Args:
-        peft_model: a ``peft.PeftModel`` (LoRA or prefix tuning) over a causal LM.
+        model: a ``peft.PeftModel`` (LoRA or prefix tuning) over a causal LM, or a plain causal LM.
         input_ids: ``[R, T]`` token ids.
         attention_mask: ``[R, T]`` 1 for real tokens (right padding), or ``None`` for packed rows.
         position_ids: ``[R, T]`` per-example positions for packed rows, else ``None``.
         shared_prefix: ``[P]`` tokens that precede every row: run once, their keys/values
             are shared by all rows (only the hidden states of ``input_ids`` are returned).
     """
-    body = peft_model.get_base_model().get_decoder()
-    config = peft_model.active_peft_config
+    body = causal_lm(model).get_decoder()
+    config = getattr(model, "active_peft_config", None)
     rows, cache, cached = input_ids.shape[0], None, 0
     if getattr(config, "is_prompt_learning", False):  # prefix tuning: the prefix is a key/value cache
         cached = config.num_virtual_tokens
-        cache = peft_model.get_prompt(1 if shared_prefix is not None else rows, max_cache_len=input_ids.shape[1] + cached)
+        cache = model.get_prompt(1 if shared_prefix is not None else rows, max_cache_len=input_ids.shape[1] + cached)
     if shared_prefix is not None:
         mask = torch.ones(1, cached + shared_prefix.numel(), dtype=torch.long, device=input_ids.device)
         output = body(input_ids=shared_prefix[None], attention_mask=mask, use_cache=True,
@@ -77,17 +82,17 @@ class SupervisedLM(torch.nn.Module):
     ``accelerate``/DDP see one forward per micro-batch for gradient syncing.
     """
 
-    def __init__(self, peft_model: Any):
+    def __init__(self, model: Any):
         super().__init__()
-        self.peft_model = peft_model
+        self.model = model  # a PeftModel (or a plain causal LM, e.g. to score the bare base)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, position_ids: torch.Tensor | None,
                 target_rows: torch.Tensor, target_cols: torch.Tensor, targets: torch.Tensor,
                 shared_prefix: torch.Tensor | None = None) -> torch.Tensor:
         """Sum (not mean) of the token losses, float32: callers normalise over a whole optimizer step."""
-        hidden = decoder_hidden_states(self.peft_model, input_ids, attention_mask, position_ids, shared_prefix)
+        hidden = decoder_hidden_states(self.model, input_ids, attention_mask, position_ids, shared_prefix)
         selected = hidden[target_rows, target_cols]  # [N, H]
-        logits = self.peft_model.get_base_model().get_output_embeddings()(selected)  # [N, V]
+        logits = causal_lm(self.model).get_output_embeddings()(selected)  # [N, V]
         return F.cross_entropy(logits.float(), targets, reduction="sum")
 
 

@@ -79,7 +79,7 @@ def test_packed_loss_equals_padded_loss(tiny_base, pack_length):
             packed = model(**batch_inputs(collate(examples, pad_id=0, pack_length=pack_length)))
         assert packed.item() == pytest.approx(padded.item(), rel=1e-5)
     finally:
-        model.peft_model.unload()
+        model.model.unload()
 
 
 @pytest.mark.parametrize("rows, expected", [

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from adapterhub.data import Split, encode_split
-from adapterhub.evaluate import classify, evaluate_split, label_metrics, loss_metrics, zero_shot_metrics
+from adapterhub.evaluate import (classify, evaluate_split, label_metrics, loss_metrics, prompt_once_logits_fn,
+                                 zero_shot_metrics)
 from adapterhub.prompts import TaskSpec, score_labels
 from tests.recipe_helpers import LABELS, classification_rows
 
@@ -38,7 +39,7 @@ def lora_model(tiny_base):
     model = SupervisedLM(get_peft_model(tiny_base.model, LoraConfig(r=4, target_modules="all-linear",
                                                                     init_lora_weights=False)))
     yield model
-    model.peft_model.unload()
+    model.model.unload()
 
 
 @pytest.fixture
@@ -64,7 +65,7 @@ def test_loss_metrics_average_over_supervised_tokens(lora_model, split):
 
 def test_classification_accuracy_comes_from_label_scoring(lora_model, split, tiny_base):
     metrics = evaluate_split(lora_model, tiny_base.tokenizer, TASK, split, batch_size=4)
-    model = lora_model.peft_model
+    model = lora_model.model
 
     def logits_fn(input_ids, attention_mask, _sources):
         return model(input_ids=input_ids, attention_mask=attention_mask).logits
@@ -100,3 +101,24 @@ def test_zero_shot_uses_the_bare_base(tiny_base, split):
         peft_model.unload()
     assert not torch.allclose(adapted_scores, bare_scores)  # the adapter does change the scores...
     assert zero_shot == label_metrics(bare, references, labels=TASK.labels)  # ...and zero-shot switches it off
+
+
+@pytest.mark.parametrize("method", ["lora", "prefix", "bare"])
+def test_prompt_once_scoring_equals_a_full_forward_per_row(tiny_llama_dir, method):
+    from peft import LoraConfig, PrefixTuningConfig, get_peft_model
+
+    from adapterhub import load_base
+
+    base = load_base(str(tiny_llama_dir), device="cpu")
+    torch.manual_seed(0)
+    model = {"lora": lambda: get_peft_model(base.model, LoraConfig(r=4, target_modules="all-linear",
+                                                                    init_lora_weights=False)),
+             "prefix": lambda: get_peft_model(base.model, PrefixTuningConfig(num_virtual_tokens=4,
+                                                                              task_type="CAUSAL_LM")),
+             "bare": lambda: base.model}[method]()
+    texts = [row["text"] for row in classification_rows(5)]
+    fast = prompt_once_logits_fn(model, base.tokenizer, TASK, texts)
+    with torch.no_grad():
+        expected = _scores(model, base.tokenizer, texts)
+        scores = score_labels(fast, base.tokenizer, TASK, texts, batch_size=3)  # batches split a text's rows
+    torch.testing.assert_close(scores, expected, rtol=1e-4, atol=1e-4)
