@@ -26,7 +26,12 @@ def _quickstart(args: argparse.Namespace) -> int:
     rows = [(domain, text, label) for domain, pairs in report["answers"].items() for text, label in pairs]
     print_table(rows, ["domain", "fresh input", "answer"], title="Each domain on fresh inputs")
     print_table(report["mixed"], ["row's domain", "input", "answer"], title="One mixed batch, one forward per step")
-    print_table([(d, f"{a:.1%}") for d, a in report["accuracy"].items()], ["domain", "validation accuracy"])
+    def pct(value):
+        return "n/a" if value is None else f"{value:.1%}"
+
+    print_table([(d, pct(a), pct(report["base_accuracy"][d]), pct(report["live_accuracy"][d]))
+                 for d, a in report["accuracy"].items()],
+                ["domain", "validation accuracy", "bare base (same prompt)", "live re-check (first rows)"])
     loads = ", ".join(f"{d} {ms:.1f} ms" for d, ms in report["load_ms"].items())
     print(f"load (registry -> resident): {loads}")
     print(f"switch: p50 {report['switch_us']['p50']:.1f} µs, p99 {report['switch_us']['p99']:.1f} µs")
