@@ -74,7 +74,7 @@ class BenchConfig:
     generation_rows_per_domain: int = 2
     generation_new_tokens: int = 32
     memory_counts: tuple[int, ...] = (1, 8, 32)
-    train_steps: int = 12
+    train_steps: int = 8
     train_batch: int = 8
     train_max_length: int = 256
     train_recipe: Path | None = None
