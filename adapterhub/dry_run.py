@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .data import load_dataset
+from .memory import peak_rss_bytes
 from .recipe import Recipe, load_recipe
 from .train import Trainer, plan_steps
 
@@ -26,12 +27,11 @@ def measure_throughput(recipe: str | Path | dict[str, Any] | Recipe, *, steps: i
 
     Returns:
         ``{"tokens_per_second", "tokens", "seconds", "steps", "peak_memory_bytes", "memory", "device"}``;
-        ``memory`` says what the peak is: ``"cuda_max_allocated"`` or ``"process_max_rss"`` (CPU).
+        ``memory`` says what the peak is: ``"cuda_max_allocated"`` or ``"process_peak_rss"`` (CPU, ``VmHWM``).
 
     It is the function the benchmark calls to compare against a plain PEFT + ``transformers.Trainer``
     loop; run each measurement in a fresh process when comparing CPU peak memory.
     """
-    import resource
     import tempfile
 
     import torch
@@ -55,9 +55,9 @@ def measure_throughput(recipe: str | Path | dict[str, Any] | Recipe, *, steps: i
             seconds, tokens = time.perf_counter() - started, trainer.train_tokens - tokens
         finally:
             trainer.cleanup()
-    peak = torch.cuda.max_memory_allocated() if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = torch.cuda.max_memory_allocated() if cuda else peak_rss_bytes()
     return {"tokens_per_second": round(tokens / seconds, 1), "tokens": tokens, "seconds": round(seconds, 3),
-            "steps": steps, "peak_memory_bytes": int(peak), "memory": "cuda_max_allocated" if cuda else "process_max_rss",
+            "steps": steps, "peak_memory_bytes": int(peak), "memory": "cuda_max_allocated" if cuda else "process_peak_rss",
             "device": str(trainer.accelerator.device)}
 
 

@@ -177,9 +177,9 @@ def test_isolated_run_failure_names_the_target_and_the_error():
 
 
 def test_child_peak_memory_is_its_own():
-    from adapterhub.bench.harness import peak_rss_bytes
     from adapterhub.bench.isolated import run_isolated
+    from adapterhub.memory import peak_rss_bytes
 
     ballast = b"\x01" * 300_000_000  # touched pages: the parent's peak is now above 300 MB
-    child_peak = run_isolated("adapterhub.bench.harness:peak_rss_bytes", {})
+    child_peak = run_isolated("adapterhub.memory:peak_rss_bytes", {})
     assert child_peak < 200_000_000 < len(ballast) < peak_rss_bytes()

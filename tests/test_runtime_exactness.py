@@ -19,6 +19,7 @@ from adapterhub.runtime.testing import load_peft, make_random_adapters
 ATOL = 1e-4
 ADAPTERS = {  # name -> make_random_adapters options
     "lora-r4-all": dict(r=4),
+    "lora-r4-all-b": dict(r=4, lora_alpha=16),
     "lora-r16-qv": dict(r=16, target_modules=["q_proj", "v_proj"]),
     "lora-mlp-patterns": dict(r=2, lora_alpha=3, target_modules=["gate_proj", "up_proj", "down_proj"],
                               rank_pattern={"down_proj": 6}, alpha_pattern={"up_proj": 11}),
@@ -139,6 +140,24 @@ def test_every_row_of_a_mixed_left_padded_batch_matches_peft(hub, peft_models, t
     for i, (name, length) in enumerate(zip(rows, lengths)):
         expected = reference_logits(model_for(name, peft_models, tiny_base), input_ids[i, width - length:])
         assert torch.allclose(got[i, width - length:], expected, atol=ATOL), (i, name)
+
+
+@pytest.mark.parametrize("rows", [
+    ["lora-r4-all", "lora-r4-all-b", "lora-r4-all", "lora-r4-all-b"],  # every layer: one gathered bmm pair
+    ["lora-r4-all-b", "lora-r16-qv", "rslora-r8", "lora-r4-all"],  # mixed ranks and targets: per-adapter loop
+])
+def test_long_mixed_rows_match_peft_on_the_gathered_path(hub, peft_models, monkeypatch, rows):
+    from adapterhub.runtime.methods.lora import LoraLayer
+
+    gathered = []
+    original = LoraLayer._add_row_gathered
+    monkeypatch.setattr(LoraLayer, "_add_row_gathered",
+                        lambda self, *args: gathered.append(original(self, *args)) or gathered[-1])
+    input_ids = torch.randint(0, 300, (len(rows), 24), generator=torch.Generator().manual_seed(5))
+    got = hub.logits(input_ids, domains=rows)
+    for i, name in enumerate(rows):
+        assert torch.allclose(got[i], reference_logits(peft_models[name], input_ids[i]), atol=ATOL), (i, name)
+    assert any(gathered) == ("lora-r16-qv" not in rows)
 
 
 def test_greedy_mixed_generation_is_token_identical(hub, peft_models, tiny_base, captured_tokens):

@@ -10,7 +10,7 @@ import torch
 
 from adapterhub.errors import (AdapterNotFoundError, ConfigError, IncompatibleBaseError, InvalidAdapterError,
                                MemoryBudgetError, TaskMismatchError, UnknownDomainError)
-from adapterhub.prompts import TaskSpec, predict_labels
+from adapterhub.prompts import TaskSpec, score_labels
 from adapterhub.runtime import AdapterHub
 from adapterhub.runtime.testing import load_peft, make_random_adapters, write_manifest
 from adapterhub.tiny import make_tiny_llama
@@ -198,19 +198,25 @@ def test_pickle_only_adapters_are_never_loaded(hub, dirs, tmp_path):
         hub.load(copy)
 
 
-def test_predict_uses_each_manifest_task_and_matches_peft_scoring(hub, dirs, tiny_base):
-    hub.load(dirs["finance"])
-    hub.load(dirs["medical"])
-    mixed = hub.predict(TEXTS, domains=["finance", "medical", "finance"])
+@pytest.mark.parametrize("batch_size", [32, 4])  # 4: several chunks of texts per task
+def test_label_scores_match_peft_full_forward_scoring(hub, dirs, tiny_base, batch_size):
+    hub.load(dirs["finance"])  # LoRA
+    hub.load(dirs["medical"])  # prefix
+    row_domains = ["finance", "medical", "finance"]
+    mixed = hub.label_scores(TEXTS, domains=row_domains, batch_size=batch_size)
     for domain, task in (("finance", SENTIMENT), ("medical", SPECIALTY)):
-        alone = hub.predict(TEXTS, domain=domain)
+        alone = hub.label_scores(TEXTS, domain=domain, batch_size=batch_size)
         model = load_peft(tiny_base, dirs[domain])
-        expected = predict_labels(lambda ids, mask, _: model(input_ids=ids, attention_mask=mask).logits,
-                                  tiny_base.tokenizer, task, TEXTS)
-        assert alone == expected and all(label in task.labels for label in alone)
-        assert [m for m, d in zip(mixed, ["finance", "medical", "finance"]) if d == domain] == \
-               [a for a, d in zip(alone, ["finance", "medical", "finance"]) if d == domain]
-    assert hub.predict(TEXTS[0], domain="finance") == mixed[0]
+        with torch.no_grad():  # reference: one full forward per (text, label) row through plain PEFT
+            expected = score_labels(lambda ids, mask, _: model(input_ids=ids, attention_mask=mask).logits,
+                                    tiny_base.tokenizer, task, TEXTS)
+        got = torch.tensor([[row[label] for label in task.labels] for row in alone])
+        assert torch.allclose(got, expected, atol=1e-4, rtol=0)
+        assert hub.predict(TEXTS, domain=domain) == [task.labels[int(i)] for i in expected.argmax(-1)]
+        for row, row_domain in enumerate(row_domains):
+            if row_domain == domain:
+                assert mixed[row] == pytest.approx(alone[row], abs=1e-4)
+    assert hub.predict(TEXTS[0], domain="finance") == max(mixed[0], key=mixed[0].get)
 
 
 def test_predict_needs_classification_adapters(hub, dirs):

@@ -14,11 +14,12 @@ warm-up. Cases that are compared as a ratio are timed *interleaved*
 
 from __future__ import annotations
 
-import resource
 import statistics
 import time
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Mapping
+
+from ..memory import peak_rss_bytes
 
 
 @dataclass(frozen=True)
@@ -134,22 +135,6 @@ def cuda_allocated_bytes(device: str) -> int:
     import torch
 
     return int(torch.cuda.memory_allocated(device))
-
-
-def peak_rss_bytes() -> int:
-    """Peak resident set size of this process's own memory so far.
-
-    Reads ``VmHWM`` on Linux: ``getrusage``'s ``ru_maxrss`` survives ``fork`` + ``exec``, so
-    a child started by a big process reports its parent's peak instead of its own.
-    """
-    try:
-        with open("/proc/self/status", encoding="ascii") as handle:
-            for line in handle:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # KiB on Linux
 
 
 def reset_peak_memory(device: str) -> None:

@@ -18,7 +18,6 @@ from typing import Any, Sequence
 
 from ..paths import project_root
 from .config import BenchConfig
-from .harness import peak_rss_bytes
 from .isolated import IsolatedRunError, run_isolated
 
 DEFAULT_RECIPE = Path("recipes") / "finance.yaml"
@@ -89,7 +88,5 @@ def train_with_recipe(*, recipe: str, overrides: Sequence[str], steps: int, warm
         torch.set_num_threads(threads)
     measured = measure_throughput(recipe, steps=steps, warmup=warmup, overrides=list(overrides))
     peak = measured["peak_memory_bytes"]
-    if measured["memory"] != "cuda_max_allocated":  # its ru_maxrss would include the parent's peak
-        peak = peak_rss_bytes()
     return {"tokens_per_s": measured["tokens_per_second"], "tokens": measured["tokens"],
             "seconds": measured["seconds"], "steps": measured["steps"], "peak_bytes": peak}

@@ -108,6 +108,17 @@ def _row_index(runs: list[Segment], device: Any) -> Any:
     return torch.tensor(rows, dtype=torch.long, device=device)
 
 
+def row_names(domains: Sequence[str | None], count: int) -> list[str | None]:
+    """Check a ``domains=`` argument: one adapter name (or ``None``) for each of ``count`` rows."""
+    if isinstance(domains, str):
+        raise ConfigError(f"domains= takes one name per row, got the string {domains!r}; use domain= for all rows")
+    names = list(domains)
+    if len(names) != count:
+        raise ConfigError(f"got {count} inputs but {len(names)} domains; pass one domain per input "
+                          "(None for the bare base)")
+    return names
+
+
 _ACTIVE_ROWS: ContextVar[RowSlots | None] = ContextVar("adapterhub_active_rows", default=None)
 
 

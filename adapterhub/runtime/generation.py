@@ -36,20 +36,30 @@ def left_pad(rows: Sequence[Sequence[int]], *, pad_id: int, device: Any) -> tupl
     return input_ids.to(device), attention_mask.to(device)
 
 
-def forward_logits(model: Any, input_ids: Any, attention_mask: Any, prefix: Any = None) -> Any:
-    """Logits ``[batch, seq, vocab]`` of one forward pass, prefixes included.
+def prefixed_inputs(attention_mask: Any, prefix: Any = None) -> tuple[Any, Any, Any]:
+    """``(mask, position_ids, cache)`` for left-padded rows behind their prefixes (``cache`` ``None`` without).
 
-    Without prefixes this is exactly ``model(input_ids, attention_mask)``. With
-    them, position ``t`` of row ``i`` is ``prefix_tokens_i + (real tokens before t)``
-    — PEFT's positions for that adapter alone, independent of padding.
+    Position ``t`` of row ``i`` is ``prefix_tokens_i + (real tokens before t)``:
+    PEFT's positions for that adapter alone, independent of padding.
     """
     import torch
 
+    positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+    if prefix is None:
+        return attention_mask, positions, None
+    mask = torch.cat([prefix.mask, attention_mask.to(prefix.mask.dtype)], dim=1)
+    return mask, positions + prefix.lengths[:, None], prefix.cache
+
+
+def forward_logits(model: Any, input_ids: Any, attention_mask: Any, prefix: Any = None) -> Any:
+    """Logits ``[batch, seq, vocab]`` of one forward pass, prefixes included (see :func:`prefixed_inputs`).
+
+    Without prefixes this is exactly ``model(input_ids, attention_mask)``.
+    """
     if prefix is None:
         return model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
-    positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0) + prefix.lengths[:, None]
-    mask = torch.cat([prefix.mask, attention_mask.to(prefix.mask.dtype)], dim=1)
-    return model(input_ids=input_ids, attention_mask=mask, position_ids=positions, cache=prefix.cache,
+    mask, positions, cache = prefixed_inputs(attention_mask, prefix)
+    return model(input_ids=input_ids, attention_mask=mask, position_ids=positions, cache=cache,
                  use_cache=True).logits
 
 

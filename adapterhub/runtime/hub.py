@@ -16,12 +16,11 @@ from contextvars import ContextVar
 from typing import Any, Iterator, Sequence
 
 from .. import embedded
-from ..errors import (AdapterNotFoundError, ConfigError, InvalidNameError, TaskMismatchError,
-                      UnknownDomainError)
+from ..errors import AdapterNotFoundError, ConfigError, InvalidNameError, UnknownDomainError
 from ..manifest import method_from_config
-from ..prompts import TaskSpec, predict_labels
-from . import generation, sources
-from .batch import BARE, RowSlots, routed
+from ..prompts import TaskSpec
+from . import generation, scoring, sources
+from .batch import BARE, RowSlots, routed, row_names
 from .methods import build_methods
 from .slots import Residency, ResidentAdapter, ResidentInfo
 
@@ -71,7 +70,7 @@ class AdapterHub:
         self._default: str | None = None
         self._scope: ContextVar[Any] = ContextVar(f"adapterhub_scope_{id(self)}", default=_UNSET)
         self._device = next(self.base.model.parameters()).device
-        weakref.finalize(self, _release_all, self._residency, self._methods)
+        weakref.finalize(self, self._residency.release_all, self._methods)
 
     # --- residency -----------------------------------------------------------------
     def load(self, ref_or_path: str | os.PathLike, *, name: str | None = None) -> ResidentInfo:
@@ -245,27 +244,43 @@ class AdapterHub:
         >>> hub.predict("Shares jumped 8% after earnings.", domain="finance")  # doctest: +SKIP
         'positive'
         """
+        scores = self.label_scores(texts, domain=domain, domains=domains, batch_size=batch_size)
+        labels = [max(row, key=row.__getitem__) for row in ([scores] if isinstance(texts, str) else scores)]
+        return labels[0] if isinstance(texts, str) else labels
+
+    def label_scores(self, texts: str | Sequence[str], *, domain: Any = _UNSET,
+                     domains: Sequence[str | None] | None = None, batch_size: int = 32) -> Any:
+        """Summed log-likelihood of every label of each row's classification adapter.
+
+        Each prompt runs once; its cache scores all of that adapter's labels
+        (:mod:`adapterhub.runtime.scoring`). :meth:`predict` picks the best.
+
+        Returns:
+            ``{label: log-likelihood}`` for one text, a list of them for a list.
+
+        Raises:
+            TaskMismatchError: a row's adapter is a generation adapter, or the bare base.
+
+        >>> hub.label_scores("Shares jumped 8%.", domain="finance")  # doctest: +SKIP
+        {'negative': -9.1, 'neutral': -6.4, 'positive': -0.2}
+        """
         single = isinstance(texts, str)
         items = [texts] if single else list(texts)
         names = self._row_names(len(items), domain, domains)
-        labels: list[str] = [""] * len(items)
+        found: list[dict[str, float]] = [{} for _ in items]
         with self._pinned(names) as rows:
             by_task: dict[TaskSpec, list[int]] = {}
             for index, entry in enumerate(rows):
-                by_task.setdefault(_classification_task(entry, names[index]), []).append(index)
+                by_task.setdefault(scoring.classification_task(entry, names[index]), []).append(index)
             for task, indices in by_task.items():
                 group = [rows[i] for i in indices]
-
-                def logits_fn(input_ids: Any, attention_mask: Any, row_sources: Sequence[int], group=group) -> Any:
-                    lora_rows, prefix = self._routing([group[source] for source in row_sources])
-                    with routed(lora_rows):
-                        return generation.forward_logits(self.base.model, input_ids, attention_mask, prefix)
-
-                found = predict_labels(logits_fn, self.tokenizer, task, [items[i] for i in indices],
-                                       batch_size=batch_size, device=self._device)
-                for index, label in zip(indices, found):
-                    labels[index] = label
-        return labels[0] if single else labels
+                scores = scoring.label_scores(
+                    self.base.model, self.tokenizer, task, [items[i] for i in indices],
+                    lambda chunk, group=group: self._routing([group[i] for i in chunk]),
+                    batch_size=batch_size, device=self._device)
+                for index, row in zip(indices, scores.tolist()):
+                    found[index] = dict(zip(task.labels, row))
+        return found[0] if single else found
 
     def logits(self, input_ids: Any, attention_mask: Any = None, *, domain: Any = _UNSET,
                domains: Sequence[str | None] | None = None) -> Any:
@@ -301,13 +316,7 @@ class AdapterHub:
             return [self.domain if domain is _UNSET else domain] * count
         if domain is not _UNSET:
             raise ConfigError("pass domain= (one adapter for all rows) or domains= (one per row), not both")
-        if isinstance(domains, str):
-            raise ConfigError(f"domains= takes one name per row, got the string {domains!r}; use domain= for all rows")
-        domains = list(domains)
-        if len(domains) != count:
-            raise ConfigError(f"got {count} inputs but {len(domains)} domains; pass one domain per input "
-                              "(None for the bare base)")
-        return domains
+        return row_names(domains, count)
 
     @contextmanager
     def _pinned(self, names: Sequence[str | None]) -> Iterator[list[ResidentAdapter | None]]:
@@ -397,18 +406,3 @@ class AdapterHub:
         return (f"AdapterHub(base={self.base.spec.name!r}, resident={self._residency.names()}, "
                 f"domain={self.domain!r})")
 
-
-def _classification_task(entry: ResidentAdapter | None, name: str | None) -> TaskSpec:
-    if entry is None:
-        raise TaskMismatchError("predict needs a classification adapter for every text, but some texts use the bare "
-                                "base (domain None); pass domain= or domains= naming classification adapters")
-    if not entry.task.is_classification:
-        raise TaskMismatchError(f"predict needs a classification adapter, but {name!r} is a {entry.task.type} "
-                                "adapter (no labels in its manifest); use hub.generate for it")
-    return entry.task
-
-
-def _release_all(residency: Residency, methods: dict[str, Any]) -> None:
-    """Free every slot of a hub that was garbage-collected without close()."""
-    for entry in residency.entries():
-        methods[entry.method].remove(entry.slot)

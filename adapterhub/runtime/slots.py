@@ -18,6 +18,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import Any
 
 from ..errors import ConfigError, MemoryBudgetError
 from ..prompts import TaskSpec
@@ -136,6 +137,11 @@ class Residency:
                 f"evicted (max_resident={limit}, memory_budget_mb={budget_mb}); raise the limits or use fewer "
                 "domains per call")
         return chosen
+
+    def release_all(self, methods: dict[str, Any]) -> None:
+        """Free every entry's slot in its method's storage (a hub collected without ``close()``)."""
+        for entry in self.entries():
+            methods[entry.method].remove(entry.slot)
 
     def report(self) -> list[ResidentInfo]:
         """Every resident adapter, most recently used first."""

@@ -99,6 +99,8 @@ class LoraLayer:
             if weights is not None:
                 weights.add_to(x, out, self.linear.bias)
             return out
+        if x.shape[0] == len(rows.slots) and self._add_row_gathered(x, out, rows):
+            return out
         for slot, index in rows.groups:  # mixed batch: one matmul pair per adapter present
             weights = self.weights.get(slot)
             if weights is None:
@@ -110,6 +112,44 @@ class LoraLayer:
                 weights.add_to(x.index_select(0, index), part, self.linear.bias)
                 out.index_copy_(0, index, part)
         return out
+
+    def _add_row_gathered(self, x: Any, out: Any, rows: Any) -> bool:
+        """Mixed batch, long rows: each row's own ``A`` and ``B`` gathered, one batched matmul pair.
+
+        ``x @ A_row.T @ B_row.T`` for every row at once (``bmm``) costs about what the
+        single-adapter path does, where one matmul pair per adapter pays a fixed overhead
+        per adapter and a gather/scatter for interleaved rows. Applies when every row
+        has a plain LoRA of one rank and dtype here and rows carry at least
+        ``_GATHER_MIN_TOKENS`` tokens (for decode steps the per-adapter loop is cheaper
+        than gathering the weights). Returns whether it handled the batch.
+        """
+        import torch
+
+        tokens = x.numel() // (x.shape[0] * x.shape[-1])
+        if tokens < _GATHER_MIN_TOKENS:
+            return False
+        per_row = [self.weights.get(slot) for slot in rows.slots]
+        first = per_row[0]
+        if first is None or first.A.dtype != out.dtype:
+            return False
+        for weights in per_row:
+            if (weights is None or weights.bias is not None or weights.dora_gain is not None
+                    or weights.A.shape != first.A.shape):
+                return False
+        distinct = {id(w): w for w in per_row}
+        if len(distinct) == 1:  # one adapter after all (e.g. the others are absent from this layer)
+            return False
+        A = torch.stack([w.A for w in per_row])  # [rows, r, in]
+        B = torch.stack([w.B for w in per_row])  # [rows, out, r]
+        x_rows = x.reshape(x.shape[0], tokens, x.shape[-1])
+        if x_rows.dtype != A.dtype:
+            x_rows = x_rows.to(A.dtype)
+        out_rows = out.view(out.shape[0], tokens, out.shape[-1])
+        out_rows.baddbmm_(torch.bmm(x_rows, A.transpose(1, 2)), B.transpose(1, 2))
+        return True
+
+
+_GATHER_MIN_TOKENS = 16
 
 
 @dataclass
