@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gc
 import statistics
+import time
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Callable
@@ -23,6 +24,8 @@ from .config import BenchConfig
 from .harness import Stats, Timer, cuda_allocated_bytes, ratio, time_interleaved
 from .sides import Side
 from .workload import forward_batch, generation_prompts, mixed_names
+
+_SETTLE_SECONDS = 1.0  # pause before a timed load series so the previous side's work has fully stopped
 
 CONTENDERS = ("ours", "peft")
 
@@ -93,6 +96,7 @@ def measure_load(ctx: BenchContext) -> dict[str, Any]:
         for side in ctx.contenders():
             side.ensure([])
             gc.collect()
+            time.sleep(_SETTLE_SECONDS)  # let the other side's idle worker threads stop spinning
             for index, adapter in enumerate(adapters):
                 series[side.label][index].append(side.load_timed(adapter, ctx.timer) * 1e3)
                 bar.update()
