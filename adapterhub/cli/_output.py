@@ -13,17 +13,23 @@ def print_json(data: Any) -> None:
     sys.stdout.write("\n")
 
 
-def print_table(rows: Iterable[Sequence[Any]], columns: Sequence[str], title: str | None = None) -> None:
-    """A rich table on stdout."""
+def print_table(rows: Iterable[Sequence[Any]], columns: Sequence[str], title: str | None = None, *,
+                no_wrap: Sequence[str] = ()) -> None:
+    """A rich table on stdout; columns named in ``no_wrap`` are never wrapped or cut.
+
+    In a terminal the table fits its width; piped into a file or another program
+    (where rich would assume 80 columns) rows stay on one line up to 200 columns.
+    """
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=title)
+    table = Table(title=title, box=box.SIMPLE_HEAD)
     for column in columns:
-        table.add_column(column)
+        table.add_column(column, no_wrap=column in no_wrap, overflow="fold")
     for row in rows:
         table.add_row(*("" if cell is None else str(cell) for cell in row))
-    Console().print(table)
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
 
 
 def print_fields(fields: dict[str, Any]) -> None:

@@ -25,7 +25,7 @@ def _quickstart(args: argparse.Namespace) -> int:
         return 0
     rows = [(domain, text, label) for domain, pairs in report["answers"].items() for text, label in pairs]
     print_table(rows, ["domain", "fresh input", "answer"], title="Each domain on fresh inputs")
-    print_table(report["mixed"], ["row's domain", "input", "answer"], title="One mixed batch, one forward per step")
+    print_table(report["mixed"], ["row's domain", "input", "answer"], title="One mixed batch: three domains, one forward over the prompts")
     def pct(value):
         return "n/a" if value is None else f"{value:.1%}"
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from ._output import human_bytes, print_fields, print_json, print_table
 
-LIST_COLUMNS = ("ref", "domain", "method", "task", "tags", "base", "created", "description")
+LIST_COLUMNS = ("ref", "domain", "method", "task", "tags", "base", "created")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -68,7 +68,12 @@ def _registry(args: argparse.Namespace) -> Any:
 
 def _task_label(task: dict[str, Any]) -> str:
     labels = task.get("labels") or []
-    return f"{task.get('type')}({len(labels)})" if labels else str(task.get("type"))
+    return f"{task.get('type')} ({len(labels)} labels)" if labels else str(task.get("type"))
+
+
+def _short_base(fingerprint: str | None) -> str | None:
+    """``llama-30L-576h-49152v-8a6518d10d79b728`` -> ``llama-30L-576h-49152v-8a6518d1``: enough to tell bases apart."""
+    return fingerprint[:-8] if fingerprint and len(fingerprint) > 30 else fingerprint
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -80,8 +85,10 @@ def _list(args: argparse.Namespace) -> int:
         print(f"no adapters in {registry.root}; add one with `adapterhub registry import DIR --name NAME`")
     else:
         rows = [(r.ref, r.domain, r.method, _task_label(r.manifest["task"]), ",".join(r.tags),
-                 r.base_fingerprint or r.manifest["base"].get("name"), r.created[:16].replace("T", " "), r.description) for r in records]
-        print_table(rows, LIST_COLUMNS, title=f"registry {registry.root}")
+                 _short_base(r.base_fingerprint or r.manifest["base"].get("name")), r.created[:16].replace("T", " "))
+                for r in records]
+        print_table(rows, LIST_COLUMNS, title=f"registry {registry.root} (details: adapterhub registry show REF)",
+                    no_wrap=LIST_COLUMNS)
     return 0
 
 

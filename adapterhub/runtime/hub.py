@@ -267,19 +267,12 @@ class AdapterHub:
         single = isinstance(texts, str)
         items = [texts] if single else list(texts)
         names = self._row_names(len(items), domain, domains)
-        found: list[dict[str, float]] = [{} for _ in items]
         with self._pinned(names) as rows:
-            by_task: dict[TaskSpec, list[int]] = {}
-            for index, entry in enumerate(rows):
-                by_task.setdefault(scoring.classification_task(entry, names[index]), []).append(index)
-            for task, indices in by_task.items():
-                group = [rows[i] for i in indices]
-                scores = scoring.label_scores(
-                    self.base.model, self.tokenizer, task, [items[i] for i in indices],
-                    lambda chunk, group=group: self._routing([group[i] for i in chunk]),
-                    batch_size=batch_size, device=self._device)
-                for index, row in zip(indices, scores.tolist()):
-                    found[index] = dict(zip(task.labels, row))
+            tasks = [scoring.classification_task(entry, name) for entry, name in zip(rows, names)]
+            scores = scoring.label_scores(self.base.model, self.tokenizer, tasks, items,
+                                          lambda chunk: self._routing([rows[i] for i in chunk]),
+                                          batch_size=batch_size, device=self._device)
+        found = [dict(zip(task.labels, row)) for task, row in zip(tasks, scores)]
         return found[0] if single else found
 
     def logits(self, input_ids: Any, attention_mask: Any = None, *, domain: Any = _UNSET,

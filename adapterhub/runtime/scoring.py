@@ -1,20 +1,20 @@
-"""Label scoring for ``predict``: every prompt runs once and its cache serves all the labels.
+"""Label scoring for ``predict``: every prompt runs once and its cache serves all its labels.
 
 A classification adapter's answer is the label with the highest summed
 log-likelihood after the rendered prompt (the score
 :func:`adapterhub.prompts.score_labels` defines). Scoring ``prompt + label`` as
 one row per label would run each prompt once per label and project every
-position onto the vocabulary. Here a chunk of prompts runs once (left-padded,
-behind any prefix adapter's cache), the vocabulary head only at each prompt's
-last position; that position scores every label's first token. The cache is then
-repeated once per label in place and the labels' remaining tokens continue from
-it, all labels of all texts in one forward::
+position onto the vocabulary. Here a chunk of prompts — rows of any adapters and
+tasks, each rendered with its own template — runs once (left-padded, behind any
+prefix adapter's cache), the vocabulary head only at each prompt's last position;
+that position scores the first token of every label. Each row's cache is then
+repeated once per label of its task and the labels' remaining tokens continue
+from it, all labels of all rows in one forward::
 
-    pass 1: [texts, prompt]           -> log p(first label token)        (head at 1 position)
-    pass 2: [texts * labels, label-1] -> log p(each later label token)   (cache repeated per label)
+    pass 1: [rows, prompt]                 -> log p(first label token)   (head at 1 position)
+    pass 2: [sum of label counts, label-1] -> log p(each later token)    (cache rows repeated per label)
 
-Rows keep their adapters through both passes: the LoRA routing expands
-``texts -> texts * labels`` the way beams do (:meth:`RowSlots.for_batch`).
+Rows keep their adapters through both passes: the LoRA routing follows the repeat.
 """
 
 from __future__ import annotations
@@ -23,43 +23,55 @@ from typing import Any, Callable, Sequence
 
 from ..errors import TaskMismatchError
 from ..prompts import TaskSpec, answer_ids, prompt_ids, render_prompt
-from .batch import routed
+from .batch import RowSlots, routed
 from .generation import left_pad, prefixed_inputs
 from .slots import ResidentAdapter
 
 Routing = Callable[[Sequence[int]], tuple[Any, Any]]
-"""``routing(text_indices) -> (RowSlots or None, PrefixBatch or None)`` for those texts' rows."""
+"""``routing(row_indices) -> (RowSlots or None, PrefixBatch or None)`` for those rows."""
 
 
-def label_scores(model: Any, tokenizer: Any, task: TaskSpec, texts: Sequence[str], routing: Routing, *,
-                 batch_size: int = 32, device: Any = "cpu") -> Any:
-    """Summed log-likelihood of each label after each text's prompt.
+def label_scores(model: Any, tokenizer: Any, tasks: Sequence[TaskSpec], texts: Sequence[str], routing: Routing, *,
+                 batch_size: int = 32, device: Any = "cpu") -> list[list[float]]:
+    """Summed log-likelihood of each label of each row's task, after that row's prompt.
 
     Args:
         model: the base causal LM (its adapter layers follow the routing).
         tokenizer: the base tokenizer.
-        task: a classification task (labels, template, system prompt).
-        texts: the inputs.
-        routing: gives the routing of a chunk of texts (see :data:`Routing`).
-        batch_size: label rows (texts × labels) per forward pass.
+        tasks: one classification task per row (labels, template, system prompt).
+        texts: one input per row.
+        routing: gives the routing of a chunk of rows (see :data:`Routing`).
+        batch_size: label rows (rows × their labels) per forward pass (a row with more labels
+            than this still runs, alone).
         device: where the model runs.
 
     Returns:
-        A float32 tensor ``[len(texts), len(task.labels)]`` on CPU.
+        Per row, the scores of its task's labels in label order.
     """
     import torch
 
-    labels = [answer_ids(tokenizer, label) for label in task.labels]
-    prompts = [prompt_ids(tokenizer, render_prompt(tokenizer, task, text)) for text in texts]
+    label_ids = {task: [answer_ids(tokenizer, label) for label in task.labels] for task in dict.fromkeys(tasks)}
+    prompts = [prompt_ids(tokenizer, render_prompt(tokenizer, task, text)) for task, text in zip(tasks, texts)]
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    per_pass = max(1, batch_size // len(labels))
-    scores = torch.empty(len(texts), len(labels), dtype=torch.float32)
+    scores: list[list[float]] = []
     with torch.inference_mode():
-        for start in range(0, len(texts), per_pass):
-            chunk = list(range(start, min(start + per_pass, len(texts))))
-            scores[start:start + len(chunk)] = _score_chunk(model, [prompts[i] for i in chunk], labels,
-                                                            routing(chunk), pad_id=pad_id, device=device)
+        for chunk in _chunks([len(task.labels) for task in tasks], batch_size):
+            scores.extend(_score_chunk(model, [prompts[i] for i in chunk], [label_ids[tasks[i]] for i in chunk],
+                                       routing(chunk), pad_id=pad_id, device=device))
     return scores
+
+
+def _chunks(label_counts: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Consecutive row indices grouped so each group's label rows stay within ``batch_size``."""
+    chunks: list[list[int]] = []
+    total = 0
+    for row, count in enumerate(label_counts):
+        if not chunks or total + count > batch_size:
+            chunks.append([])
+            total = 0
+        chunks[-1].append(row)
+        total += count
+    return chunks
 
 
 def classification_task(entry: ResidentAdapter | None, name: str | None) -> TaskSpec:
@@ -73,8 +85,9 @@ def classification_task(entry: ResidentAdapter | None, name: str | None) -> Task
     return entry.task
 
 
-def _score_chunk(model: Any, prompts: list[list[int]], labels: list[list[int]], routing: tuple[Any, Any], *,
-                 pad_id: int, device: Any) -> Any:
+def _score_chunk(model: Any, prompts: list[list[int]], labels: list[list[list[int]]], routing: tuple[Any, Any], *,
+                 pad_id: int, device: Any) -> list[list[float]]:
+    """Scores of ``labels[i]`` (token ids per label) after ``prompts[i]``, for one chunk of rows."""
     import torch
     from transformers import DynamicCache
 
@@ -83,27 +96,35 @@ def _score_chunk(model: Any, prompts: list[list[int]], labels: list[list[int]], 
     mask, positions, cache = prefixed_inputs(attention_mask, prefix)
     if cache is None:
         cache = DynamicCache(config=model.config)
+    pairs = [(row, ids) for row, row_labels in enumerate(labels) for ids in row_labels]  # one per label row
+    source = torch.tensor([row for row, _ in pairs], device=device)
     with routed(lora_rows):
         last = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, cache=cache,
                      use_cache=True, logits_to_keep=1).logits[:, -1]
-        scores = torch.log_softmax(last.float(), dim=-1)[:, [ids[0] for ids in labels]]  # [texts, labels]
-        width = max(len(ids) for ids in labels) - 1
-        if width == 0:
-            return scores.cpu()
-        count = len(labels)
-        fed = torch.full((count, width), pad_id, dtype=torch.long)  # tokens fed: label[:-1]
-        targets = torch.zeros((count, width), dtype=torch.long)  # tokens scored: label[1:]
-        label_mask = torch.zeros((count, width), dtype=torch.long)
-        for row, ids in enumerate(labels):
-            fed[row, :len(ids) - 1] = torch.tensor(ids[:-1])
-            targets[row, :len(ids) - 1] = torch.tensor(ids[1:])
-            label_mask[row, :len(ids) - 1] = 1
-        texts = len(prompts)
-        fed, targets, label_mask = (t.repeat(texts, 1).to(device) for t in (fed, targets, label_mask))
-        cache.batch_repeat_interleave(count)  # row t * count + j: text t, label j
-        starts = (positions[:, -1] + 1).repeat_interleave(count)
-        logits = model(input_ids=fed, attention_mask=torch.cat([mask.repeat_interleave(count, 0), label_mask], 1),
-                       position_ids=starts[:, None] + torch.arange(width, device=device), cache=cache,
-                       use_cache=True).logits
-    later = torch.log_softmax(logits.float(), dim=-1).gather(-1, targets[..., None]).squeeze(-1)
-    return (scores + (later * label_mask).sum(-1).view(texts, count)).cpu()
+    first = torch.log_softmax(last.float(), dim=-1)
+    scores = first[source, torch.tensor([ids[0] for _, ids in pairs], device=device)]  # [label rows]
+    width = max(len(ids) for _, ids in pairs) - 1
+    if width > 0:
+        fed = torch.full((len(pairs), width), pad_id, dtype=torch.long)  # tokens fed: label[:-1]
+        targets = torch.zeros((len(pairs), width), dtype=torch.long)  # tokens scored: label[1:]
+        label_mask = torch.zeros((len(pairs), width), dtype=torch.long)
+        for index, (_, ids) in enumerate(pairs):
+            fed[index, :len(ids) - 1] = torch.tensor(ids[:-1])
+            targets[index, :len(ids) - 1] = torch.tensor(ids[1:])
+            label_mask[index, :len(ids) - 1] = 1
+        fed, targets, label_mask = fed.to(device), targets.to(device), label_mask.to(device)
+        cache.batch_select_indices(source)  # label row k continues row source[k]'s cache
+        label_rows = None if lora_rows is None else RowSlots.build([lora_rows.slots[row] for row, _ in pairs],
+                                                                   device=device)
+        with routed(label_rows):
+            logits = model(input_ids=fed, attention_mask=torch.cat([mask[source], label_mask], dim=1),
+                           position_ids=positions[source, -1:] + 1 + torch.arange(width, device=device),
+                           cache=cache, use_cache=True).logits
+        later = torch.log_softmax(logits.float(), dim=-1).gather(-1, targets[..., None]).squeeze(-1)
+        scores = scores + (later * label_mask).sum(-1)
+    flat = scores.cpu().tolist()
+    result, start = [], 0
+    for row_labels in labels:
+        result.append(flat[start:start + len(row_labels)])
+        start += len(row_labels)
+    return result
