@@ -13,7 +13,7 @@ import threading
 import pytest
 import torch
 
-from adapterhub.runtime import AdapterHub, generation
+from adapterhub.runtime import AdapterHub
 from adapterhub.runtime.testing import load_peft, make_random_adapters
 
 ATOL = 1e-4
@@ -83,17 +83,17 @@ def model_for(name, peft_models, tiny_base):
 
 
 @pytest.fixture
-def captured_tokens(monkeypatch):
-    """The new token ids each hub.generate call produced (pad/eos tails stripped)."""
+def captured_tokens(monkeypatch, tiny_base):
+    """The new token ids of each hub.generate call, in the caller's row order, as they go to decoding."""
     calls = []
-    original = generation.generate_tokens
+    tokenizer = tiny_base.tokenizer
+    original = tokenizer.batch_decode
 
-    def spy(*args, **kwargs):
-        tokens = original(*args, **kwargs)
+    def spy(tokens, *args, **kwargs):
         calls.append(tokens)
-        return tokens
+        return original(tokens, *args, **kwargs)
 
-    monkeypatch.setattr(generation, "generate_tokens", spy)
+    monkeypatch.setattr(tokenizer, "batch_decode", spy)
     return calls
 
 

@@ -211,6 +211,9 @@ class AdapterHub:
         generate_kwargs.setdefault("do_sample", False)
         generate_kwargs.setdefault("pad_token_id", self.tokenizer.pad_token_id)
         with self._pinned(names) as rows:
+            # rows of one adapter side by side: each layer's update then works on views, not gathered copies
+            order = sorted(range(len(rows)), key=lambda i: BARE if rows[i] is None else rows[i].slot)
+            rows, prompts = [rows[i] for i in order], [prompts[i] for i in order]
             tasks = [entry.task if entry else TaskSpec() for entry in rows]
             input_ids, attention_mask = generation.left_pad(
                 generation.encode(self.tokenizer, prompts, tasks, chat=chat),
@@ -220,8 +223,11 @@ class AdapterHub:
             with routed(lora_rows), torch.inference_mode():
                 new_tokens = generation.generate_tokens(self.base.model, input_ids, attention_mask, prefix,
                                                         max_new_tokens=max_new_tokens, **generate_kwargs)
-        texts = [text.strip() for text in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
         per_prompt = int(generate_kwargs.get("num_return_sequences") or 1)
+        position = {index: sorted_at for sorted_at, index in enumerate(order)}
+        back = [position[index] * per_prompt + k for index in range(len(order)) for k in range(per_prompt)]
+        new_tokens = new_tokens[torch.tensor(back, device=new_tokens.device)]  # the caller's row order again
+        texts = [text.strip() for text in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
         answers: list[Any] = texts if per_prompt == 1 else [texts[i:i + per_prompt]
                                                             for i in range(0, len(texts), per_prompt)]
         return answers[0] if single else answers
