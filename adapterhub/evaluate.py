@@ -1,8 +1,8 @@
 """Evaluation: loss and perplexity on the supervised tokens; accuracy and per-label F1 by label scoring.
 
 Classification is never judged by parsing generated text: every label is
-scored by its log-likelihood after the prompt (:func:`adapterhub.prompts.score_labels`,
-the same code the runtime's ``predict`` uses) and the best label wins.
+scored by its log-likelihood after the prompt (the score :func:`adapterhub.prompts.score_labels`
+defines, computed by the same code as the runtime's ``predict``) and the best label wins.
 
 >>> label_metrics(["a", "b", "b"], ["a", "b", "a"], labels=("a", "b"))["accuracy"]
 0.6667
@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 from .batching import collate, plan_batches
 from .data import Example, Split
-from .prompts import LogitsFn, TaskSpec, predict_labels, prompt_ids, render_prompt
+from .prompts import TaskSpec
 
 
 def loss_metrics(model: Any, examples: Sequence[Example], *, pad_id: int, batch_size: int = 32,
@@ -72,50 +72,48 @@ def label_metrics(predictions: Sequence[str], references: Sequence[str], *, labe
 
 def classify(model: Any, tokenizer: Any, task: TaskSpec, texts: Sequence[str], *, batch_size: int = 32,
              device: Any = "cpu") -> list[str]:
-    """The best-scoring label for each text (:func:`adapterhub.prompts.predict_labels`).
+    """The best-scoring label for each text (see :func:`label_score_matrix`).
 
     ``model`` is a ``PeftModel`` or a plain causal LM (the bare base).
     """
+    scores = label_score_matrix(model, tokenizer, task, texts, batch_size=batch_size, device=device)
+    return [task.labels[int(i)] for i in scores.argmax(dim=-1)]
+
+
+def label_score_matrix(model: Any, tokenizer: Any, task: TaskSpec, texts: Sequence[str], *, batch_size: int = 32,
+                       device: Any = "cpu") -> Any:
+    """Summed log-likelihood of every label after every text's prompt, ``[texts, labels]`` float32.
+
+    The scores of :func:`adapterhub.prompts.score_labels` (one full forward per text and
+    label), computed the way the runtime's ``predict`` computes them
+    (:func:`adapterhub.runtime.scoring.label_scores`): each prompt runs once, batched, and
+    its cache serves all the labels. A PEFT LoRA adapter is simply active in the model; a
+    PEFT prefix enters as the cache in front of every prompt, as PEFT's own forward puts it.
+    """
     import torch
+
+    from .lm_loss import causal_lm
+    from .runtime.methods.prefix import PrefixBatch
+    from .runtime.scoring import label_scores
+
+    config = getattr(model, "active_peft_config", None)
+
+    def routing(rows: Sequence[int]) -> tuple[Any, Any]:
+        if not getattr(config, "is_prompt_learning", False):
+            return None, None
+        tokens = config.num_virtual_tokens
+        return None, PrefixBatch(cache=model.get_prompt(len(rows)),
+                                 mask=torch.ones(len(rows), tokens, dtype=torch.long, device=device),
+                                 lengths=torch.full((len(rows),), tokens, dtype=torch.long, device=device))
 
     was_training = model.training
     model.eval()
     try:
-        with torch.inference_mode():
-            return predict_labels(prompt_once_logits_fn(model, tokenizer, task, texts), tokenizer, task, list(texts),
-                                  batch_size=batch_size, device=device)
+        scores = label_scores(causal_lm(model), tokenizer, [task] * len(texts), list(texts), routing,
+                              batch_size=batch_size, device=device)
     finally:
         model.train(was_training)
-
-
-def prompt_once_logits_fn(model: Any, tokenizer: Any, task: TaskSpec, texts: Sequence[str]) -> LogitsFn:
-    """A :data:`~adapterhub.prompts.LogitsFn` for :func:`~adapterhub.prompts.score_labels` that runs each prompt once.
-
-    Every label of a text is scored after the same prompt, so the prompt runs once per
-    text and its keys/values serve all of that text's label rows
-    (:func:`~adapterhub.lm_loss.decoder_hidden_states` with ``shared_prefix``): the scores
-    of one full forward per row, for a fraction of the compute. Logits before a prompt's
-    last token are left at zero (``score_labels`` never reads them).
-    """
-    from .lm_loss import causal_lm, decoder_hidden_states
-
-    head = causal_lm(model).get_output_embeddings()
-    prompt_lengths = [len(prompt_ids(tokenizer, render_prompt(tokenizer, task, text))) for text in texts]
-
-    def logits_fn(input_ids: Any, attention_mask: Any, sources: Sequence[int]) -> Any:
-        logits = None  # [rows, T, V]
-        for source in dict.fromkeys(sources):
-            rows = [row for row, owner in enumerate(sources) if owner == source]
-            cut = prompt_lengths[source] - 1  # labels are scored from the last prompt position on
-            hidden = decoder_hidden_states(model, input_ids[rows, cut:], attention_mask[rows, cut:], None,
-                                           shared_prefix=input_ids[rows[0], :cut] if cut > 0 else None)
-            part = head(hidden).float()
-            if logits is None:
-                logits = part.new_zeros(*input_ids.shape, part.shape[-1])
-            logits[rows, cut:] = part
-        return logits
-
-    return logits_fn
+    return torch.tensor(scores, dtype=torch.float32).view(len(texts), len(task.labels))
 
 
 def evaluate_split(model: Any, tokenizer: Any, task: TaskSpec, split: Split, *, batch_size: int = 32,

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from adapterhub.data import Split, encode_split
-from adapterhub.evaluate import (classify, evaluate_split, label_metrics, loss_metrics, prompt_once_logits_fn,
+from adapterhub.evaluate import (classify, evaluate_split, label_metrics, label_score_matrix, loss_metrics,
                                  zero_shot_metrics)
 from adapterhub.prompts import TaskSpec, score_labels
 from tests.recipe_helpers import LABELS, classification_rows
@@ -104,7 +104,7 @@ def test_zero_shot_uses_the_bare_base(tiny_base, split):
 
 
 @pytest.mark.parametrize("method", ["lora", "prefix", "bare"])
-def test_prompt_once_scoring_equals_a_full_forward_per_row(tiny_llama_dir, method):
+def test_label_score_matrix_equals_a_full_forward_per_row(tiny_llama_dir, method):
     from peft import LoraConfig, PrefixTuningConfig, get_peft_model
 
     from adapterhub import load_base
@@ -117,8 +117,7 @@ def test_prompt_once_scoring_equals_a_full_forward_per_row(tiny_llama_dir, metho
                                                                               task_type="CAUSAL_LM")),
              "bare": lambda: base.model}[method]()
     texts = [row["text"] for row in classification_rows(5)]
-    fast = prompt_once_logits_fn(model, base.tokenizer, TASK, texts)
     with torch.no_grad():
         expected = _scores(model, base.tokenizer, texts)
-        scores = score_labels(fast, base.tokenizer, TASK, texts, batch_size=3)  # batches split a text's rows
+    scores = label_score_matrix(model, base.tokenizer, TASK, texts, batch_size=4)  # several passes
     torch.testing.assert_close(scores, expected, rtol=1e-4, atol=1e-4)
