@@ -89,6 +89,9 @@ def label_score_matrix(model: Any, tokenizer: Any, task: TaskSpec, texts: Sequen
     (:func:`adapterhub.runtime.scoring.label_scores`): each prompt runs once, batched, and
     its cache serves all the labels. A PEFT LoRA adapter is simply active in the model; a
     PEFT prefix enters as the cache in front of every prompt, as PEFT's own forward puts it.
+
+    >>> label_score_matrix(peft_model, tokenizer, task, ["Shares jumped 8%."]).shape  # doctest: +SKIP
+    torch.Size([1, 3])
     """
     import torch
 

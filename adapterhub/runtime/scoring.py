@@ -47,6 +47,9 @@ def label_scores(model: Any, tokenizer: Any, tasks: Sequence[TaskSpec], texts: S
 
     Returns:
         Per row, the scores of its task's labels in label order.
+
+    >>> label_scores(base.model, base.tokenizer, [task], ["Shares jumped 8%."], lambda rows: (None, None))  # doctest: +SKIP
+    [[-0.21, -6.4, -9.1]]
     """
     import torch
 
