@@ -1,7 +1,8 @@
 """The main job: three domain adapters on one resident base, end to end.
 
-``run()`` fetches the default base, trains the shipped medical, finance and
-legal recipes into the registry when they are not there yet, loads all three
+``run()`` fetches the base the recipes train on (the embedded default for the
+shipped ones), trains the medical, finance and legal recipes into the registry
+when they are not there yet, loads all three
 onto one :class:`~adapterhub.runtime.AdapterHub`, lets each domain answer fresh
 inputs, runs one mixed-domain batch, and reports validation accuracy and the
 measured load and switch times. A second run reuses the registered adapters.
@@ -73,19 +74,21 @@ def run(*, recipes: str | Path | None = None, registry: Any = None, say: Callabl
 
     Returns:
         ``{"trained": [...], "load_ms": {...}, "switch_us": {...}, "answers": {...},
-        "mixed": [...], "accuracy": {...}, "live_accuracy": {...}, "base_accuracy": {...}}``.
+        "mixed": [...], "accuracy": {...}, "live_accuracy": {...}, "base_accuracy": {...}, "live_rows": int}``.
     """
     from .base import load_base
+    from .recipe import load_recipe
     from .registry import Registry
     from .runtime import AdapterHub
     from .train import train
 
     folder = Path(recipes) if recipes is not None else recipes_dir()
     registry = registry if isinstance(registry, Registry) else Registry(registry)
-    report: dict[str, Any] = {"trained": [], "registry": str(registry.root)}
+    report: dict[str, Any] = {"trained": [], "registry": str(registry.root), "live_rows": live_rows}
 
-    say("1/5 base: fetching and loading the default base (once) ...")
-    base = load_base(progress=progress)
+    served = load_recipe(folder / f"{DOMAINS[0]}.yaml").base  # the base the recipes train on (the default one)
+    say(f"1/5 base: fetching and loading {served.model} (once) ...")
+    base = load_base(served.model, dtype=served.dtype, device=served.device, progress=progress)
     for domain in DOMAINS:
         if any(record.name == domain for record in registry.list()):
             say(f"2/5 {domain}: already registered as {registry.get(domain).ref}")

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import signal
+import sys
 import threading
 import time
 from contextlib import nullcontext
@@ -369,7 +370,7 @@ class Trainer:
 
     def _note(self, message: str) -> None:
         if self.progress and self._bar is not None:
-            self._bar.write(message)
+            self._bar.write(message, file=sys.stderr)  # beside the bar, off stdout (which --json keeps clean)
 
     # --- 4. cleanup -----------------------------------------------------------------------------------------
     def cleanup(self) -> None:
