@@ -52,6 +52,20 @@ def test_predict_prints_one_label_per_text(capsys, tiny_llama_dir, adapters, reg
     assert len(lines) == 2 and all(line.split("\t")[0] in SENTIMENT.labels for line in lines)
 
 
+def test_predict_reports_each_labels_score_and_share(capsys, tiny_llama_dir, adapters, registry_root):
+    texts = ["Shares jumped.", "Revenue fell."]
+    code, out, _ = run(capsys, "predict", "--base", tiny_llama_dir, "--domain", adapters["finance"], "--json", *texts)
+    results = json.loads(out)
+    assert code == 0 and [r["text"] for r in results] == texts
+    for result in results:
+        assert set(result["scores"]) == set(result["probabilities"]) == set(SENTIMENT.labels)
+        assert result["label"] == max(result["scores"], key=result["scores"].get)
+        assert sum(result["probabilities"].values()) == pytest.approx(1, abs=1e-3)
+    code, out, _ = run(capsys, "predict", "--base", tiny_llama_dir, "--domain", adapters["finance"], "--scores", texts[0])
+    label, text, shares = out.strip().split("\t")
+    assert label == results[0]["label"] and text == texts[0] and shares.startswith(f"{label}=")
+
+
 @pytest.mark.parametrize("argv, message", [
     (["predict", "--domain", "nope", "text"], "unknown domain 'nope'"),
     (["generate", "--domain", "/no/such/adapter", "hi"], "unknown domain"),

@@ -7,6 +7,7 @@ registry name or reference (``legal``, ``legal@2``) or a PEFT adapter directory.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from typing import Any
 
@@ -38,7 +39,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     predict.add_argument("text", nargs="+", help="text(s) to classify")
     predict.add_argument("--domain", required=True, help="the classification adapter")
     _hub_options(predict)
-    predict.add_argument("--json", action="store_true", help="print JSON")
+    predict.add_argument("--scores", action="store_true", help="also print each label's share of the probability")
+    predict.add_argument("--json", action="store_true", help="print JSON (label, per-label log-likelihoods and shares)")
     predict.set_defaults(handler=_predict)
 
     chat = subparsers.add_parser("chat", help="interactive REPL; /domain NAME switches adapters")
@@ -81,13 +83,27 @@ def _generate(args: argparse.Namespace) -> int:
 
 def _predict(args: argparse.Namespace) -> int:
     hub = _hub(args)
-    labels = hub.predict(args.text, domain=args.domain)
+    results = []
+    for text, scores in zip(args.text, hub.label_scores(args.text, domain=args.domain)):
+        shares = _label_shares(scores)
+        results.append({"text": text, "domain": args.domain, "label": max(scores, key=scores.get),
+                        "scores": scores, "probabilities": shares})
     if args.json:
-        print_json([{"text": t, "domain": args.domain, "label": label} for t, label in zip(args.text, labels)])
-    else:
-        for text, label in zip(args.text, labels):
-            print(f"{label}\t{text}")
+        print_json(results)
+        return 0
+    for result in results:
+        ranked = sorted(result["probabilities"].items(), key=lambda item: -item[1])
+        detail = "\t" + " ".join(f"{label}={share:.2f}" for label, share in ranked) if args.scores else ""
+        print(f"{result['label']}\t{result['text']}{detail}")
     return 0
+
+
+def _label_shares(scores: dict[str, float]) -> dict[str, float]:
+    """Softmax over the labels' summed log-likelihoods: how the adapter splits its belief among its labels."""
+    top = max(scores.values())
+    weights = {label: math.exp(score - top) for label, score in scores.items()}
+    total = sum(weights.values())
+    return {label: round(weight / total, 4) for label, weight in weights.items()}
 
 
 def _chat(args: argparse.Namespace) -> int:
