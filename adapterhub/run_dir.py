@@ -15,6 +15,7 @@ True
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from pathlib import Path
@@ -36,12 +37,24 @@ def default_run_dir(name: str) -> Path:
 
 
 def new_run_dir(name: str, requested: str | Path | None) -> Path:
-    """Create the folder of a new run: ``requested`` if given, else :func:`default_run_dir`.
+    """Create the folder of a new run: ``requested`` if given, else a fresh :func:`default_run_dir`.
+
+    Two runs of one recipe started within the same second get ``...-HHMMSS`` and
+    ``...-HHMMSS-2`` (the folder is claimed with an exclusive ``mkdir``).
 
     Raises:
         TrainingError: ``requested`` already holds checkpoints (resume it or pick another folder).
     """
-    path = Path(requested) if requested else default_run_dir(name)
+    if not requested:
+        stamped = default_run_dir(name)
+        for attempt in itertools.count(1):
+            path = stamped if attempt == 1 else stamped.with_name(f"{stamped.name}-{attempt}")
+            try:
+                path.mkdir(parents=True)
+                return path
+            except FileExistsError:
+                continue
+    path = Path(requested)
     if latest_checkpoint(path) is not None:
         raise TrainingError(f"run directory {path} already has checkpoints; continue it with --resume, "
                             "or choose another --run-dir")

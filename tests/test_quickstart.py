@@ -29,7 +29,8 @@ def recipes(tiny_llama_dir, tmp_path_factory):
     return folder
 
 
-def test_first_run_trains_the_three_recipes_and_a_second_run_reuses_them(recipes, tmp_path):
+def test_first_run_trains_the_three_recipes_and_a_second_run_reuses_them(recipes, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # run folders (runs/) land here
     registry = Registry(tmp_path / "registry")
     lines = []
     first = run(recipes=recipes, registry=registry, say=lines.append, progress=False)
@@ -50,7 +51,8 @@ def test_first_run_trains_the_three_recipes_and_a_second_run_reuses_them(recipes
     assert len(registry.list()) == 3  # nothing registered twice
 
 
-def test_cli_prints_the_report_as_json(recipes, tmp_path, capsys):
+def test_cli_prints_the_report_as_json(recipes, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     assert main(["quickstart", "--recipes", str(recipes), "--registry", str(tmp_path / "r"), "--json"]) == 0
     captured = capsys.readouterr()
     report = json.loads(captured.out)  # progress lines went to stderr

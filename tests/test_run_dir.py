@@ -31,6 +31,14 @@ def test_resume_picks_the_newest_run_with_a_checkpoint(tmp_path, monkeypatch):
         runs.find_resumable("fin", "runs/fin-20260103-000000")
 
 
+def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(runs.time, "strftime", lambda _format: "20260101-000000")
+    folders = [runs.new_run_dir("fin", None) for _ in range(3)]
+    assert [folder.name for folder in folders] == ["fin-20260101-000000", "fin-20260101-000000-2",
+                                                   "fin-20260101-000000-3"]
+
+
 @pytest.mark.parametrize("change, blocks", [
     ({"training": {"lr": 5e-4, "eval_base": False}}, "training.lr"),
     ({"training": {"lr": 1e-3, "eval_base": True}}, None),
