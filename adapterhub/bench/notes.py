@@ -15,18 +15,23 @@ _NOISE = ("Figures are medians, so a single stall is discarded, but a machine sh
 MISSED_NOTES: dict[str, str] = {
     "switch": "`hub.switch` only records which slot un-routed rows use (well under a microsecond); a miss means "
               "per-call work (module traversal, allocation, lock contention) crept into it.",
-    "load_first": "a 20 MB load is ~8 ms reading the file, ~11 ms sha256 verification, ~5 ms deserialising and "
-                  "~7 ms filling the per-layer slots (~30 ms on a quiet CPU). Skipping re-hashing of files already "
-                  f"verified (by mtime and size) would close most of a real miss. {_NOISE}",
+    "load_first": "a 20 MB load is ~10 ms reading the file, ~11 ms sha256 verification, ~5 ms deserialising and "
+                  "~5 ms filling the per-layer slots (~30 ms on a quiet CPU); worker threads of other torch work "
+                  "still spinning on the cores can double it (the bench pauses 1 s before each series). Skipping "
+                  "re-hashing of files already verified (by mtime and size) would close most of a real miss. "
+                  f"{_NOISE}",
     "load_last": f"see the 1st load: the same work, nothing scales with the number resident. {_NOISE}",
     "load_flat": "a load touches only its own slot; a later load slower than the first means something scans or "
                  f"re-allocates every resident slot. {_NOISE}",
     "forward_single": "r=16 LoRA on every linear layer adds ~3.6% to the base's multiply-adds (4.9M vs 134M per "
-                      "token), and rank-16 matmuls run well below the CPU's peak rate, so ≤ 1.05× leaves almost "
-                      "nothing for overhead on CPU. Merging the adapter into the base weights while a batch uses "
-                      f"one adapter only would make it 1.0× (at the cost of an un-merge on switch). {_NOISE}",
-    "forward_mixed_8": "each row pays its own adapter's delta; gathering rows per adapter adds copies that a fused "
-                       f"segmented kernel (S-LoRA / Punica style) would avoid. {_NOISE}",
+                      "token); on CPU the thin `x @ A.T` matmuls run at ~40% of the base GEMM's rate and each "
+                      "`addmm_` re-reads and re-writes the layer's output (memory-bound), which puts the ratio at "
+                      "1.04-1.07× on a quiet 2-core CPU. A fused kernel (base GEMM with the low-rank update in its "
+                      "epilogue) would close it; merging the adapter into the shared base weights would not do, "
+                      f"since concurrent calls use other adapters. {_NOISE}",
+    "forward_mixed_8": "long rows gather each row's A and B into one batched matmul pair per layer; the gather "
+                       "copies rows × adapter weights per layer, which a segmented kernel (S-LoRA / Punica style) "
+                       f"reads in place. {_NOISE}",
     "generation": "decode steps are tiny, so per-step Python overhead (routing set-up, hooks) weighs more than "
                   "the matmuls; see the forward ratios for the per-token cost.",
     "training_speed": "the gain comes from computing the LM head only at supervised positions and from length-"
