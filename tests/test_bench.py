@@ -183,3 +183,13 @@ def test_child_peak_memory_is_its_own():
     ballast = b"\x01" * 300_000_000  # touched pages: the parent's peak is now above 300 MB
     child_peak = run_isolated("adapterhub.memory:peak_rss_bytes", {})
     assert child_peak < 200_000_000 < len(ballast) < peak_rss_bytes()
+
+
+def test_training_reports_the_median_run_and_the_highest_peak():
+    from adapterhub.bench.training import _median_run
+
+    runs = [{"tokens_per_s": 100.0, "peak_bytes": 5, "seconds": 3.0}, {"tokens_per_s": 300.0, "peak_bytes": 9,
+            "seconds": 1.0}, {"tokens_per_s": 200.0, "peak_bytes": 7, "seconds": 2.0}]
+    median = _median_run(runs)
+    assert median["tokens_per_s"] == 200.0 and median["seconds"] == 2.0 and median["peak_bytes"] == 9
+    assert median["tokens_per_s_runs"] == [100.0, 300.0, 200.0]

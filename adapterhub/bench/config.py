@@ -49,6 +49,7 @@ class BenchConfig:
         generation_new_tokens: new tokens per row (generation runs exactly this long).
         memory_counts: resident adapter counts for the memory comparison.
         train_steps, train_batch, train_max_length: the training comparison's size.
+        train_repeats: runs per trainer, alternating ours / PEFT (the median run is reported).
         train_recipe: the recipe both trainers follow (``None``: the shipped finance recipe).
         areas: which areas to run (subset of :data:`AREAS`).
     """
@@ -75,6 +76,7 @@ class BenchConfig:
     generation_new_tokens: int = 32
     memory_counts: tuple[int, ...] = (1, 8, 32)
     train_steps: int = 8
+    train_repeats: int = 3
     train_batch: int = 8
     train_max_length: int = 256
     train_recipe: Path | None = None
@@ -102,7 +104,7 @@ class BenchConfig:
             # stall each other (a 5 ms forward can take 300 ms), which would make the smoke test slow
             values.update(quick=True, threads=1, warmup=1, repeats=3, switch_calls=24, load_count=4, load_repeats=1,
                           mixed_counts=(2, 8), generation_rows_per_domain=1, generation_new_tokens=4,
-                          memory_counts=(1, 8), train_steps=2, train_batch=4)
+                          memory_counts=(1, 8), train_steps=2, train_batch=4, train_repeats=1)
         if gpu_sizes:
             values.update(forward_shapes=((8, 64), (64, 256)), mixed_counts=(2, 4, 8, 32),
                           generation_domains=(3, 32), memory_counts=(1, 8, 32), train_batch=32)

@@ -144,7 +144,8 @@ def _training(result: dict[str, Any]) -> list[str]:
             for label in ("ours", "peft") if label in result]
     return [f"{result.get('steps')} timed optimizer steps after {result.get('warmup')} warm-up steps, batch "
             f"{result.get('batch_size')}, both following `{result.get('recipe')}`; tokens are non-padding input "
-            "tokens; each trainer in its own process (peak: CUDA max allocated, or the process's peak RSS on CPU).",
+            "tokens; each trainer in its own process (peak: CUDA max allocated, or the process's peak RSS on CPU), "
+            f"{result.get('repeats', 1)} runs each alternating, median run shown (peak: the highest).",
             "",
             *_table(["", "tokens/s", "peak memory", "time", "tokens"], rows), *_speedup_line(result)]
 
