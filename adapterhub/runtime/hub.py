@@ -268,7 +268,7 @@ class AdapterHub:
             TaskMismatchError: a row's adapter is a generation adapter, or the bare base.
 
         >>> hub.label_scores("Shares jumped 8%.", domain="finance")  # doctest: +SKIP
-        {'negative': -9.1, 'neutral': -6.4, 'positive': -0.2}
+        {'positive': -0.2, 'negative': -9.1, 'neutral': -6.4}
         """
         single = isinstance(texts, str)
         items = [texts] if single else list(texts)
