@@ -132,9 +132,7 @@ def evaluate_split(model: Any, tokenizer: Any, task: TaskSpec, split: Split, *, 
     metrics: dict[str, Any] = loss_metrics(model, split.examples, pad_id=_pad_id(tokenizer),
                                            batch_size=batch_size, device=device)
     if accuracy and task.is_classification:
-        predictions = classify(model.model, tokenizer, task, [str(r["text"]) for r in split.rows],
-                               batch_size=batch_size, device=device)
-        metrics.update(label_metrics(predictions, [str(r["label"]) for r in split.rows], labels=task.labels))
+        metrics.update(_split_label_metrics(model.model, tokenizer, task, split, batch_size=batch_size, device=device))
     return metrics
 
 
@@ -142,8 +140,15 @@ def zero_shot_metrics(peft_model: Any, tokenizer: Any, task: TaskSpec, split: Sp
                       device: Any = "cpu") -> dict[str, Any]:
     """Label metrics of the bare base (adapter disabled) with the same prompt."""
     with peft_model.disable_adapter():  # LoRA layers off; a prefix lives only in the PeftModel
-        predictions = classify(peft_model.get_base_model(), tokenizer, task, [str(r["text"]) for r in split.rows],
-                               batch_size=batch_size, device=device)
+        return _split_label_metrics(peft_model.get_base_model(), tokenizer, task, split, batch_size=batch_size,
+                                    device=device)
+
+
+def _split_label_metrics(model: Any, tokenizer: Any, task: TaskSpec, split: Split, *, batch_size: int,
+                         device: Any) -> dict[str, Any]:
+    """:func:`label_metrics` of ``model``'s predictions for the split's texts against its labels."""
+    predictions = classify(model, tokenizer, task, [str(r["text"]) for r in split.rows], batch_size=batch_size,
+                           device=device)
     return label_metrics(predictions, [str(r["label"]) for r in split.rows], labels=task.labels)
 
 

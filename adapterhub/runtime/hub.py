@@ -251,8 +251,9 @@ class AdapterHub:
         'positive'
         """
         scores = self.label_scores(texts, domain=domain, domains=domains, batch_size=batch_size)
-        labels = [max(row, key=row.__getitem__) for row in ([scores] if isinstance(texts, str) else scores)]
-        return labels[0] if isinstance(texts, str) else labels
+        if isinstance(texts, str):
+            return max(scores, key=scores.get)
+        return [max(row, key=row.get) for row in scores]
 
     def label_scores(self, texts: str | Sequence[str], *, domain: Any = _UNSET,
                      domains: Sequence[str | None] | None = None, batch_size: int = 32) -> Any:

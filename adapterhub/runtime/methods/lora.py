@@ -99,7 +99,7 @@ class LoraLayer:
             if weights is not None:
                 weights.add_to(x, out, self.linear.bias)
             return out
-        if x.shape[0] == len(rows.slots) and self._add_row_gathered(x, out, rows):
+        if self._add_row_gathered(x, out, rows):
             return out
         for slot, index in rows.groups:  # mixed batch: one matmul pair per adapter present
             weights = self.weights.get(slot)
@@ -136,8 +136,7 @@ class LoraLayer:
             if (weights is None or weights.bias is not None or weights.dora_gain is not None
                     or weights.A.shape != first.A.shape):
                 return False
-        distinct = {id(w): w for w in per_row}
-        if len(distinct) == 1:  # one adapter after all (e.g. the others are absent from this layer)
+        if len({id(w) for w in per_row}) == 1:  # one adapter after all (the others are absent from this layer)
             return False
         A = torch.stack([w.A for w in per_row])  # [rows, r, in]
         B = torch.stack([w.B for w in per_row])  # [rows, out, r]
