@@ -79,6 +79,18 @@ class IntegrityError(RegistryError, CorruptFileError):
     """A registered file was tampered with or truncated."""
 
 
+class IndexLostError(RegistryError, OSError):
+    """The index is missing, empty or damaged while version folders exist; ``adapterhub registry rebuild-index``."""
+
+
+class ReadOnlyRegistryError(RegistryError, PermissionError):
+    """A write to a registry whose folder is read-only (reading it works)."""
+
+
+class StorageError(AdapterHubError, OSError):
+    """A file could not be written (disk full, read-only or unwritable path); nothing half-written is left."""
+
+
 class IncompatibleBaseError(AdapterHubError, ValueError):
     """An adapter does not fit the base model (modules, shapes or fingerprint)."""
 

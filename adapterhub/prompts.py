@@ -45,8 +45,16 @@ class TaskSpec:
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
-        if self.type not in ("generation", "classification"):
+        if not isinstance(self.type, str) or self.type not in ("generation", "classification"):
             raise ConfigError(f"unknown task type {self.type!r}; use 'generation' or 'classification'")
+        for name, value, kinds in (("prompt_template", self.prompt_template, (str,)),
+                                   ("system_prompt", self.system_prompt, (str, type(None))),
+                                   ("chat", self.chat, (bool,)), ("extra", self.extra, (dict,))):
+            if not isinstance(value, kinds):
+                raise ConfigError(f"task {name} must be {' or '.join(k.__name__ for k in kinds)}, "
+                                  f"not {type(value).__name__}")
+        if not all(isinstance(label, str) and label for label in self.labels):
+            raise ConfigError("task labels must be non-empty strings")
         if self.type == "classification" and len(self.labels) < 2:
             raise ConfigError(f"a classification task needs at least two labels, got {list(self.labels)!r}")
         if len(set(self.labels)) != len(self.labels):
@@ -81,7 +89,10 @@ class TaskSpec:
         if unknown:
             raise ConfigError(f"unknown task field(s) {sorted(unknown)}; known: {sorted(known)}")
         values = dict(data)
-        values["labels"] = tuple(values.get("labels") or ())
+        labels = values.get("labels") or ()
+        if not isinstance(labels, (list, tuple)):
+            raise ConfigError(f"task labels must be a list of strings, not {type(labels).__name__}")
+        values["labels"] = tuple(labels)
         return cls(**values)
 
 

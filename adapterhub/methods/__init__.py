@@ -93,9 +93,42 @@ def method_from_config(config: Mapping[str, Any]) -> str:
         InvalidAdapterError: no ``peft_type`` or one adapterhub does not support.
     """
     peft_type = config.get("peft_type")
+    supported = ", ".join(f"{spec.peft_type} ({spec.name})" for spec in _specs().values())
+    if not isinstance(peft_type, str):
+        found = "missing" if peft_type is None else f"a {type(peft_type).__name__}, not a string"
+        raise InvalidAdapterError(f"unsupported method: adapter_config.json's peft_type is {found}; "
+                                  f"adapterhub supports {supported}")
     for spec in _specs().values():
         if peft_type == spec.peft_type:
             return spec.name
-    supported = ", ".join(f"{spec.peft_type} ({spec.name})" for spec in _specs().values())
-    raise InvalidAdapterError(f"unsupported method: adapter_config.json has peft_type={peft_type!r}; "
+    shown = peft_type if len(peft_type) <= 60 else peft_type[:60] + "..."
+    raise InvalidAdapterError(f"unsupported method: adapter_config.json has peft_type={shown!r}; "
                               f"adapterhub supports {supported}")
+
+
+def config_problem(config: Mapping[str, Any], key: str, kind: str, *, required: bool = False,
+                   minimum: float | None = None) -> str | None:
+    """Why ``config[key]`` is unusable as ``kind`` (``"int"``, ``"number"``, ``"bool"``, ``"str"``), or ``None``.
+
+    Numbers must be finite (no NaN or infinity, which JSON allows through Python); booleans are no numbers.
+    A missing or ``null`` key is fine unless ``required``.
+
+    >>> config_problem({"lora_alpha": float("nan")}, "lora_alpha", "number")
+    'lora_alpha must be a finite number, not nan'
+    """
+    import math
+
+    value = config.get(key)
+    if value is None:
+        return f"{key} is missing (or null)" if required else None
+    numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+    ok = {"int": isinstance(value, int) and not isinstance(value, bool),
+          "number": numeric and math.isfinite(value),
+          "bool": isinstance(value, bool), "str": isinstance(value, str)}[kind]
+    shown = repr(value) if len(repr(value)) <= 40 else type(value).__name__
+    if not ok:
+        what = {"int": "an integer", "number": "a finite number", "bool": "true or false", "str": "a string"}[kind]
+        return f"{key} must be {what}, not {shown}"
+    if minimum is not None and value < minimum:
+        return f"{key} must be at least {minimum:g}, not {shown}"
+    return None

@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 
 from .._transformers import strip_peft_prefix
 from ..errors import IncompatibleBaseError, InvalidAdapterError
+from . import config_problem
 
 _KEY = re.compile(r"^(?P<module>.+)\.(?P<kind>lora_A|lora_B|lora_embedding_A|lora_embedding_B|lora_magnitude_vector)"
                   r"(?P<rest>(?:\.[^.]+)*)$")
@@ -52,6 +53,19 @@ class LoraSpec:
 
     def check_files(self, config: Mapping[str, Any], tensor_shapes: Mapping[str, tuple[int, ...]], *,
                     where: str) -> None:
+        problems = [problem for problem in (
+            config_problem(config, "r", "int", minimum=1), config_problem(config, "lora_alpha", "number"),
+            config_problem(config, "use_rslora", "bool"), config_problem(config, "use_dora", "bool"),
+            config_problem(config, "lora_dropout", "number", minimum=0)) if problem]
+        problems += _pattern_problems(config, "alpha_pattern", "number")
+        problems += _pattern_problems(config, "rank_pattern", "int")
+        targets = config.get("target_modules")
+        if targets is not None and not (isinstance(targets, str) or (
+                isinstance(targets, list) and all(isinstance(t, str) for t in targets))):
+            problems.append("target_modules must be a string or a list of strings")
+        if problems:
+            raise InvalidAdapterError(f"adapter_config.json beside {where} is not a usable LoRA config: "
+                                      f"{'; '.join(problems)}; fix the values or save the adapter again with PEFT")
         if not any(".lora_A." in key for key in tensor_shapes):
             raise InvalidAdapterError(f"{where} has no lora_A tensors although adapter_config.json says "
                                       "method 'lora'; the config and weights do not belong together")
@@ -102,6 +116,27 @@ class LoraSpec:
 
     def initialise(self, peft_model: Any, tokenizer: Any, recipe: Any) -> None:
         return None
+
+
+def _pattern_problems(config: Mapping[str, Any], key: str, kind: str) -> list[str]:
+    """``alpha_pattern`` / ``rank_pattern``: an object of valid regular expressions to finite numbers."""
+    patterns = config.get(key)
+    if patterns is None:
+        return []
+    if not isinstance(patterns, dict):
+        return [f"{key} must be an object of {{module regex: value}}, not {type(patterns).__name__}"]
+    problems = []
+    for pattern, value in patterns.items():
+        try:
+            re.compile(pattern)
+        except (re.error, RecursionError, OverflowError) as error:
+            problems.append(f"{key} key {pattern[:60]!r} is not a valid regular expression ({error})")
+            continue
+        problem = config_problem({pattern: value}, pattern, kind, required=True,
+                                 minimum=1 if kind == "int" else None)
+        if problem:
+            problems.append(f"{key}[{pattern[:60]!r}]{problem[len(pattern):]}")
+    return problems
 
 
 def _missing(module: str, linear: Mapping[str, tuple[int, int]]) -> IncompatibleBaseError:

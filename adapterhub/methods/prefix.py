@@ -17,6 +17,7 @@ from typing import Any
 
 from .._transformers import cache_layers, cache_of, kv_geometry
 from ..errors import IncompatibleBaseError, InvalidAdapterError, RecipeError
+from . import config_problem
 
 WEIGHTS_KEY = "prompt_embeddings"
 
@@ -35,6 +36,14 @@ class PrefixSpec:
 
     def check_files(self, config: Mapping[str, Any], tensor_shapes: Mapping[str, tuple[int, ...]], *,
                     where: str) -> None:
+        problems = [problem for problem in (
+            *(config_problem(config, key, "int", required=True, minimum=1)
+              for key in ("num_virtual_tokens", "num_layers", "token_dim", "num_attention_heads")),
+            config_problem(config, "num_transformer_submodules", "int", minimum=1),
+            config_problem(config, "prefix_projection", "bool")) if problem]
+        if problems:
+            raise InvalidAdapterError(f"adapter_config.json beside {where} is not a usable prefix-tuning config: "
+                                      f"{'; '.join(problems)}; fix the values or save the adapter again with PEFT")
         if WEIGHTS_KEY not in tensor_shapes:
             raise InvalidAdapterError(f"{where} has no {WEIGHTS_KEY} tensor although adapter_config.json says "
                                       "method 'prefix'; the config and weights do not belong together")

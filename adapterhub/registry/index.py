@@ -11,14 +11,19 @@ only grows, so a removed version number is never handed out again.
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import sqlite3
-from collections.abc import Iterator
+import time
+import urllib.parse
+from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ContextManager
 
-from ..errors import RegistryError
+from ..errors import IndexLostError, ReadOnlyRegistryError, RegistryError, StorageError
 
 BUSY_TIMEOUT_MS = 120_000
 _SCHEMA = """
@@ -47,49 +52,256 @@ CREATE TABLE IF NOT EXISTS tags (
 """
 
 
+REBUILD_HINT = "run `adapterhub registry rebuild-index{root}` to rebuild it from the version folders' manifests"
+_TABLES = {"names", "adapters", "tags"}
+_READ_ONLY_CODES = {8, 14}  # SQLITE_READONLY, SQLITE_CANTOPEN (no -shm can be made in a read-only folder)
+
+
+@dataclass(frozen=True)
+class Rebuilt:
+    """What :meth:`RegistryIndex.rebuild` wrote: one manifest per entry, version counters and tags."""
+
+    manifests: list[dict[str, Any]]
+    last_versions: dict[str, int]
+    tags: dict[tuple[str, str], int]  # (name, tag) -> version
+
+
 class RegistryIndex:
-    """Opens short-lived connections to one index file (safe across processes and forks)."""
+    """Opens short-lived connections to one index file (safe across processes and forks).
 
-    def __init__(self, path: Path):
+    The first connection checks the index: one that is missing, empty or not a
+    database while ``entries()`` finds version folders is never treated as a new
+    registry (:class:`IndexLostError`). A registry in a read-only folder is opened
+    read-only: reads work, writes raise :class:`ReadOnlyRegistryError`.
+
+    Args:
+        path: the ``index.sqlite`` file.
+        entries: lists the ``(name, version)`` folders that hold a manifest.
+    """
+
+    def __init__(self, path: Path, *, entries: Callable[[], list[tuple[str, int]]] = lambda: []):
         self.path = path
+        self._entries = entries
         self._ready = False
+        self.read_only = False
 
-    def _connect(self) -> sqlite3.Connection:
+    # --- connections ------------------------------------------------------------------
+    def _connect(self, *, write: bool) -> sqlite3.Connection:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
-            db.row_factory = sqlite3.Row
-            db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            if not self._ready:
+                self._prepare(write=write)
+            if self.read_only:
+                if write:
+                    raise ReadOnlyRegistryError(f"registry {self.path.parent} is read-only; nothing was changed. "
+                                                "Write to a registry in a writable folder (--root DIR)")
+                return self._open_read_only()
+            try:
+                return self._open("rw")
+            except sqlite3.OperationalError:
+                if self.path.exists():
+                    raise
+                self._ready = False  # deleted while we were running: check again, never recreate it blindly
+                self._prepare(write=write)
+                return self._open("rw")
+        except sqlite3.Error as error:
+            raise self._explain(error) from error
+        except OSError as error:
+            if isinstance(error, RegistryError):
+                raise
+            raise RegistryError(f"cannot open registry index {self.path}: {error.strerror or error}; check the "
+                                "registry path is a writable local folder") from error
+
+    def check_writable(self) -> None:
+        """Raise :class:`ReadOnlyRegistryError` (or :class:`IndexLostError`) before any file is written."""
+        self._connect(write=True).close()
+
+    def _open(self, mode: str) -> sqlite3.Connection:
+        uri = "file:" + urllib.parse.quote(str(self.path.absolute())) + f"?mode={mode}"
+        db = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+        db.row_factory = sqlite3.Row
+        db.text_factory = _lenient_text  # a flipped byte in a row must not stop every read
+        db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        if "ro" not in mode.split("&")[0]:
             db.execute("PRAGMA foreign_keys = ON")
             db.execute("PRAGMA synchronous = FULL")
-            if not self._ready:
+        return db
+
+    def _open_read_only(self) -> sqlite3.Connection:
+        if not self.path.is_file() or self.path.stat().st_size == 0:
+            db = sqlite3.connect(":memory:", isolation_level=None)  # nothing registered yet: an empty index
+            db.row_factory = sqlite3.Row
+            _create_schema(db)
+            return db
+        for mode in ("ro", "ro&immutable=1"):  # immutable: WAL needs a -shm file a read-only folder cannot hold
+            db = self._open(mode)
+            try:
+                db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+                return db
+            except sqlite3.OperationalError:
+                db.close()
+                if mode != "ro":
+                    raise
+        raise AssertionError("unreachable")
+
+    def _prepare(self, *, write: bool) -> None:
+        """First connection: WAL and the schema, unless the index was lost (or the folder is read-only)."""
+        exists = self.path.is_file() and self.path.stat().st_size > 0
+        if not exists:
+            self._refuse_if_lost(tables=False, names=0)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with closing(self._open("rwc")) as db:
                 if db.execute("PRAGMA journal_mode = WAL").fetchone()[0].lower() != "wal":
                     raise RegistryError(f"could not switch {self.path} to WAL mode; put the registry on a local disk")
-                db.executescript("BEGIN IMMEDIATE;" + _SCHEMA + "COMMIT;")
-                self._ready = True
-            return db
-        except sqlite3.Error as error:
-            raise RegistryError(f"cannot open registry index {self.path}: {error}; check the path is a writable "
-                                "local folder") from error
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+                    names = db.execute("SELECT count(*) FROM names").fetchone()[0] if "names" in tables else 0
+                    if not _TABLES <= tables or names == 0:
+                        self._refuse_if_lost(tables=_TABLES <= tables, names=names)
+                    _create_schema(db)
+                except BaseException:
+                    db.execute("ROLLBACK")
+                    raise
+                db.execute("COMMIT")
+        except (sqlite3.OperationalError, OSError) as error:
+            if isinstance(error, RegistryError) or not _is_read_only(error):
+                raise
+            self.read_only = True  # reads go on read-only; writes raise ReadOnlyRegistryError
+        self._ready = True
+
+    def _refuse_if_lost(self, *, tables: bool, names: int) -> None:
+        """Raise unless an index with no schema (or no names) may start afresh: no version folders exist.
+
+        A process killed during the very first add can leave one unindexed ``<name>/1``, so an index
+        with its schema but no names yet tolerates exactly that.
+        """
+        found = self._entries()
+        if not found or (tables and names == 0 and len(found) == 1 and found[0][1] == 1):
+            return
+        state = "missing or empty" if not tables else "empty"
+        raise IndexLostError(f"the index {self.path} is {state} but {len(found)} version folder(s) exist "
+                             f"(e.g. {found[0][0]}@{found[0][1]}); nothing was read or changed. "
+                             + REBUILD_HINT.format(root=_root_option(self.path)))
+
+    def _explain(self, error: sqlite3.Error) -> Exception:
+        code = getattr(error, "sqlite_errorcode", 0) & 0xFF
+        text = str(error)
+        if code == 13 or "full" in text:  # SQLITE_FULL
+            return StorageError(f"the disk holding {self.path} is full ({text}); free space and retry — "
+                                "nothing was changed")
+        if code == 8:
+            return ReadOnlyRegistryError(f"registry {self.path.parent} is read-only ({text}); nothing was changed")
+        if code in (11, 26) or "no such table" in text or "malformed" in text or "not a database" in text:
+            self._ready = False
+            return IndexLostError(f"the index {self.path} is damaged ({text}); "
+                                  + REBUILD_HINT.format(root=_root_option(self.path)))
+        return RegistryError(f"cannot use registry index {self.path}: {text}; check the path is a writable "
+                             "local folder")
 
     def read(self) -> ContextManager[sqlite3.Connection]:
         """A consistent snapshot for reading."""
-        return self._transaction("BEGIN", commit=False)
+        return self._transaction("BEGIN", write=False)
 
     def write(self) -> ContextManager[sqlite3.Connection]:
         """One write transaction holding the registry-wide write lock; commits unless the block raises."""
-        return self._transaction("BEGIN IMMEDIATE", commit=True)
+        return self._transaction("BEGIN IMMEDIATE", write=True)
 
     @contextmanager
-    def _transaction(self, begin: str, *, commit: bool) -> Iterator[sqlite3.Connection]:
-        with closing(self._connect()) as db:
-            db.execute(begin)
+    def _transaction(self, begin: str, *, write: bool) -> Iterator[sqlite3.Connection]:
+        with closing(self._connect(write=write)) as db:
+            try:
+                db.execute(begin)
+            except sqlite3.Error as error:
+                raise self._explain(error) from error
             try:
                 yield db
+            except sqlite3.Error as error:
+                db.execute("ROLLBACK") if db.in_transaction else None
+                raise self._explain(error) from error
             except BaseException:
-                db.execute("ROLLBACK")
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
                 raise
-            db.execute("COMMIT" if commit else "ROLLBACK")
+            try:
+                db.execute("COMMIT" if write else "ROLLBACK")
+            except sqlite3.Error as error:
+                raise self._explain(error) from error
+
+    # --- rebuilding ---------------------------------------------------------------------
+    def rebuild(self, scan: Callable[[dict[str, int], dict[tuple[str, str], int]], Rebuilt]) -> Rebuilt:
+        """Replace every row with what ``scan`` finds, in one write transaction (writers wait meanwhile).
+
+        ``scan(old_last_versions, old_tags)`` receives what the old index still knows (empty when it is
+        missing or unreadable) and returns the entries to index. Version counters never go down. A file
+        that is not a SQLite database is moved aside to ``index.sqlite.damaged-<time>`` first.
+
+        Raises:
+            ReadOnlyRegistryError: the registry folder is read-only.
+        """
+        self._set_aside_if_damaged()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with closing(self._open("rwc")) as db:
+                db.execute("PRAGMA journal_mode = WAL")
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    _create_schema(db)
+                    old_versions = {row["name"]: row["last_version"] for row in db.execute("SELECT * FROM names")}
+                    old_tags = {(row["name"], row["tag"]): row["version"] for row in db.execute("SELECT * FROM tags")}
+                    found = scan(old_versions, old_tags)
+                    db.execute("DELETE FROM tags")
+                    db.execute("DELETE FROM adapters")
+                    for manifest in found.manifests:
+                        insert(db, manifest)
+                    for name, version in found.last_versions.items():
+                        db.execute("INSERT INTO names (name, last_version) VALUES (?, ?) ON CONFLICT (name) DO UPDATE "
+                                   "SET last_version = max(last_version, excluded.last_version)", (name, version))
+                    for (name, tag), version in found.tags.items():
+                        set_tag(db, name, tag, version)
+                except BaseException:
+                    db.execute("ROLLBACK")
+                    raise
+                db.execute("COMMIT")
+        except sqlite3.Error as error:
+            raise self._explain(error) from error
+        self._ready, self.read_only = True, False
+        return found
+
+    def _set_aside_if_damaged(self) -> None:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        companions = [self.path.with_name(self.path.name + suffix) for suffix in ("-wal", "-shm")]
+        if self.path.is_file() and self.path.stat().st_size > 0:
+            try:
+                with closing(self._open("rw")) as db:
+                    db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+                return
+            except sqlite3.DatabaseError:
+                pass
+            os.replace(self.path, self.path.with_name(f"{self.path.name}.damaged-{stamp}"))
+        for companion in companions:  # a WAL left without its database must not be replayed into a new one
+            if companion.exists():
+                os.replace(companion, companion.with_name(f"{companion.name}.damaged-{stamp}"))
+
+
+def _create_schema(db: sqlite3.Connection) -> None:
+    for statement in _SCHEMA.split(";"):
+        if statement.strip():
+            db.execute(statement)
+
+
+def _lenient_text(data: bytes) -> str:
+    return data.decode("utf-8", "replace")
+
+
+def _is_read_only(error: BaseException) -> bool:
+    if isinstance(error, sqlite3.Error):
+        return getattr(error, "sqlite_errorcode", 0) & 0xFF in _READ_ONLY_CODES
+    return isinstance(error, OSError) and error.errno in (errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def _root_option(path: Path) -> str:
+    return f" --root {path.parent}"
 
 
 def next_version(db: sqlite3.Connection, name: str) -> int:

@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import os
 import re
+import stat
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -33,7 +36,13 @@ ADAPTER_FILES = (CONFIG_FILE, WEIGHTS_FILE)
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 SOURCE_KINDS = ("trained", "imported", "pulled")
 LATEST = "latest"
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # always fullmatch: "$" would accept a trailing newline
+MAX_JSON_BYTES = 8 * 2**20  # adapter_config.json / adapterhub.json: far above any real one
+MAX_JSON_DEPTH = 32
+MAX_HEADER_BYTES = 100_000_000  # the safetensors format's own header limit
+DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "U16": 2, "I16": 2, "F16": 2, "BF16": 2,
+               "U32": 4, "I32": 4, "F32": 4, "U64": 8, "I64": 8, "F64": 8}
+"""The safetensors dtypes torch reads, and their sizes in bytes."""
 _CONVERT_HINT = ("load it with PEFT in a trusted environment and save it again with "
                  "model.save_pretrained(out_dir, safe_serialization=True), then import out_dir")
 
@@ -50,7 +59,7 @@ def validate_name(name: Any, *, what: str = "adapter name") -> str:
     >>> validate_name("legal-v2")
     'legal-v2'
     """
-    if not isinstance(name, str) or not _NAME.match(name) or ".." in name:
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or ".." in name:
         raise InvalidNameError(
             f"invalid {what} {name!r}: use 1-100 letters, digits, '.', '_' or '-', starting with a letter "
             "or digit (no spaces, path separators, '@' or '..'), e.g. 'legal-contracts'")
@@ -64,7 +73,7 @@ def validate_tag(tag: Any) -> str:
     'prod'
     """
     validate_name(tag, what="tag")
-    if tag.isdigit() or tag == LATEST:
+    if tag.isdigit() or tag == LATEST:  # ASCII only: validate_name allows nothing else
         raise InvalidNameError(f"invalid tag {tag!r}: plain numbers and 'latest' already select versions; "
                                "pick a word such as 'prod' or 'candidate'")
     return tag
@@ -84,7 +93,7 @@ def parse_ref(ref: Any) -> tuple[str, int | str]:
     validate_name(name)
     if not sep:
         return name, LATEST
-    if selector.isdigit() and int(selector) > 0:
+    if selector.isascii() and selector.isdigit() and int(selector) > 0:
         return name, int(selector)
     if selector == LATEST:
         return name, LATEST
@@ -110,36 +119,140 @@ def check_file(data: bytes, expected: Mapping[str, Any], *, where: str, ref: str
         raise IntegrityError(f"{ref}: {where} does not match its recorded sha256 (tampered or corrupted); {fix}")
 
 
-def safetensors_shapes(data: bytes, *, where: str) -> dict[str, tuple[int, ...]]:
-    """Tensor shapes from a safetensors blob's header, checking the layout is complete.
+def read_regular(path: Path, *, limit: int | None = None) -> bytes:
+    """The bytes of ``path`` if it is a regular file (symlinks followed); never blocks on a FIFO or reads a device.
 
     Raises:
-        InvalidAdapterError: not a safetensors file, or truncated.
+        FileNotFoundError: nothing at ``path``.
+        NotARegularFileError: a directory, FIFO, socket or device (an ``OSError``).
+        OSError: ``limit`` given and the file is larger, or it cannot be read.
+    """
+    info = os.stat(path)  # before opening: opening a FIFO would block
+    if not stat.S_ISREG(info.st_mode):
+        kind = "a directory" if stat.S_ISDIR(info.st_mode) else "a FIFO" if stat.S_ISFIFO(info.st_mode) else \
+            "a special file"
+        raise NotARegularFileError(f"{path} is {kind}, not a regular file")
+    if limit is not None and info.st_size > limit:
+        raise OSError(f"{path} is {info.st_size} bytes, more than the {limit} this file may have")
+    return Path(path).read_bytes()
+
+
+class NotARegularFileError(OSError):
+    """A path that should hold a file holds a directory, FIFO, socket or device."""
+
+
+def safetensors_shapes(data: bytes, *, where: str) -> dict[str, tuple[int, ...]]:
+    """Tensor shapes from a safetensors blob, after checking its whole layout.
+
+    Checked as the safetensors loader will: a header of sane length that is a JSON
+    object without duplicate keys; per tensor a known dtype, a shape of non-negative
+    integers and ``[begin, end]`` offsets whose span is shape × dtype size; tensors
+    laid end to end from offset 0, without overlaps or gaps, covering the data exactly
+    (no trailing bytes).
+
+    Raises:
+        InvalidAdapterError: not a safetensors file, truncated, or any of the above broken.
     """
     try:
-        (length,) = struct.unpack("<Q", data[:8])
-        header = json.loads(data[8:8 + length])
-        shapes, end = {}, 8 + length
-        for name, meta in header.items():
-            if name == "__metadata__":
-                continue
-            if end + meta["data_offsets"][1] > len(data):
-                raise ValueError(f"tensor {name!r} runs past the end of the file")
-            shapes[name] = tuple(int(d) for d in meta["shape"])
-    except (struct.error, ValueError, TypeError, KeyError, IndexError, AttributeError) as error:
-        raise InvalidAdapterError(f"{where} is not a valid safetensors file ({error}); "
+        shapes = _safetensors_layout(data)
+    except (struct.error, ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError) as error:
+        raise InvalidAdapterError(f"{where} is not a valid safetensors file ({_short(str(error))}); "
                                   f"save the adapter again with save_pretrained") from None
     if not shapes:
         raise InvalidAdapterError(f"{where} holds no tensors; save a trained adapter with save_pretrained")
     return shapes
 
 
+def _safetensors_layout(data: bytes) -> dict[str, tuple[int, ...]]:
+    if len(data) < 8:
+        raise ValueError(f"{len(data)} bytes is too short for a header")
+    (length,) = struct.unpack("<Q", data[:8])
+    if length > MAX_HEADER_BYTES or 8 + length > len(data):
+        raise ValueError(f"header length {length} does not fit the {len(data)}-byte file")
+    header = json.loads(data[8:8 + length], object_pairs_hook=_no_duplicates)
+    if not isinstance(header, dict):
+        raise ValueError("the header is not a JSON object")
+    metadata = header.pop("__metadata__", None)
+    if metadata is not None and not (isinstance(metadata, dict) and
+                                     all(isinstance(v, str) for v in metadata.values())):
+        raise ValueError("__metadata__ must map strings to strings")
+    spans, shapes = [], {}
+    for name, meta in header.items():
+        if not isinstance(meta, dict) or set(meta) - {"dtype", "shape", "data_offsets"}:
+            raise ValueError(f"tensor {name!r} is not described by dtype, shape and data_offsets")
+        dtype, shape, offsets = meta["dtype"], meta["shape"], meta["data_offsets"]
+        if not isinstance(dtype, str) or dtype not in DTYPE_BYTES:
+            raise ValueError(f"tensor {name!r} has unknown dtype {_short(repr(dtype))}")
+        if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
+            raise ValueError(f"tensor {name!r} has shape {_short(repr(shape))}; dimensions must be integers >= 0")
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_int(o) for o in offsets)
+                and 0 <= offsets[0] <= offsets[1]):
+            raise ValueError(f"tensor {name!r} has data_offsets {_short(repr(offsets))}; need [begin, end], "
+                             "0 <= begin <= end")
+        if offsets[1] - offsets[0] != math.prod(shape) * DTYPE_BYTES[dtype]:
+            raise ValueError(f"tensor {name!r} spans {offsets[1] - offsets[0]} bytes but shape {shape} of {dtype} "
+                             f"needs {math.prod(shape) * DTYPE_BYTES[dtype]}")
+        spans.append((offsets[0], offsets[1], name))
+        shapes[name] = tuple(shape)
+    end = 0
+    for begin, stop, name in sorted(spans):
+        if begin != end:
+            what = "overlaps the tensor before it" if begin < end else f"leaves a gap of {begin - end} bytes"
+            raise ValueError(f"tensor {name!r} {what}")
+        end = stop
+    if 8 + length + end != len(data):
+        raise ValueError(f"the tensors cover {end} data bytes but the file has {len(data) - 8 - length} "
+                         "(truncated, or extra bytes at the end)")
+    return shapes
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        raise ValueError("duplicate keys in the header")
+    return result
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _short(text: str, limit: int = 120) -> str:
+    """``text`` cut to ``limit`` characters, so no message repeats a whole hostile input."""
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
+
+
+def json_depth_ok(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether ``value`` nests lists/dicts at most ``limit`` deep (iterative: no recursion on hostile input)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            if depth > limit:
+                return False
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return True
+
+
 def parse_json(data: bytes, *, where: str) -> dict[str, Any]:
-    """Decode a JSON object or raise :class:`InvalidAdapterError` naming ``where`` and the position."""
+    """Decode a JSON object or raise :class:`InvalidAdapterError` naming ``where`` and the position.
+
+    Objects nested deeper than :data:`MAX_JSON_DEPTH` or larger than :data:`MAX_JSON_BYTES` are refused.
+    """
+    if len(data) > MAX_JSON_BYTES:
+        raise InvalidAdapterError(f"{where} is {len(data)} bytes, more than the {MAX_JSON_BYTES} a config or "
+                                  "manifest may have; fix or re-save the file")
     try:
         value = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise InvalidAdapterError(f"{where} is not valid JSON ({error}); fix or re-save the file") from None
+    except RecursionError:
+        value = None
+        depth_ok = False
+    else:
+        depth_ok = json_depth_ok(value)
+    if not depth_ok:
+        raise InvalidAdapterError(f"{where} nests more than {MAX_JSON_DEPTH} levels deep; fix or re-save the file")
     if not isinstance(value, dict):
         raise InvalidAdapterError(f"{where} must hold a JSON object, found {type(value).__name__}")
     return value
@@ -179,15 +292,24 @@ def read_adapter_dir(path: str | Path) -> SourceAdapter:
                                       f"loads (unpickling can run code); to convert, {_CONVERT_HINT}")
         raise InvalidAdapterError(f"{path} has no {WEIGHTS_FILE}; save the adapter with "
                                   "model.save_pretrained(dir, safe_serialization=True)")
-    files = {name: (path / name).read_bytes() for name in ADAPTER_FILES}
+    files = {name: _read_source(path / name) for name in ADAPTER_FILES}
     config = parse_json(files[CONFIG_FILE], where=str(path / CONFIG_FILE))
     method = methods.method_from_config(config)
     shapes = safetensors_shapes(files[WEIGHTS_FILE], where=str(weights))
     methods.get(method).check_files(config, shapes, where=str(weights))
     manifest = None
     if (path / MANIFEST_FILE).is_file():
-        manifest = parse_json((path / MANIFEST_FILE).read_bytes(), where=str(path / MANIFEST_FILE))
+        manifest = parse_json(_read_source(path / MANIFEST_FILE), where=str(path / MANIFEST_FILE))
     return SourceAdapter(path=path, config=config, method=method, files=files, tensor_shapes=shapes, manifest=manifest)
+
+
+def _read_source(path: Path) -> bytes:
+    limit = None if path.name == WEIGHTS_FILE else MAX_JSON_BYTES
+    try:
+        return read_regular(path, limit=limit)
+    except OSError as error:
+        raise InvalidAdapterError(f"cannot read {path}: {error.strerror or error}; pass a folder of regular files "
+                                  "as save_pretrained writes them") from None
 
 
 def task_to_dict(task: Any) -> dict[str, Any]:
@@ -211,12 +333,13 @@ def new_manifest(source: SourceAdapter, name: str, *, domain: str | None, task: 
 
     Fields not given fall back to an ``adapterhub.json`` found in the source directory.
     """
-    previous = source.manifest or {}
+    previous = recorded_fields(source.manifest or {}, where=str(source.path / MANIFEST_FILE))
     if base is not None:
         base_info = {"fingerprint": base.fingerprint, "name": getattr(getattr(base, "spec", None), "name", None)}
     else:
+        recorded_name = source.config.get("base_model_name_or_path")
         base_info = dict(previous.get("base") or {"fingerprint": None,
-                                                   "name": source.config.get("base_model_name_or_path")})
+                                                   "name": recorded_name if isinstance(recorded_name, str) else None})
     origin = dict(origin) if origin is not None else {"kind": "imported", "path": str(source.path.resolve())}
     if origin.get("kind") not in SOURCE_KINDS:
         raise ConfigError(f"source kind {origin.get('kind')!r} is not one of {', '.join(SOURCE_KINDS)}")
@@ -234,6 +357,62 @@ def new_manifest(source: SourceAdapter, name: str, *, domain: str | None, task: 
         "tags": list(tags),
         "description": description or previous.get("description") or "",
     }
+
+
+_TEXT_LIMIT = 2000
+
+
+def recorded_fields(manifest: Mapping[str, Any], *, where: str) -> dict[str, Any]:
+    """The fields of an ``adapterhub.json`` found beside adapter files (ours, or a Hub repo's), validated
+    as strictly as the same values given by hand; the name and version in it are never used.
+
+    Raises:
+        InvalidAdapterError: a field of the wrong type or shape (the message names the field and the fix).
+    """
+    fields: dict[str, Any] = {}
+
+    def bad(field: str, why: str) -> InvalidAdapterError:
+        return InvalidAdapterError(f"{where}: field {field!r} {why}; fix the manifest or delete it "
+                                   "(then pass the values by hand)")
+
+    domain = manifest.get("domain")
+    if domain is not None:
+        try:
+            fields["domain"] = validate_name(domain, what="domain")
+        except InvalidNameError:
+            raise bad("domain", f"is {_short(repr(domain), 60)}, not a valid domain name (1-100 letters, digits, "
+                      "'.', '_' or '-')") from None
+    if manifest.get("task") is not None:
+        if not isinstance(manifest["task"], Mapping):
+            raise bad("task", f"must be an object, not {type(manifest['task']).__name__}")
+        try:
+            fields["task"] = task_to_dict(manifest["task"])
+        except ConfigError as error:
+            raise bad("task", f"is invalid ({_short(str(error))})") from None
+    base = manifest.get("base")
+    if base is not None:
+        if not (isinstance(base, Mapping) and set(base) <= {"fingerprint", "name"}
+                and all(value is None or (isinstance(value, str) and len(value) <= 200) for value in base.values())):
+            raise bad("base", "must be an object with string 'fingerprint' and 'name'")
+        fields["base"] = {"fingerprint": base.get("fingerprint"), "name": base.get("name")}
+    for field in ("metrics", "recipe"):
+        value = manifest.get(field)
+        if value is None:
+            continue
+        if not isinstance(value, Mapping):
+            raise bad(field, f"must be an object, not {type(value).__name__}")
+        if not json_depth_ok(value, 8):
+            raise bad(field, "nests more than 8 levels deep")
+        fields[field] = dict(value)
+    for key, value in (manifest.get("metrics") or {}).items():
+        if not (isinstance(value, (int, float, str, Mapping)) or value is None):
+            raise bad("metrics", f"has {key!r} = {type(value).__name__}; metrics are numbers, strings or objects")
+    description = manifest.get("description")
+    if description is not None:
+        if not isinstance(description, str) or len(description) > _TEXT_LIMIT:
+            raise bad("description", f"must be a string of at most {_TEXT_LIMIT} characters")
+        fields["description"] = description
+    return fields
 
 
 @dataclass(frozen=True)

@@ -30,10 +30,12 @@ from typing import Any
 
 from . import index
 from .compat import check_compatible
-from ..errors import AdapterNotFoundError, ConfigError, IntegrityError, InvalidNameError, RegistryError
-from .manifest import (ADAPTER_FILES, CONFIG_FILE, MANIFEST_FILE, WEIGHTS_FILE, AdapterRecord, LoadedAdapter,
-                       check_file, new_manifest, parse_json, parse_ref, read_adapter_dir, safetensors_shapes,
-                       validate_name, validate_tag)
+from ..errors import (AdapterHubError, AdapterNotFoundError, ConfigError, IntegrityError, InvalidAdapterError,
+                      InvalidNameError, RegistryError, StorageError)
+from .manifest import (ADAPTER_FILES, CONFIG_FILE, MANIFEST_FILE, MAX_JSON_BYTES, WEIGHTS_FILE, AdapterRecord, LoadedAdapter,
+                       NotARegularFileError, check_file, new_manifest, parse_json, parse_ref, read_adapter_dir,
+                       read_regular, recorded_fields, safetensors_shapes, validate_name, validate_tag)
+from .rebuild import RebuildReport, rebuild_index, removed_versions, version_folders, write_removed_mark
 from ..paths import default_registry_root
 from .staging import StagingArea, fsync_dir, write_synced
 
@@ -56,7 +58,8 @@ class Registry:
 
     def __init__(self, root: str | os.PathLike[str] | None = None):
         self.root = Path(root).expanduser() if root is not None else default_registry_root()
-        self._index = index.RegistryIndex(self.root / INDEX_FILE)
+        self._index = index.RegistryIndex(self.root / INDEX_FILE,
+                                          entries=lambda: version_folders(self.root / ADAPTERS_DIR))
         self._staging = StagingArea(self.root / STAGING_DIR)
 
     def __repr__(self) -> str:
@@ -99,10 +102,23 @@ class Registry:
             validate_name(domain, what="domain")
         adapter = read_adapter_dir(peft_dir)
         if base is not None:
-            recorded = ((adapter.manifest or {}).get("base") or {}).get("fingerprint")
+            recorded = (recorded_fields(adapter.manifest or {}, where=str(adapter.path / MANIFEST_FILE))
+                        .get("base") or {}).get("fingerprint")
             check_compatible(adapter.config, adapter.tensor_shapes, base, fingerprint=recorded)
         manifest = new_manifest(adapter, name, domain=domain, task=task, tags=tags, description=description,
                                 base=base, metrics=metrics, recipe=recipe, origin=source)
+        self._index.check_writable()
+        try:
+            self._write_entry(adapter, manifest, name, tags)
+        except OSError as error:
+            if isinstance(error, AdapterHubError):
+                raise
+            raise StorageError(f"could not write {name} into registry {self.root}: {error}; free disk space or make "
+                               "the folder writable, then retry (nothing was registered)") from error
+        return self._record(manifest, tags)
+
+    def _write_entry(self, adapter: Any, manifest: dict[str, Any], name: str, tags: list[str]) -> None:
+        """Stage the files, then allocate the version, place the folder and index it in one transaction."""
         self._staging.clean()
         with self._staging.stage() as stage:
             for file in ADAPTER_FILES:
@@ -125,7 +141,6 @@ class Registry:
                 if target is not None:  # placed but not committed: back to staging, deleted on leaving
                     os.rename(target, stage)
                 raise
-        return self._record(manifest, tags)
 
     def _place(self, db: sqlite3.Connection, stage: Path, name: str, version: int) -> Path:
         """Rename a complete staging folder to ``adapters/<name>/<version>`` (under the write lock)."""
@@ -174,6 +189,7 @@ class Registry:
             if not rows or rows[0] is None:
                 raise self._not_found(db, ref, name, action="nothing was removed")
             removed = [self._record_from_row(row, []) for row in rows]
+            write_removed_mark(self.root, name, max(record.version for record in removed))  # for rebuild-index
             for record in removed:
                 index.delete(db, record.name, record.version)
         for record in removed:  # after commit: a kill here leaves an unindexed folder for gc
@@ -291,15 +307,41 @@ class Registry:
         from tqdm.auto import tqdm
 
         problems = [] if ref is not None else self._index_problems()
-        records = [self.get(ref)] if ref is not None else self.list()
-        for record in tqdm(records, desc="verify", unit="entry", disable=not progress):
-            for file in record.manifest["files"]:
-                try:
-                    self._read_file(record, file)
-                except IntegrityError as error:
-                    problems.append(str(error))
-            problems += self._manifest_problems(record)
+        if ref is not None:
+            name, selector = parse_ref(ref)
+            with self._index.read() as db:
+                row = index.resolve(db, name, selector)
+                if row is None:
+                    raise self._not_found(db, ref, name)
+                rows = [row]
+        else:
+            with self._index.read() as db:
+                rows = index.rows(db)
+        for row in tqdm(rows, desc="verify", unit="entry", disable=not progress):
+            problems += self._entry_problems(row)
         return problems
+
+    def _entry_problems(self, row: sqlite3.Row) -> list[str]:
+        """Every problem of one indexed entry: its index row, each file, its on-disk manifest."""
+        try:
+            record = self._record_from_row(row, [])
+            files = dict(record.manifest["files"])
+        except (IntegrityError, KeyError, TypeError, AttributeError) as error:
+            return [str(error) if isinstance(error, IntegrityError) else
+                    f"{row['name']}@{row['version']}: the index row's manifest lacks {error}; "
+                    "run `adapterhub registry rebuild-index`"]
+        problems = []
+        for file in files:
+            try:
+                data = self._read_file(record, file)
+                if file == WEIGHTS_FILE:
+                    safetensors_shapes(data, where=str(record.path / file))
+            except (IntegrityError, InvalidAdapterError) as error:
+                problems.append(str(error) if isinstance(error, IntegrityError) else f"{record.ref}: {error}")
+            except (KeyError, TypeError, ValueError) as error:
+                problems.append(f"{record.ref}: the index's record of {file} is damaged ({error!r}); "
+                                "run `adapterhub registry rebuild-index`")
+        return problems + self._manifest_problems(record)
 
     def export(self, ref: str, directory: str | os.PathLike[str]) -> Path:
         """Write a verified copy of an entry (plain PEFT dir + ``adapterhub.json``) to ``directory``.
@@ -319,19 +361,48 @@ class Registry:
         target = Path(directory).expanduser()
         if target.exists() and (not target.is_dir() or any(target.iterdir())):
             raise ConfigError(f"export folder {target} already exists and is not empty; choose a new or empty folder")
-        target.mkdir(parents=True, exist_ok=True)
-        for file, data in {**files, MANIFEST_FILE: _manifest_bytes(record.manifest)}.items():
-            (target / file).write_bytes(data)
+        try:
+            target.mkdir(parents=True, exist_ok=True)
+            for file, data in {**files, MANIFEST_FILE: _manifest_bytes(record.manifest)}.items():
+                (target / file).write_bytes(data)
+        except OSError as error:
+            raise StorageError(f"cannot export {record.ref} to {target}: {error.strerror or error}; choose a writable "
+                               "folder with free space") from error
         return target
+
+    def rebuild_index(self) -> RebuildReport:
+        """Index every verifiable version folder again, from its own ``adapterhub.json``.
+
+        For an index that is missing, empty or damaged (the registry refuses to use it
+        and names this method). Each folder's files are checked against its manifest
+        before it is indexed; version counters keep the highest number ever seen (the old
+        index's, every folder's and every removed version's), so no version is reused;
+        tags come from the old index where it still holds them, else from the manifests.
+        Folders that do not verify are listed, left in place and not indexed.
+
+        Returns:
+            A :class:`RebuildReport` (entries indexed, tags, problems).
+
+        Raises:
+            ReadOnlyRegistryError: the registry folder is read-only.
+
+        >>> Registry("/srv/adapters").rebuild_index().indexed  # doctest: +SKIP
+        ['legal@1', 'legal@2']
+        """
+        return rebuild_index(self._index, self.root / ADAPTERS_DIR, removed_versions(self.root))
 
     # --- helpers -------------------------------------------------------------------
     def _read_file(self, record: AdapterRecord, file: str) -> bytes:
         path = record.path / file
+        fix = f"remove the entry with `adapterhub registry rm {record.ref}` and import the adapter again"
         try:
-            data = path.read_bytes()
+            data = read_regular(path)
         except FileNotFoundError:
-            raise IntegrityError(f"{record.ref}: {path} is missing; remove the entry with "
-                                 f"`adapterhub registry rm {record.ref}` and import the adapter again") from None
+            raise IntegrityError(f"{record.ref}: {path} is missing; {fix}") from None
+        except NotARegularFileError as error:
+            raise IntegrityError(f"{record.ref}: {error} (replaced after it was stored); {fix}") from None
+        except OSError as error:
+            raise IntegrityError(f"{record.ref}: {path} cannot be read ({error.strerror or error}); {fix}") from None
         check_file(data, record.manifest["files"][file], where=str(path), ref=record.ref)
         return data
 
@@ -341,11 +412,15 @@ class Registry:
     def _manifest_problems(self, record: AdapterRecord) -> list[str]:
         path = record.path / MANIFEST_FILE
         try:
-            on_disk = json.loads(path.read_bytes())
+            on_disk = json.loads(read_regular(path, limit=MAX_JSON_BYTES))
             same = all(on_disk.get(key) == record.manifest.get(key) for key in ("name", "version", "files"))
-        except (OSError, ValueError, AttributeError) as error:
+            rest = _canonical(on_disk) == _canonical(record.manifest)
+        except (OSError, ValueError, AttributeError, RecursionError) as error:
             return [f"{record.ref}: {path} is unreadable ({type(error).__name__}); the index still describes the entry"]
-        return [] if same else [f"{record.ref}: {path} disagrees with the index about name, version or files"]
+        if not same:
+            return [f"{record.ref}: {path} disagrees with the index about name, version or files"]
+        return [] if rest else [f"{record.ref}: the index row differs from {path} (a damaged row?); run "
+                                "`adapterhub registry rebuild-index` to index the manifest on disk again"]
 
     def _index_problems(self) -> list[str]:
         with self._index.read() as db:
@@ -359,7 +434,16 @@ class Registry:
                              str(manifest["version"]), manifest={**manifest, "tags": tags}, tags=tuple(tags))
 
     def _record_from_row(self, row: sqlite3.Row, tags: Iterable[str]) -> AdapterRecord:
-        return self._record(json.loads(row["manifest"]), tags)
+        try:
+            manifest = json.loads(row["manifest"])
+            if not (isinstance(manifest, dict) and manifest.get("name") == row["name"]
+                    and manifest.get("version") == row["version"] and isinstance(manifest.get("files"), dict)):
+                raise ValueError("name, version or files do not match the row")
+            return self._record(manifest, tags)
+        except (ValueError, KeyError, TypeError) as error:
+            raise IntegrityError(f"{row['name']}@{row['version']}: its row in the index {self._index.path} is damaged "
+                                 f"({type(error).__name__}); run `adapterhub registry rebuild-index --root "
+                                 f"{self.root}` to index the version folders' manifests again") from None
 
     def _not_found(self, db: sqlite3.Connection, ref: str, name: str, *, action: str = "") -> AdapterNotFoundError:
         versions = [row["version"] for row in index.rows(db, name=name)]
@@ -367,6 +451,10 @@ class Registry:
                  else "run `adapterhub registry list` to see what is registered")
         note = f" ({action})" if action else ""
         return AdapterNotFoundError(f"no adapter {ref!r} in registry {self.root}{note}; {known}")
+
+
+def _canonical(manifest: Mapping[str, Any]) -> str:
+    return json.dumps({key: value for key, value in manifest.items() if key != "tags"}, sort_keys=True)
 
 
 def _manifest_bytes(manifest: Mapping[str, Any]) -> bytes:
