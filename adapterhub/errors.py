@@ -150,5 +150,9 @@ class HubPickleWeightsError(HubError, InvalidAdapterError):
     """The repository's adapter weights exist only as pickle (``.bin``); adapterhub loads safetensors only."""
 
 
+class HubInvalidAdapterError(HubError, InvalidAdapterError):
+    """The repository's adapter files or ``adapterhub.json`` are malformed; nothing was registered."""
+
+
 class HubIncompatibleBaseError(HubError, IncompatibleBaseError):
     """The repository's adapter was made for another base model."""

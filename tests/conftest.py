@@ -1,12 +1,43 @@
-"""Shared fixtures: a tiny random llama (fast) and isolated adapterhub homes."""
+"""Shared fixtures: a tiny random llama (fast), isolated adapterhub homes, and a clean environment.
+
+The suite must pass in any shell: ``HF_HUB_OFFLINE=1``, a token, another endpoint or
+registry exported there must not change what a test sees. Every ``HF_*``,
+``HUGGING_FACE_*``, ``TRANSFORMERS_OFFLINE`` and ``ADAPTERHUB_*`` variable is
+cleared here, before anything imports ``huggingface_hub`` (which reads them once,
+at import), and again around every test; tests that need one set it themselves
+(``monkeypatch.setenv``). Kept: ``ADAPTERHUB_HOME`` only, which says where the
+real default base is cached (tests that care set their own).
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-import pytest
+KEPT = {"ADAPTERHUB_HOME"}
 
-from adapterhub.base.tiny import make_tiny_llama
+
+def _shell_variables() -> list[str]:
+    return [name for name in os.environ if name not in KEPT and (
+        name.startswith(("HF_", "HUGGING_FACE_", "ADAPTERHUB_")) or name == "TRANSFORMERS_OFFLINE")]
+
+
+for _name in _shell_variables():  # before huggingface_hub is imported below
+    del os.environ[_name]
+
+import pytest  # noqa: E402
+
+from adapterhub.base.tiny import make_tiny_llama  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch):
+    """No HF_* / ADAPTERHUB_* variable from the shell (or a previous test) reaches a test."""
+    for name in _shell_variables():
+        monkeypatch.delenv(name)
+    constants = __import__("sys").modules.get("huggingface_hub.constants")
+    if constants is not None:  # imported by a plugin before this file ran: undo what it read from the shell
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
 
 
 @pytest.fixture(scope="session")

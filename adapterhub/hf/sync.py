@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ..errors import (HubConnectionError, HubError, HubFileNotFoundError, HubIncompatibleBaseError,
-                     HubNotAnAdapterError, HubPickleWeightsError, IncompatibleBaseError, InvalidNameError)
+                     HubInvalidAdapterError, HubNotAnAdapterError, HubPickleWeightsError, IncompatibleBaseError,
+                     InvalidAdapterError, InvalidNameError)
 from .client import HUB_SCHEME, HubRef, HubSettings, hf_api, hub_errors
 from ..registry.manifest import CONFIG_FILE, MANIFEST_FILE, PICKLE_SUFFIXES, WEIGHTS_FILE
 
@@ -101,7 +102,9 @@ def pull(repo_id: str, *, registry: Any = None, revision: str | None = None, nam
         registry: the :class:`adapterhub.Registry` (or its root folder) to add it to; default: the
             default registry (see :mod:`adapterhub.paths`).
         revision: branch, tag or commit sha (default: the repo's ``main``).
-        name: registry name (default: the manifest's name, else the repo name).
+        name: registry name (default: the repo name, ``acme/legal-lora`` -> ``legal-lora``; a repo's own
+            manifest never chooses it). Adding to a name whose versions came from elsewhere (trained,
+            imported or pulled from another repo) needs this given explicitly.
         domain: domain label (default: the manifest's domain, else the repo name
             without adapter words: ``acme/legal-lora`` -> ``legal``).
         base: an :class:`adapterhub.Base` the adapter must fit.
@@ -110,7 +113,9 @@ def pull(repo_id: str, *, registry: Any = None, revision: str | None = None, nam
         The :class:`AdapterRecord`; the existing one if this commit was pulled before under this name.
 
     Raises:
-        InvalidNameError: malformed reference or name.
+        InvalidNameError: malformed reference or name, or the default name already holds versions from
+            another source (pass ``name`` to add to it anyway, or choose another).
+        HubInvalidAdapterError: the repo's files or ``adapterhub.json`` are malformed (every field is checked).
         HubRepoNotFoundError, HubRevisionNotFoundError, HubFileNotFoundError: no such repo/revision/file.
         HubNotAnAdapterError: the repo holds no ``adapter_config.json``.
         HubPickleWeightsError: the weights exist only as pickle.
@@ -135,10 +140,18 @@ def pull(repo_id: str, *, registry: Any = None, revision: str | None = None, nam
             return existing
         _check_repo_files(ref, commit, snapshot, settings)
         manifest = _read_manifest(snapshot / MANIFEST_FILE)
-        name = name or manifest.get("name") or _name_from_repo(ref.repo_id)
+        if name is None:
+            name = _name_from_repo(ref.repo_id)
+            _refuse_other_sources(registry, name, ref)
         if domain is None and not manifest.get("domain"):
             domain = _domain_from_repo(ref.repo_id)
-        return registry.add(snapshot, name, domain=domain, base=base, source=source)
+        try:
+            return registry.add(snapshot, name, domain=domain, base=base, source=source)
+        except InvalidAdapterError as error:
+            if isinstance(error, HubError):
+                raise
+            raise HubInvalidAdapterError(f"{ref.repo_id} at commit {commit[:12]} is not a usable adapter: {error}; "
+                                         "nothing was registered") from None
 
 
 def push(ref: str, repo_id: str, *, registry: Any = None, private: bool = False, revision: str = "main",
@@ -220,6 +233,20 @@ def _find_pulled(registry: Any, source: dict[str, str], name: str | None) -> Any
         if (record.manifest.get("source") or {}) == source and name in (None, record.name):
             return record
     return None
+
+
+def _refuse_other_sources(registry: Any, name: str, ref: HubRef) -> None:
+    """A name chosen for the user must not add a version beside versions of other origin."""
+    others = [record for record in registry.list() if record.name == name and (
+        (record.manifest.get("source") or {}).get("kind") != "pulled"
+        or record.manifest["source"].get("repo_id") != ref.repo_id)]
+    if others:
+        origin = others[-1].manifest.get("source") or {}
+        where = origin.get("repo_id") or origin.get("path") or origin.get("kind", "elsewhere")
+        raise InvalidNameError(
+            f"registry name {name!r} already holds {others[-1].ref} from {where}, not from {ref.repo_id}; nothing "
+            f"was pulled. Pass name={name!r} (--name {name}) to add {ref.repo_id} as its next version anyway, "
+            f"or choose another name (--name {name}-hub)")
 
 
 def _check_repo_files(ref: HubRef, commit: str, snapshot: Path, settings: HubSettings) -> None:

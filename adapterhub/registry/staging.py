@@ -68,8 +68,12 @@ class StagingArea:
 
     def _new_locked_folder(self) -> tuple[Path, int]:
         while True:
+            self.folder.mkdir(parents=True, exist_ok=True)
             path = Path(tempfile.mkdtemp(dir=self.folder, prefix="stage-"))
-            fd = os.open(path, os.O_RDONLY)
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                continue  # a cleaner took the unlocked new folder before we could open it: try another
             fcntl.flock(fd, fcntl.LOCK_EX)
             try:
                 if os.path.samestat(os.stat(path), os.fstat(fd)):

@@ -154,7 +154,7 @@ def test_pull_our_repo_by_branch_carries_the_manifest(olah_env, tmp_path, tiny_b
     registry = Registry(tmp_path / "registry")
     record = pull("hf://acme/legal-adapter@main", registry=registry)
 
-    assert (record.ref, record.domain) == ("legal@1", "legal")
+    assert (record.ref, record.domain) == ("legal-adapter@1", "legal")  # the name comes from the repo id
     assert record.manifest["source"]["commit"] == olah_env.commits["acme/legal-adapter"]
     assert record.manifest["task"]["labels"] == LEGAL_TASK["labels"]
     assert record.manifest["metrics"] == {"accuracy": 0.8}

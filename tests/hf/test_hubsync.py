@@ -164,7 +164,7 @@ def test_round_trip_gives_identical_logits_and_carries_the_manifest(hub_env, reg
     pushed = push("finance", "alice/finance-lora", registry=registry)
     pulled = pull("alice/finance-lora", base=tiny_base, registry=fresh)
 
-    assert pulled.ref == "finance@1" and pulled.domain == "finance" and pulled.method == "lora"
+    assert pulled.ref == "finance-lora@1" and pulled.domain == "finance" and pulled.method == "lora"  # name: the repo's
     assert pulled.manifest["source"] == {"kind": "pulled", "repo_id": "alice/finance-lora", "commit": pushed.commit}
     assert pulled.manifest["task"]["labels"] == FINANCE_TASK["labels"]
     assert pulled.manifest["metrics"] == {"accuracy": 0.75, "macro_f1": 0.7}
@@ -181,11 +181,11 @@ def test_runtime_loads_hf_refs_on_demand(hub_env, registry, fresh, finance, tiny
     hub = AdapterHub(tiny_base, registry=fresh)
     info = hub.load(f"hf://alice/finance-lora@{pushed.commit}")
     again = hub.load("hf://alice/finance-lora")  # same commit: no second version
-    assert info.name == again.name == "finance" and [r.ref for r in fresh.list()] == ["finance@1"]
+    assert info.name == again.name == "finance-lora" and [r.ref for r in fresh.list()] == ["finance-lora@1"]
     local = AdapterHub(tiny_base, registry=registry)
     local.load("finance")
     ids = torch.tensor([[3, 17, 29, 41]])
-    assert torch.equal(hub.logits(ids, domains=["finance"]), local.logits(ids, domains=["finance"]))
+    assert torch.equal(hub.logits(ids, domains=["finance-lora"]), local.logits(ids, domains=["finance"]))
 
 
 def test_pulling_the_same_commit_twice_returns_the_existing_version(hub_env, registry, fresh, finance, lora_dir):
@@ -193,9 +193,9 @@ def test_pulling_the_same_commit_twice_returns_the_existing_version(hub_env, reg
     first = pull("hf://alice/finance-lora@main", registry=fresh)
     head = hub_env.head("alice/finance-lora").oid
     assert pull("alice/finance-lora", revision=head, registry=fresh) == first
-    assert [r.ref for r in fresh.list()] == ["finance@1"]
+    assert [r.ref for r in fresh.list()] == ["finance-lora@1"]
     hub_env.add_repo("alice/finance-lora", {**hub_env.head("alice/finance-lora").files, "notes.txt": "new commit"})
-    assert pull("alice/finance-lora", registry=fresh).ref == "finance@2"
+    assert pull("alice/finance-lora", registry=fresh).ref == "finance-lora@2"
 
 
 def test_adapter_pushed_by_plain_peft_pulls_and_matches(hub_env, fresh, tiny_llama_dir, tmp_path):
@@ -242,7 +242,7 @@ def test_offline_pull_uses_the_cache_or_fails_clearly(hub_env, registry, fresh, 
     hub_env.stop()  # offline must not need the server
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
-    assert pull("alice/finance-lora@main", registry=Registry(tmp_path / "third")).ref == "finance@1"
+    assert pull("alice/finance-lora@main", registry=Registry(tmp_path / "third")).ref == "finance-lora@1"
     with pytest.raises(errors.HubConnectionError, match="HF_HUB_OFFLINE"):
         pull("alice/never-pulled@main", registry=Registry(tmp_path / "fourth"))
     with pytest.raises(errors.HubConnectionError, match="HF_HUB_OFFLINE"):
