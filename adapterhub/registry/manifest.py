@@ -61,7 +61,7 @@ def validate_name(name: Any, *, what: str = "adapter name") -> str:
     """
     if not isinstance(name, str) or not _NAME.fullmatch(name) or ".." in name:
         raise InvalidNameError(
-            f"invalid {what} {name!r}: use 1-100 letters, digits, '.', '_' or '-', starting with a letter "
+            f"invalid {what} {_short(repr(name), 120)}: use 1-100 letters, digits, '.', '_' or '-', starting with a letter "
             "or digit (no spaces, path separators, '@' or '..'), e.g. 'legal-contracts'")
     return name
 

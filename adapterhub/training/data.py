@@ -133,6 +133,8 @@ def _read_file(path: Path) -> list[Any]:
             except ImportError:
                 raise DataError(f"reading {path} needs pyarrow: pip install 'adapterhub[data]'") from None
             return parquet.read_table(path).to_pylist()
+    except RecursionError:
+        raise DataError(f"{path} nests JSON values too deeply to read; rows are flat objects of fields") from None
     except (UnicodeDecodeError, json.JSONDecodeError, csv.Error, OSError) as error:
         raise DataError(f"could not read {path}: {error}") from None
     raise DataError(f"unknown data file type {path.suffix!r} for {path}; use .jsonl, .json, .csv, .tsv or .parquet")

@@ -188,11 +188,19 @@ class OutputSection(_Section):
     tags: list[str] = Field(default_factory=list, description="extra tags for the registered version")
     push_to_hub: str | None = Field(None, description="Hugging Face repo id to push the registered adapter to")
 
+    @field_validator("tags")
+    @classmethod
+    def _registry_tags(cls, value: list[str]) -> list[str]:
+        from ..registry.manifest import validate_tag
+
+        return [validate_tag(tag) for tag in value]
+
 
 class Recipe(_Section):
     """A complete, validated training recipe (see the module docstring)."""
 
-    name: str = Field(..., pattern=r"^[a-z0-9][a-z0-9._-]*$", description="adapter name in the registry (required)")
+    name: str = Field(..., pattern=r"^[a-z0-9][a-z0-9._-]*$",
+                      description="adapter name in the registry (required): lowercase letters, digits, '.', '_', '-'")
     domain: str | None = Field(None, description="domain label, e.g. finance; null = the name")
     description: str = Field("", description="one line shown in listings and model cards")
     tags: list[str] = Field(default_factory=list, description="tags for the registered version")
@@ -202,6 +210,28 @@ class Recipe(_Section):
     training: TrainingSection = Field(default_factory=TrainingSection, description="optimisation")
     output: OutputSection = Field(default_factory=OutputSection, description="results")
     _root: Path = PrivateAttr(default_factory=Path.cwd)  # folder that relative data paths are resolved in
+
+    @field_validator("name")
+    @classmethod
+    def _registry_name(cls, value: str) -> str:
+        """The registry's own rule, checked now so a finished training run never fails to register."""
+        from ..registry.manifest import validate_name
+
+        return validate_name(value)
+
+    @field_validator("domain")
+    @classmethod
+    def _registry_domain(cls, value: str | None) -> str | None:
+        from ..registry.manifest import validate_name
+
+        return None if value is None else validate_name(value, what="domain")
+
+    @field_validator("tags")
+    @classmethod
+    def _registry_tags(cls, value: list[str]) -> list[str]:
+        from ..registry.manifest import validate_tag
+
+        return [validate_tag(tag) for tag in value]
 
     @model_validator(mode="after")
     def _consistent(self) -> Recipe:

@@ -54,6 +54,10 @@ def load_recipe(recipe: str | Path | dict[str, Any] | Recipe, *, overrides: Sequ
     for override in overrides:
         _apply_override(raw, override)
     try:
+        check_bounds(raw, label=label)
+    except _Unbounded as error:
+        raise RecipeError(f"recipe {label} is refused: {error}; write the values out plainly") from None
+    try:
         validated = Recipe.model_validate(raw)
     except ValidationError as error:
         problems = "\n".join(f"  {_describe(item)}" for item in error.errors())
@@ -62,15 +66,86 @@ def load_recipe(recipe: str | Path | dict[str, Any] | Recipe, *, overrides: Sequ
     return validated
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+MAX_RECIPE_BYTES = 1 * 2**20  # a recipe is a page of settings; data lives in data files
+MAX_ALIASES = 100  # YAML aliases (*name) per file
+MAX_DEPTH = 32  # nesting of mappings and lists
+MAX_VALUES = 100_000  # values after aliases are expanded (an "alias bomb" is small on disk, huge in memory)
+
+
+def safe_yaml(text: str, *, label: str) -> Any:
+    """Parse YAML with bounded aliases, depth and expanded size.
+
+    Raises:
+        RecipeError: invalid YAML, or beyond :data:`MAX_ALIASES` / :data:`MAX_DEPTH` / :data:`MAX_VALUES`
+            (the message never repeats the input).
+    """
     import yaml
 
+    class BoundedLoader(yaml.SafeLoader):
+        aliases = depth = 0
+
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            if self.check_event(yaml.AliasEvent):
+                self.aliases += 1
+                if self.aliases > MAX_ALIASES:
+                    raise _Unbounded(f"more than {MAX_ALIASES} YAML aliases (*name)")
+            self.depth += 1
+            try:
+                if self.depth > MAX_DEPTH:
+                    raise _Unbounded(f"values nested more than {MAX_DEPTH} levels deep")
+                return super().compose_node(parent, index)
+            finally:
+                self.depth -= 1
+
+    try:
+        value = yaml.load(text, Loader=BoundedLoader)  # noqa: S506 - a SafeLoader subclass
+        check_bounds(value, label=label)
+    except _Unbounded as error:
+        raise RecipeError(f"recipe {label} is refused: {error}; write the values out plainly") from None
+    except RecursionError:
+        raise RecipeError(f"recipe {label} nests values too deeply; a recipe is a few flat sections") from None
+    except yaml.YAMLError as error:
+        raise RecipeError(f"recipe {label} is not valid YAML: {_short(str(error), 600)}") from None
+    return value
+
+
+class _Unbounded(Exception):
+    pass
+
+
+def check_bounds(value: Any, *, label: str) -> None:
+    """Refuse values nested deeper than :data:`MAX_DEPTH` or expanding to more than :data:`MAX_VALUES`.
+
+    Iterative and cut off at the limit, so shared (aliased) subtrees cost at most the limit to walk.
+    """
+    stack, seen = [(value, 1)], 0
+    while stack:
+        item, depth = stack.pop()
+        seen += 1
+        if seen > MAX_VALUES:
+            raise _Unbounded(f"it expands to more than {MAX_VALUES} values (YAML aliases repeating lists?)")
+        if isinstance(item, (dict, list)):
+            if depth > MAX_DEPTH:
+                raise _Unbounded(f"values nested more than {MAX_DEPTH} levels deep")
+            children = [*item.keys(), *item.values()] if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+
+
+def _short(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise RecipeError(f"recipe file {path} does not exist; create one with `adapterhub recipe new {path}`")
+    if path.stat().st_size > MAX_RECIPE_BYTES:
+        raise RecipeError(f"recipe {path} is {path.stat().st_size} bytes, more than the {MAX_RECIPE_BYTES} a recipe "
+                          "may have; put rows in data files and name them under data:")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as error:
-        raise RecipeError(f"recipe {path} is not valid YAML: {error}") from None
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise RecipeError(f"cannot read recipe {path}: {error}") from None
+    raw = safe_yaml(text, label=str(path))
     if not isinstance(raw, dict):
         raise RecipeError(f"recipe {path} must be a YAML mapping of sections (name:, data:, training: ...)")
     return raw
@@ -86,8 +161,6 @@ def _deep_copy(value: Any) -> Any:
 
 def _apply_override(raw: dict[str, Any], override: str) -> None:
     """Set ``a.b.c=value`` in a nested dict (the value parsed as YAML)."""
-    import yaml
-
     key, sep, text = override.partition("=")
     if not sep or not key.strip():
         raise RecipeError(f"bad override {override!r}; write section.key=value, e.g. training.lr=1e-4")
@@ -104,8 +177,10 @@ def _apply_override(raw: dict[str, Any], override: str) -> None:
         node[part] = child
         node = child
     try:
-        node[parts[-1]] = yaml.safe_load(text) if text.strip() else None
-    except yaml.YAMLError:
+        node[parts[-1]] = safe_yaml(text, label=f"override {key.strip()!r}") if text.strip() else None
+    except RecipeError as error:
+        if "not valid YAML" not in str(error):
+            raise
         node[parts[-1]] = text
 
 
@@ -125,7 +200,7 @@ def _describe(item: dict[str, Any]) -> str:
     if item["type"] == "value_error" and not where:
         return message
     shown = item.get("input")
-    got = f" (got {shown!r})" if shown is not None and not isinstance(shown, dict) else ""
+    got = f" (got {_short(repr(shown))})" if shown is not None and not isinstance(shown, dict) else ""
     return f"{where}: {message}{got}" if where else f"{message}{got}"
 
 
