@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 import weakref
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, Iterator, Sequence
 
 from ..base import embedded
-from ..errors import AdapterInUseError, AdapterNotFoundError, ConfigError, InvalidNameError, UnknownDomainError
+from ..errors import (AdapterInUseError, AdapterNotFoundError, ConfigError, InvalidNameError, MemoryBudgetError,
+                      UnknownDomainError)
+from .._transformers import text_config
 from ..methods import method_from_config
 from ..prompts import TaskSpec
 from ..scoring import label_probabilities, label_scores
@@ -24,7 +27,7 @@ from ..tokens import left_pad, pad_id_of
 from . import generation, scoring, sources
 from .batch import BARE, RowRouting, row_names
 from .methods import build_methods, route
-from .slots import Residency, ResidentAdapter, ResidentInfo
+from .slots import Residency, ResidentAdapter, ResidentInfo, SlotsBusyError
 
 _UNSET: Any = type("Unset", (), {"__repr__": lambda self: "<default domain>"})()
 
@@ -41,6 +44,8 @@ class AdapterHub:
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (when ``base`` is a name).
         max_resident: most adapters kept loaded; the least recently used is evicted.
         memory_budget_mb: most MiB of adapter weights kept loaded.
+        slot_wait_s: how long a call waits for a slot when every slot is held by running calls
+            (then :class:`MemoryBudgetError`); a call that needs more slots than the limits allow fails at once.
 
     Raises:
         ConfigError: bad limits, or quantize/device given with a loaded ``Base``.
@@ -52,7 +57,7 @@ class AdapterHub:
 
     def __init__(self, base: Any = embedded.DEFAULT_ALIAS, *, quantize: str | None = None, registry: Any = None,
                  device: str = "auto", max_resident: int | None = None,
-                 memory_budget_mb: float | None = None) -> None:
+                 memory_budget_mb: float | None = None, slot_wait_s: float = 30.0) -> None:
         from ..base.loading import Base, load_base
 
         budget = None if memory_budget_mb is None else int(memory_budget_mb * 2**20)
@@ -67,7 +72,11 @@ class AdapterHub:
         self._methods = build_methods(self.base)
         self._registry_arg = registry
         self._registry: Any = _UNSET
+        if not (isinstance(slot_wait_s, (int, float)) and slot_wait_s >= 0):
+            raise ConfigError(f"slot_wait_s={slot_wait_s!r} must be a number of seconds >= 0")
         self._lock = threading.RLock()
+        self._slot_freed = threading.Condition(self._lock)  # notified whenever a pin is released or a slot freed
+        self._slot_wait_s = float(slot_wait_s)
         self._sources: dict[str, str] = {}  # name -> source, kept after eviction so it reloads on next use
         self._default: str | None = None
         self._scope: ContextVar[Any] = ContextVar(f"adapterhub_scope_{id(self)}", default=_UNSET)
@@ -209,6 +218,10 @@ class AdapterHub:
         single = isinstance(prompt, str)
         prompts = [prompt] if single else list(prompt)
         names = self._row_names(len(prompts), domain, domains)
+        _check_count("max_new_tokens", max_new_tokens)
+        for key in ("num_beams", "num_return_sequences"):
+            if generate_kwargs.get(key) is not None:
+                _check_count(key, generate_kwargs[key])
         if not prompts:
             return []
         generate_kwargs.setdefault("do_sample", False)
@@ -220,6 +233,10 @@ class AdapterHub:
             input_ids, attention_mask = left_pad(generation.encode(self.tokenizer, prompts, tasks, chat=chat),
                                                  pad_id=pad_id_of(self.tokenizer), device=self._device)
             routing = self._routing(rows, repeat=generation.expansion(self.base.model, generate_kwargs))
+            prefix = 0 if routing.prefix is None else int(routing.prefix.mask.shape[1])
+            self._check_context(input_ids.shape[1] + prefix + max_new_tokens,
+                                f"the longest prompt ({input_ids.shape[1]} tokens"
+                                + (f", {prefix} prefix tokens" if prefix else "") + f") + max_new_tokens={max_new_tokens}")
             with routing.applied(), torch.inference_mode():
                 new_tokens = generation.generate_tokens(self.base.model, input_ids, attention_mask, routing.prefix,
                                                         max_new_tokens=max_new_tokens, **generate_kwargs)
@@ -280,8 +297,15 @@ class AdapterHub:
         single = isinstance(texts, str)
         items = [texts] if single else list(texts)
         names = self._row_names(len(items), domain, domains)
+        _check_count("batch_size", batch_size)
         with self._pinned(names) as rows:
             tasks = [scoring.classification_task(entry, name) for entry, name in zip(rows, names)]
+            if items:
+                lengths = [len(ids) for ids in generation.encode(self.tokenizer, items, tasks, chat=True)]
+                longest = max(range(len(items)), key=lengths.__getitem__)
+                label = max(len(self.tokenizer(label)["input_ids"]) for label in tasks[longest].labels) + 1
+                self._check_context(lengths[longest] + label,
+                                    f"text {longest} ({lengths[longest]} prompt tokens + its longest label)")
             scores = label_scores(self.base.model, self.tokenizer, tasks, items,
                                   lambda chunk: self._routing([rows[i] for i in chunk]),
                                   batch_size=batch_size, device=self._device)
@@ -312,6 +336,7 @@ class AdapterHub:
             raise ConfigError(f"attention_mask has shape {tuple(attention_mask.shape)} but input_ids has "
                               f"{tuple(input_ids.shape)}; they must match")
         names = self._row_names(input_ids.shape[0], domain, domains)
+        self._check_context(input_ids.shape[1], f"input_ids ({input_ids.shape[1]} tokens)")
         with self._pinned(names) as rows, torch.no_grad():
             routing = self._routing(rows)
             with routing.applied():
@@ -329,20 +354,36 @@ class AdapterHub:
     @contextmanager
     def _pinned(self, names: Sequence[str | None]) -> Iterator[list[ResidentAdapter | None]]:
         """Resolve (loading if needed) and pin every named adapter for the duration of a call."""
+        resolved: dict[str, ResidentAdapter] = {}
         with self._lock:
             distinct = list(dict.fromkeys(name for name in names if name is not None))
-            resolved: dict[str, ResidentAdapter] = {}
-            for name in distinct:
-                resolved[name] = self._resolve(name, protect=frozenset(e.name for e in resolved.values()))
+            try:
+                for name in distinct:  # pinned one by one: waiting for a slot releases the lock
+                    entry = self._resolve(name, protect=frozenset(e.name for e in resolved.values()))
+                    entry.pins += 1
+                    resolved[name] = entry
+            except BaseException:
+                self._unpin(resolved.values())
+                raise
             for entry in resolved.values():
-                entry.pins += 1
                 self._residency.touch(entry)
         try:
             yield [None if name is None else resolved[name] for name in names]
         finally:
             with self._lock:
-                for entry in resolved.values():
-                    entry.pins -= 1
+                self._unpin(resolved.values())
+
+    def _unpin(self, entries: Any) -> None:
+        for entry in entries:
+            entry.pins -= 1
+        self._slot_freed.notify_all()
+
+    def _check_context(self, tokens: int, what: str) -> None:
+        """One clear error instead of positions past what the base was trained on (garbage, and slow)."""
+        limit = getattr(text_config(self.base.model.config), "max_position_embeddings", None)
+        if limit and tokens > limit:
+            raise ConfigError(f"{what} needs {tokens} positions but base {self.base.spec.name!r} has a context of "
+                              f"{limit} tokens; shorten the input or ask for fewer new tokens")
 
     def _resolve_name(self, name: str) -> str:
         with self._lock:
@@ -376,13 +417,27 @@ class AdapterHub:
     def _install(self, payload: sources.AdapterPayload, *, protect: frozenset[str]) -> ResidentAdapter:
         method = self._methods[method_from_config(payload.config)]
         prepared = method.prepare(payload.config, payload.tensors)
-        previous = self._residency.get(payload.name)
-        if previous is not None:  # another version under the same name: replace it
-            if previous.pins:
-                raise AdapterInUseError(f"adapter {payload.name!r} is in use by a running call; load the new version "
-                                  "after it returns")
-            self._evict(previous)
-        for victim in self._residency.evictions_for(prepared.nbytes, name=payload.name, protect=protect):
+        deadline = None
+        while True:
+            previous = self._residency.get(payload.name)
+            if deadline is not None and previous is not None and previous.source == payload.source:
+                return previous  # another call loaded it while this one waited
+            if previous is not None:  # another version under the same name: replace it
+                if previous.pins:
+                    raise AdapterInUseError(f"adapter {payload.name!r} is in use by a running call; load the new "
+                                            "version after it returns")
+                self._evict(previous)
+            try:
+                victims = self._residency.evictions_for(prepared.nbytes, name=payload.name, protect=protect)
+                break
+            except SlotsBusyError as error:  # running calls hold every slot: wait (bounded) for one to return
+                now = time.monotonic()
+                deadline = now + self._slot_wait_s if deadline is None else deadline
+                if now >= deadline:
+                    raise MemoryBudgetError(f"{error} (waited {self._slot_wait_s:g} s for a running call to free a "
+                                            "slot; raise slot_wait_s or max_resident)") from None
+                self._slot_freed.wait(deadline - now)
+        for victim in victims:
             self._evict(victim)
         entry = ResidentAdapter(name=payload.name, slot=self._residency.new_slot(), method=method.name,
                                 source=payload.source, nbytes=prepared.nbytes, file_bytes=payload.file_bytes,
@@ -395,6 +450,7 @@ class AdapterHub:
     def _evict(self, entry: ResidentAdapter) -> None:
         self._methods[entry.method].remove(entry.slot)
         self._residency.pop(entry.name)
+        self._slot_freed.notify_all()
 
     def _routing(self, rows: Sequence[ResidentAdapter | None], *, repeat: int = 1) -> RowRouting:
         """How these rows (one resident entry or ``None`` each) reach their adapters."""
@@ -412,3 +468,7 @@ class AdapterHub:
         return (f"AdapterHub(base={self.base.spec.name!r}, resident={self._residency.names()}, "
                 f"domain={self.domain!r})")
 
+
+def _check_count(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{name}={value!r} must be a whole number >= 1")

@@ -132,7 +132,10 @@ class Residency:
         if (limit is not None and count > limit) or (budget is not None and total > budget):
             busy = [entry.name for entry in self._entries.values() if entry.pins or entry.name in protect]
             budget_mb = "None" if budget is None else f"{budget / 2**20:g}"
-            raise MemoryBudgetError(
+            own = [entry for entry in self._entries.values() if entry.name in protect]
+            fits_later = ((limit is None or len(own) + 1 <= limit) and
+                          (budget is None or sum(entry.nbytes for entry in own) + nbytes <= budget))
+            raise (SlotsBusyError if fits_later else MemoryBudgetError)(
                 f"no room for adapter {name!r}: {', '.join(busy)} are in use by this or running calls and cannot be "
                 f"evicted (max_resident={limit}, memory_budget_mb={budget_mb}); raise the limits or use fewer "
                 "domains per call")
@@ -151,6 +154,10 @@ class Residency:
                          domain=e.domain, task=e.task.type)
             for e in reversed(self._entries.values())
         ]
+
+
+class SlotsBusyError(MemoryBudgetError):
+    """No room now because running calls pin the adapters that would be evicted; room frees when they return."""
 
 
 def _mib(count: int) -> str:

@@ -180,7 +180,11 @@ def evaluate_file(ref: str, data: str | Path, *, registry: Any = None, base: Any
     0.9167
     """
     from ..base.loading import load_base
+    from ..errors import ConfigError
     from .data import encode_split, map_fields, read_rows
+
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size={batch_size!r} must be a whole number >= 1 (--batch-size)")
     from .lm_loss import SupervisedLM
     from .recipe import Source
     from ..registry.store import Registry

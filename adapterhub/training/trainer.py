@@ -332,17 +332,30 @@ class Trainer:
 
     # --- 3. finish ------------------------------------------------------------------------------------------
     def finish(self, *, registry: Any = None) -> TrainResult:
-        """Export the best adapter, evaluate it, write metrics and plot, register."""
+        """Export the best adapter, evaluate it, write metrics and plot, register.
+
+        A Ctrl-C at any point before the registry write (the first one is only noted
+        while evaluating, a second one stops at once) registers nothing.
+        """
         self.accelerator.wait_for_everyone()
         if not self.accelerator.is_main_process:
             return TrainResult(record=None, run_dir=self.run_dir, metrics={})
-        if self.recipe.training.load_best and self.best_state is not None:
-            checkpoint.load_trainable_state(self.peft_model, self.best_state)
-        adapter_dir = checkpoint.save_adapter_dir(self.peft_model, self.run_dir / "adapter")
-        metrics = self.final_metrics()
-        runs.write_metrics(self.run_dir, {"name": self.recipe.name, "run_dir": str(self.run_dir), "metrics": metrics,
-                                          "history": self.history})
-        runs.plot_losses(self.run_dir, self.history, title=f"{self.recipe.name} ({self.recipe.adapter.method})")
+        try:
+            if self.recipe.training.load_best and self.best_state is not None:
+                checkpoint.load_trainable_state(self.peft_model, self.best_state)
+            adapter_dir = checkpoint.save_adapter_dir(self.peft_model, self.run_dir / "adapter")
+            metrics = self.final_metrics()
+            runs.write_metrics(self.run_dir, {"name": self.recipe.name, "run_dir": str(self.run_dir),
+                                              "metrics": metrics, "history": self.history})
+            runs.plot_losses(self.run_dir, self.history, title=f"{self.recipe.name} ({self.recipe.adapter.method})")
+        except KeyboardInterrupt:
+            self._interrupt_requested = True
+        if self._interrupt_requested:
+            saved = self.run_dir / "adapter"
+            keep = (f"The trained adapter is in {saved}: register it with `adapterhub registry import {saved} --name "
+                    f"{self.recipe.name}`" if (saved / "adapter_model.safetensors").is_file() else
+                    f"Continue with --resume --run-dir {self.run_dir}")
+            raise TrainingError(f"interrupted after training, before registering; nothing was registered. {keep}")
         if not self.recipe.output.register_on_success:
             return TrainResult(record=None, run_dir=self.run_dir, metrics=metrics)
         record = register_adapter(adapter_dir, self.recipe, metrics=metrics, base=self.base, registry=registry)
