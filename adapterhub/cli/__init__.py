@@ -68,3 +68,8 @@ def main(argv: list[str] | None = None) -> int:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as error:  # an unwritable output path or a full disk that no library call named
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"error: {where}{error.strerror or error}; check the path exists and is writable, and that its disk "
+              "has free space", file=sys.stderr)
+        return 2

@@ -1,4 +1,4 @@
-"""``adapterhub registry list|show|import|rm|tag|verify|export|gc``: thin calls into :class:`Registry`."""
+"""``adapterhub registry list|show|import|rm|tag|verify|export|gc|rebuild-index``: thin calls into :class:`Registry`."""
 
 from __future__ import annotations
 
@@ -58,6 +58,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     export.add_argument("dir", help="new or empty folder")
 
     verb("gc", _gc, "remove leftovers of interrupted writes")
+
+    verb("rebuild-index", _rebuild_index, "index every verifying version folder again (after losing index.sqlite)",
+         json=True)
 
 
 def _registry(args: argparse.Namespace) -> Any:
@@ -159,3 +162,16 @@ def _gc(args: argparse.Namespace) -> int:
         print(f"removed {path}")
     print(f"{len(removed)} leftover(s) removed")
     return 0
+
+
+def _rebuild_index(args: argparse.Namespace) -> int:
+    report = _registry(args).rebuild_index()
+    if args.json:
+        print_json(report.to_dict())
+    else:
+        for problem in report.problems:
+            print(f"problem: {problem}")
+        tags = f", {len(report.tags)} tag(s)" if report.tags else ""
+        print(f"indexed {len(report.indexed)} entr{'y' if len(report.indexed) == 1 else 'ies'}{tags}; "
+              f"{len(report.problems)} folder(s) left out")
+    return 1 if report.problems else 0
