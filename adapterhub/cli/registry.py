@@ -137,7 +137,7 @@ def _tag(args: argparse.Namespace) -> int:
 
 def _verify(args: argparse.Namespace) -> int:
     registry = _registry(args)
-    checked = 1 if args.ref else len(registry.list())
+    checked = 1 if args.ref else registry.count()
     problems = registry.verify(args.ref, progress=sys.stderr.isatty())
     if args.json:
         print_json({"checked": checked, "problems": problems})

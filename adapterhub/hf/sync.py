@@ -33,7 +33,8 @@ from ..errors import (HubConnectionError, HubError, HubFileNotFoundError, HubInc
                      HubInvalidAdapterError, HubNotAnAdapterError, HubPickleWeightsError, IncompatibleBaseError,
                      InvalidAdapterError, InvalidNameError)
 from .client import HUB_SCHEME, HubRef, HubSettings, hf_api, hub_errors
-from ..registry.manifest import CONFIG_FILE, MANIFEST_FILE, PICKLE_SUFFIXES, WEIGHTS_FILE
+from ..registry.manifest import (CONFIG_FILE, MANIFEST_FILE, MAX_JSON_BYTES, PICKLE_SUFFIXES, WEIGHTS_FILE, parse_json,
+                                 read_regular)
 
 CARD_FILE = "README.md"
 PULL_PATTERNS = [CONFIG_FILE, WEIGHTS_FILE, MANIFEST_FILE, CARD_FILE]
@@ -139,7 +140,7 @@ def pull(repo_id: str, *, registry: Any = None, revision: str | None = None, nam
                 registry.load(existing.ref, base=base)
             return existing
         _check_repo_files(ref, commit, snapshot, settings)
-        manifest = _read_manifest(snapshot / MANIFEST_FILE)
+        manifest = _read_manifest(snapshot / MANIFEST_FILE, f"{ref.repo_id} at commit {commit[:12]}")
         if name is None:
             name = _name_from_repo(ref.repo_id)
             _refuse_other_sources(registry, name, ref)
@@ -275,13 +276,18 @@ def _check_repo_files(ref: HubRef, commit: str, snapshot: Path, settings: HubSet
                                    "pull another revision or ask the author to push the weights")
 
 
-def _read_manifest(path: Path) -> dict[str, Any]:
-    """The repo's ``adapterhub.json`` as a dict; ``{}`` for plain PEFT repos (or an unreadable one)."""
-    try:
-        value = json.loads(path.read_bytes())
-    except (OSError, ValueError):
+def _read_manifest(path: Path, where: str) -> dict[str, Any]:
+    """The repo's ``adapterhub.json`` as a dict; ``{}`` for plain PEFT repos.
+
+    Raises:
+        HubInvalidAdapterError: it is there but not a JSON object (too deep, too large, not JSON).
+    """
+    if not path.exists():
         return {}
-    return value if isinstance(value, dict) else {}
+    try:
+        return parse_json(read_regular(path, limit=MAX_JSON_BYTES), where=f"{where}: {MANIFEST_FILE}")
+    except (InvalidAdapterError, OSError) as error:
+        raise HubInvalidAdapterError(f"{error}; nothing was registered") from None
 
 
 def _name_from_repo(repo_id: str) -> str:

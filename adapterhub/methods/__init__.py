@@ -107,11 +107,11 @@ def method_from_config(config: Mapping[str, Any]) -> str:
 
 
 def config_problem(config: Mapping[str, Any], key: str, kind: str, *, required: bool = False,
-                   minimum: float | None = None) -> str | None:
+                   minimum: float | None = None, nullable: bool = True) -> str | None:
     """Why ``config[key]`` is unusable as ``kind`` (``"int"``, ``"number"``, ``"bool"``, ``"str"``), or ``None``.
 
     Numbers must be finite (no NaN or infinity, which JSON allows through Python); booleans are no numbers.
-    A missing or ``null`` key is fine unless ``required``.
+    A missing key is fine unless ``required``; so is ``null`` unless ``required`` or not ``nullable``.
 
     >>> config_problem({"lora_alpha": float("nan")}, "lora_alpha", "number")
     'lora_alpha must be a finite number, not nan'
@@ -119,6 +119,8 @@ def config_problem(config: Mapping[str, Any], key: str, kind: str, *, required: 
     import math
 
     value = config.get(key)
+    if value is None and key in config and not nullable:
+        return f"{key} is null"
     if value is None:
         return f"{key} is missing (or null)" if required else None
     numeric = isinstance(value, (int, float)) and not isinstance(value, bool)

@@ -54,7 +54,8 @@ class LoraSpec:
     def check_files(self, config: Mapping[str, Any], tensor_shapes: Mapping[str, tuple[int, ...]], *,
                     where: str) -> None:
         problems = [problem for problem in (
-            config_problem(config, "r", "int", minimum=1), config_problem(config, "lora_alpha", "number"),
+            config_problem(config, "r", "int", minimum=1, nullable=False),
+            config_problem(config, "lora_alpha", "number", nullable=False),
             config_problem(config, "use_rslora", "bool"), config_problem(config, "use_dora", "bool"),
             config_problem(config, "lora_dropout", "number", minimum=0)) if problem]
         problems += _pattern_problems(config, "alpha_pattern", "number")

@@ -378,3 +378,48 @@ def _assert_nothing_registered(registry: Registry, error: Exception) -> None:
     assert registry.list() == []
     assert not any((registry.root / "adapters").glob("*/*"))
     assert TOKEN not in str(error) and "hf_forged_token" not in str(error)
+
+
+# --- hostile repos (issue 13, item 2) -----------------------------------------------------------
+def test_a_repo_manifest_never_chooses_the_local_name(hub_env, registry, finance, lora_dir, tiny_base):
+    """A repo whose adapterhub.json says "name": "finance" must not become finance@2 (and so finance@latest)."""
+    hostile = {**peft_files(lora_dir), "adapterhub.json": json.dumps({"name": "finance", "domain": "finance"})}
+    hub_env.add_repo("mallory/finance", hostile)
+
+    with pytest.raises(errors.InvalidNameError, match=r"'finance' already holds finance@1 .*--name finance"):
+        pull("mallory/finance", registry=registry)
+    assert [r.ref for r in registry.list()] == ["finance@1"]  # finance@latest still serves our weights
+
+    hub_env.add_repo("mallory/evil-lora", hostile)  # a name of its own: fine, but never "finance"
+    assert pull("mallory/evil-lora", registry=registry).ref == "evil-lora@1"
+    explicit = pull("mallory/finance", name="finance", registry=registry)  # an explicit choice is honoured
+    assert explicit.ref == "finance@2" and explicit.manifest["source"]["repo_id"] == "mallory/finance"
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("domain", "legal/../../x", "field 'domain'"),
+    ("domain", "legal\n", "field 'domain'"),
+    ("domain", {"a": 1}, "field 'domain'"),
+    ("metrics", [1, 2], "field 'metrics' must be an object"),
+    ("metrics", {"accuracy": [0.9]}, "field 'metrics'"),
+    ("base", "llama", "field 'base'"),
+    ("base", {"fingerprint": 5}, "field 'base'"),
+    ("task", {"type": "classification", "labels": [{"x": 1}, "b"]}, "field 'task'"),
+    ("task", {"type": "classification", "labels": ["a", "b"], "prompt_template": 7}, "field 'task'"),
+    ("recipe", "deep", "field 'recipe'"),
+    ("description", ["x"], "field 'description'"),
+])
+def test_every_remote_manifest_field_is_validated(hub_env, fresh, lora_dir, field, value, message):
+    hub_env.add_repo("mallory/odd-lora", {**peft_files(lora_dir), "adapterhub.json": json.dumps({field: value})})
+    with pytest.raises(errors.HubInvalidAdapterError, match=message) as caught:
+        pull("mallory/odd-lora", registry=fresh)
+    assert "nothing was registered" in str(caught.value) and fresh.list() == []
+
+
+def test_a_deeply_nested_remote_manifest_is_one_clear_error(hub_env, fresh, lora_dir):
+    deep = "[" * 100_000 + "]" * 100_000
+    hub_env.add_repo("mallory/deep-lora", {**peft_files(lora_dir),
+                                           "adapterhub.json": '{"metrics": {"x": ' + deep + "}}"})
+    with pytest.raises(errors.HubInvalidAdapterError, match="nests more than"):
+        pull("mallory/deep-lora", registry=fresh)
+    assert fresh.list() == []
