@@ -348,3 +348,101 @@ def test_label_probabilities_from_python(hub, dirs):
         assert list(share) == list(SENTIMENT.labels)  # the adapter's label order
         assert sum(share.values()) == pytest.approx(1.0) and share == pytest.approx(label_probabilities(row))
         assert max(share, key=share.get) == max(row, key=row.get)
+
+
+# --- issue 13: bad call options, over-long inputs, waiting for a slot -------------------------------
+@pytest.mark.parametrize("options, message", [
+    ({"num_beams": 0}, "num_beams=0 must be a whole number >= 1"),
+    ({"num_beams": -2}, "num_beams=-2"),
+    ({"num_return_sequences": 0}, "num_return_sequences=0"),
+    ({"max_new_tokens": 0}, "max_new_tokens=0"),
+    ({"max_new_tokens": 2.5}, "max_new_tokens=2.5"),
+])
+def test_bad_generate_options_are_one_clear_error(hub, dirs, options, message):
+    with pytest.raises(ConfigError, match=message):
+        hub.generate("Hello", domain=str(dirs["lora-0"]), **{"max_new_tokens": 2, **options})
+
+
+def test_batch_size_zero_is_one_clear_error(hub, dirs, tmp_path):
+    from adapterhub.training.evaluate import evaluate_file
+
+    with pytest.raises(ConfigError, match="batch_size=0"):
+        hub.predict(TEXTS, domain=str(dirs["finance"]), batch_size=0)
+    with pytest.raises(ConfigError, match="batch_size=0 must be a whole number >= 1"):
+        evaluate_file("finance", tmp_path / "rows.jsonl", batch_size=0)
+
+
+def test_inputs_longer_than_the_context_are_one_clear_error(hub, dirs, tiny_base):
+    limit = tiny_base.model.config.max_position_embeddings
+    long_text = "word " * (limit + 10)
+    for call in (lambda: hub.generate(long_text, domain=str(dirs["lora-0"]), max_new_tokens=4),
+                 lambda: hub.generate("Hello", domain=str(dirs["prefix-0"]), max_new_tokens=limit),
+                 lambda: hub.predict(long_text, domain=str(dirs["finance"])),
+                 lambda: hub.logits(torch.arange(limit + 1) % 100, domain=None)):
+        with pytest.raises(ConfigError, match=f"has a context of {limit} tokens"):
+            call()
+    assert hub.generate("Hello", domain=str(dirs["lora-0"]), max_new_tokens=2) is not None
+
+
+def test_cli_num_beams_zero_is_one_line(tiny_llama_dir, registry_root, capsys):
+    from adapterhub.cli import main
+
+    assert main(["generate", "Hello", "--base", str(tiny_llama_dir), "--device", "cpu", "--num-beams", "0"]) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("\rLoading")]
+    assert lines == ["error: num_beams=0 must be a whole number >= 1"]
+
+
+def _hold_first_forward(monkeypatch, started, release):
+    """The first routed forward pass blocks until ``release`` is set (a long-running call)."""
+    from adapterhub.runtime import generation
+
+    original, calls = generation.forward_logits, []
+
+    def forward(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            started.set()
+            assert release.wait(30)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(generation, "forward_logits", forward)
+
+
+@pytest.mark.timeout(60)
+def test_a_call_waits_for_a_slot_held_by_a_running_call(tiny_base, dirs, monkeypatch):
+    import threading
+
+    started, release = threading.Event(), threading.Event()
+    _hold_first_forward(monkeypatch, started, release)
+    with AdapterHub(tiny_base, max_resident=1, slot_wait_s=30) as hub:
+        hub.load(dirs["lora-0"])
+        hub.load(dirs["lora-1"])  # evicts lora-0; both sources stay known
+        results = {}
+        holder = threading.Thread(target=lambda: results.setdefault("a", hub.logits(IDS, domain="lora-1")))
+        holder.start()
+        assert started.wait(30)
+        threading.Timer(0.3, release.set).start()
+        results["b"] = hub.logits(IDS, domain="lora-0")  # lora-1 is pinned: wait for the call to return
+        holder.join(30)
+        assert set(results) == {"a", "b"} and [info.name for info in hub.resident()] == ["lora-0"]
+
+
+@pytest.mark.timeout(60)
+def test_the_wait_for_a_slot_is_bounded(tiny_base, dirs, monkeypatch):
+    import threading
+    import time
+
+    started, release = threading.Event(), threading.Event()
+    _hold_first_forward(monkeypatch, started, release)
+    with AdapterHub(tiny_base, max_resident=1, slot_wait_s=0.3) as hub:
+        hub.load(dirs["lora-0"])
+        holder = threading.Thread(target=lambda: hub.logits(IDS, domain="lora-0"))
+        holder.start()
+        assert started.wait(30)
+        began = time.monotonic()
+        with pytest.raises(MemoryBudgetError, match=r"waited 0.3 s"):
+            hub.logits(IDS, domain=str(dirs["lora-1"]))
+        assert 0.25 < time.monotonic() - began < 10
+        release.set()
+        holder.join(30)
+        assert hub.logits(IDS, domain=str(dirs["lora-1"])).shape[0] == 1  # the slot is free again

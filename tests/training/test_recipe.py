@@ -181,3 +181,50 @@ def test_shipped_recipe_is_valid(path, tiny_base):
     dataset = load_dataset(load_recipe(path, overrides=["data.max_length=4096"]), tiny_base.tokenizer)
     assert len(dataset.train.rows) >= 240 and len(dataset.validation.rows) >= 60
     assert {row["label"] for row in dataset.test.rows} == set(recipe.data.labels)
+
+
+# --- issue 13: registry rules at check time, bounded YAML --------------------------------------
+@pytest.mark.parametrize("raw, message", [
+    (with_("name", "a..b"), r"name: invalid adapter name 'a\.\.b'"),
+    (with_("name", "x" * 101), r"name: invalid adapter name"),
+    (with_("domain", "legal/contracts"), r"domain: invalid domain 'legal/contracts'"),
+    (with_("domain", "fin..ance"), r"domain: invalid domain"),
+    (with_("tags", ["prod", "7"]), r"tags: invalid tag '7'"),
+    (with_("tags", ["latest"]), r"tags: invalid tag 'latest'"),
+    (with_("tags", ["with space"]), r"tags: invalid tag 'with space'"),
+    (with_("output.tags", ["a/b"]), r"output.tags: invalid tag 'a/b'"),
+])
+def test_names_domains_and_tags_obey_the_registry_rules_at_check_time(raw, message):
+    with pytest.raises(RecipeError, match=message):
+        load_recipe(raw)
+
+
+def _alias_bomb(levels: int, width: int = 9) -> str:
+    value = "&a0 [" + ",".join(["x"] * 10) + "]"
+    for level in range(1, levels):
+        value = f"&a{level} [{value}," + ",".join([f"*a{level - 1}"] * (width - 1)) + "]"
+    return value
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("tags", [_alias_bomb(6), _alias_bomb(10), "[" * 5000 + "]" * 5000])
+def test_alias_bombs_and_deep_nesting_are_refused_quickly_without_echoing(tmp_path, tags):
+    path = tmp_path / "bomb.yaml"
+    path.write_text(f"name: bomb\ndata: {{train: t.jsonl, labels: [a, b]}}\ntags: {tags}\n")
+    with pytest.raises(RecipeError, match="refused|nests") as caught:
+        load_recipe(path)
+    assert len(str(caught.value)) < 400
+    with pytest.raises(RecipeError) as caught:
+        load_recipe(MINIMAL, overrides=[f"tags={tags}"])
+    assert len(str(caught.value)) < 400
+
+
+def test_huge_recipe_files_and_values_are_refused_without_echoing(tmp_path):
+    path = tmp_path / "huge.yaml"
+    path.write_text("name: big\ndata: {train: t.jsonl, labels: [a, b]}\ndescription: " + "x" * 2_000_000 + "\n")
+    with pytest.raises(RecipeError, match="bytes, more than") as caught:
+        load_recipe(path)
+    assert len(str(caught.value)) < 400
+    with pytest.raises(RecipeError) as caught:
+        load_recipe(with_("training.lr", "fast" * 100_000))
+    assert len(str(caught.value)) < 400

@@ -262,3 +262,23 @@ def test_two_cli_trainings_started_in_one_second_get_their_own_run_folders(tmp_p
         assert main(["train", str(recipe_file), "--set", "training.max_steps=1", "--no-progress", "--json"]) == 0
         folders.append(json.loads(capsys.readouterr().out)["run_dir"])
     assert folders == ["runs/tiny-20261127-120000", "runs/tiny-20261127-120000-2"]
+
+
+@pytest.mark.parametrize("when", ["ctrl-c during the final evaluation", "second ctrl-c during the final evaluation"])
+def test_ctrl_c_after_training_registers_nothing(tmp_path, tiny_llama_dir, monkeypatch, when):
+    """Issue 13: a first Ctrl-C while evaluating was swallowed and the adapter registered anyway."""
+    raw = tiny_recipe(tmp_path, tiny_llama_dir, training={"max_steps": 2})
+    original = Trainer.final_metrics
+
+    def interrupted_metrics(self):
+        metrics = original(self)
+        if when.startswith("second"):
+            raise KeyboardInterrupt  # what the restored handler raises on a second Ctrl-C
+        os.kill(os.getpid(), signal.SIGINT)  # noted by the handler; the evaluation itself finishes
+        return metrics
+
+    monkeypatch.setattr(Trainer, "final_metrics", interrupted_metrics)
+    with pytest.raises(TrainingError, match="interrupted after training, before registering; nothing was registered"):
+        train(raw, progress=False)
+    assert _registry(raw).list() == []
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler was restored
