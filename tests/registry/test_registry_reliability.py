@@ -165,3 +165,60 @@ def test_a_failure_after_placing_takes_the_folder_back_out(tmp_path, lora_dir, m
     assert [r.ref for r in registry.list()] == ["crash@1"] and leftovers(registry) == ([], [])
     monkeypatch.undo()
     assert registry.add(lora_dir, "crash").version == 2
+
+
+GC_LOOP = """
+import sys, time
+from pathlib import Path
+from adapterhub.registry import Registry
+registry, removed = Registry(sys.argv[1]), 0
+while not Path(sys.argv[2]).exists():
+    removed += len(registry.gc())
+    time.sleep(0.005)
+print(removed, flush=True)
+"""
+STORM_KILLS = int(os.environ.get("REGISTRY_STORM_KILLS", "120"))  # ~40 s on 2 quiet cores; raise it for soak runs
+
+
+@pytest.mark.reliability
+@pytest.mark.timeout(600)
+def test_sigkill_storm_beside_a_gc_loop_then_the_index_is_lost_and_rebuilt(tmp_path, lora_dir):
+    """Issue 13's measure: many SIGKILLs during adds while another process runs gc in a loop (the staging
+    race), then the index is deleted: it is refused, rebuilt from the manifests, and no version is reused."""
+    from adapterhub.errors import IndexLostError
+    from adapterhub.registry.store import INDEX_FILE
+
+    rng = random.Random(20261127)
+    registry, done = Registry(tmp_path / "registry"), tmp_path / "done"
+    registry.add(lora_dir, "storm")
+    cleaner = spawn(GC_LOOP, registry.root, done)
+    acknowledged: set[int] = {1}
+    for kill in range(STORM_KILLS):
+        child = spawn(ADD_LOOP, registry.root, lora_dir, "storm", 0, "-")
+        assert child.stdout.readline().strip() == "ready", child.stderr.read()
+        time.sleep(rng.uniform(0.0, 0.15))
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        acknowledged.update(int(v) for v in child.stdout.read().split())
+        child.stdout.close()
+        child.stderr.close()
+        assert acknowledged <= {r.version for r in registry.list()}  # no acknowledged add is lost
+        if kill % 50 == 49:
+            assert_consistent(registry)
+    done.touch()
+    gc_output, gc_errors = cleaner.communicate(timeout=60)
+    assert cleaner.returncode == 0, gc_errors  # the gc loop never failed either
+    final = registry.add(lora_dir, "storm")
+    before = [r.ref for r in registry.list()]
+    assert leftovers(registry) == ([], []) and assert_consistent(registry)[-1] == final.version
+
+    for path in registry.root.glob(INDEX_FILE + "*"):
+        path.unlink()
+    with pytest.raises(IndexLostError, match="rebuild-index"):
+        Registry(registry.root).list()
+    report = Registry(registry.root).rebuild_index()
+    assert report.indexed == before and report.problems == []
+    assert Registry(registry.root).add(lora_dir, "storm").version == final.version + 1
+    print(f"\nstorm: {STORM_KILLS} SIGKILLs beside a gc loop ({int(gc_output)} leftovers removed by it), "
+          f"{len(acknowledged)} acknowledged adds, {len(before)} entries, problems: 0; index deleted -> refused, "
+          f"rebuilt {len(report.indexed)} entries, next version {final.version + 1}")
