@@ -371,8 +371,8 @@ def recorded_fields(manifest: Mapping[str, Any], *, where: str) -> dict[str, Any
     """
     fields: dict[str, Any] = {}
 
-    def bad(field: str, why: str) -> InvalidAdapterError:
-        return InvalidAdapterError(f"{where}: field {field!r} {why}; fix the manifest or delete it "
+    def bad(name: str, why: str) -> InvalidAdapterError:
+        return InvalidAdapterError(f"{where}: field {name!r} {why}; fix the manifest or delete it "
                                    "(then pass the values by hand)")
 
     domain = manifest.get("domain")
@@ -395,15 +395,15 @@ def recorded_fields(manifest: Mapping[str, Any], *, where: str) -> dict[str, Any
                 and all(value is None or (isinstance(value, str) and len(value) <= 200) for value in base.values())):
             raise bad("base", "must be an object with string 'fingerprint' and 'name'")
         fields["base"] = {"fingerprint": base.get("fingerprint"), "name": base.get("name")}
-    for field in ("metrics", "recipe"):
-        value = manifest.get(field)
+    for key in ("metrics", "recipe"):
+        value = manifest.get(key)
         if value is None:
             continue
         if not isinstance(value, Mapping):
-            raise bad(field, f"must be an object, not {type(value).__name__}")
+            raise bad(key, f"must be an object, not {type(value).__name__}")
         if not json_depth_ok(value, 8):
-            raise bad(field, "nests more than 8 levels deep")
-        fields[field] = dict(value)
+            raise bad(key, "nests more than 8 levels deep")
+        fields[key] = dict(value)
     for key, value in (manifest.get("metrics") or {}).items():
         if not (isinstance(value, (int, float, str, Mapping)) or value is None):
             raise bad("metrics", f"has {key!r} = {type(value).__name__}; metrics are numbers, strings or objects")

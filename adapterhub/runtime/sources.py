@@ -9,7 +9,6 @@ hand over CPU tensors.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any
 
 from ..errors import AdapterNotFoundError
 from ..hf.sync import is_hub_ref, pull
-from ..registry.manifest import MANIFEST_FILE, WEIGHTS_FILE
+from ..registry.manifest import MANIFEST_FILE, WEIGHTS_FILE, parse_json, read_regular
 from ..prompts import TaskSpec
 
 
@@ -67,8 +66,8 @@ def identify(ref: str | os.PathLike, *, registry: Any, name: str | None = None) 
         if not path.is_dir():
             raise AdapterNotFoundError(f"adapter directory {path} does not exist")
         manifest = path / MANIFEST_FILE
-        recorded = json.loads(manifest.read_text()).get("name") if manifest.is_file() else None
-        return name or recorded or path.name, str(path)
+        recorded = parse_json(read_regular(manifest), where=str(manifest)).get("name") if manifest.is_file() else None
+        return name or (recorded if isinstance(recorded, str) else None) or path.name, str(path)
     if registry is None:
         raise AdapterNotFoundError(f"{ref!r} is a registry reference but no registry is available to resolve it; "
                                    f"to load a folder, write it as a path: './{ref}'")
@@ -103,10 +102,10 @@ def fetch(source: str, *, registry: Any, base: Any, name: str) -> AdapterPayload
     from safetensors.torch import load
 
     from ..registry.compat import check_compatible
-    from ..registry.manifest import read_adapter_dir
+    from ..registry.manifest import read_adapter_dir, recorded_fields
 
     adapter = read_adapter_dir(source)
-    manifest = adapter.manifest or {}
+    manifest = recorded_fields(adapter.manifest or {}, where=str(adapter.path / MANIFEST_FILE))
     check_compatible(adapter.config, adapter.tensor_shapes, base,
                      fingerprint=(manifest.get("base") or {}).get("fingerprint"))
     weights = adapter.files[WEIGHTS_FILE]
