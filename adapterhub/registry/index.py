@@ -239,8 +239,14 @@ class RegistryIndex:
         Raises:
             ReadOnlyRegistryError: the registry folder is read-only.
         """
-        self._set_aside_if_damaged()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._set_aside_if_damaged()
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            if _is_read_only(error):
+                raise ReadOnlyRegistryError(f"registry {self.path.parent} is read-only; rebuild its index where it "
+                                            "is writable") from error
+            raise StorageError(f"cannot rebuild {self.path}: {error.strerror or error}") from error
         try:
             with closing(self._open("rwc")) as db:
                 db.execute("PRAGMA journal_mode = WAL")
