@@ -446,3 +446,31 @@ def test_the_wait_for_a_slot_is_bounded(tiny_base, dirs, monkeypatch):
         release.set()
         holder.join(30)
         assert hub.logits(IDS, domain=str(dirs["lora-1"])).shape[0] == 1  # the slot is free again
+
+
+@pytest.mark.timeout(120)
+def test_many_threads_under_max_resident_all_succeed_and_stay_exact(tiny_base, dirs):
+    import threading
+
+    names = ["lora-0", "lora-1", "lora-2", "prefix-0"]
+    with AdapterHub(tiny_base) as reference:
+        expected = {name: reference.logits(IDS, domain=str(dirs[name])) for name in names}
+    failures, results = [], []
+    with AdapterHub(tiny_base, max_resident=2, slot_wait_s=60) as hub:
+        for name in names:
+            hub.load(dirs[name])
+
+        def worker(offset: int) -> None:
+            try:
+                for step in range(6):
+                    name = names[(offset + step) % len(names)]
+                    results.append(torch.equal(hub.logits(IDS, domain=name), expected[name]))
+            except Exception as error:  # noqa: BLE001 - collected for the assertion
+                failures.append(repr(error))
+
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(100)
+    assert failures == [] and len(results) == 48 and all(results)
