@@ -164,7 +164,8 @@ class Registry:
         if not folder.is_dir():
             return []
         indexed = {row["version"] for row in index.rows(db, name=folder.name)}
-        orphans = [entry for entry in folder.iterdir() if entry.name.isdigit() and int(entry.name) not in indexed]
+        orphans = [entry for entry in folder.iterdir()
+                   if entry.name.isascii() and entry.name.isdigit() and int(entry.name) not in indexed]
         return [entry for entry in orphans if self._staging.discard(entry)]
 
     def remove(self, ref: str, *, all_versions: bool = False) -> list[AdapterRecord]:
