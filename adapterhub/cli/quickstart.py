@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..paths import REGISTRY_HELP
 from ._output import print_json, print_table
 
 
@@ -12,7 +13,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("quickstart", help="train (once), load and serve the medical, finance and "
                                                       "legal adapters on one base")
     parser.add_argument("--recipes", default=None, help="folder with the shipped recipes (default: ./recipes)")
-    parser.add_argument("--registry", default=None, help="registry root (default: the default registry)")
+    parser.add_argument("--registry", default=None, help=REGISTRY_HELP)
     parser.add_argument("--json", action="store_true", help="print the report as JSON (progress goes to stderr)")
     parser.set_defaults(handler=_quickstart)
 

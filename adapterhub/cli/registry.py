@@ -6,14 +6,14 @@ import argparse
 import sys
 from typing import Any
 
+from ..paths import REGISTRY_HELP
 from ._output import human_bytes, print_fields, print_json, print_table
 
 LIST_COLUMNS = ("ref", "domain", "method", "task", "tags", "base", "created")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    root_help = ("registry folder (default: $ADAPTERHUB_REGISTRY, else the checkout's registry/, "
-                 "else $ADAPTERHUB_HOME/registry)")
+    root_help = REGISTRY_HELP
     parser = subparsers.add_parser("registry", help="list, import, verify and export registered adapters")
     parser.add_argument("--root", default=None, help=root_help)
     # --root is also accepted after the verb; SUPPRESS keeps the group's value when it is not repeated there

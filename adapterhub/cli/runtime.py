@@ -11,6 +11,7 @@ import sys
 from typing import Any
 
 from ..errors import AdapterHubError
+from ..paths import REGISTRY_HELP
 from ._output import human_bytes, print_fields, print_json, print_table
 
 CHAT_HELP = """commands:
@@ -53,7 +54,7 @@ def _hub_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--base", default=None, help="base model: alias, local directory or Hugging Face id")
     parser.add_argument("--quantize", choices=["nf4", "fp4", "int8"], default=None, help="load the base quantised")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--registry", default=None, help="registry root (default: $ADAPTERHUB_REGISTRY or ~/.adapterhub)")
+    parser.add_argument("--registry", default=None, help=REGISTRY_HELP)
 
 
 def _hub(args: argparse.Namespace) -> Any:
@@ -119,7 +120,7 @@ def _chat(args: argparse.Namespace) -> int:
             else:
                 print(hub.generate(line, max_new_tokens=args.max_new_tokens))
         except AdapterHubError as error:  # the hub stays usable: report and go on
-            print(f"error: {error}", file=sys.stderr)
+            print(f"error: {error.cli_message}", file=sys.stderr)
 
 
 def _chat_command(hub: Any, line: str) -> str | None:

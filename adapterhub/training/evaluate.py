@@ -15,6 +15,7 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..errors import DataError
 from ..prompts import TaskSpec
 from ..tokens import pad_id_of
 from .batching import collate, plan_batches
@@ -185,6 +186,10 @@ def evaluate_file(ref: str, data: str | Path, *, registry: Any = None, base: Any
     from .recipe import Source
     from ..registry.store import Registry
 
+    if not Path(data).expanduser().is_file():
+        raise DataError(f"data file {Path(data).expanduser().resolve()} does not exist",
+                        fix="pass an existing .jsonl/.csv/.parquet file as data=",
+                        cli_fix="pass an existing .jsonl/.csv/.parquet file to --data")
     registry = registry if registry is not None else Registry()
     record = registry.get(ref)
     recipe = record.manifest.get("recipe") or {}
