@@ -135,7 +135,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     from ..training.evaluate import evaluate_file
 
     base = load_base(args.base) if args.base else None
-    metrics = evaluate_file(args.ref, args.data, base=base, adapter=not args.no_adapter, batch_size=args.batch_size)
+    metrics = evaluate_file(args.ref, args.data, base=base, adapter=not args.no_adapter, batch_size=args.batch_size,
+                            progress=True)
     if args.json:
         print_json(metrics)
         return 0

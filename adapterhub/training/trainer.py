@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import math
 import signal
-import sys
 import threading
 import time
 from contextlib import nullcontext
@@ -41,7 +40,7 @@ from ..errors import TrainingError
 from . import checkpoint, run_dir as runs
 from .batching import collate, plan_batches, plan_steps
 from .data import load_dataset
-from .publish import push_adapter, register_adapter
+from .publish import describe_adapter_dir, push_adapter, register_adapter
 from .recipe import Recipe
 from .recipe_files import load_recipe
 
@@ -56,16 +55,18 @@ class TrainResult:
 
 
 def train(recipe: str | Path | dict[str, Any] | Recipe, *, overrides: Sequence[str] = (), resume: bool = False,
-          run_dir: str | Path | None = None, registry: Any = None, progress: bool = True) -> TrainResult:
+          run_dir: str | Path | None = None, registry: Any = None, progress: bool = True,
+          runs_root: str | Path | None = None) -> TrainResult:
     """Train, evaluate and register an adapter.
 
     Args:
         recipe: a recipe file, dict or :class:`~adapterhub.training.recipe.Recipe`.
         overrides: ``"section.key=value"`` strings (as ``--set`` on the command line).
         resume: continue the newest run of this recipe (or ``run_dir``) from its last checkpoint.
-        run_dir: the run folder (default ``output.run_dir`` or ``runs/<name>-<timestamp>``).
+        run_dir: the run folder (default ``output.run_dir`` or ``<runs_root>/<name>-<timestamp>``).
         registry: a :class:`~adapterhub.registry.Registry` (default: ``output.registry``).
-        progress: show a progress bar.
+        progress: show progress bars (training, then each evaluation) on stderr.
+        runs_root: the folder new run folders go in (default ``runs/`` under the current directory).
 
     Returns:
         A :class:`TrainResult`: the registered record (``None`` with
@@ -76,7 +77,8 @@ def train(recipe: str | Path | dict[str, Any] | Recipe, *, overrides: Sequence[s
         RecipeError, DataError, BaseModelError: bad recipe, data or base (before training starts).
         TrainingError: NaN loss, Ctrl-C (a checkpoint is saved first), or an unusable checkpoint.
     """
-    trainer = Trainer(load_recipe(recipe, overrides=overrides), run_dir=run_dir, resume=resume, progress=progress)
+    trainer = Trainer(load_recipe(recipe, overrides=overrides), run_dir=run_dir, resume=resume, progress=progress,
+                      runs_root=runs_root)
     try:
         trainer.setup()
         trainer.train()
@@ -89,9 +91,10 @@ class Trainer:
     """One training run; :func:`train` drives it (``setup → train → finish → cleanup``)."""
 
     def __init__(self, recipe: Recipe, *, run_dir: str | Path | None = None, resume: bool = False,
-                 progress: bool = True):
+                 progress: bool = True, runs_root: str | Path | None = None):
         self.recipe, self.resume, self.progress = recipe, resume, progress
         self.requested_run_dir = run_dir or recipe.output.run_dir
+        self.runs_root = runs_root
         self.step = 0
         self.history: dict[str, list[dict[str, Any]]] = {"train": [], "validation": []}
         self.best: dict[str, Any] = {"score": None, "step": None, "metrics": None, "bad_evals": 0}
@@ -175,12 +178,12 @@ class Trainer:
 
     def _setup_run_dir(self) -> Path:
         if self.resume:
-            path = runs.find_resumable(self.recipe.name, self.requested_run_dir)
+            path = runs.find_resumable(self.recipe.name, self.requested_run_dir, root=self.runs_root)
             runs.check_same_recipe(path, self.recipe.to_dict())
             return path
         path = None
         if self.accelerator.is_main_process:
-            path = runs.new_run_dir(self.recipe.name, self.requested_run_dir)
+            path = runs.new_run_dir(self.recipe.name, self.requested_run_dir, root=self.runs_root)
             runs.write_recipe(path, self.recipe.to_yaml())
         if self.accelerator.num_processes > 1:
             from accelerate.utils import broadcast_object_list
@@ -232,6 +235,8 @@ class Trainer:
             last = checkpoint.latest_checkpoint(self.run_dir)
             raise TrainingError(f"aborted at step {self.step}; nothing was registered; last checkpoint: "
                                 f"{last or 'none'}") from None
+        finally:
+            self._bar.close()  # a finished bar stays as it finished; evaluation draws its own
 
     def train_step(self) -> dict[str, Any]:
         """One optimizer step (all its micro-batches); appends to and returns the history row."""
@@ -297,7 +302,8 @@ class Trainer:
         stopping = self.recipe.training.early_stopping
         metrics = evaluate_split(self.accelerator.unwrap_model(self.model), self.base.tokenizer, self.data.task,
                                  self.data.validation, batch_size=self.recipe.training.eval_batch_size,
-                                 device=self.accelerator.device, accuracy=stopping.metric == "accuracy")
+                                 device=self.accelerator.device, accuracy=stopping.metric == "accuracy",
+                                 progress=self._progress_label(f"validate at step {self.step}"), leave=False)
         self.history["validation"].append({"step": self.step, **{k: v for k, v in metrics.items() if k != "f1"}})
         score = metrics["accuracy"] if stopping.metric == "accuracy" else -metrics["loss"]
         if self.best["score"] is None or score > self.best["score"] + stopping.min_delta:
@@ -343,9 +349,14 @@ class Trainer:
         runs.write_metrics(self.run_dir, {"name": self.recipe.name, "run_dir": str(self.run_dir), "metrics": metrics,
                                           "history": self.history})
         runs.plot_losses(self.run_dir, self.history, title=f"{self.recipe.name} ({self.recipe.adapter.method})")
-        if not self.recipe.output.register_on_success:
+        describe_adapter_dir(adapter_dir, self.recipe, metrics=metrics, base=self.base)  # loads with its task
+        record = None
+        if self.recipe.output.register_on_success:
+            record = register_adapter(adapter_dir, self.recipe, metrics=metrics, base=self.base, registry=registry)
+        if self.recipe.output.prune_checkpoints:
+            runs.prune_checkpoints(self.run_dir)
+        if record is None:
             return TrainResult(record=None, run_dir=self.run_dir, metrics=metrics)
-        record = register_adapter(adapter_dir, self.recipe, metrics=metrics, base=self.base, registry=registry)
         if self.recipe.output.push_to_hub:
             push_adapter(record, self.recipe.output.push_to_hub, registry=registry, recipe=self.recipe)
         return TrainResult(record=record, run_dir=self.run_dir, metrics=metrics)
@@ -359,11 +370,11 @@ class Trainer:
         splits = {name: split for name in ("validation", "test") if (split := getattr(self.data, name)) is not None}
         metrics: dict[str, Any] = {}
         for name, split in splits.items():
-            self._note(f"evaluating on {name} ({len(split.rows)} rows)")
-            metrics[name] = evaluate_split(model, self.base.tokenizer, task, split, **options)
+            metrics[name] = evaluate_split(model, self.base.tokenizer, task, split, **options,
+                                           progress=self._progress_label(f"evaluate {name}"))
         if self.recipe.training.eval_base and task.is_classification:
-            self._note("scoring the bare base zero-shot with the same prompt")
-            metrics["base"] = {name: zero_shot_metrics(self.peft_model, self.base.tokenizer, task, split, **options)
+            metrics["base"] = {name: zero_shot_metrics(self.peft_model, self.base.tokenizer, task, split, **options,
+                                                       progress=self._progress_label(f"bare base on {name}"))
                                for name, split in splits.items()}
         metrics["train"] = {
             "steps": self.step, "epochs": round(self.step / self.steps_per_epoch, 3), "stopped_early": self.stopped_early,
@@ -372,9 +383,9 @@ class Trainer:
             "tokens_per_second": round(self.train_tokens / max(self.train_seconds, 1e-9), 1)}  # per process
         return metrics
 
-    def _note(self, message: str) -> None:
-        if self.progress and self._bar is not None:
-            self._bar.write(message, file=sys.stderr)  # beside the bar, off stdout (which --json keeps clean)
+    def _progress_label(self, label: str) -> str | None:
+        """``label`` for an evaluation's progress bar (on stderr), or ``None`` where no bar is shown."""
+        return f"{label} ({self.recipe.name})" if self.progress and self.accelerator.is_main_process else None
 
     # --- 4. cleanup -----------------------------------------------------------------------------------------
     def cleanup(self) -> None:
