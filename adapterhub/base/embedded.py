@@ -60,6 +60,11 @@ def model_dir(alias: str = DEFAULT_ALIAS) -> Path:
     return home() / "models" / alias
 
 
+def is_cached(alias: str = DEFAULT_ALIAS) -> bool:
+    """Whether :func:`ensure` would return at once (the converted model is cached and intact)."""
+    return alias in ALIASES and _cache_is_valid(model_dir(alias))
+
+
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     """Hex sha256 of a file, read in 1 MiB chunks."""
     digest = hashlib.sha256()
