@@ -83,7 +83,7 @@ def run(*, recipes: str | Path | None = None, registry: Any = None, say: Callabl
     from .base import embedded
     from .base.loading import load_base
     from .training import load_recipe
-    from .registry.store import Registry
+    from .registry.store import ADAPTERS_DIR, Registry
     from .runtime import AdapterHub
     from .training.trainer import train
 
@@ -109,7 +109,7 @@ def run(*, recipes: str | Path | None = None, registry: Any = None, say: Callabl
             f"recipes take about 11 min on 2 quiet CPU cores); run folders go to {runs}")
         installed = project_root(Path(__file__).resolve().parent)  # the checkout adapterhub runs from
         if (registry_arg is None and installed is not None and (installed / "registry").resolve() != root.resolve()
-                and any((installed / "registry" / "adapters").glob("*/*"))):
+                and any((installed / "registry" / ADAPTERS_DIR).glob("*/*"))):
             say(f"    adapters trained inside the checkout live in {installed / 'registry'}: to reuse them, Ctrl-C "
                 "and run from the checkout, or pass --registry (or set $ADAPTERHUB_REGISTRY) to that folder")
     for domain in DOMAINS:
