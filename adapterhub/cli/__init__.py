@@ -33,25 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _quiet_library_noise() -> None:
-    """Silence messages of our dependencies that a command-line user can neither act on nor avoid.
-
-    bitsandbytes announces on import that an optional CPU kernel could not be fetched
-    from the Hub (it falls back to its own); PEFT reads a transformers attribute that is
-    deprecated. The Python API leaves logging and warnings to the caller.
-    """
-    import logging
-    import warnings
-
-    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the process exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    _quiet_library_noise()
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2

@@ -15,6 +15,7 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from .._transformers import quiet_peft_wrapping
 from ..errors import DataError
 from ..prompts import TaskSpec
 from ..tokens import pad_id_of
@@ -241,7 +242,8 @@ def load_peft_model(registry: Any, ref: str, base: Any) -> Any:
     import peft
 
     loaded = registry.load(ref, base=base)
-    model = peft.get_peft_model(base.model, peft.PeftConfig.from_peft_type(**loaded.config))
+    with quiet_peft_wrapping():
+        model = peft.get_peft_model(base.model, peft.PeftConfig.from_peft_type(**loaded.config))
     peft.set_peft_model_state_dict(model, loaded.tensors)
     model.eval()
     return model

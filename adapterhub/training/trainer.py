@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .. import methods
+from .._transformers import quiet_peft_wrapping
 from ..errors import TrainingError
 from . import checkpoint, run_dir as runs
 from .batching import collate, plan_batches, plan_steps
@@ -150,12 +151,13 @@ class Trainer:
         method = methods.get(self.recipe.adapter.method)
         checkpointing = self.recipe.training.gradient_checkpointing
         model = self.base.model
-        if self.base.spec.quantize is not None:
-            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing,
-                                                    gradient_checkpointing_kwargs={"use_reentrant": False})
-        elif checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        peft_model = get_peft_model(model, method.peft_config(self.recipe, self.base))
+        with quiet_peft_wrapping():
+            if self.base.spec.quantize is not None:
+                model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing,
+                                                        gradient_checkpointing_kwargs={"use_reentrant": False})
+            elif checkpointing:
+                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            peft_model = get_peft_model(model, method.peft_config(self.recipe, self.base))
         method.initialise(peft_model, self.base.tokenizer, self.recipe)
         peft_model.train()
         return peft_model
