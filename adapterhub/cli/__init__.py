@@ -33,6 +33,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _use_threads(requested: int | None) -> None:
+    from ..cpu import use_threads
+    from ..errors import ConfigError
+
+    try:
+        use_threads(requested)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the process exit code."""
     parser = build_parser()
@@ -41,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        if hasattr(args, "threads"):  # a verb that runs a model: don't fight other work for the cores
+            _use_threads(args.threads)
         return int(args.handler(args) or 0)
     except AdapterHubError as error:
         print(f"error: {error.cli_message}", file=sys.stderr)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
+from ._options import add_threads_option
 from ._output import human_bytes, print_fields, print_json
 
 
@@ -24,6 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     info.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
     info.add_argument("--device", default="auto")
     info.add_argument("--json", action="store_true", help="machine-readable output")
+    add_threads_option(info)
     info.set_defaults(handler=_info)
 
 

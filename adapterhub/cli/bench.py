@@ -22,7 +22,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--quantize", default=None, choices=["nf4", "fp4", "int8"],
                         help="quantise the base with bitsandbytes (the whole bench then runs on it)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch.set_num_threads (default: as every verb, the cores idle now, at least 1; "
+                             "--quick: 1); the report records it")
     parser.add_argument("--gpu-sizes", action="store_true",
                         help="add a 64 × 256 batch, 32-adapter mixed batches and 32-domain generation")
     parser.add_argument("--only", nargs="+", default=None, metavar="AREA",

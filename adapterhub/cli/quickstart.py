@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from ..paths import REGISTRY_HELP
+from ._options import add_threads_option
 from ._output import print_json, print_table
 
 
@@ -18,13 +19,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="validation rows per domain re-scored through the runtime now (default 12; "
                              "'all' re-scores every row and gives back the recorded accuracy)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON (progress goes to stderr)")
+    add_threads_option(parser)
     parser.set_defaults(handler=_quickstart)
 
 
 def _quickstart(args: argparse.Namespace) -> int:
     from ..quickstart import run
 
+    import torch
+
+    from ..cpu import chosen_threads
+
     live_rows = _recheck_rows(args.recheck)
+    why = chosen_threads(args.threads)[1]
+    print(f"CPU threads: {torch.get_num_threads()} ({why}; choose with --threads N)",
+          file=sys.stderr if args.json else sys.stdout)
     report = run(recipes=args.recipes, registry=args.registry, live_rows=live_rows,
                  say=lambda line: print(line, file=sys.stderr if args.json else sys.stdout, flush=True))
     if args.json:

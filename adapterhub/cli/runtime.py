@@ -12,6 +12,7 @@ from typing import Any
 
 from ..errors import AdapterHubError
 from ..paths import REGISTRY_HELP
+from ._options import add_threads_option
 from ._output import human_bytes, print_fields, print_json, print_table
 
 CHAT_HELP = """commands:
@@ -55,6 +56,7 @@ def _hub_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quantize", choices=["nf4", "fp4", "int8"], default=None, help="load the base quantised")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--registry", default=None, help=REGISTRY_HELP)
+    add_threads_option(parser)
 
 
 def _hub(args: argparse.Namespace) -> Any:
