@@ -130,11 +130,15 @@ def run(*, recipes: str | Path | None = None, registry: Any = None, say: Callabl
     report["switch_us"] = _switch_times(hub)
 
     say("4/5 each domain answers fresh inputs; then one mixed batch ...")
-    report["answers"] = {domain: list(zip(texts, hub.predict(texts, domain=domain)))
-                         for domain, texts in FRESH_INPUTS.items()}
     mixed_texts = [texts[0] for texts in FRESH_INPUTS.values()]
     mixed_domains = list(FRESH_INPUTS)
-    report["mixed"] = list(zip(mixed_domains, mixed_texts, hub.predict(mixed_texts, domains=mixed_domains)))
+    report["answers"] = {}
+    with _bar(progress, sum(map(len, FRESH_INPUTS.values())) + len(mixed_texts), "4/5 answers") as bar:
+        for domain, texts in FRESH_INPUTS.items():
+            report["answers"][domain] = list(zip(texts, hub.predict(texts, domain=domain)))
+            bar.update(len(texts))
+        report["mixed"] = list(zip(mixed_domains, mixed_texts, hub.predict(mixed_texts, domains=mixed_domains)))
+        bar.update(len(mixed_texts))
 
     checked = {domain: _read_jsonl(folder / "data" / domain / "validation.jsonl") for domain in DOMAINS}
     checked = {domain: rows if live_rows is None else rows[:live_rows] for domain, rows in checked.items()}

@@ -86,9 +86,16 @@ def _generate(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     from ..scoring import label_probabilities
 
+    from tqdm.auto import tqdm
+
     hub = _hub(args)
-    results = []
-    for text, scores in zip(args.text, hub.label_scores(args.text, domain=args.domain)):
+    results, found = [], []
+    with tqdm(total=len(args.text), desc="predict", unit="text", file=sys.stderr, leave=False,
+              disable=len(args.text) < 16 or not sys.stderr.isatty()) as bar:  # many texts: show progress
+        for start in range(0, len(args.text), 16):
+            found += hub.label_scores(args.text[start:start + 16], domain=args.domain)
+            bar.update(len(args.text[start:start + 16]))
+    for text, scores in zip(args.text, found):
         shares = {label: round(share, 4) for label, share in label_probabilities(scores).items()}
         results.append({"text": text, "domain": args.domain, "label": max(scores, key=scores.get),
                         "scores": scores, "probabilities": shares})
