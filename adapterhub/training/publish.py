@@ -50,5 +50,6 @@ def push_adapter(record: Any, repo_id: str, *, registry: Any, recipe: Recipe) ->
     try:
         push(record.ref, repo_id, registry=registry if registry is not None else Registry(recipe.output.registry))
     except HubError as error:
-        raise type(error)(f"{record.ref} was registered, but output.push_to_hub failed: {error}; push it later "
-                          f"with `adapterhub push {record.ref} {repo_id}`") from error
+        raise type(error)(f"{record.ref} was registered, but output.push_to_hub failed: {error}",
+                          fix=f"push it later with adapterhub.hf.push({record.ref!r}, {repo_id!r})",
+                          cli_fix=f"push it later with `adapterhub push {record.ref} {repo_id}`") from error

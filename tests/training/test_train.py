@@ -197,8 +197,10 @@ def test_push_to_hub_goes_through_hubsync(tmp_path, tiny_llama_dir, monkeypatch)
     monkeypatch.setitem(sys.modules, "adapterhub.hf.sync", types.SimpleNamespace(push=offline))
     again = raw | {"output": {**raw["output"], "run_dir": str(tmp_path / "run2")}}
     with pytest.raises(HubError, match=r"tiny@2 was registered, but output.push_to_hub failed: the Hub is "
-                                       r"unreachable; push it later with `adapterhub push tiny@2 me/tiny`"):
+                                       r"unreachable; push it later with adapterhub.hf.push\('tiny@2', 'me/tiny'\)"
+                       ) as caught:
         train(again, progress=False)
+    assert caught.value.cli_message.endswith("push it later with `adapterhub push tiny@2 me/tiny`")
 
 
 def test_qlora_on_a_4bit_base(tmp_path, tiny_llama_dir):
