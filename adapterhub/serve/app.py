@@ -115,8 +115,8 @@ def build_app(hub: Any, options: ServeOptions | None = None, *, engine: Engine |
         return key
 
     def permit(request: Request, key: Any, model: str) -> str | None:
+        note(request, model=model[:200])
         ref = engine.model_ref(model)
-        note(request, adapter="base" if ref is None else ref)
         if key is not None and not key.may_use(ref):
             raise ServeError(403, f"key {key.name!r} may not use {model!r} (allowed: {', '.join(key.allow)})",
                              code="model_not_allowed")
@@ -149,6 +149,7 @@ def build_app(hub: Any, options: ServeOptions | None = None, *, engine: Engine |
     async def prepare(request: Request, key: Any, model: str, **kwargs: Any) -> Prepared:
         ref = permit(request, key, model)
         entry = await run_in_threadpool(engine.acquire, ref)
+        note(request, adapter="base" if ref is None else ref)  # a metrics label only once it resolved
         prepared = engine.prepare(ref, entry, **kwargs)
         note(request, prompt_tokens=len(prepared.prompt), text_in=kwargs.get("text") or kwargs.get("messages"))
         return prepared
@@ -277,6 +278,7 @@ def build_app(hub: Any, options: ServeOptions | None = None, *, engine: Engine |
         ref = permit(request, key, body.model)
         texts = body.texts()
         rows = await run_in_threadpool(engine.classify, ref, texts)
+        note(request, adapter=ref)
         note(request, text_in=texts, text_out=[row["label"] for row in rows])
         data = [{"index": i, "label": row["label"], "probs": row["probs"], "labels": row["labels"],
                  "scores": row["scores"], "num_classes": len(row["labels"])} for i, row in enumerate(rows)]
@@ -339,16 +341,19 @@ def build_app(hub: Any, options: ServeOptions | None = None, *, engine: Engine |
     async def load_adapter(request: Request) -> dict[str, Any]:
         authenticate(request, admin=True)
         body = await parse(request, LoadAdapterRequest)
+        note(request, model=body.lora_name[:200])
+        loaded = await run_in_threadpool(engine.load, body.lora_name, body.lora_path)
         note(request, adapter=body.lora_name)
-        return {"object": "adapter", **await run_in_threadpool(engine.load, body.lora_name, body.lora_path)}
+        return {"object": "adapter", **loaded}
 
     @app.post("/v1/unload_lora_adapter")
     async def unload_adapter(request: Request) -> dict[str, Any]:
         authenticate(request, admin=True)
         body = await parse(request, UnloadAdapterRequest)
-        note(request, adapter=body.lora_name)
+        note(request, model=body.lora_name[:200])
         if not await run_in_threadpool(engine.unload, body.lora_name):
             raise ServeError(404, f"adapter {body.lora_name!r} is not loaded", code="model_not_found")
+        note(request, adapter=body.lora_name)
         return {"object": "adapter", "lora_name": body.lora_name, "unloaded": True}
 
     # --- operations ------------------------------------------------------------------------

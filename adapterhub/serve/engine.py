@@ -104,8 +104,20 @@ class Engine:
 
     # --- adapters -----------------------------------------------------------------------
     def acquire(self, ref: str | None) -> Any:
-        """Pin (loading on first use) the adapter for a request; blocking, run it in a worker thread."""
-        return self._tracked(self.stepper.acquire, ref)
+        """Pin (loading on first use) the adapter for a request; blocking, run it in a worker thread.
+
+        Raises:
+            ServeError: 404 ``model_not_found`` for a name that is neither the base, loaded nor registered;
+                other library errors pass through (see :func:`protocol.from_exception`).
+        """
+        from ..errors import UnknownDomainError
+
+        try:
+            return self._tracked(self.stepper.acquire, ref)
+        except UnknownDomainError:
+            known = ", ".join(m["id"] for m in self.models())
+            raise ServeError(404, f"model {ref!r} does not exist: it is not the base, a loaded adapter or a "
+                             f"registered one (servable: {known})", code="model_not_found") from None
 
     def load(self, name: str, path: str | None) -> dict[str, Any]:
         source = path or name

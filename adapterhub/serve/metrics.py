@@ -16,7 +16,9 @@ class Metrics:
     """The server's counters, gauges and histograms."""
 
     def __init__(self) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+
+        disable_created_metrics()  # the *_created series double the output and nobody reads them
 
         self.registry = CollectorRegistry()
         r = self.registry
