@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -81,6 +80,7 @@ class Scheduler:
         self._wake = threading.Condition()
         self._stopping = False
         self._thread: threading.Thread | None = None
+        self.cancelled_rows = 0  # rows dropped because their client went away
 
     # --- the caller's side ------------------------------------------------------------
     def start(self) -> None:
@@ -161,6 +161,7 @@ class Scheduler:
 
     def _dropped(self, job: Job) -> bool:
         if job.cancelled and job.finish is None:
+            self.cancelled_rows += 1
             self._end(job, finish="cancelled")
         return job.cancelled
 
@@ -215,6 +216,3 @@ def _holdback(text: str, stops: list[str]) -> int:
                 break
     return hold
 
-
-def now() -> float:
-    return time.perf_counter()
