@@ -46,7 +46,7 @@ def start_server(tiny_base, registry, **options):
     from adapterhub.serve import ServeOptions, ServerThread, build_app
 
     hub = AdapterHub(tiny_base, registry=registry)
-    app = build_app(hub, ServeOptions(**{"max_rows": 8, "max_queue": 64, "max_new_tokens": 64, **options}))
+    app = build_app(hub, ServeOptions(**{"max_rows": 8, "max_queue": 64, "max_new_tokens": 64, "base_name": "tiny", **options}))
     return hub, ServerThread(app).start()
 
 
