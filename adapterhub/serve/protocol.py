@@ -245,6 +245,9 @@ class GenerateRequest(_Body):
     parameters: GenerateParameters = Field(default_factory=GenerateParameters)
     stream: bool = False
 
+    def unsupported(self) -> list[str]:
+        return self.parameters.unsupported()
+
 
 class LoadAdapterRequest(_Body):
     """``POST /v1/load_lora_adapter`` (vLLM's names): a registry reference or a folder, served as ``lora_name``."""
