@@ -160,8 +160,8 @@ def build_app(hub: Any, options: ServeOptions | None = None, *, engine: Engine |
 
         done: dict[str, Any] = {}
         tokens: list[dict[str, Any]] = []
-        events = engine.events(prepared)
         started = time.perf_counter()
+        job, events = engine.submit(prepared)
 
         async def consume() -> None:
             async for event in events:
@@ -182,6 +182,7 @@ def build_app(hub: Any, options: ServeOptions | None = None, *, engine: Engine |
                 task.cancel()
             await asyncio.gather(task, return_exceptions=True)
             await events.aclose()
+            job.cancel()
         if not task.cancelled() and task.exception() is not None:
             raise task.exception()
         if not done:
@@ -197,9 +198,13 @@ def build_app(hub: Any, options: ServeOptions | None = None, *, engine: Engine |
     async def stream(request: Request, prepared: Prepared,
                      render: Callable[[dict[str, Any]], AsyncIterator[str]]) -> StreamingResponse:
         """Server-sent events; the first event is awaited here so early errors still answer with a status."""
-        events = engine.events(prepared)
         started = time.perf_counter()
-        first = await events.__anext__()
+        job, events = engine.submit(prepared)
+        try:
+            first = await events.__anext__()
+        except BaseException:
+            job.cancel()
+            raise
         engine.metrics.first_token(prepared.label, time.perf_counter() - started)
 
         async def chained() -> AsyncIterator[dict[str, Any]]:
@@ -214,6 +219,7 @@ def build_app(hub: Any, options: ServeOptions | None = None, *, engine: Engine |
             except ServeError as error:
                 yield shape.sse(error.body())
             finally:
+                job.cancel()
                 await events.aclose()
 
         return StreamingResponse(body(), media_type="text/event-stream",

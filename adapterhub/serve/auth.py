@@ -22,8 +22,10 @@ import sqlite3
 import threading
 import time
 from collections import deque
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from .. import paths
 from ..errors import ConfigError
@@ -68,12 +70,18 @@ class KeyStore:
     def __init__(self, path: str | Path | None = None) -> None:
         self.path = Path(path) if path is not None else default_path()
 
-    def _connect(self) -> sqlite3.Connection:
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        """One connection per operation: committed on success, always closed."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(self.path, timeout=10)
-        db.row_factory = sqlite3.Row
-        db.execute(_SCHEMA)
-        return db
+        try:
+            db.row_factory = sqlite3.Row
+            db.execute(_SCHEMA)
+            with db:
+                yield db
+        finally:
+            db.close()
 
     def create(self, name: str, *, allow: list[str] | None = None, admin: bool = False,
                rpm: int | None = None) -> str:
@@ -101,7 +109,7 @@ class KeyStore:
 
     def list(self) -> list[ApiKey]:
         with self._connect() as db:
-            return [_key(row) for row in db.execute("SELECT * FROM keys ORDER BY name")]
+            return [_key(row) for row in db.execute("SELECT * FROM keys ORDER BY name").fetchall()]
 
     def revoke(self, name: str) -> bool:
         """Revoke ``name``; returns whether a live key was revoked."""

@@ -2,7 +2,8 @@
 against the limits, run it through the scheduler as a stream of events, classify, load and unload.
 
 >>> engine = Engine(hub, ServeOptions(max_rows=16))  # doctest: +SKIP
->>> async for event in engine.events(await engine.prepare("finance", text="Revenue fell", chat=True)): ...  # doctest: +SKIP
+>>> job, events = engine.submit(engine.prepare("finance", engine.acquire("finance"), text="Revenue fell",
+...                                            max_tokens=8, temperature=0, top_p=None, seed=None, stops=[]))  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -172,8 +173,12 @@ class Engine:
         return Prepared(ref=ref, entry=entry, prompt=prompt, max_new_tokens=new, sampler=sampler, stops=stops,
                         stop_at_eos=stop_at_eos)
 
-    async def events(self, prepared: Prepared) -> AsyncIterator[dict[str, Any]]:
-        """Submit a prepared request and yield its events; closing the iterator early frees its row."""
+    def submit(self, prepared: Prepared) -> tuple[Job, AsyncIterator[dict[str, Any]]]:
+        """Queue a prepared request now (503 when the queue is full or the server drains).
+
+        Returns the job (``job.cancel()`` frees its row or queue place) and its events; closing the
+        events early cancels the job too. The adapter pin passes to the scheduler (released on any refusal).
+        """
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
 
@@ -190,6 +195,10 @@ class Engine:
         except BaseException:
             self.stepper.release(prepared.entry)
             raise
+        return job, self._events(job, queue)
+
+    @staticmethod
+    async def _events(job: Job, queue: asyncio.Queue[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
         try:
             while True:
                 event = await queue.get()

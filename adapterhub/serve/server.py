@@ -57,6 +57,9 @@ def _server(app: Any, host: str, port: int) -> Any:
     class Server(uvicorn.Server):
         def handle_exit(self, sig: int, frame: Any) -> None:
             # drain (uvicorn waits for open requests), then return normally: exit code 0, no re-raised signal
+            engine = getattr(getattr(self.config.app, "state", None), "engine", None)
+            if engine is not None:
+                engine.draining = True  # /ready answers 503 and new requests on open connections get 503
             if self.should_exit and sig == signal.SIGINT:
                 self.force_exit = True
             self.should_exit = True
