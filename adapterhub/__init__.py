@@ -20,9 +20,9 @@ _EXPORTS = {
     "BaseSpec": "adapterhub.base",
     "Registry": "adapterhub.registry",
     "AdapterRecord": "adapterhub.registry",
-    "load_recipe": "adapterhub.recipe",
-    "Recipe": "adapterhub.recipe",
-    "train": "adapterhub.train",
+    "load_recipe": "adapterhub.training",
+    "Recipe": "adapterhub.training",
+    "train": "adapterhub.training",
     "AdapterHub": "adapterhub.runtime",
 }
 __all__ = ["__version__", "errors", *_EXPORTS]

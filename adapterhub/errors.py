@@ -101,6 +101,10 @@ class TaskMismatchError(AdapterHubError, ValueError):
     """An operation does not fit the adapter's task (e.g. predict on a generation adapter)."""
 
 
+class AdapterInUseError(AdapterHubError, RuntimeError):
+    """An adapter cannot be unloaded or replaced while a running call uses it; retry after the call returns."""
+
+
 # --- Hugging Face Hub -----------------------------------------------------------
 class HubError(AdapterHubError):
     """Talking to the Hugging Face Hub failed."""

@@ -76,11 +76,11 @@ def run(*, recipes: str | Path | None = None, registry: Any = None, say: Callabl
         ``{"trained": [...], "load_ms": {...}, "switch_us": {...}, "answers": {...},
         "mixed": [...], "accuracy": {...}, "live_accuracy": {...}, "base_accuracy": {...}, "live_rows": int}``.
     """
-    from .base import load_base
-    from .recipe import load_recipe
-    from .registry import Registry
+    from .base.loading import load_base
+    from .training import load_recipe
+    from .registry.store import Registry
     from .runtime import AdapterHub
-    from .train import train
+    from .training.trainer import train
 
     folder = Path(recipes) if recipes is not None else recipes_dir()
     registry = registry if isinstance(registry, Registry) else Registry(registry)
@@ -94,7 +94,7 @@ def run(*, recipes: str | Path | None = None, registry: Any = None, say: Callabl
             say(f"2/5 {domain}: already registered as {registry.get(domain).ref}")
             continue
         say(f"2/5 {domain}: training recipes/{domain}.yaml (first run only) ...")
-        record = train(folder / f"{domain}.yaml", registry=registry, progress=progress)
+        record = train(folder / f"{domain}.yaml", registry=registry, progress=progress).record
         report["trained"].append(record.ref)
 
     say("3/5 loading all three adapters onto one resident base ...")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from adapterhub.tiny import make_tiny_llama
+from adapterhub.base.tiny import make_tiny_llama
 
 
 @pytest.fixture(scope="session")

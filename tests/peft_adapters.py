@@ -1,6 +1,6 @@
 """Real PEFT adapters on the tiny llama, saved by plain PEFT, as fixtures for registry tests.
 
-Import the fixtures you need into a test module: ``from peft_adapters import lora_dir  # noqa: F401``.
+Import the fixtures you need into a test module: ``from tests.peft_adapters import lora_dir  # noqa: F401``.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def prefix_dir(tiny_llama_dir, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def three_layer_lora_dir(tmp_path_factory) -> Path:
     """A LoRA for a 3-layer tiny llama: its layer-2 modules do not exist in the 2-layer base."""
-    from adapterhub.tiny import make_tiny_llama
+    from adapterhub.base.tiny import make_tiny_llama
 
     base_dir = make_tiny_llama(tmp_path_factory.mktemp("tiny-3-layers"), layers=3)
     return save_lora(base_dir, tmp_path_factory.mktemp("peft") / "lora-3-layers")

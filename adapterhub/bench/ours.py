@@ -80,7 +80,7 @@ def open_ours(adapters: list[BenchAdapter], *, load_hub_base: Callable[[], Any],
         if reason:
             skipped.append({"area": "all", "case": "ours", "reason": reason})
             return None, adapters
-    from ..registry import Registry
+    from ..registry.store import Registry
     from ..runtime import AdapterHub
 
     registry = Registry(registry_root)

@@ -42,15 +42,15 @@ def train_with_peft_trainer(*, recipe: str, overrides: Sequence[str], steps: int
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
     from transformers import DataCollatorForSeq2Seq, Trainer, TrainerCallback, TrainingArguments
 
-    from ..base import load_base
-    from ..data import load_dataset
-    from ..recipe import load_recipe
+    from ..base.loading import load_base
+    from ..training.data import load_dataset
+    from ..training import load_recipe
 
     if threads:
         torch.set_num_threads(threads)
     plan = load_recipe(recipe, overrides=[*overrides, f"training.max_steps={warmup + steps}"])
     section, training = plan.base, plan.training
-    base = load_base(section.model, quantize=None if section.quantize == "none" else section.quantize,
+    base = load_base(section.model, quantize=section.quantize,
                      dtype=section.dtype, device=section.device, progress=False)
     device = base.spec.device
     examples = [{"input_ids": list(example.input_ids), "attention_mask": [1] * len(example),

@@ -129,11 +129,11 @@ def _close(ctx: BenchContext) -> None:
 
 
 def _default_base(config: BenchConfig, work: Path) -> str:
-    from .. import embedded
+    from ..base import embedded
 
     if not config.quick:
         return embedded.DEFAULT_ALIAS
-    from ..tiny import make_tiny_llama
+    from ..base.tiny import make_tiny_llama
 
     path = work / "tiny-llama"
     if not (path / "config.json").is_file():
@@ -143,7 +143,7 @@ def _default_base(config: BenchConfig, work: Path) -> str:
 
 def _load(base_name: str, config: BenchConfig, *, progress: bool = False, **changes: Any) -> Any:
     """The base as the run's config asks (``changes`` replace its ``quantize`` / ``dtype``)."""
-    from ..base import load_base
+    from ..base.loading import load_base
 
     options = {"quantize": config.quantize, "dtype": config.dtype, **changes}
     return load_base(base_name, device=config.device, progress=progress, **options)

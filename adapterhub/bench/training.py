@@ -35,7 +35,7 @@ def default_recipe() -> Path | None:
 
 def recipe_overrides(config: BenchConfig, *, base_name: str, device: str) -> list[str]:
     """Overrides that put both trainers on the bench's base, dtype, quantisation, device and batch size."""
-    return [f"base.model={base_name}", f"base.dtype={config.dtype}", f"base.quantize={config.quantize or 'none'}",
+    return [f"base.model={base_name}", f"base.dtype={config.dtype}", f"base.quantize={config.quantize or 'null'}",
             f"base.device={device}", f"training.batch_size={config.train_batch}"]
 
 
@@ -100,7 +100,7 @@ def train_with_recipe(*, recipe: str, overrides: Sequence[str], steps: int, warm
     """
     import torch
 
-    from ..dry_run import measure_throughput
+    from ..training.dry_run import measure_throughput
 
     if threads:
         torch.set_num_threads(threads)

@@ -26,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _fetch(args: argparse.Namespace) -> int:
-    from .. import embedded
+    from ..base import embedded
 
     alias = args.alias or embedded.DEFAULT_ALIAS
     if alias not in embedded.ALIASES:
@@ -40,8 +40,8 @@ def _fetch(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from .. import embedded
-    from ..base import load_base
+    from ..base import embedded
+    from ..base.loading import load_base
 
     start = time.perf_counter()
     base = load_base(args.model or embedded.DEFAULT_ALIAS, quantize=args.quantize, dtype=args.dtype, device=args.device)

@@ -37,14 +37,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _pull(args: argparse.Namespace) -> int:
+    from ..hf import pull
     from ..registry import Registry
 
     base = None
     if args.base:
-        from ..base import load_base
+        from ..base.loading import load_base
 
         base = load_base(args.base)
-    record = Registry(args.root).pull(args.repo, name=args.name, domain=args.domain, base=base)
+    record = pull(args.repo, registry=Registry(args.root), name=args.name, domain=args.domain, base=base)
     source = record.manifest.get("source") or {}
     if args.json:
         print_json(record.to_dict())
@@ -55,10 +56,11 @@ def _pull(args: argparse.Namespace) -> int:
 
 
 def _push(args: argparse.Namespace) -> int:
+    from ..hf import push
     from ..registry import Registry
 
-    result = Registry(args.root).push(args.ref, args.repo, private=args.private, revision=args.revision,
-                             commit_message=args.message)
+    result = push(args.ref, args.repo, registry=Registry(args.root), private=args.private,
+                  revision=args.revision, commit_message=args.message)
     if args.json:
         print_json(asdict(result))
     else:

@@ -61,7 +61,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _registry(args: argparse.Namespace) -> Any:
-    from ..registry import Registry
+    from ..registry.store import Registry
 
     return Registry(args.root)
 

@@ -7,7 +7,6 @@ registry name or reference (``legal``, ``legal@2``) or a PEFT adapter directory.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from typing import Any
 
@@ -58,7 +57,7 @@ def _hub_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _hub(args: argparse.Namespace) -> Any:
-    from .. import embedded
+    from ..base import embedded
     from ..runtime import AdapterHub
 
     return AdapterHub(args.base or embedded.DEFAULT_ALIAS, quantize=args.quantize, device=args.device,
@@ -82,10 +81,12 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
+    from ..scoring import label_probabilities
+
     hub = _hub(args)
     results = []
     for text, scores in zip(args.text, hub.label_scores(args.text, domain=args.domain)):
-        shares = _label_shares(scores)
+        shares = {label: round(share, 4) for label, share in label_probabilities(scores).items()}
         results.append({"text": text, "domain": args.domain, "label": max(scores, key=scores.get),
                         "scores": scores, "probabilities": shares})
     if args.json:
@@ -96,14 +97,6 @@ def _predict(args: argparse.Namespace) -> int:
         detail = "\t" + " ".join(f"{label}={share:.2f}" for label, share in ranked) if args.scores else ""
         print(f"{result['label']}\t{result['text']}{detail}")
     return 0
-
-
-def _label_shares(scores: dict[str, float]) -> dict[str, float]:
-    """Softmax over the labels' summed log-likelihoods: how the adapter splits its belief among its labels."""
-    top = max(scores.values())
-    weights = {label: math.exp(score - top) for label, score in scores.items()}
-    total = sum(weights.values())
-    return {label: round(weight / total, 4) for label, weight in weights.items()}
 
 
 def _chat(args: argparse.Namespace) -> int:

@@ -51,20 +51,13 @@ def _add_overrides(parser: argparse.ArgumentParser) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .. import run_dir as runs
-    from ..recipe import load_recipe
-    from ..train import train
+    from ..training import train
 
-    recipe = load_recipe(args.recipe, overrides=args.overrides)
-    requested = args.run_dir or recipe.output.run_dir
-    if args.resume:
-        run_dir = runs.find_resumable(recipe.name, requested)
-    else:
-        run_dir = Path(requested) if requested else runs.default_run_dir(recipe.name)
-    record = train(recipe, resume=args.resume, run_dir=run_dir, progress=not args.no_progress)
+    result = train(args.recipe, overrides=args.overrides, resume=args.resume, run_dir=args.run_dir,
+                   progress=not args.no_progress)
     if not _is_main_process():
         return 0  # under accelerate launch / torchrun only rank 0 reports
-    metrics = runs.read_metrics(run_dir)
+    record, run_dir, metrics = result.record, result.run_dir, result.metrics
     if args.json:
         print_json({"ref": record.ref if record else None, "run_dir": str(run_dir), "metrics": metrics})
         return 0
@@ -98,7 +91,7 @@ def _summary(metrics: dict[str, Any]) -> str:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from ..dry_run import check_recipe
+    from ..training.dry_run import check_recipe
 
     summary = check_recipe(args.recipe, overrides=args.overrides)
     if args.json:
@@ -122,7 +115,7 @@ def _label_counts(counts: dict[str, int]) -> str:
 
 def _new(args: argparse.Namespace) -> int:
     from ..errors import RecipeError
-    from ..recipe import starter_yaml
+    from ..training.recipe_files import starter_yaml
 
     text = starter_yaml()
     if args.path is None:
@@ -138,8 +131,8 @@ def _new(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from ..base import load_base
-    from ..evaluate import evaluate_file
+    from ..base.loading import load_base
+    from ..training.evaluate import evaluate_file
 
     base = load_base(args.base) if args.base else None
     metrics = evaluate_file(args.ref, args.data, base=base, adapter=not args.no_adapter, batch_size=args.batch_size)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
 
 from ..errors import ConfigError
+from ..scoring import Routing
 
 BARE = -1
 """Slot index of a row that uses no adapter (it pays nothing)."""
@@ -138,3 +139,16 @@ def routed(rows: RowSlots | None) -> Iterator[None]:
         yield
     finally:
         _ACTIVE_ROWS.reset(token)
+
+
+@dataclass
+class RowRouting(Routing):
+    """A call's routing: ``layers`` for every adapter layer (LoRA and other layer methods), ``prefix``
+    for rows with a prefix adapter. Built by :func:`adapterhub.runtime.methods.route`."""
+
+    layers: RowSlots | None = None
+
+    def applied(self, rows: Sequence[int] | None = None) -> Any:
+        if rows is None or self.layers is None:
+            return routed(self.layers)
+        return routed(RowSlots.build([self.layers.slots[row] for row in rows], device=self.layers.device))

@@ -1,10 +1,7 @@
-"""Token batches, routed forward passes and ``generate`` for the runtime.
+"""Routed forward passes and ``generate`` for the runtime.
 
-Prompts are left-padded (generation appends on the right); positions follow
-the attention mask, so a padded row computes what it computes alone. Rows with
-a prefix adapter get a pre-filled cache (see ``methods/prefix.py``) and the
-matching mask columns; transformers then derives positions from that mask,
-which reproduces PEFT's prefix offsets row by row.
+Batches are built the way :mod:`adapterhub.tokens` describes: left-padded, each
+row behind its own prefix cache (if any), positions following the mask.
 """
 
 from __future__ import annotations
@@ -13,6 +10,7 @@ from typing import Any, Sequence
 
 from ..errors import AdapterHubError, ConfigError
 from ..prompts import TaskSpec, prompt_ids, render_prompt
+from ..tokens import prefixed_inputs
 
 
 def encode(tokenizer: Any, texts: Sequence[str], tasks: Sequence[TaskSpec], *, chat: bool) -> list[list[int]]:
@@ -20,35 +18,6 @@ def encode(tokenizer: Any, texts: Sequence[str], tasks: Sequence[TaskSpec], *, c
     if not chat:
         return [tokenizer(text)["input_ids"] for text in texts]
     return [prompt_ids(tokenizer, render_prompt(tokenizer, task, text)) for text, task in zip(texts, tasks)]
-
-
-def left_pad(rows: Sequence[Sequence[int]], *, pad_id: int, device: Any) -> tuple[Any, Any]:
-    """``(input_ids, attention_mask)``, both ``[len(rows), longest]``, padded on the left."""
-    import torch
-
-    width = max(len(row) for row in rows)
-    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        if row:
-            input_ids[i, width - len(row):] = torch.tensor(row, dtype=torch.long)
-            attention_mask[i, width - len(row):] = 1
-    return input_ids.to(device), attention_mask.to(device)
-
-
-def prefixed_inputs(attention_mask: Any, prefix: Any = None) -> tuple[Any, Any, Any]:
-    """``(mask, position_ids, cache)`` for left-padded rows behind their prefixes (``cache`` ``None`` without).
-
-    Position ``t`` of row ``i`` is ``prefix_tokens_i + (real tokens before t)``:
-    PEFT's positions for that adapter alone, independent of padding.
-    """
-    import torch
-
-    positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-    if prefix is None:
-        return attention_mask, positions, None
-    mask = torch.cat([prefix.mask, attention_mask.to(prefix.mask.dtype)], dim=1)
-    return mask, positions + prefix.lengths[:, None], prefix.cache
 
 
 def forward_logits(model: Any, input_ids: Any, attention_mask: Any, prefix: Any = None) -> Any:
@@ -90,3 +59,22 @@ def generate_tokens(model: Any, input_ids: Any, attention_mask: Any, prefix: Any
             raise
         raise ConfigError(f"transformers' generate rejected the options {sorted(kwargs)}: {error}") from error
     return output[:, input_ids.shape[1]:]
+
+
+def grouped_order(slots: Sequence[int]) -> list[int]:
+    """Row indices with the rows of one adapter side by side (stable), so each layer's update works on views.
+
+    >>> grouped_order([5, -1, 5, 3])
+    [1, 3, 0, 2]
+    """
+    return sorted(range(len(slots)), key=slots.__getitem__)
+
+
+def restore_order(new_tokens: Any, order: Sequence[int], *, per_prompt: int = 1) -> Any:
+    """Rows generated in ``order`` (``per_prompt`` consecutive rows each) back in the caller's order."""
+    import torch
+
+    position = torch.empty(len(order), dtype=torch.long)
+    position[torch.tensor(order, dtype=torch.long)] = torch.arange(len(order))  # the inverse permutation
+    rows = (position[:, None] * per_prompt + torch.arange(per_prompt)).reshape(-1)
+    return new_tokens[rows.to(new_tokens.device)]

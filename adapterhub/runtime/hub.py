@@ -15,13 +15,15 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, Iterator, Sequence
 
-from .. import embedded
-from ..errors import AdapterNotFoundError, ConfigError, InvalidNameError, UnknownDomainError
-from ..manifest import method_from_config
+from ..base import embedded
+from ..errors import AdapterInUseError, AdapterNotFoundError, ConfigError, InvalidNameError, UnknownDomainError
+from ..methods import method_from_config
 from ..prompts import TaskSpec
+from ..scoring import label_probabilities, label_scores
+from ..tokens import left_pad, pad_id_of
 from . import generation, scoring, sources
-from .batch import BARE, RowSlots, routed, row_names
-from .methods import build_methods
+from .batch import BARE, RowRouting, row_names
+from .methods import build_methods, route
 from .slots import Residency, ResidentAdapter, ResidentInfo
 
 _UNSET: Any = type("Unset", (), {"__repr__": lambda self: "<default domain>"})()
@@ -51,7 +53,7 @@ class AdapterHub:
     def __init__(self, base: Any = embedded.DEFAULT_ALIAS, *, quantize: str | None = None, registry: Any = None,
                  device: str = "auto", max_resident: int | None = None,
                  memory_budget_mb: float | None = None) -> None:
-        from ..base import Base, load_base
+        from ..base.loading import Base, load_base
 
         budget = None if memory_budget_mb is None else int(memory_budget_mb * 2**20)
         self._residency = Residency(max_resident=max_resident, budget_bytes=budget)  # checks the limits first
@@ -99,12 +101,13 @@ class AdapterHub:
         """Free an adapter's slot; returns whether it was resident.
 
         Raises:
-            ConfigError: a running call is using it.
+            AdapterInUseError: a running call is using it.
         """
         with self._lock:
             entry = self._residency.get(name)
             if entry is not None and entry.pins:
-                raise ConfigError(f"adapter {name!r} is in use by a running call; unload it after the call returns")
+                raise AdapterInUseError(f"adapter {name!r} is in use by a running call; unload it after the call "
+                                        "returns")
             self._sources.pop(name, None)
             if self._default == name:
                 self._default = None
@@ -211,22 +214,17 @@ class AdapterHub:
         generate_kwargs.setdefault("do_sample", False)
         generate_kwargs.setdefault("pad_token_id", self.tokenizer.pad_token_id)
         with self._pinned(names) as rows:
-            # rows of one adapter side by side: each layer's update then works on views, not gathered copies
-            order = sorted(range(len(rows)), key=lambda i: BARE if rows[i] is None else rows[i].slot)
+            order = generation.grouped_order([BARE if entry is None else entry.slot for entry in rows])
             rows, prompts = [rows[i] for i in order], [prompts[i] for i in order]
             tasks = [entry.task if entry else TaskSpec() for entry in rows]
-            input_ids, attention_mask = generation.left_pad(
-                generation.encode(self.tokenizer, prompts, tasks, chat=chat),
-                pad_id=self.tokenizer.pad_token_id, device=self._device)
-            repeat = generation.expansion(self.base.model, generate_kwargs)
-            lora_rows, prefix = self._routing(rows, repeat=repeat)
-            with routed(lora_rows), torch.inference_mode():
-                new_tokens = generation.generate_tokens(self.base.model, input_ids, attention_mask, prefix,
+            input_ids, attention_mask = left_pad(generation.encode(self.tokenizer, prompts, tasks, chat=chat),
+                                                 pad_id=pad_id_of(self.tokenizer), device=self._device)
+            routing = self._routing(rows, repeat=generation.expansion(self.base.model, generate_kwargs))
+            with routing.applied(), torch.inference_mode():
+                new_tokens = generation.generate_tokens(self.base.model, input_ids, attention_mask, routing.prefix,
                                                         max_new_tokens=max_new_tokens, **generate_kwargs)
         per_prompt = int(generate_kwargs.get("num_return_sequences") or 1)
-        position = {index: sorted_at for sorted_at, index in enumerate(order)}
-        back = [position[index] * per_prompt + k for index in range(len(order)) for k in range(per_prompt)]
-        new_tokens = new_tokens[torch.tensor(back, device=new_tokens.device)]  # the caller's row order again
+        new_tokens = generation.restore_order(new_tokens, order, per_prompt=per_prompt)
         texts = [text.strip() for text in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
         answers: list[Any] = texts if per_prompt == 1 else [texts[i:i + per_prompt]
                                                             for i in range(0, len(texts), per_prompt)]
@@ -256,30 +254,40 @@ class AdapterHub:
         return [max(row, key=row.get) for row in scores]
 
     def label_scores(self, texts: str | Sequence[str], *, domain: Any = _UNSET,
-                     domains: Sequence[str | None] | None = None, batch_size: int = 32) -> Any:
+                     domains: Sequence[str | None] | None = None, batch_size: int = 32,
+                     normalize: bool = False) -> Any:
         """Summed log-likelihood of every label of each row's classification adapter.
 
         Each prompt runs once; its cache scores all of that adapter's labels
-        (:mod:`adapterhub.runtime.scoring`). :meth:`predict` picks the best.
+        (:mod:`adapterhub.scoring`). :meth:`predict` picks the best.
+
+        Args:
+            normalize: return each label's share of the probability the labels hold
+                (a softmax over their log-likelihoods; what ``adapterhub predict --scores`` prints).
 
         Returns:
-            ``{label: log-likelihood}`` for one text, a list of them for a list.
+            ``{label: log-likelihood}`` (or ``{label: probability}``) in the adapter's label
+            order, for one text; a list of them for a list.
 
         Raises:
             TaskMismatchError: a row's adapter is a generation adapter, or the bare base.
 
         >>> hub.label_scores("Shares jumped 8%.", domain="finance")  # doctest: +SKIP
         {'positive': -0.2, 'negative': -9.1, 'neutral': -6.4}
+        >>> hub.label_scores("Shares jumped 8%.", domain="finance", normalize=True)  # doctest: +SKIP
+        {'positive': 0.998, 'negative': 0.0001, 'neutral': 0.0019}
         """
         single = isinstance(texts, str)
         items = [texts] if single else list(texts)
         names = self._row_names(len(items), domain, domains)
         with self._pinned(names) as rows:
             tasks = [scoring.classification_task(entry, name) for entry, name in zip(rows, names)]
-            scores = scoring.label_scores(self.base.model, self.tokenizer, tasks, items,
-                                          lambda chunk: self._routing([rows[i] for i in chunk]),
-                                          batch_size=batch_size, device=self._device)
+            scores = label_scores(self.base.model, self.tokenizer, tasks, items,
+                                  lambda chunk: self._routing([rows[i] for i in chunk]),
+                                  batch_size=batch_size, device=self._device)
         found = [dict(zip(task.labels, row)) for task, row in zip(tasks, scores)]
+        if normalize:
+            found = [label_probabilities(row) for row in found]
         return found[0] if single else found
 
     def logits(self, input_ids: Any, attention_mask: Any = None, *, domain: Any = _UNSET,
@@ -305,10 +313,10 @@ class AdapterHub:
                               f"{tuple(input_ids.shape)}; they must match")
         names = self._row_names(input_ids.shape[0], domain, domains)
         with self._pinned(names) as rows, torch.no_grad():
-            lora_rows, prefix = self._routing(rows)
-            with routed(lora_rows):
+            routing = self._routing(rows)
+            with routing.applied():
                 return generation.forward_logits(self.base.model, input_ids.to(self._device),
-                                                 attention_mask.to(self._device), prefix)
+                                                 attention_mask.to(self._device), routing.prefix)
 
     def stepper(self) -> Any:
         """A :class:`~adapterhub.runtime.stepping.Stepper` over this hub: prefill, decode, merge and drop rows
@@ -381,7 +389,7 @@ class AdapterHub:
         previous = self._residency.get(payload.name)
         if previous is not None:  # another version under the same name: replace it
             if previous.pins:
-                raise ConfigError(f"adapter {payload.name!r} is in use by a running call; load the new version "
+                raise AdapterInUseError(f"adapter {payload.name!r} is in use by a running call; load the new version "
                                   "after it returns")
             self._evict(previous)
         for victim in self._residency.evictions_for(prepared.nbytes, name=payload.name, protect=protect):
@@ -398,12 +406,10 @@ class AdapterHub:
         self._methods[entry.method].remove(entry.slot)
         self._residency.pop(entry.name)
 
-    def _routing(self, rows: Sequence[ResidentAdapter | None], *, repeat: int = 1) -> tuple[Any, Any]:
-        """``(RowSlots for the LoRA layers or None, PrefixBatch or None)`` for per-row entries."""
-        lora = [entry.slot if entry is not None and entry.method == "lora" else BARE for entry in rows]
-        prefix = [entry.slot if entry is not None and entry.method == "prefix" else BARE for entry in rows]
-        lora_rows = RowSlots.build(lora, device=self._device) if any(s != BARE for s in lora) else None
-        return lora_rows, self._methods["prefix"].batch(prefix, repeat=repeat)
+    def _routing(self, rows: Sequence[ResidentAdapter | None], *, repeat: int = 1) -> RowRouting:
+        """How these rows (one resident entry or ``None`` each) reach their adapters."""
+        return route(self._methods, [None if entry is None else (entry.method, entry.slot) for entry in rows],
+                     repeat=repeat, device=self._device)
 
     def _registry_for(self, ref: str | os.PathLike) -> Any:
         """The registry, opened only when ``ref`` is a registry reference."""

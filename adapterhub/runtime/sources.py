@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import AdapterNotFoundError
-from ..hubsync import is_hub_ref
-from ..manifest import MANIFEST_FILE, WEIGHTS_FILE
+from ..hf.sync import is_hub_ref, pull
+from ..registry.manifest import MANIFEST_FILE, WEIGHTS_FILE
 from ..prompts import TaskSpec
 
 
@@ -35,11 +35,21 @@ class AdapterPayload:
 
 
 def is_path(ref: str | os.PathLike) -> bool:
-    """Whether ``ref`` names a directory rather than a registry reference."""
-    text = os.fspath(ref)
-    if is_hub_ref(text):
+    """Whether ``ref`` is written as a folder rather than a registry reference.
+
+    A folder is an ``os.PathLike`` or text with a path separator, a leading ``.``
+    or ``~``, or an absolute path; a bare name (``legal``, ``legal@2``) is always a
+    registry reference, even when a folder of that name exists here.
+
+    >>> is_path("legal"), is_path("./legal"), is_path("~/adapters/legal"), is_path("hf://acme/legal")
+    (False, True, True, False)
+    """
+    if isinstance(ref, os.PathLike):
+        return True
+    if is_hub_ref(ref):
         return False
-    return isinstance(ref, os.PathLike) or os.sep in text or text.startswith((".", "~")) or Path(text).is_dir()
+    separators = tuple(sep for sep in (os.sep, os.altsep) if sep)
+    return any(sep in ref for sep in separators) or ref.startswith((".", "~")) or os.path.isabs(ref)
 
 
 def identify(ref: str | os.PathLike, *, registry: Any, name: str | None = None) -> tuple[str, str]:
@@ -60,12 +70,18 @@ def identify(ref: str | os.PathLike, *, registry: Any, name: str | None = None) 
         recorded = json.loads(manifest.read_text()).get("name") if manifest.is_file() else None
         return name or recorded or path.name, str(path)
     if registry is None:
-        raise AdapterNotFoundError(f"{ref!r} is no directory and no registry is available to resolve it; "
-                                   "pass a path to a PEFT adapter directory")
+        raise AdapterNotFoundError(f"{ref!r} is a registry reference but no registry is available to resolve it; "
+                                   f"to load a folder, write it as a path: './{ref}'")
     if is_hub_ref(ref):  # hf://org/repo[@rev]: pulled into the registry once per commit
-        record = registry.pull(os.fspath(ref))
+        record = pull(os.fspath(ref), registry=registry)
         return name or record.name, record.ref
-    record = registry.get(str(ref))
+    try:
+        record = registry.get(str(ref))
+    except AdapterNotFoundError as error:
+        if Path(ref).is_dir():
+            raise AdapterNotFoundError(f"{error}; a folder {ref!r} exists here — a bare name always means the "
+                                       f"registry, so to load the folder write it as a path: './{ref}'") from None
+        raise
     return name or record.name, record.ref
 
 
@@ -86,8 +102,8 @@ def fetch(source: str, *, registry: Any, base: Any, name: str) -> AdapterPayload
                               file_bytes=int(size), task=record.task, domain=record.domain)
     from safetensors.torch import load
 
-    from ..compat import check_compatible
-    from ..manifest import read_adapter_dir
+    from ..registry.compat import check_compatible
+    from ..registry.manifest import read_adapter_dir
 
     adapter = read_adapter_dir(source)
     manifest = adapter.manifest or {}
@@ -101,7 +117,7 @@ def fetch(source: str, *, registry: Any, base: Any, name: str) -> AdapterPayload
 
 def open_registry(registry: Any) -> Any:
     """A Registry from ``registry`` (a Registry, a root path or ``None`` for the default root)."""
-    from ..registry import Registry
+    from ..registry.store import Registry
 
     return registry if isinstance(registry, Registry) else Registry(registry)
 

@@ -94,7 +94,7 @@ def _model_dir(base: Any) -> str:
     spec = getattr(base, "spec", None)
     if spec is not None:
         return spec.path
-    from ..base import resolve
+    from ..base.loading import resolve
 
     return str(resolve(str(base))[1])
 
@@ -109,7 +109,7 @@ def load_peft(base: Any, adapter_dir: str | Path, *, quantize: str | None = None
     """
     from peft import PeftModel
 
-    from ..base import load_base
+    from ..base.loading import load_base
 
     fresh = load_base(_model_dir(base), quantize=quantize, dtype=dtype, device="cpu", progress=False)
     return PeftModel.from_pretrained(fresh.model, str(adapter_dir)).eval()

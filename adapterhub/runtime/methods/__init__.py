@@ -1,10 +1,17 @@
-"""Adapter methods behind one small interface.
+"""How each adapter method is served, behind one small interface: one file per method.
 
 Each method turns a PEFT adapter (its ``adapter_config.json`` dict and its
 tensors) into *prepared* tensors — validated against the base, converted to
 the base dtype and device, constants folded — and installs them in numbered
 slots. Residency (which slot holds what, LRU, budgets) lives in ``slots.py``;
-the methods never know adapter names.
+the methods never know adapter names. What a method's files are and whether
+they fit a base is :mod:`adapterhub.methods`.
+
+A method reaches its rows one of two ways (its ``routes``):
+
+* ``"layers"``: it patched some modules once; they read the row→slot mapping
+  (:class:`~adapterhub.runtime.batch.RowSlots`) of the running forward;
+* ``"prefix"``: it contributes cache entries in front of its rows (``batch``).
 
 >>> sorted(build_methods(base))  # doctest: +SKIP
 ['lora', 'prefix']
@@ -12,7 +19,9 @@ the methods never know adapter names.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol, Sequence
+
+from ..batch import BARE, RowRouting, RowSlots
 
 
 class Prepared(Protocol):
@@ -25,6 +34,7 @@ class AdapterMethod(Protocol):
     """What the runtime asks of a method."""
 
     name: str
+    routes: Literal["layers", "prefix"]
 
     def prepare(self, config: dict[str, Any], tensors: dict[str, Any]) -> Prepared:
         """Validate and convert; raises IncompatibleBaseError / InvalidAdapterError."""
@@ -41,7 +51,26 @@ def build_methods(base: Any) -> dict[str, AdapterMethod]:
     from .lora import LoraMethod
     from .prefix import PrefixMethod
 
-    return {"lora": LoraMethod(base), "prefix": PrefixMethod(base)}
+    served = [LoraMethod(base), PrefixMethod(base)]
+    return {method.name: method for method in served}
+
+
+def route(methods: dict[str, AdapterMethod], rows: Sequence[tuple[str, int] | None], *, repeat: int = 1,
+          device: Any = "cpu") -> RowRouting:
+    """The routing of one call whose rows use ``(method, slot)`` (``None``: the bare base).
+
+    Layer methods share one :class:`RowSlots` (slots are unique across methods, and a
+    layer skips slots it does not hold); the prefix method fills the cache.
+    """
+    layer_slots = [BARE if row is None or methods[row[0]].routes != "layers" else row[1] for row in rows]
+    layers = RowSlots.build(layer_slots, device=device) if any(s != BARE for s in layer_slots) else None
+    prefix = None
+    for method in methods.values():
+        if method.routes == "prefix":
+            slots = [BARE if row is None or row[0] != method.name else row[1] for row in rows]
+            if any(s != BARE for s in slots):
+                prefix = method.batch(slots, repeat=repeat)
+    return RowRouting(prefix=prefix, layers=layers)
 
 
 def tensor_bytes(*tensors: Any) -> int:

@@ -25,12 +25,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ...errors import IncompatibleBaseError, InvalidAdapterError
+from ...methods.lora import parse_key
 from ..batch import active_rows, routed
 from . import owned, tensor_bytes
 
-_KEY_PREFIX = "base_model.model."
-_KEY_PARTS = {"lora_A.weight": "A", "lora_B.weight": "B", "lora_B.bias": "bias",
-              "lora_magnitude_vector": "magnitude", "lora_magnitude_vector.weight": "magnitude"}
 _UNSUPPORTED = {  # adapter_config key -> what it is; any truthy value is refused
     "use_qalora": "QA-LoRA", "alora_invocation_tokens": "activated LoRA (aLoRA)", "arrow_config": "Arrow routing",
     "velora_config": "VeLoRA", "use_bdlora": "BD-LoRA", "monteclora_config": "MonteCLoRA", "kasa_config": "KaSA",
@@ -163,6 +161,7 @@ class LoraMethod:
 
     base: Any
     name: str = "lora"
+    routes: str = "layers"
     _slot_layers: dict[int, list[LoraLayer]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -258,14 +257,11 @@ def _check_config(config: dict[str, Any]) -> None:
 def _group_by_module(tensors: dict[str, Any]) -> dict[str, dict[str, Any]]:
     modules: dict[str, dict[str, Any]] = {}
     for key, tensor in tensors.items():
-        name = key[len(_KEY_PREFIX):] if key.startswith(_KEY_PREFIX) else key
-        for suffix, part in _KEY_PARTS.items():
-            if name.endswith("." + suffix):
-                modules.setdefault(name[: -len(suffix) - 1], {})[part] = tensor
-                break
-        else:
+        parsed = parse_key(key)
+        if parsed is None or parsed.part is None:
             what = "LoRA on embedding layers" if "lora_embedding" in key else "this weight"
             raise InvalidAdapterError(f"unsupported adapter weight {key!r} ({what} is not served by the runtime)")
+        modules.setdefault(parsed.module, {})[parsed.part] = tensor
     return modules
 
 

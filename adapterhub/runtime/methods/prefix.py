@@ -18,7 +18,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+from ..._transformers import kv_geometry, text_config
 from ...errors import IncompatibleBaseError, InvalidAdapterError
+from ...methods.prefix import WEIGHTS_KEY
+from ...tokens import PrefixBatch
 from ..batch import BARE
 from . import owned, tensor_bytes
 
@@ -41,30 +44,18 @@ class PreparedPrefix:
 
 
 @dataclass
-class PrefixBatch:
-    """The prefix part of one batch: a filled cache and its attention-mask columns."""
-
-    cache: Any  # transformers DynamicCache holding P entries per layer
-    mask: Any  # [batch, P] long
-    lengths: Any  # [batch] long: prefix tokens of each row (0 for rows without one)
-    repeat: int = 1  # every call row appears ``repeat`` times in a row (beams)
-
-
-@dataclass
 class PrefixMethod:
     base: Any
     name: str = "prefix"
+    routes: str = "prefix"
     _slots: dict[int, PreparedPrefix] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         import torch
 
-        config = self.base.model.config
-        self._text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
-        text = self._text_config
-        self._layers = int(text.num_hidden_layers)
-        self._kv_heads = int(getattr(text, "num_key_value_heads", None) or text.num_attention_heads)
-        self._head_dim = int(getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads)
+        self._text_config = text_config(self.base.model.config)
+        geometry = kv_geometry(self.base.model.config)
+        self._layers, self._kv_heads, self._head_dim = geometry.layers, geometry.kv_heads, geometry.head_dim
         self._dtype = getattr(torch, self.base.spec.dtype)
         self._device = next(self.base.model.parameters()).device
 
@@ -74,8 +65,8 @@ class PrefixMethod:
             raise InvalidAdapterError(f"prefix tuning on {model_type!r} bases is not supported by the runtime")
         if int(config.get("num_transformer_submodules") or 1) != 1:
             raise InvalidAdapterError("only decoder-only prefix adapters (num_transformer_submodules=1) are supported")
-        if "prompt_embeddings" not in tensors:
-            raise InvalidAdapterError(f"the prefix adapter has no 'prompt_embeddings' tensor (found {sorted(tensors)})")
+        if WEIGHTS_KEY not in tensors:
+            raise InvalidAdapterError(f"the prefix adapter has no {WEIGHTS_KEY!r} tensor (found {sorted(tensors)})")
         tokens = int(config["num_virtual_tokens"])
         layers, heads = int(config["num_layers"]), int(config["num_attention_heads"])
         head_dim = int(config["token_dim"]) // heads
@@ -84,9 +75,9 @@ class PrefixMethod:
             raise IncompatibleBaseError(
                 f"the prefix adapter was made for {layers} layers x {heads} KV heads x head_dim {head_dim}, but the "
                 f"base has {expected[0]} x {expected[1]} x {expected[2]}; it belongs to another base")
-        embeddings = tensors["prompt_embeddings"]
+        embeddings = tensors[WEIGHTS_KEY]
         if tuple(embeddings.shape) != (tokens, layers * 2 * heads * head_dim):
-            raise InvalidAdapterError(f"prompt_embeddings has shape {tuple(embeddings.shape)}, expected "
+            raise InvalidAdapterError(f"{WEIGHTS_KEY} has shape {tuple(embeddings.shape)}, expected "
                                       f"{(tokens, layers * 2 * heads * head_dim)} from adapter_config.json")
         # PEFT: view [tokens, layers*2, heads, head_dim] -> per layer (key, value) = (2l, 2l+1)
         stacked = embeddings.view(tokens, layers * 2, heads, head_dim).permute(1, 2, 0, 3)

@@ -1,0 +1,74 @@
+"""Private shims over transformers and PEFT layouts, kept in one place.
+
+Every spot that reads a model config's text part, the key/value geometry,
+a cache's per-layer tensors or PEFT's weight-key prefix asks here, so a
+change in a transformers or PEFT release is mended once.
+
+>>> strip_peft_prefix("base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight")
+'model.layers.0.self_attn.q_proj.lora_A.weight'
+>>> text_config_dict({"text_config": {"num_hidden_layers": 2}})
+{'num_hidden_layers': 2}
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any
+
+PEFT_KEY_PREFIX = "base_model.model."
+"""What PEFT puts before module names in ``adapter_model.safetensors`` keys."""
+
+
+def strip_peft_prefix(key: str) -> str:
+    """A PEFT weight key relative to the causal-LM model (``model.layers.0...``)."""
+    return key[len(PEFT_KEY_PREFIX):] if key.startswith(PEFT_KEY_PREFIX) else key
+
+
+def text_config(config: Any) -> Any:
+    """The language-model part of a transformers config (multimodal configs nest it)."""
+    return config.get_text_config() if hasattr(config, "get_text_config") else config
+
+
+def text_config_dict(config: dict[str, Any]) -> dict[str, Any]:
+    """The same for a raw ``config.json`` dict."""
+    return config if "num_hidden_layers" in config else config.get("text_config", config)
+
+
+@dataclass(frozen=True)
+class KVGeometry:
+    """The key/value cache shape of a decoder: ``[batch, kv_heads, tokens, head_dim]`` per layer."""
+
+    layers: int
+    kv_heads: int
+    head_dim: int
+
+    @property
+    def token_dim(self) -> int:
+        """Width of one token's keys (or values) in one layer: what PEFT calls ``token_dim``."""
+        return self.kv_heads * self.head_dim
+
+
+def kv_geometry(config: Any) -> KVGeometry:
+    """Layers, KV heads (GQA-aware) and head size of a transformers config."""
+    text = text_config(config)
+    heads = int(text.num_attention_heads)
+    kv_heads = int(getattr(text, "num_key_value_heads", None) or heads)
+    head_dim = int(getattr(text, "head_dim", None) or int(text.hidden_size) // heads)
+    return KVGeometry(layers=int(text.num_hidden_layers), kv_heads=kv_heads, head_dim=head_dim)
+
+
+def cache_of(output: Any) -> Any:
+    """The key/value cache a forward returned (``cache`` in transformers ≥ 5.2x, ``past_key_values`` before)."""
+    cache = getattr(output, "cache", None)
+    return cache if cache is not None else output.past_key_values
+
+
+def cache_argument(module: Any) -> str:
+    """The keyword a decoder's ``forward`` takes its cache under."""
+    return "cache" if "cache" in inspect.signature(module.forward).parameters else "past_key_values"
+
+
+def cache_layers(cache: Any) -> list[Any]:
+    """The per-layer entries of a ``DynamicCache``; each has ``.keys`` and ``.values`` ``[batch, heads, T, dim]``."""
+    return list(cache.layers)

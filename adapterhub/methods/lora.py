@@ -1,0 +1,113 @@
+"""LoRA: what its config and weights are, whether they fit a base, how a recipe asks for one.
+
+PEFT saves one ``lora_A`` ``[r, in]`` and one ``lora_B`` ``[out, r]`` per
+targeted linear layer (``lora_B.bias`` with ``lora_bias``, a
+``lora_magnitude_vector`` ``[out]`` with DoRA), keyed by the module's name::
+
+    base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight
+
+>>> parse_key("base_model.model.model.layers.0.mlp.up_proj.lora_B.weight")
+LoraKey(module='model.layers.0.mlp.up_proj', kind='lora_B', part='B')
+>>> parse_key("base_model.model.lm_head.weight") is None
+True
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from .._transformers import strip_peft_prefix
+from ..errors import IncompatibleBaseError, InvalidAdapterError
+
+_KEY = re.compile(r"^(?P<module>.+)\.(?P<kind>lora_A|lora_B|lora_embedding_A|lora_embedding_B|lora_magnitude_vector)"
+                  r"(?P<rest>(?:\.[^.]+)*)$")
+_PARTS = {("lora_A", ".weight"): "A", ("lora_B", ".weight"): "B", ("lora_B", ".bias"): "bias",
+          ("lora_magnitude_vector", ""): "magnitude", ("lora_magnitude_vector", ".weight"): "magnitude"}
+
+
+class LoraKey(NamedTuple):
+    """One LoRA weight key: the module it adapts, PEFT's kind, and the part the runtime serves."""
+
+    module: str  # relative to the causal-LM model: "model.layers.0.self_attn.q_proj"
+    kind: str  # lora_A | lora_B | lora_embedding_A | lora_embedding_B | lora_magnitude_vector
+    part: str | None  # A | B | bias | magnitude; None for what the runtime does not serve
+
+
+def parse_key(key: str) -> LoraKey | None:
+    """Split a PEFT LoRA weight key; ``None`` when it is not a LoRA weight."""
+    match = _KEY.match(strip_peft_prefix(key))
+    if match is None:
+        return None
+    return LoraKey(match["module"], match["kind"], _PARTS.get((match["kind"], match["rest"])))
+
+
+@dataclass(frozen=True)
+class LoraSpec:
+    name: str = "lora"
+    peft_type: str = "LORA"
+    title: str = "LoRA"
+
+    def check_files(self, config: Mapping[str, Any], tensor_shapes: Mapping[str, tuple[int, ...]], *,
+                    where: str) -> None:
+        if not any(".lora_A." in key for key in tensor_shapes):
+            raise InvalidAdapterError(f"{where} has no lora_A tensors although adapter_config.json says "
+                                      "method 'lora'; the config and weights do not belong together")
+
+    def check_fits(self, config: Mapping[str, Any], tensor_shapes: Mapping[str, tuple[int, ...]],
+                   base: Any) -> None:
+        linear = base.linear_shapes
+        embeddings: set[str] | None = None
+        for key, shape in tensor_shapes.items():
+            parsed = parse_key(key)
+            if parsed is None or parsed.kind == "lora_magnitude_vector" or key.endswith(".bias"):
+                continue  # lora_bias=True adds lora_B.bias [out_features]
+            if parsed.kind.startswith("lora_embedding"):
+                if embeddings is None:
+                    embeddings = {name for name, _ in base.model.named_modules()}
+                if parsed.module not in embeddings:
+                    raise _missing(parsed.module, linear)
+                continue
+            if parsed.module not in linear:
+                raise _missing(parsed.module, linear)
+            in_features, out_features = linear[parsed.module]
+            is_a = parsed.kind == "lora_A"
+            expected, actual = (in_features, shape[-1]) if is_a else (out_features, shape[0])
+            if len(shape) != 2 or actual != expected:
+                side = "in_features" if is_a else "out_features"
+                raise IncompatibleBaseError(
+                    f"adapter tensor {key} has shape {tuple(shape)} but base module {parsed.module} has "
+                    f"{side}={expected} (base shape in={in_features}, out={out_features}); the adapter was made "
+                    "for a different architecture")
+
+    def settings(self, config: Mapping[str, Any]) -> str:
+        if not config.get("r"):
+            return ""
+        targets = config.get("target_modules")
+        targets = ", ".join(sorted(targets)) if isinstance(targets, (list, tuple, set)) else targets
+        return f"r={config['r']}, alpha={config.get('lora_alpha')}, targets: {targets}"
+
+    def recipe_problems(self, recipe: Any) -> list[str]:
+        return []
+
+    def peft_config(self, recipe: Any, base: Any) -> Any:
+        from peft import LoraConfig
+
+        section = recipe.adapter
+        return LoraConfig(r=section.r, lora_alpha=section.alpha, lora_dropout=section.dropout,
+                          target_modules=section.target_modules, use_dora=section.use_dora,
+                          use_rslora=section.use_rslora, task_type="CAUSAL_LM")
+
+    def initialise(self, peft_model: Any, tokenizer: Any, recipe: Any) -> None:
+        return None
+
+
+def _missing(module: str, linear: Mapping[str, tuple[int, int]]) -> IncompatibleBaseError:
+    example = next(iter(linear), "none")
+    return IncompatibleBaseError(f"adapter targets module {module!r}, which this base does not have "
+                                 f"(its linear modules look like {example!r}); use the base the adapter was made for")
+
+
+LORA = LoraSpec()

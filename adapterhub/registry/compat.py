@@ -1,0 +1,42 @@
+"""Does an adapter fit a base model? The fingerprint first, then the method's own shape checks.
+
+Works from the adapter's ``adapter_config.json`` and its tensor shapes alone
+(no tensors are loaded), so the registry can check at add time and at load time.
+What "fits" means per method lives in :mod:`adapterhub.methods`.
+
+>>> check_compatible(config, shapes, base, fingerprint=None)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .. import methods
+from ..errors import IncompatibleBaseError
+
+
+def check_compatible(config: Mapping[str, Any], tensor_shapes: Mapping[str, tuple[int, ...]], base: Any, *,
+                     fingerprint: str | None) -> None:
+    """Raise unless the adapter fits ``base``.
+
+    Args:
+        config: the adapter's ``adapter_config.json``.
+        tensor_shapes: ``{PEFT weight key: shape}`` from ``adapter_model.safetensors``.
+        base: an :class:`adapterhub.Base` (uses ``fingerprint``, ``linear_shapes`` and ``model.config``).
+        fingerprint: the base fingerprint recorded with the adapter, if any.
+
+    Raises:
+        IncompatibleBaseError: another base's fingerprint, a target module the base lacks,
+            or a shape that differs (the message names the module and both shapes).
+        InvalidAdapterError: a method adapterhub does not know.
+
+    >>> check_compatible({"peft_type": "LORA"}, {}, base, fingerprint="llama-x")  # doctest: +SKIP
+    Traceback (most recent call last):
+    IncompatibleBaseError: adapter was made for base 'llama-x' ...
+    """
+    if fingerprint and fingerprint != base.fingerprint:
+        raise IncompatibleBaseError(
+            f"adapter was made for base {fingerprint!r} but this base is {base.fingerprint!r}; "
+            "load the base it was trained on, or train the adapter again on this one")
+    methods.get(methods.method_from_config(config)).check_fits(config, tensor_shapes, base)

@@ -1,0 +1,220 @@
+"""Evaluation: loss and perplexity on the supervised tokens; accuracy and per-label F1 by label scoring.
+
+Classification is never judged by parsing generated text: every label is
+scored by its log-likelihood after the prompt (the score :func:`adapterhub.prompts.score_labels`
+defines, computed by the same code as the runtime's ``predict``) and the best label wins.
+
+>>> label_metrics(["a", "b", "b"], ["a", "b", "a"], labels=("a", "b"))["accuracy"]
+0.6667
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Sequence
+
+from ..prompts import TaskSpec
+from ..tokens import pad_id_of
+from .batching import collate, plan_batches
+from .data import Example, Split
+
+
+def loss_metrics(model: Any, examples: Sequence[Example], *, pad_id: int, batch_size: int = 32,
+                 device: Any = "cpu") -> dict[str, float]:
+    """Mean token loss and perplexity over the supervised tokens of ``examples``.
+
+    Args:
+        model: a :class:`~adapterhub.training.lm_loss.SupervisedLM` (or anything with its forward).
+        examples: encoded examples.
+        pad_id: padding token id.
+        batch_size: examples per forward pass.
+        device: where the model lives.
+
+    Returns:
+        ``{"loss": float, "perplexity": float, "tokens": int}``.
+    """
+    import torch
+
+    from .lm_loss import batch_inputs
+
+    total, tokens = 0.0, 0
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for indices in plan_batches([len(e) for e in examples], batch_size=batch_size, seed=None):
+                batch = collate([examples[i] for i in indices], pad_id=pad_id, share_prefix=True).to(device)
+                total += float(model(**batch_inputs(batch)))
+                tokens += int(batch.targets.numel())
+    finally:
+        model.train(was_training)
+    loss = total / max(tokens, 1)
+    return {"loss": round(loss, 5), "perplexity": round(math.exp(min(loss, 50.0)), 4), "tokens": tokens}
+
+
+def label_metrics(predictions: Sequence[str], references: Sequence[str], *, labels: Sequence[str]) -> dict[str, Any]:
+    """Accuracy, macro-F1 and per-label F1 (rounded to 4 places).
+
+    >>> label_metrics(["a", "a"], ["a", "b"], labels=("a", "b"))["f1"]
+    {'a': 0.6667, 'b': 0.0}
+    """
+    correct = sum(p == r for p, r in zip(predictions, references))
+    f1 = {}
+    for label in labels:
+        true_positive = sum(p == label and r == label for p, r in zip(predictions, references))
+        predicted = sum(p == label for p in predictions)
+        actual = sum(r == label for r in references)
+        f1[label] = round(2 * true_positive / (predicted + actual), 4) if predicted + actual else 0.0
+    return {"accuracy": round(correct / max(len(references), 1), 4),
+            "macro_f1": round(sum(f1.values()) / max(len(f1), 1), 4), "f1": f1, "count": len(references)}
+
+
+def classify(model: Any, tokenizer: Any, task: TaskSpec, texts: Sequence[str], *, batch_size: int = 32,
+             device: Any = "cpu") -> list[str]:
+    """The best-scoring label for each text (see :func:`label_score_matrix`).
+
+    ``model`` is a ``PeftModel`` or a plain causal LM (the bare base).
+    """
+    scores = label_score_matrix(model, tokenizer, task, texts, batch_size=batch_size, device=device)
+    return [task.labels[int(i)] for i in scores.argmax(dim=-1)]
+
+
+def label_score_matrix(model: Any, tokenizer: Any, task: TaskSpec, texts: Sequence[str], *, batch_size: int = 32,
+                       device: Any = "cpu") -> Any:
+    """Summed log-likelihood of every label after every text's prompt, ``[texts, labels]`` float32.
+
+    The scores of :func:`adapterhub.prompts.score_labels` (one full forward per text and
+    label), computed the way the runtime's ``predict`` computes them
+    (:func:`adapterhub.scoring.label_scores`): each prompt runs once, batched, and
+    its cache serves all the labels. A PEFT LoRA adapter is simply active in the model; a
+    PEFT prefix enters as the cache in front of every prompt, as PEFT's own forward puts it.
+
+    >>> label_score_matrix(peft_model, tokenizer, task, ["Shares jumped 8%."]).shape  # doctest: +SKIP
+    torch.Size([1, 3])
+    """
+    import torch
+
+    from ..scoring import Routing, label_scores
+    from ..tokens import PrefixBatch
+    from .lm_loss import causal_lm
+
+    config = getattr(model, "active_peft_config", None)
+
+    def routing(rows: Sequence[int]) -> Routing:  # the PEFT adapter applies to every row
+        if not getattr(config, "is_prompt_learning", False):
+            return Routing()
+        tokens = config.num_virtual_tokens
+        return Routing(prefix=PrefixBatch(cache=model.get_prompt(len(rows)),
+                                          mask=torch.ones(len(rows), tokens, dtype=torch.long, device=device),
+                                          lengths=torch.full((len(rows),), tokens, dtype=torch.long, device=device)))
+
+    was_training = model.training
+    model.eval()
+    try:
+        scores = label_scores(causal_lm(model), tokenizer, [task] * len(texts), list(texts), routing,
+                              batch_size=batch_size, device=device)
+    finally:
+        model.train(was_training)
+    return torch.tensor(scores, dtype=torch.float32).view(len(texts), len(task.labels))
+
+
+def evaluate_split(model: Any, tokenizer: Any, task: TaskSpec, split: Split, *, batch_size: int = 32,
+                   device: Any = "cpu", accuracy: bool = True) -> dict[str, Any]:
+    """Loss and perplexity, plus label metrics for classification tasks (unless ``accuracy=False``).
+
+    Args:
+        model: a :class:`~adapterhub.training.lm_loss.SupervisedLM` wrapping the PEFT model.
+        tokenizer: the base tokenizer.
+        task: the adapter's task.
+        split: the encoded split (its rows give texts and reference labels).
+    """
+    metrics: dict[str, Any] = loss_metrics(model, split.examples, pad_id=pad_id_of(tokenizer),
+                                           batch_size=batch_size, device=device)
+    if accuracy and task.is_classification:
+        metrics.update(_split_label_metrics(model.model, tokenizer, task, split, batch_size=batch_size, device=device))
+    return metrics
+
+
+def zero_shot_metrics(peft_model: Any, tokenizer: Any, task: TaskSpec, split: Split, *, batch_size: int = 32,
+                      device: Any = "cpu") -> dict[str, Any]:
+    """Label metrics of the bare base (adapter disabled) with the same prompt."""
+    with peft_model.disable_adapter():  # LoRA layers off; a prefix lives only in the PeftModel
+        return _split_label_metrics(peft_model.get_base_model(), tokenizer, task, split, batch_size=batch_size,
+                                    device=device)
+
+
+def _split_label_metrics(model: Any, tokenizer: Any, task: TaskSpec, split: Split, *, batch_size: int,
+                         device: Any) -> dict[str, Any]:
+    """:func:`label_metrics` of ``model``'s predictions for the split's texts against its labels."""
+    predictions = classify(model, tokenizer, task, [str(r["text"]) for r in split.rows], batch_size=batch_size,
+                           device=device)
+    return label_metrics(predictions, [str(r["label"]) for r in split.rows], labels=task.labels)
+
+
+def evaluate_file(ref: str, data: str | Path, *, registry: Any = None, base: Any = None, adapter: bool = True,
+                  batch_size: int = 32) -> dict[str, Any]:
+    """Score a registered adapter (or, with ``adapter=False``, the bare base with its prompt) on a data file.
+
+    The file is read with the format and field mapping of the adapter's recipe
+    (from its manifest). Classification adapters get accuracy and per-label F1;
+    every adapter gets loss and perplexity.
+
+    Args:
+        ref: registry reference (``"finance"``, ``"finance@2"``).
+        data: a ``.jsonl``/``.csv``/``.parquet`` file.
+        registry: a :class:`~adapterhub.registry.Registry` (default: the default registry).
+        base: a loaded base (default: load the base named in the manifest); the adapter is
+            attached to it for the evaluation and removed again.
+        adapter: ``False`` scores the bare base zero-shot with the adapter's prompt.
+        batch_size: rows per forward pass.
+
+    Returns:
+        The metrics dict, plus ``"ref"``, ``"data"`` and ``"adapter"``.
+
+    Raises:
+        AdapterNotFoundError, DataError, IncompatibleBaseError: bad reference, file or base.
+
+    >>> evaluate_file("finance", "recipes/data/finance/test.jsonl")["accuracy"]  # doctest: +SKIP
+    0.9167
+    """
+    from ..base.loading import load_base
+    from .data import encode_split, map_fields, read_rows
+    from .lm_loss import SupervisedLM
+    from .recipe import Source
+    from ..registry.store import Registry
+
+    registry = registry if registry is not None else Registry()
+    record = registry.get(ref)
+    recipe = record.manifest.get("recipe") or {}
+    recipe_data = recipe.get("data") or {}
+    if base is None:
+        base_name = (record.manifest.get("base") or {}).get("name") or (recipe.get("base") or {}).get("model")
+        base = load_base(base_name) if base_name else load_base()
+    peft_model = load_peft_model(registry, ref, base)
+    task, fmt = record.task, recipe_data.get("format") or ("classification" if record.task.is_classification else "completion")
+    origin = str(data)
+    rows = map_fields(read_rows(Source(path=str(data))), fmt=fmt, fields=recipe_data.get("fields") or {}, origin=origin)
+    examples = encode_split(rows, fmt=fmt, tokenizer=base.tokenizer, task=task,
+                            max_length=int(recipe_data.get("max_length") or 4096), origin=origin)
+    split = Split(origin, rows, examples)
+    try:
+        with nullcontext() if adapter else peft_model.disable_adapter():
+            model = SupervisedLM(peft_model if adapter else peft_model.get_base_model())
+            metrics = evaluate_split(model, base.tokenizer, task, split, batch_size=batch_size, device=base.model.device)
+    finally:
+        if not peft_model.active_peft_config.is_prompt_learning:
+            peft_model.unload()  # give the caller's base back unchanged (a prefix never changed it)
+    return {"ref": record.ref, "data": origin, "adapter": adapter, **metrics}
+
+
+def load_peft_model(registry: Any, ref: str, base: Any) -> Any:
+    """A ``PeftModel`` over ``base.model`` with the verified weights of a registered adapter."""
+    import peft
+
+    loaded = registry.load(ref, base=base)
+    model = peft.get_peft_model(base.model, peft.PeftConfig.from_peft_type(**loaded.config))
+    peft.set_peft_model_state_dict(model, loaded.tensors)
+    model.eval()
+    return model

@@ -1,0 +1,99 @@
+"""The training loss: next-token cross-entropy computed only where a label is supervised.
+
+A plain causal-LM forward projects *every* position onto the vocabulary
+(``[batch, tokens, vocab]`` logits — for SmolLM2 that is 49k floats per
+token) and then throws most of them away because prompt and padding tokens
+carry no loss. :class:`SupervisedLM` instead runs the decoder body, gathers
+the hidden states of the ``N`` supervised positions listed in a
+:class:`~adapterhub.training.data.Batch`, and applies the LM head to those ``N``
+vectors only. The loss is identical; the head's compute and the logits'
+memory shrink by the prompt-to-answer ratio.
+
+It works for LoRA (the adapters live inside the body's linear layers), for
+prefix tuning (the prefix enters as the body's key/value cache, exactly as
+PEFT's own forward builds it) and for a plain model. When every row of a
+batch starts with the same tokens (a prompt template's instruction, a chat template's system block), the
+batch may carry them once as ``shared_prefix``: they run once, and every row
+attends to their keys/values — the same attention, computed once.
+
+>>> model = SupervisedLM(peft_model)  # doctest: +SKIP
+>>> loss_sum = model(**batch_inputs(batch))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from .._transformers import cache_argument, cache_layers, cache_of
+
+
+def causal_lm(model: Any) -> Any:
+    """The transformers causal LM inside a ``PeftModel`` (adapter layers included), or ``model`` itself."""
+    return model.get_base_model() if hasattr(model, "active_peft_config") else model
+
+
+def decoder_hidden_states(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+                          position_ids: torch.Tensor | None, shared_prefix: torch.Tensor | None = None) -> torch.Tensor:
+    """Final hidden states ``[R, T, H]`` of the decoder body, with the active adapter applied.
+
+    Args:
+        model: a ``peft.PeftModel`` (LoRA or prefix tuning) over a causal LM, or a plain causal LM.
+        input_ids: ``[R, T]`` token ids.
+        attention_mask: ``[R, T]`` 1 for real tokens (right padding), or ``None`` for packed rows.
+        position_ids: ``[R, T]`` per-example positions for packed rows, else ``None``.
+        shared_prefix: ``[P]`` tokens that precede every row: run once, their keys/values
+            are shared by all rows (only the hidden states of ``input_ids`` are returned).
+    """
+    body = causal_lm(model).get_decoder()
+    config = getattr(model, "active_peft_config", None)
+    rows, cache, cached = input_ids.shape[0], None, 0
+    if getattr(config, "is_prompt_learning", False):  # prefix tuning: the prefix is a key/value cache
+        cached = config.num_virtual_tokens
+        cache = model.get_prompt(1 if shared_prefix is not None else rows, max_cache_len=input_ids.shape[1] + cached)
+    if shared_prefix is not None:
+        mask = torch.ones(1, cached + shared_prefix.numel(), dtype=torch.long, device=input_ids.device)
+        output = body(input_ids=shared_prefix[None], attention_mask=mask, use_cache=True,
+                      **({cache_argument(body): cache} if cache is not None else {}))
+        cache = cache_of(output)
+        for layer in cache_layers(cache):  # one computed prefix, viewed by every row
+            layer.keys, layer.values = layer.keys.expand(rows, -1, -1, -1), layer.values.expand(rows, -1, -1, -1)
+        cached += shared_prefix.numel()
+    if cache is None:
+        return body(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                    use_cache=False).last_hidden_state
+    if attention_mask is None:
+        attention_mask = torch.ones_like(input_ids)
+    attention_mask = torch.cat([attention_mask.new_ones(rows, cached), attention_mask], dim=1)
+    return body(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                **{cache_argument(body): cache}).last_hidden_state
+
+
+class SupervisedLM(torch.nn.Module):
+    """Summed cross-entropy over the supervised positions of a batch (LM head applied there only).
+
+    Wrapping the PEFT model in a module (rather than calling a function) lets
+    ``accelerate``/DDP see one forward per micro-batch for gradient syncing.
+    """
+
+    def __init__(self, model: Any):
+        super().__init__()
+        self.model = model  # a PeftModel (or a plain causal LM, e.g. to score the bare base)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, position_ids: torch.Tensor | None,
+                target_rows: torch.Tensor, target_cols: torch.Tensor, targets: torch.Tensor,
+                shared_prefix: torch.Tensor | None = None) -> torch.Tensor:
+        """Sum (not mean) of the token losses, float32: callers normalise over a whole optimizer step."""
+        hidden = decoder_hidden_states(self.model, input_ids, attention_mask, position_ids, shared_prefix)
+        selected = hidden[target_rows, target_cols]  # [N, H]
+        logits = causal_lm(self.model).get_output_embeddings()(selected)  # [N, V]
+        return F.cross_entropy(logits.float(), targets, reduction="sum")
+
+
+def batch_inputs(batch: Any) -> dict[str, torch.Tensor | None]:
+    """The keyword arguments of :meth:`SupervisedLM.forward` from a :class:`~adapterhub.training.data.Batch`."""
+    return {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask, "position_ids": batch.position_ids,
+            "target_rows": batch.target_rows, "target_cols": batch.target_cols, "targets": batch.targets,
+            "shared_prefix": batch.shared_prefix}

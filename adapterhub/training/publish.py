@@ -1,0 +1,36 @@
+"""After a successful run: register the adapter under the recipe's name, and push it if the recipe asks.
+
+>>> record = register_adapter(run_dir / "adapter", recipe, metrics=metrics, base=base)  # doctest: +SKIP
+>>> push_adapter(record, "acme/finance-lora", registry=None, recipe=recipe)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..errors import HubError
+from .recipe import Recipe
+
+
+def register_adapter(adapter_dir: Path, recipe: Recipe, *, metrics: dict[str, Any], base: Any,
+                     registry: Any = None) -> Any:
+    """Register a trained adapter folder as a new version named after the recipe."""
+    from ..registry import Registry
+
+    registry = registry if registry is not None else Registry(recipe.output.registry)
+    return registry.add(adapter_dir, recipe.name, domain=recipe.adapter_domain, task=recipe.task,
+                        tags=[*recipe.tags, *recipe.output.tags], description=recipe.description, base=base,
+                        metrics=metrics, recipe=recipe.to_dict(), source={"kind": "trained"})
+
+
+def push_adapter(record: Any, repo_id: str, *, registry: Any, recipe: Recipe) -> None:
+    """Push a registered adapter to the Hub (``output.push_to_hub``) through :mod:`adapterhub.hf.sync`."""
+    from ..hf.sync import push
+    from ..registry import Registry
+
+    try:
+        push(record.ref, repo_id, registry=registry if registry is not None else Registry(recipe.output.registry))
+    except HubError as error:
+        raise type(error)(f"{record.ref} was registered, but output.push_to_hub failed: {error}; push it later "
+                          f"with `adapterhub push {record.ref} {repo_id}`") from error

@@ -1,0 +1,385 @@
+"""Train a domain adapter from a recipe: ``train(recipe) -> TrainResult``.
+
+Read it top to bottom, like the run itself:
+
+1. **setup** — accelerator, seed, the frozen base (quantised for QLoRA), the data,
+   the PEFT adapter, AdamW with its schedule, the run directory, and (with
+   ``resume``) the last checkpoint.
+2. **train** — optimizer steps over length-grouped (or packed) micro-batches;
+   the loss covers the answer tokens only and the LM head runs at those
+   positions only (:class:`~adapterhub.training.lm_loss.SupervisedLM`); gradient
+   accumulation and clipping; validation, checkpoints and early stopping at
+   their intervals; a progress bar with loss and tokens/s. Ctrl-C finishes
+   the current step, saves a checkpoint and stops; a NaN loss stops at once.
+3. **finish** — the best adapter goes to ``<run>/adapter``, is evaluated on
+   validation (and ``data.test``), metrics and the loss plot are written, and
+   the adapter is registered (then optionally pushed to the Hub). Nothing is
+   registered when anything before this fails.
+4. **cleanup** — restore the Ctrl-C handler, close the progress bar.
+
+Data-parallel multi-GPU needs no changes: ``accelerate launch -m adapterhub train RECIPE``.
+
+>>> result = train("recipes/finance.yaml")  # doctest: +SKIP
+>>> result.record.ref, result.metrics["validation"]["accuracy"], result.run_dir  # doctest: +SKIP
+('finance@1', 0.95, PosixPath('runs/finance-20261127-151800'))
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import sys
+import threading
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from .. import methods
+from ..errors import TrainingError
+from . import checkpoint, run_dir as runs
+from .batching import collate, plan_batches, plan_steps
+from .data import load_dataset
+from .publish import push_adapter, register_adapter
+from .recipe import Recipe
+from .recipe_files import load_recipe
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What :func:`train` made: the registered record, the run folder and the final metrics."""
+
+    record: Any  # AdapterRecord, or None when nothing was registered
+    run_dir: Path
+    metrics: dict[str, Any]  # validation / test (/ base) metrics, as in the run's metrics.json
+
+
+def train(recipe: str | Path | dict[str, Any] | Recipe, *, overrides: Sequence[str] = (), resume: bool = False,
+          run_dir: str | Path | None = None, registry: Any = None, progress: bool = True) -> TrainResult:
+    """Train, evaluate and register an adapter.
+
+    Args:
+        recipe: a recipe file, dict or :class:`~adapterhub.training.recipe.Recipe`.
+        overrides: ``"section.key=value"`` strings (as ``--set`` on the command line).
+        resume: continue the newest run of this recipe (or ``run_dir``) from its last checkpoint.
+        run_dir: the run folder (default ``output.run_dir`` or ``runs/<name>-<timestamp>``).
+        registry: a :class:`~adapterhub.registry.Registry` (default: ``output.registry``).
+        progress: show a progress bar.
+
+    Returns:
+        A :class:`TrainResult`: the registered record (``None`` with
+        ``output.register_on_success: false``, and on other ranks than the first under
+        ``accelerate launch``), the run folder and the final metrics.
+
+    Raises:
+        RecipeError, DataError, BaseModelError: bad recipe, data or base (before training starts).
+        TrainingError: NaN loss, Ctrl-C (a checkpoint is saved first), or an unusable checkpoint.
+    """
+    trainer = Trainer(load_recipe(recipe, overrides=overrides), run_dir=run_dir, resume=resume, progress=progress)
+    try:
+        trainer.setup()
+        trainer.train()
+        return trainer.finish(registry=registry)
+    finally:
+        trainer.cleanup()
+
+
+class Trainer:
+    """One training run; :func:`train` drives it (``setup → train → finish → cleanup``)."""
+
+    def __init__(self, recipe: Recipe, *, run_dir: str | Path | None = None, resume: bool = False,
+                 progress: bool = True):
+        self.recipe, self.resume, self.progress = recipe, resume, progress
+        self.requested_run_dir = run_dir or recipe.output.run_dir
+        self.step = 0
+        self.history: dict[str, list[dict[str, Any]]] = {"train": [], "validation": []}
+        self.best: dict[str, Any] = {"score": None, "step": None, "metrics": None, "bad_evals": 0}
+        self.best_state = None
+        self.stopped_early = False
+        self.train_seconds, self.train_tokens = 0.0, 0
+        self._interrupt_requested = False
+        self._previous_sigint: Any = None
+        self._bar: Any = None
+        self._epoch_plan: tuple[int, list[list[int]]] | None = None
+
+    # --- 1. setup -------------------------------------------------------------------------------------------
+    def setup(self) -> None:
+        import torch
+
+        training = self.recipe.training
+        self.accelerator = self._setup_accelerator()
+        torch.manual_seed(training.seed)
+        self.base = self._setup_base()
+        self.data = load_dataset(self.recipe, self.base.tokenizer)
+        self.pad_id = self.base.tokenizer.pad_token_id
+        self.peft_model = self._setup_adapter()
+        self.optimizer, self.scheduler = self._setup_optimizer()
+        from .lm_loss import SupervisedLM
+
+        self.model, self.optimizer = self.accelerator.prepare(SupervisedLM(self.peft_model), self.optimizer)
+        self.run_dir = self._setup_run_dir()
+        if self.resume:
+            self._restore(checkpoint.latest_checkpoint(self.run_dir))  # last: it also restores the RNG
+        self._install_interrupt_handler()
+
+    def _setup_accelerator(self) -> Any:
+        from accelerate import Accelerator
+
+        return Accelerator(cpu=self.recipe.base.device == "cpu", device_placement=False)
+
+    def _setup_base(self) -> Any:
+        from ..base.loading import load_base
+
+        section = self.recipe.base
+        distributed = self.accelerator.num_processes > 1
+        device = section.device
+        if section.device == "auto" or distributed:
+            device = "cpu" if self.accelerator.device.type == "cpu" else str(self.accelerator.device)
+        base = load_base(section.model, quantize=section.quantize,
+                         dtype=section.dtype, device=device, progress=self.progress)
+        base.linear_shapes  # noqa: B018 -- record the clean module shapes before PEFT wraps them (registry checks)
+        return base
+
+    def _setup_adapter(self) -> Any:
+        from peft import get_peft_model, prepare_model_for_kbit_training
+
+        method = methods.get(self.recipe.adapter.method)
+        checkpointing = self.recipe.training.gradient_checkpointing
+        model = self.base.model
+        if self.base.spec.quantize is not None:
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing,
+                                                    gradient_checkpointing_kwargs={"use_reentrant": False})
+        elif checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        peft_model = get_peft_model(model, method.peft_config(self.recipe, self.base))
+        method.initialise(peft_model, self.base.tokenizer, self.recipe)
+        peft_model.train()
+        return peft_model
+
+    def _setup_optimizer(self) -> tuple[Any, Any]:
+        import torch
+        from transformers import get_scheduler
+
+        training = self.recipe.training
+        self.trainable = [p for p in self.peft_model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(self.trainable, lr=training.lr, betas=training.adam_betas,
+                                      weight_decay=training.weight_decay)
+        self.micro_per_step, self.steps_per_epoch, self.total_steps = plan_steps(
+            len(self.data.train.examples), self.recipe.training, world=self.accelerator.num_processes)
+        warmup = training.warmup_steps if training.warmup_steps is not None else math.ceil(
+            training.warmup_ratio * self.total_steps)
+        scheduler = get_scheduler(training.scheduler, optimizer, num_warmup_steps=warmup,
+                                  num_training_steps=self.total_steps)
+        return optimizer, scheduler
+
+    def _setup_run_dir(self) -> Path:
+        if self.resume:
+            path = runs.find_resumable(self.recipe.name, self.requested_run_dir)
+            runs.check_same_recipe(path, self.recipe.to_dict())
+            return path
+        path = None
+        if self.accelerator.is_main_process:
+            path = runs.new_run_dir(self.recipe.name, self.requested_run_dir)
+            runs.write_recipe(path, self.recipe.to_yaml())
+        if self.accelerator.num_processes > 1:
+            from accelerate.utils import broadcast_object_list
+
+            path = broadcast_object_list([path])[0]
+        return path
+
+    def _restore(self, folder: Path) -> None:
+        state, self.best_state = checkpoint.load_checkpoint(folder, peft_model=self.peft_model,
+                                                            optimizer=self.optimizer, scheduler=self.scheduler)
+        self.step, self.history, self.best = state["step"], state["history"], state["best"]
+        self.stopped_early = state["stopped_early"]
+        self.train_seconds, self.train_tokens = state["train_seconds"], state["train_tokens"]
+
+    def _install_interrupt_handler(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+
+        def request_stop(signum: int, frame: Any) -> None:
+            self._interrupt_requested = True
+            signal.signal(signal.SIGINT, self._previous_sigint)  # a second Ctrl-C stops at once
+            if self._bar is not None:
+                self._bar.write("interrupt: finishing this step and saving a checkpoint (Ctrl-C again to abort)")
+
+        self._previous_sigint = signal.signal(signal.SIGINT, request_stop)
+
+    # --- 2. train -------------------------------------------------------------------------------------------
+    def train(self) -> None:
+        from tqdm.auto import tqdm
+
+        self._bar = tqdm(total=self.total_steps, initial=self.step, unit="step", dynamic_ncols=True,
+                         desc=f"train {self.recipe.name}", disable=not (self.progress and self.accelerator.is_main_process))
+        try:
+            while self.step < self.total_steps and not self.stopped_early:
+                row = self.train_step()
+                self._bar.update(1)
+                self._bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}",
+                                      tok_s=f"{self.train_tokens / max(self.train_seconds, 1e-9):.0f}")
+                last = self.step == self.total_steps
+                if self._due(self.recipe.training.eval_every) or last:
+                    self._validate()
+                if self._stop_requested():
+                    path = self._save_checkpoint()
+                    raise TrainingError(f"interrupted at step {self.step}/{self.total_steps}; nothing was registered. "
+                                        f"Checkpoint saved in {path}; continue with --resume --run-dir {self.run_dir}")
+                if self._due(self.recipe.training.save_every) or last or self.stopped_early:
+                    self._save_checkpoint()
+        except KeyboardInterrupt:
+            last = checkpoint.latest_checkpoint(self.run_dir)
+            raise TrainingError(f"aborted at step {self.step}; nothing was registered; last checkpoint: "
+                                f"{last or 'none'}") from None
+
+    def train_step(self) -> dict[str, Any]:
+        """One optimizer step (all its micro-batches); appends to and returns the history row."""
+        import torch
+
+        from .lm_loss import batch_inputs
+
+        started = time.perf_counter()
+        data, training = self.recipe.data, self.recipe.training
+        share = training.share_prompt_prefix and not (training.gradient_checkpointing or data.packing)
+        batches = [collate([self.data.train.examples[i] for i in indices], pad_id=self.pad_id, share_prefix=share,
+                           pack_length=data.max_length if data.packing else None)
+                   for indices in self._micro_batches()]
+        targets = sum(int(batch.targets.numel()) for batch in batches)
+        loss_sum = 0.0
+        for number, batch in enumerate(batches, 1):
+            sync = number == len(batches)
+            with nullcontext() if sync else self.accelerator.no_sync(self.model):
+                loss = self.model(**batch_inputs(batch.to(self.accelerator.device)))
+                if not torch.isfinite(loss):
+                    raise TrainingError(f"loss became {loss.item()} at step {self.step + 1}; nothing was registered. "
+                                        f"Lower training.lr (now {self.recipe.training.lr}) or set training.max_grad_norm")
+                self.accelerator.backward(loss / targets)
+            loss_sum += float(loss.detach())
+        grad_norm = None
+        if self.recipe.training.max_grad_norm is not None:
+            grad_norm = float(self.accelerator.clip_grad_norm_(self.trainable, self.recipe.training.max_grad_norm))
+        lr = self.scheduler.get_last_lr()[0]
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        seconds = time.perf_counter() - started
+        tokens = sum(batch.num_tokens for batch in batches)
+        self.train_seconds += seconds
+        self.train_tokens += tokens
+        row = {"step": self.step, "epoch": round(self.step / self.steps_per_epoch, 4), "loss": loss_sum / targets,
+               "lr": lr, "grad_norm": grad_norm, "tokens": tokens, "tokens_per_second": tokens / max(seconds, 1e-9)}
+        self.history["train"].append(row)
+        return row
+
+    def _micro_batches(self) -> list[list[int]]:
+        """This process's micro-batches (example indices) for the current step: a pure function of the step."""
+        epoch, index = divmod(self.step, self.steps_per_epoch)
+        if self._epoch_plan is None or self._epoch_plan[0] != epoch:
+            lengths = [len(example) for example in self.data.train.examples]
+            plan = plan_batches(lengths, batch_size=self.recipe.training.batch_size, seed=self.recipe.training.seed,
+                                epoch=epoch, group_by_length=not self.recipe.data.packing)
+            plan = plan[:len(plan) - len(plan) % self.accelerator.num_processes] if self.accelerator.num_processes > 1 else plan
+            self._epoch_plan = (epoch, plan)
+        step_batches = self._epoch_plan[1][index * self.micro_per_step:(index + 1) * self.micro_per_step]
+        return step_batches[self.accelerator.process_index::self.accelerator.num_processes]
+
+    def _due(self, every: int | None) -> bool:
+        return self.step % every == 0 if every else self.step % self.steps_per_epoch == 0
+
+    def _validate(self) -> None:
+        """Evaluate on validation; track the best adapter and early stopping."""
+        if self.data.validation is None:
+            return
+        from .evaluate import evaluate_split
+
+        stopping = self.recipe.training.early_stopping
+        metrics = evaluate_split(self.accelerator.unwrap_model(self.model), self.base.tokenizer, self.data.task,
+                                 self.data.validation, batch_size=self.recipe.training.eval_batch_size,
+                                 device=self.accelerator.device, accuracy=stopping.metric == "accuracy")
+        self.history["validation"].append({"step": self.step, **{k: v for k, v in metrics.items() if k != "f1"}})
+        score = metrics["accuracy"] if stopping.metric == "accuracy" else -metrics["loss"]
+        if self.best["score"] is None or score > self.best["score"] + stopping.min_delta:
+            self.best = {"score": score, "step": self.step, "metrics": metrics, "bad_evals": 0}
+            if self.recipe.training.load_best:
+                self.best_state = checkpoint.trainable_state(self.peft_model)
+        else:
+            self.best["bad_evals"] += 1
+            if stopping.patience is not None and self.best["bad_evals"] >= stopping.patience:
+                self.stopped_early = True
+                self._bar.write(f"early stopping at step {self.step}: validation {stopping.metric} has not improved "
+                                f"for {stopping.patience} evaluation(s) (best at step {self.best['step']})")
+
+    def _stop_requested(self) -> bool:
+        if self.accelerator.num_processes == 1:
+            return self._interrupt_requested
+        import torch
+
+        flag = torch.tensor([int(self._interrupt_requested)], device=self.accelerator.device)
+        return bool(self.accelerator.reduce(flag, reduction="sum").item())
+
+    def _save_checkpoint(self) -> Path | None:
+        path = None
+        if self.accelerator.is_main_process:
+            state = {"step": self.step, "history": self.history, "best": self.best, "stopped_early": self.stopped_early,
+                     "train_seconds": self.train_seconds, "train_tokens": self.train_tokens}
+            path = checkpoint.save_checkpoint(self.run_dir / "checkpoints", self.step, peft_model=self.peft_model,
+                                              optimizer=self.optimizer, scheduler=self.scheduler, state=state,
+                                              best=self.best_state, keep=self.recipe.training.keep_checkpoints)
+        self.accelerator.wait_for_everyone()
+        return path
+
+    # --- 3. finish ------------------------------------------------------------------------------------------
+    def finish(self, *, registry: Any = None) -> TrainResult:
+        """Export the best adapter, evaluate it, write metrics and plot, register."""
+        self.accelerator.wait_for_everyone()
+        if not self.accelerator.is_main_process:
+            return TrainResult(record=None, run_dir=self.run_dir, metrics={})
+        if self.recipe.training.load_best and self.best_state is not None:
+            checkpoint.load_trainable_state(self.peft_model, self.best_state)
+        adapter_dir = checkpoint.save_adapter_dir(self.peft_model, self.run_dir / "adapter")
+        metrics = self.final_metrics()
+        runs.write_metrics(self.run_dir, {"name": self.recipe.name, "run_dir": str(self.run_dir), "metrics": metrics,
+                                          "history": self.history})
+        runs.plot_losses(self.run_dir, self.history, title=f"{self.recipe.name} ({self.recipe.adapter.method})")
+        if not self.recipe.output.register_on_success:
+            return TrainResult(record=None, run_dir=self.run_dir, metrics=metrics)
+        record = register_adapter(adapter_dir, self.recipe, metrics=metrics, base=self.base, registry=registry)
+        if self.recipe.output.push_to_hub:
+            push_adapter(record, self.recipe.output.push_to_hub, registry=registry, recipe=self.recipe)
+        return TrainResult(record=record, run_dir=self.run_dir, metrics=metrics)
+
+    def final_metrics(self) -> dict[str, Any]:
+        """Validation and test metrics of the current adapter (plus base zero-shot with ``eval_base``)."""
+        from .evaluate import evaluate_split, zero_shot_metrics
+
+        model, task = self.accelerator.unwrap_model(self.model), self.data.task
+        options = {"batch_size": self.recipe.training.eval_batch_size, "device": self.accelerator.device}
+        splits = {name: split for name in ("validation", "test") if (split := getattr(self.data, name)) is not None}
+        metrics: dict[str, Any] = {}
+        for name, split in splits.items():
+            self._note(f"evaluating on {name} ({len(split.rows)} rows)")
+            metrics[name] = evaluate_split(model, self.base.tokenizer, task, split, **options)
+        if self.recipe.training.eval_base and task.is_classification:
+            self._note("scoring the bare base zero-shot with the same prompt")
+            metrics["base"] = {name: zero_shot_metrics(self.peft_model, self.base.tokenizer, task, split, **options)
+                               for name, split in splits.items()}
+        metrics["train"] = {
+            "steps": self.step, "epochs": round(self.step / self.steps_per_epoch, 3), "stopped_early": self.stopped_early,
+            "best_step": self.best["step"], "final_loss": self.history["train"][-1]["loss"] if self.history["train"] else None,
+            "tokens": self.train_tokens, "seconds": round(self.train_seconds, 2), "processes": self.accelerator.num_processes,
+            "tokens_per_second": round(self.train_tokens / max(self.train_seconds, 1e-9), 1)}  # per process
+        return metrics
+
+    def _note(self, message: str) -> None:
+        if self.progress and self._bar is not None:
+            self._bar.write(message, file=sys.stderr)  # beside the bar, off stdout (which --json keeps clean)
+
+    # --- 4. cleanup -----------------------------------------------------------------------------------------
+    def cleanup(self) -> None:
+        if self._previous_sigint is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, self._previous_sigint)
+            self._previous_sigint = None
+        if self._bar is not None:
+            self._bar.close()
