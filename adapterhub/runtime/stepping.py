@@ -13,7 +13,7 @@ next position, so a row computes what it computes alone::
     mask:                        [rows, T]   1 where row i has a real (or prefix) entry
     positions:                   [rows]      next position id of each row
 
-LoRA rows are routed per row (``batch.routed``); a prefix adapter's virtual
+Layer-method rows (LoRA) are routed per row (``batch.routed``); a prefix adapter's virtual
 tokens are cache entries put in at prefill, so later steps need nothing more.
 
 >>> stepper = hub.stepper()  # doctest: +SKIP
@@ -30,6 +30,7 @@ from typing import Any, Sequence
 
 from ..errors import ConfigError
 from ..prompts import TaskSpec, prompt_ids, render_prompt
+from ..tokens import left_pad, pad_id_of, prefixed_inputs
 from . import generation
 from .batch import BARE, RowSlots, routed
 from .slots import ResidentAdapter
@@ -78,7 +79,7 @@ class Stepper:
         if eos is None:
             eos = self.tokenizer.eos_token_id
         self.eos_ids = frozenset([eos] if isinstance(eos, int) else (eos or []))
-        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        self.pad_id = pad_id_of(self.tokenizer)
 
     # --- adapters -----------------------------------------------------------------
     def acquire(self, ref: str | None) -> ResidentAdapter | None:
@@ -114,7 +115,7 @@ class Stepper:
         """Virtual tokens a row of ``entry`` carries in its cache (0 unless it is a prefix adapter)."""
         if entry is None or entry.method != "prefix":
             return 0
-        prepared = self.hub._methods["prefix"]._slots.get(entry.slot)
+        prepared = getattr(self.hub._methods.get("prefix"), "_slots", {}).get(entry.slot)
         return 0 if prepared is None else prepared.tokens
 
     # --- prompts ------------------------------------------------------------------
@@ -164,16 +165,16 @@ class Stepper:
             raise ConfigError("prefill needs one adapter entry and one row object per prompt")
         if any(len(ids) == 0 for ids in prompts):
             raise ConfigError("a prompt must hold at least one token")
-        input_ids, attention_mask = generation.left_pad(prompts, pad_id=self.pad_id, device=self.device)
-        lora_rows, prefix = self.hub._routing(list(entries))
-        mask, positions, cache = generation.prefixed_inputs(attention_mask, prefix)
+        input_ids, attention_mask = left_pad(prompts, pad_id=self.pad_id, device=self.device)
+        routing = self.hub._routing(list(entries))
+        mask, positions, cache = prefixed_inputs(attention_mask, routing.prefix)
         if cache is None:
             cache = DynamicCache(config=self.model.config)
-        with routed(lora_rows), torch.inference_mode():
+        with routing.applied(), torch.inference_mode():
             logits = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, cache=cache,
                                 use_cache=True, logits_to_keep=1).logits[:, -1]
         batch = StepBatch(cache=cache, mask=mask.long(), positions=positions[:, -1] + 1, entries=list(entries),
-                          rows=list(rows), lora=lora_rows)
+                          rows=list(rows), lora=routing.layers)
         return batch, logits
 
     def decode(self, batch: StepBatch, tokens: Sequence[int]) -> Any:
@@ -248,7 +249,9 @@ class Stepper:
         return batch
 
     def _lora(self, entries: Sequence[ResidentAdapter | None]) -> RowSlots | None:
-        slots = [e.slot if e is not None and e.method == "lora" else BARE for e in entries]
+        methods = self.hub._methods
+        slots = [e.slot if e is not None and getattr(methods[e.method], "routes", "layers") == "layers" else BARE
+                 for e in entries]
         return RowSlots.build(slots, device=self.device) if any(s != BARE for s in slots) else None
 
     def _cache(self, keys: list[Any], values: list[Any]) -> Any:
