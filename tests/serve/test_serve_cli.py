@@ -14,7 +14,7 @@ import httpx
 
 from adapterhub.serve.server import free_port
 
-ROOT = Path(__file__).parents[1]
+ROOT = Path(__file__).parents[2]
 
 
 def test_serve_process_drains_on_sigterm_and_exits_0(tiny_llama_dir, tmp_path):

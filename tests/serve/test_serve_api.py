@@ -193,7 +193,7 @@ def test_readme_serve_examples_run(server, tmp_path):
     import sys
     from pathlib import Path
 
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
     section = readme[readme.index("## Serve over HTTP"):]
     section = section[:section.index("\n## ", 5)] if "\n## " in section[5:] else section
     blocks = re.findall(r"```(bash|python)\n(.*?)```", section, re.S)
