@@ -27,6 +27,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--max-resident", type=int, default=None, help="most adapters resident (LRU eviction)")
     serve.add_argument("--allow-hf", action="store_true", help="let requests name hf://org/repo[@rev] adapters")
     serve.add_argument("--log-text", action="store_true", help="also log prompt and answer text")
+    ray = serve.add_argument_group("scale out on Ray Serve (pip install 'adapterhub[ray]')")
+    ray.add_argument("--ray", action="store_true", help="serve from N Ray Serve replicas routed by adapter")
+    ray.add_argument("--replicas", type=int, default=2, help="replicas, each with its own base (default 2)")
+    ray.add_argument("--adapters-per-replica", type=int, default=8, help="adapters a replica keeps (LRU, default 8)")
+    ray.add_argument("--cpus-per-replica", type=float, default=1.0, help="Ray CPUs reserved per replica")
+    ray.add_argument("--ray-address", default=None, help="join this Ray cluster (default: start a local one)")
+    ray.add_argument("--hub-namespace", default=None, metavar="ORG",
+                     help="a replica missing adapter NAME pulls hf://ORG/NAME from the Hub (HF_ENDPOINT) by commit")
     serve.set_defaults(handler=_serve)
 
     keys = subparsers.add_parser("keys", help="API keys for `adapterhub serve --auth`")
@@ -56,14 +64,31 @@ def _serve(args: argparse.Namespace) -> int:
     from .. import AdapterHub
     from ..serve import ServeOptions, build_app, serve
 
+    options = ServeOptions(max_rows=args.max_batch_rows, max_queue=args.max_queue, max_new_tokens=args.max_new_tokens,
+                           auth=args.auth, log_text=args.log_text, allow_hf=args.allow_hf, base_name=args.base_name)
+    if args.ray:
+        if args.replicas < 1 or args.adapters_per_replica < 1:
+            raise ConfigError("--replicas and --adapters-per-replica must be >= 1")
+        return _serve_on_ray(args, options)
     hub_args: dict[str, Any] = {"quantize": args.quantize, "registry": args.registry, "device": args.device,
                                 "max_resident": args.max_resident}
     hub = AdapterHub(args.base, **hub_args) if args.base else AdapterHub(**hub_args)
     for ref in args.adapters:
         print(f"loaded {hub.load(ref).name}", file=sys.stderr)
-    options = ServeOptions(max_rows=args.max_batch_rows, max_queue=args.max_queue, max_new_tokens=args.max_new_tokens,
-                           auth=args.auth, log_text=args.log_text, allow_hf=args.allow_hf, base_name=args.base_name)
     return serve(build_app(hub, options), host=args.host, port=args.port)
+
+
+def _serve_on_ray(args: argparse.Namespace, options: Any) -> int:
+    from ..serve.replicas import ReplicaSettings, serve_on_ray
+
+    if args.adapters:
+        print("note: --adapters is ignored with --ray; replicas load adapters as their traffic asks",
+              file=sys.stderr)
+    settings = ReplicaSettings(base=args.base, quantize=args.quantize, device=args.device, registry=args.registry,
+                               hub_namespace=args.hub_namespace, replicas=args.replicas,
+                               adapters_per_replica=args.adapters_per_replica,
+                               cpus_per_replica=args.cpus_per_replica, options=options)
+    return serve_on_ray(settings, host=args.host, port=args.port, address=args.ray_address)
 
 
 def _keys_create(args: argparse.Namespace) -> int:
