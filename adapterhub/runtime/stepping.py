@@ -28,6 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from .._transformers import cache_layers, text_config
 from ..errors import ConfigError
 from ..prompts import TaskSpec, prompt_ids, render_prompt
 from ..tokens import left_pad, pad_id_of, prefixed_inputs
@@ -72,8 +73,7 @@ class Stepper:
         self.model = hub.base.model
         self.tokenizer = hub.tokenizer
         self.device = hub._device
-        config = self.model.config
-        text = config.get_text_config() if hasattr(config, "get_text_config") else config
+        text = text_config(self.model.config)
         self.context_length = int(getattr(text, "max_position_embeddings", 0) or 2048)
         eos = self.model.generation_config.eos_token_id
         if eos is None:
@@ -113,10 +113,10 @@ class Stepper:
 
     def prefix_tokens(self, entry: ResidentAdapter | None) -> int:
         """Virtual tokens a row of ``entry`` carries in its cache (0 unless it is a prefix adapter)."""
-        if entry is None or entry.method != "prefix":
+        method = None if entry is None else self.hub._methods[entry.method]
+        if method is None or method.routes != "prefix":
             return 0
-        prepared = getattr(self.hub._methods.get("prefix"), "_slots", {}).get(entry.slot)
-        return 0 if prepared is None else prepared.tokens
+        return method.tokens(entry.slot)
 
     # --- prompts ------------------------------------------------------------------
     def task(self, entry: ResidentAdapter | None) -> TaskSpec:
@@ -268,7 +268,7 @@ def _slot(entry: ResidentAdapter | None) -> int:
 
 
 def _layers(cache: Any) -> list[tuple[Any, Any]]:
-    return [(layer.keys, layer.values) for layer in cache.layers]
+    return [(layer.keys, layer.values) for layer in cache_layers(cache)]
 
 
 def _pad_left(tensor: Any, width: int, *, dim: int = 2) -> Any:

@@ -213,7 +213,7 @@ class Engine:
     # --- classification -------------------------------------------------------------------
     def classify(self, ref: str | None, texts: list[str]) -> list[dict[str, Any]]:
         """Label log-likelihoods and probability shares per text (the adapter's label order)."""
-        import math
+        from ..scoring import label_probabilities
 
         if ref is None:
             raise ServeError(400, "classification needs a classification adapter as model, not the bare base",
@@ -225,10 +225,7 @@ class Engine:
             self.stepper.release(entry)
         rows = []
         for row in scores:
-            labels = list(row)
-            top = max(row.values())
-            weights = [math.exp(row[label] - top) for label in labels]
-            total = sum(weights)
+            labels, shares = list(row), label_probabilities(row)
             rows.append({"labels": labels, "scores": [row[label] for label in labels],
-                         "probs": [w / total for w in weights], "label": max(labels, key=row.get)})
+                         "probs": [shares[label] for label in labels], "label": max(labels, key=row.get)})
         return rows
