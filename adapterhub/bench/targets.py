@@ -110,6 +110,12 @@ TARGETS: tuple[Target, ...] = (
     Target("training_memory", "training peak memory ≤ PEFT + Trainer's", "×", False, _training_memory),
     Target("memory_resident", "resident adapter bytes ≤ 1.1× their files (worst count)", "×", False,
            _worst_memory),
+    Target("serve_vs_peft", "serve: ≥ 4× a plain PEFT FastAPI server's tokens/s (concurrent clients, mixed adapters)",
+           "×", True, _fixed(4.0, "serve", "speedup", "vs_peft")),
+    Target("serve_vs_unbatched", "serve: ≥ 2.5× the same server's tokens/s with batching off", "×", True,
+           _fixed(2.5, "serve", "speedup", "vs_unbatched")),
+    Target("serve_answered", "serve: every request answered (answered ÷ sent = 1)", "×", True,
+           _fixed(1.0, "serve", "answered_share")),
     Target("nf4_footprint", "NF4 base ≤ 0.4× fp32 footprint", "×", False,
            _fixed(0.4, "memory", "base_footprint", "nf4_over_fp32")),
 )

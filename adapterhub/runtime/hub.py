@@ -318,6 +318,16 @@ class AdapterHub:
                 return generation.forward_logits(self.base.model, input_ids.to(self._device),
                                                  attention_mask.to(self._device), routing.prefix)
 
+    def stepper(self) -> Any:
+        """A :class:`~adapterhub.runtime.stepping.Stepper` over this hub: prefill, decode, merge and drop rows
+        of a running batch one token at a time (what a continuous-batching server drives).
+
+        >>> stepper = hub.stepper()  # doctest: +SKIP
+        """
+        from .stepping import Stepper
+
+        return Stepper(self)
+
     # --- internals ------------------------------------------------------------------
     def _row_names(self, count: int, domain: Any, domains: Sequence[str | None] | None) -> list[str | None]:
         if domains is None:

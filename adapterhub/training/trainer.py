@@ -252,7 +252,8 @@ class Trainer:
         batches = [collate([self.data.train.examples[i] for i in indices], pad_id=self.pad_id, share_prefix=share,
                            pack_length=data.max_length if data.packing else None)
                    for indices in self._micro_batches()]
-        targets = sum(int(batch.targets.numel()) for batch in batches)
+        targets = self._sum_over_processes(sum(int(batch.targets.numel()) for batch in batches))
+        scale = self.accelerator.num_processes / targets  # DDP averages gradients over processes
         loss_sum = 0.0
         for number, batch in enumerate(batches, 1):
             sync = number == len(batches)
@@ -261,8 +262,9 @@ class Trainer:
                 if not torch.isfinite(loss):
                     raise TrainingError(f"loss became {loss.item()} at step {self.step + 1}; nothing was registered. "
                                         f"Lower training.lr (now {self.recipe.training.lr}) or set training.max_grad_norm")
-                self.accelerator.backward(loss / targets)
+                self.accelerator.backward(loss * scale)
             loss_sum += float(loss.detach())
+        loss_sum = self._sum_over_processes(loss_sum)
         grad_norm = None
         if self.recipe.training.max_grad_norm is not None:
             grad_norm = float(self.accelerator.clip_grad_norm_(self.trainable, self.recipe.training.max_grad_norm))
@@ -272,13 +274,23 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         seconds = time.perf_counter() - started
-        tokens = sum(batch.num_tokens for batch in batches)
+        tokens = int(self._sum_over_processes(sum(batch.num_tokens for batch in batches)))
         self.train_seconds += seconds
         self.train_tokens += tokens
         row = {"step": self.step, "epoch": round(self.step / self.steps_per_epoch, 4), "loss": loss_sum / targets,
                "lr": lr, "grad_norm": grad_norm, "tokens": tokens, "tokens_per_second": tokens / max(seconds, 1e-9)}
         self.history["train"].append(row)
         return row
+
+    def _sum_over_processes(self, value: float) -> float:
+        """``value`` summed over every process of a data-parallel run (itself in a single process)."""
+        if self.accelerator.num_processes == 1:
+            return value
+        import torch
+
+        total = self.accelerator.reduce(torch.tensor(float(value), dtype=torch.float64,
+                                                     device=self.accelerator.device), reduction="sum")
+        return float(total.item())
 
     def _micro_batches(self) -> list[list[int]]:
         """This process's micro-batches (example indices) for the current step: a pure function of the step."""
@@ -327,7 +339,7 @@ class Trainer:
         flag = torch.tensor([int(self._interrupt_requested)], device=self.accelerator.device)
         return bool(self.accelerator.reduce(flag, reduction="sum").item())
 
-    def _save_checkpoint(self) -> Path | None:
+    def _save_checkpoint(self) -> Path:
         path = None
         if self.accelerator.is_main_process:
             state = {"step": self.step, "history": self.history, "best": self.best, "stopped_early": self.stopped_early,
@@ -336,6 +348,10 @@ class Trainer:
                                               optimizer=self.optimizer, scheduler=self.scheduler, state=state,
                                               best=self.best_state, keep=self.recipe.training.keep_checkpoints)
         self.accelerator.wait_for_everyone()
+        if self.accelerator.num_processes > 1:  # every process reports the same folder
+            from accelerate.utils import broadcast_object_list
+
+            path = broadcast_object_list([path])[0]
         return path
 
     # --- 3. finish ------------------------------------------------------------------------------------------

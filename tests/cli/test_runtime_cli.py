@@ -117,7 +117,7 @@ def test_every_registry_option_states_the_one_default_rule():
                 yield " ".join(path), action.help
 
     found = dict(walk(build_parser()))
-    assert {"predict", "generate", "chat", "quickstart", "pull", "push", "registry list"} <= set(found)
+    assert {"predict", "generate", "chat", "quickstart", "serve", "pull", "push", "registry list"} <= set(found)
     assert all(REGISTRY_DEFAULT in text for text in found.values()), found
 
 
