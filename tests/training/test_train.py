@@ -285,3 +285,12 @@ def test_a_run_folder_adapter_keeps_the_task_it_was_trained_for(tmp_path, tiny_l
     info = hub.load(result.run_dir / "adapter", name="tiny")
     assert info.task == "classification"
     assert hub.predict(["Revenue rose."], domain="tiny")[0] in ("positive", "negative")
+
+
+def test_the_training_bar_stays_finished_and_evaluation_shows_progress(tmp_path, tiny_llama_dir, capsys):
+    raw = tiny_recipe(tmp_path, tiny_llama_dir, training={"max_steps": 2}, data={"test": str(tmp_path / "validation.jsonl")})
+    train(raw, progress=True)
+    renders = [part.strip() for part in capsys.readouterr().err.replace("\r", "\n").split("\n") if part.strip()]
+    first_eval = next(i for i, text in enumerate(renders) if text.startswith("evaluate validation (tiny)"))
+    assert not any(text.startswith("train tiny") for text in renders[first_eval:]), "training bar redrawn later"
+    assert any(text.startswith("evaluate test (tiny)") and "12/12" in text for text in renders)  # loss + labels
