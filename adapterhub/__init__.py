@@ -12,7 +12,10 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from ._transformers import quiet_bitsandbytes_notice
+
 __version__ = "0.1.0"
+quiet_bitsandbytes_notice()
 
 _EXPORTS = {
     "load_base": "adapterhub.base",

@@ -13,8 +13,11 @@ change in a transformers or PEFT release is mended once.
 from __future__ import annotations
 
 import inspect
+import logging
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 PEFT_KEY_PREFIX = "base_model.model."
 """What PEFT puts before module names in ``adapter_model.safetensors`` keys."""
@@ -72,3 +75,44 @@ def cache_argument(module: Any) -> str:
 def cache_layers(cache: Any) -> list[Any]:
     """The per-layer entries of a ``DynamicCache``; each has ``.keys`` and ``.values`` ``[batch, heads, T, dim]``."""
     return list(cache.layers)
+
+
+# --- dependency notices a user can neither act on nor avoid ------------------------------------------------
+_BNB_CPU_LOGGER = "bitsandbytes.backends.cpu.ops"
+_BNB_KERNEL_NOTICE = "Failed to load CPU gemm_4bit_forward from kernels-community"
+_GRADIENT_CHECKPOINTING_DEPRECATION = "`is_gradient_checkpointing` is deprecated"
+
+
+class _DropNotice(logging.Filter):
+    """Drops the one record of a logger that starts with ``prefix``; everything else passes."""
+
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.prefix)
+
+
+def quiet_bitsandbytes_notice() -> None:
+    """Drop bitsandbytes' "Failed to load CPU gemm_4bit_forward from kernels-community" warning (idempotent).
+
+    bitsandbytes logs it when it is imported (PEFT imports it) on CPUs with AVX512-BF16 and no
+    ``kernels`` package: an optional Hub kernel it replaces with its own. Only that record of
+    that logger is dropped. ``import adapterhub`` installs the filter.
+    """
+    logger = logging.getLogger(_BNB_CPU_LOGGER)
+    if not any(isinstance(f, _DropNotice) for f in logger.filters):
+        logger.addFilter(_DropNotice(_BNB_KERNEL_NOTICE))
+
+
+@contextmanager
+def quiet_peft_wrapping() -> Iterator[None]:
+    """A block in which PEFT may wrap a model without transformers' ``is_gradient_checkpointing`` FutureWarning.
+
+    PEFT (``PeftModel.__init__``, ``prepare_model_for_kbit_training``) reads that deprecated
+    attribute; the warning is PEFT's to fix, not the caller's. Only that warning, only in the block.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_GRADIENT_CHECKPOINTING_DEPRECATION, category=FutureWarning)
+        yield

@@ -17,7 +17,35 @@ from __future__ import annotations
 
 
 class AdapterHubError(Exception):
-    """Root of every error adapterhub raises on purpose."""
+    """Root of every error adapterhub raises on purpose.
+
+    Args:
+        message: what went wrong, worded for any caller.
+        fix: how a Python caller fixes it (``hub.load(...)``, ``data=``); appended to ``str(error)``.
+        cli_fix: how a command-line user fixes it (a flag, another ``adapterhub`` verb); the
+            ``adapterhub`` command prints :attr:`cli_message`, which uses it in place of ``fix``.
+
+    >>> error = AdapterHubError("no adapter 'x'", fix="load it with hub.load('./x')", cli_fix="pass --domain ./x")
+    >>> str(error)
+    "no adapter 'x'; load it with hub.load('./x')"
+    >>> error.cli_message
+    "no adapter 'x'; pass --domain ./x"
+    """
+
+    def __init__(self, message: str = "", *args: object, fix: str | None = None, cli_fix: str | None = None) -> None:
+        self.message, self.fix, self.cli_fix = message, fix, cli_fix
+        super().__init__(_joined(message, fix), *args)
+
+    @property
+    def cli_message(self) -> str:
+        """The message for a command-line user: the CLI fix when one was given, else ``str(self)``."""
+        if self.cli_fix is None:
+            return str(self)
+        return _joined(self.message, self.cli_fix)
+
+
+def _joined(message: str, fix: str | None) -> str:
+    return f"{message}; {fix}" if fix else message
 
 
 # --- bad configuration or arguments -----------------------------------------

@@ -56,7 +56,8 @@ RoutingFor = Callable[[Sequence[int]], Routing]
 
 
 def label_scores(model: Any, tokenizer: Any, tasks: Sequence[TaskSpec], texts: Sequence[str],
-                 routing_for: RoutingFor, *, batch_size: int = 32, device: Any = "cpu") -> list[list[float]]:
+                 routing_for: RoutingFor, *, batch_size: int = 32, device: Any = "cpu",
+                 on_rows: Callable[[int], Any] | None = None) -> list[list[float]]:
     """Summed log-likelihood of each label of each row's task, after that row's prompt.
 
     Args:
@@ -68,6 +69,7 @@ def label_scores(model: Any, tokenizer: Any, tasks: Sequence[TaskSpec], texts: S
         batch_size: label rows (rows × their labels) per forward pass (a row with more labels
             than this still runs, alone).
         device: where the model runs.
+        on_rows: called with the number of rows scored after each chunk (e.g. a progress bar's ``update``).
 
     Returns:
         Per row, the scores of its task's labels in label order.
@@ -82,6 +84,8 @@ def label_scores(model: Any, tokenizer: Any, tasks: Sequence[TaskSpec], texts: S
         for chunk in chunks([len(task.labels) for task in tasks], batch_size):
             scores.extend(_score_chunk(model, [prompts[i] for i in chunk], [label_ids[tasks[i]] for i in chunk],
                                        routing_for(chunk), pad_id=pad_id, device=device))
+            if on_rows is not None:
+                on_rows(len(chunk))
     return scores
 
 

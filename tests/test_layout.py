@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "adapterhub"
-LEAVES = {"errors", "paths", "_transformers", "memory", "tokens"}
+LEAVES = {"errors", "paths", "_transformers", "memory", "tokens", "cpu"}
 SHARED = LEAVES | {"prompts", "scoring", "methods"}
 MAY_USE = {  # wing -> wings it may import (itself always)
-    "errors": set(), "paths": set(), "_transformers": set(), "memory": set(), "tokens": set(),
+    "errors": set(), "paths": set(), "_transformers": set(), "memory": set(), "tokens": set(), "cpu": set(),
     "prompts": {"errors"},
     "scoring": {"prompts", "tokens"},
     "methods": {"errors", "_transformers"},

@@ -30,7 +30,8 @@ def recipes(tiny_llama_dir, tmp_path_factory):
 
 
 def test_first_run_trains_the_three_recipes_and_a_second_run_reuses_them(recipes, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # run folders (runs/) land here
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
     registry = Registry(tmp_path / "registry")
     lines = []
     first = run(recipes=recipes, registry=registry, say=lines.append, progress=False)
@@ -42,13 +43,45 @@ def test_first_run_trains_the_three_recipes_and_a_second_run_reuses_them(recipes
     assert first["mixed"] == [(d, FRESH_INPUTS[d][0], alone[d]) for d in DOMAINS]  # mixed rows answer as alone
     assert set(first["accuracy"]) == set(first["live_accuracy"]) == set(DOMAINS)
     assert all(0 <= first["live_accuracy"][d] <= 1 and first["load_ms"][d] > 0 for d in DOMAINS)
-    assert lines[0].startswith("1/5 base") and any("training recipes/" in line for line in lines)
+    assert first["live_rows"] == first["validation_rows"] == {d: 6 for d in DOMAINS}  # 12 asked, 6 there
+
+    # before any training it says which registry is used and why, and where run folders go
+    assert lines[0].startswith("1/5 base: loading ")  # the tiny base is a folder: nothing to fetch
+    train_at = next(i for i, line in enumerate(lines) if "training " in line and ".yaml" in line)
+    said = "\n".join(lines[:train_at])
+    assert f"registry {tmp_path / 'registry'} (given explicitly)" in said
+    assert f"run folders go to {tmp_path / 'runs'}" in said and "not registered here: medical, finance, legal" in said
+    assert not (tmp_path / "elsewhere" / "runs").exists(), "nothing lands in the current folder"
+    runs = sorted(p.name.split("-")[0] for p in (tmp_path / "runs").iterdir())
+    assert runs == ["finance", "legal", "medical"]
+    assert all(not (p / "checkpoints").exists() for p in (tmp_path / "runs").iterdir())
 
     lines.clear()
     second = run(recipes=recipes, registry=registry, say=lines.append, progress=False)
-    assert second["trained"] == [] and not any("training recipes/" in line for line in lines)
+    assert second["trained"] == [] and not any(".yaml ..." in line for line in lines)
     assert second["answers"] == first["answers"] and second["accuracy"] == first["accuracy"]
     assert len(registry.list()) == 3  # nothing registered twice
+    assert not any("fetching" in line for line in lines)
+
+
+def test_rechecking_every_row_gives_back_the_recorded_accuracy(recipes, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    registry = Registry(tmp_path / "registry")
+    run(recipes=recipes, registry=registry, say=lambda line: None, progress=False)
+    report = run(recipes=recipes, registry=registry, say=lambda line: None, progress=False, live_rows=None)
+    assert report["live_accuracy"] == pytest.approx(report["accuracy"], abs=1e-4)
+
+
+def test_the_default_registry_and_why_are_said_outside_a_checkout(recipes, tmp_path, monkeypatch):
+    from adapterhub.paths import registry_origin
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("ADAPTERHUB_REGISTRY", raising=False)
+    monkeypatch.setenv("ADAPTERHUB_HOME", str(tmp_path / "home"))
+    root, why = registry_origin()
+    assert root == tmp_path / "home" / "registry" and "$ADAPTERHUB_HOME" in why and "not inside" in why
+    monkeypatch.setenv("ADAPTERHUB_REGISTRY", str(tmp_path / "env-registry"))
+    assert registry_origin() == (tmp_path / "env-registry", "from $ADAPTERHUB_REGISTRY")
 
 
 def test_cli_prints_the_report_as_json(recipes, tmp_path, capsys, monkeypatch):
@@ -56,5 +89,10 @@ def test_cli_prints_the_report_as_json(recipes, tmp_path, capsys, monkeypatch):
     assert main(["quickstart", "--recipes", str(recipes), "--registry", str(tmp_path / "r"), "--json"]) == 0
     captured = capsys.readouterr()
     report = json.loads(captured.out)  # progress lines went to stderr
-    assert report["trained"] == ["medical@1", "finance@1", "legal@1"] and report["live_rows"] == 12
-    assert "1/5 base" in captured.err
+    assert report["trained"] == ["medical@1", "finance@1", "legal@1"] and report["live_rows"] == {d: 6 for d in DOMAINS}
+    assert "1/5 base" in captured.err and report["runs"] == str(tmp_path / "runs")
+
+    assert main(["quickstart", "--recipes", str(recipes), "--registry", str(tmp_path / "r"), "--recheck", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "validation accuracy (at training)" in out and "re-scored now" in out
+    assert " of 6" in out and " of 4" in out and "first 4 validation rows" in out and "--recheck all" in out

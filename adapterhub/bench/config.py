@@ -19,7 +19,7 @@ from typing import Any
 
 from ..errors import ConfigError
 
-AREAS = ("switch", "load", "forward", "generation", "training", "memory")
+AREAS = ("switch", "load", "forward", "generation", "training", "memory", "serve")
 DEFAULT_OUT = Path("bench-out")
 
 
@@ -51,6 +51,9 @@ class BenchConfig:
         train_steps, train_batch, train_max_length: the training comparison's size.
         train_repeats: runs per trainer, alternating ours / PEFT (the median run is reported).
         train_recipe: the recipe both trainers follow (``None``: the shipped finance recipe).
+        serve_clients, serve_adapters: concurrent HTTP clients and the adapters they spread over.
+        serve_prompt_tokens, serve_new_tokens: prompt length and generated tokens per request.
+        serve_requests: requests each client sends, one after another.
         areas: which areas to run (subset of :data:`AREAS`).
     """
 
@@ -80,6 +83,11 @@ class BenchConfig:
     train_batch: int = 8
     train_max_length: int = 256
     train_recipe: Path | None = None
+    serve_clients: int = 32
+    serve_adapters: int = 8
+    serve_prompt_tokens: int = 64
+    serve_new_tokens: int = 32
+    serve_requests: int = 2
     areas: tuple[str, ...] = AREAS
 
     def __post_init__(self) -> None:
@@ -104,7 +112,8 @@ class BenchConfig:
             # stall each other (a 5 ms forward can take 300 ms), which would make the smoke test slow
             values.update(quick=True, threads=1, warmup=1, repeats=3, switch_calls=24, load_count=4, load_repeats=1,
                           mixed_counts=(2, 8), generation_rows_per_domain=1, generation_new_tokens=4,
-                          memory_counts=(1, 8), train_steps=2, train_batch=4, train_repeats=1)
+                          memory_counts=(1, 8), train_steps=2, train_batch=4, train_repeats=1, serve_clients=8,
+                          serve_adapters=4, serve_prompt_tokens=16, serve_new_tokens=8, serve_requests=1)
         if gpu_sizes:
             values.update(forward_shapes=((8, 64), (64, 256)), mixed_counts=(2, 4, 8, 32),
                           generation_domains=(3, 32), memory_counts=(1, 8, 32), train_batch=32)
@@ -121,6 +130,8 @@ class BenchConfig:
         counts = [self.switch_resident, *self.mixed_counts, *self.generation_domains, *self.memory_counts]
         if "load" in self.areas:
             counts.append(self.load_count)
+        if "serve" in self.areas:
+            counts.append(self.serve_adapters)
         return max(counts)
 
     @property

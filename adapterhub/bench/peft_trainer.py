@@ -19,6 +19,7 @@ import tempfile
 import time
 from typing import Any, Sequence
 
+from .._transformers import quiet_peft_wrapping
 from .harness import peak_memory_bytes, reset_peak_memory
 
 
@@ -56,12 +57,13 @@ def train_with_peft_trainer(*, recipe: str, overrides: Sequence[str], steps: int
     examples = [{"input_ids": list(example.input_ids), "attention_mask": [1] * len(example),
                  "labels": list(example.labels)} for example in load_dataset(plan, base.tokenizer).train.examples]
     model = base.model
-    if base.spec.quantize is not None:
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=training.gradient_checkpointing)
     adapter = plan.adapter
-    model = get_peft_model(model, LoraConfig(r=adapter.r, lora_alpha=adapter.alpha, lora_dropout=adapter.dropout,
-                                             target_modules=adapter.target_modules, use_dora=adapter.use_dora,
-                                             use_rslora=adapter.use_rslora, task_type="CAUSAL_LM"))
+    with quiet_peft_wrapping():
+        if base.spec.quantize is not None:
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=training.gradient_checkpointing)
+        model = get_peft_model(model, LoraConfig(r=adapter.r, lora_alpha=adapter.alpha, lora_dropout=adapter.dropout,
+                                                 target_modules=adapter.target_modules, use_dora=adapter.use_dora,
+                                                 use_rslora=adapter.use_rslora, task_type="CAUSAL_LM"))
     clock = _StepClock(warmup=warmup, device=device)
 
     class CountingTrainer(Trainer):

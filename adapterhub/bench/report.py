@@ -178,6 +178,8 @@ _SECTIONS = (
     ("generation", "4. Generation throughput", _generation),
     ("training", "5. Training throughput and memory", _training),
     ("memory", "6. Memory", _memory),
+    ("serve", "7. Serving over HTTP", lambda result: __import__("adapterhub.bench.serving",
+                                                                fromlist=["render"]).render(result)),
 )
 
 

@@ -65,6 +65,12 @@ def run_bench(config: BenchConfig | None = None, *, progress: bool = True) -> di
         report["results"]["memory"] = measure_memory(ctx, base_footprints=footprints)
         seconds["memory"] = time.perf_counter() - start
     _close(ctx)
+    if "serve" in config.areas:
+        from .serving import measure_serve
+
+        start = time.perf_counter()
+        report["results"]["serve"] = measure_serve(config, base_name=base_name, adapters=ctx.adapters)
+        seconds["serve"] = time.perf_counter() - start
     if "training" in config.areas:
         start = time.perf_counter()
         report["results"]["training"] = measure_training(config, base_name=base_name, device=ctx.device,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+from .._transformers import quiet_peft_wrapping
 from .adapters import BenchAdapter
 
 
@@ -112,7 +113,8 @@ class PeftSide(Side):
         from peft import PeftModel
 
         if self.model is None:
-            self.model = PeftModel.from_pretrained(self.base.model, str(adapter.path), adapter_name=adapter.name)
+            with quiet_peft_wrapping():
+                self.model = PeftModel.from_pretrained(self.base.model, str(adapter.path), adapter_name=adapter.name)
             self.model.eval()
         else:
             self.model.load_adapter(str(adapter.path), adapter_name=adapter.name)

@@ -2,7 +2,9 @@
 
 Targets come from the runtime, recipes and benchmark issues. Every check
 reads only the report's ``results``; a target whose inputs are absent (an
-area not run, a side unavailable) is ``not measured`` with the reason.
+area not run, a side unavailable) is ``not measured`` with the reason. In a
+``--quick`` run no target applies: every measured row is ``not a claim (tiny
+model)`` (or ``(quick run)`` on another base), its would-be verdict kept apart.
 
 >>> [check["status"] for check in check_targets({"results": {}})][:1]
 ['not measured']
@@ -14,6 +16,8 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 MET, MISSED, NOT_MEASURED = "met", "MISSED", "not measured"
+NOT_A_CLAIM = "not a claim"
+TINY_PARAMETERS = 10_000_000  # below this a base is a test model, whatever its name
 ADAPTER_REFERENCE_BYTES = 20_000_000  # "per 20 MB adapter"
 LOAD_LIMIT_MS = 50.0
 FLAT_LOAD_LIMIT = 1.25  # "flat in the number resident": the last load at most 25% slower than the first
@@ -106,6 +110,12 @@ TARGETS: tuple[Target, ...] = (
     Target("training_memory", "training peak memory ≤ PEFT + Trainer's", "×", False, _training_memory),
     Target("memory_resident", "resident adapter bytes ≤ 1.1× their files (worst count)", "×", False,
            _worst_memory),
+    Target("serve_vs_peft", "serve: ≥ 4× a plain PEFT FastAPI server's tokens/s (concurrent clients, mixed adapters)",
+           "×", True, _fixed(4.0, "serve", "speedup", "vs_peft")),
+    Target("serve_vs_unbatched", "serve: ≥ 2.5× the same server's tokens/s with batching off", "×", True,
+           _fixed(2.5, "serve", "speedup", "vs_unbatched")),
+    Target("serve_answered", "serve: every request answered (answered ÷ sent = 1)", "×", True,
+           _fixed(1.0, "serve", "answered_share")),
     Target("nf4_footprint", "NF4 base ≤ 0.4× fp32 footprint", "×", False,
            _fixed(0.4, "memory", "base_footprint", "nf4_over_fp32")),
 )
@@ -116,9 +126,11 @@ def check_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
 
     Returns:
         One dict per target: ``id``, ``target``, ``value``, ``limit``, ``unit`` and ``status``
-        (``"met"``, ``"MISSED"`` or ``"not measured"``).
+        (``"met"``, ``"MISSED"`` or ``"not measured"``; in a quick run ``"not a claim (tiny model)"``
+        with the comparison's outcome under ``verdict``).
     """
     results = report.get("results", {})
+    no_claim = _no_claim(report)
     checks = []
     for target in TARGETS:
         measured = target.value(results)
@@ -126,6 +138,18 @@ def check_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
                  "status": NOT_MEASURED}
         if measured is not None:
             value, limit = measured
-            check.update(value=value, limit=limit, status=MET if target.met(value, limit) else MISSED)
+            verdict = MET if target.met(value, limit) else MISSED
+            check.update(value=value, limit=limit, status=no_claim or verdict)
+            if no_claim:
+                check["verdict"] = verdict
         checks.append(check)
     return checks
+
+
+def _no_claim(report: dict[str, Any]) -> str | None:
+    """The status every measured target gets in a quick run, else ``None``."""
+    if not (report.get("config") or {}).get("quick"):
+        return None
+    parameters = (report.get("base") or {}).get("num_parameters")
+    tiny = parameters is None or parameters < TINY_PARAMETERS
+    return f"{NOT_A_CLAIM} ({'tiny model' if tiny else 'quick run'})"

@@ -15,7 +15,7 @@ import sys
 from ..errors import AdapterHubError
 
 # order = order in --help
-COMMAND_MODULES = ["quickstart", "runtime", "train", "registry", "hub", "base", "bench"]
+COMMAND_MODULES = ["quickstart", "runtime", "train", "registry", "hub", "base", "serve", "cache", "bench"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,32 +33,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _quiet_library_noise() -> None:
-    """Silence messages of our dependencies that a command-line user can neither act on nor avoid.
+def _use_threads(requested: int | None) -> None:
+    from ..cpu import use_threads
+    from ..errors import ConfigError
 
-    bitsandbytes announces on import that an optional CPU kernel could not be fetched
-    from the Hub (it falls back to its own); PEFT reads a transformers attribute that is
-    deprecated. The Python API leaves logging and warnings to the caller.
-    """
-    import logging
-    import warnings
-
-    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+    try:
+        use_threads(requested)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the process exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    _quiet_library_noise()
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
     try:
+        if hasattr(args, "threads"):  # a verb that runs a model: don't fight other work for the cores
+            _use_threads(args.threads)
         return int(args.handler(args) or 0)
     except AdapterHubError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {error.cli_message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
+from ._options import add_threads_option
 from ._output import human_bytes, print_fields, print_json
 
 
@@ -14,6 +15,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     fetch = verbs.add_parser("fetch", help="download and convert the embedded default base (once)")
     fetch.add_argument("alias", nargs="?", default=None, help="embedded alias (default: smollm2-135m-instruct)")
+    fetch.add_argument("--keep-gguf", action="store_true",
+                       help="keep the downloaded GGUF (94 MB) after converting it (default: delete it)")
     fetch.set_defaults(handler=_fetch)
 
     info = verbs.add_parser("info", help="spec, parameter count, memory footprint and fingerprint")
@@ -22,6 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     info.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
     info.add_argument("--device", default="auto")
     info.add_argument("--json", action="store_true", help="machine-readable output")
+    add_threads_option(info)
     info.set_defaults(handler=_info)
 
 
@@ -34,7 +38,7 @@ def _fetch(args: argparse.Namespace) -> int:
 
         raise UnknownBaseError(f"unknown embedded alias {alias!r}; known: {', '.join(sorted(embedded.ALIASES))}")
     start = time.perf_counter()
-    path = embedded.ensure(alias)
+    path = embedded.ensure(alias, keep_download=args.keep_gguf)
     print(f"{alias}: ready at {path} ({time.perf_counter() - start:.1f} s)")
     return 0
 

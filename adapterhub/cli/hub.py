@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 from dataclasses import asdict
 
+from ..paths import REGISTRY_HELP
 from ._output import print_fields, print_json
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--root", default=None, help="registry folder (default: as for `adapterhub registry`)")
+    common.add_argument("--root", default=None, help=REGISTRY_HELP)
     common.add_argument("--json", action="store_true", help="machine-readable output")
     pull = subparsers.add_parser(
         "pull", parents=[common], help="download an adapter from the Hugging Face Hub into the registry",

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import Any, Sequence
 
+from ..paths import REGISTRY_HELP
 from ._output import human_bytes, print_fields, print_json, print_table
 
 LIST_COLUMNS = ("ref", "domain", "method", "task", "tags", "base", "created")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    root_help = ("registry folder (default: $ADAPTERHUB_REGISTRY, else the checkout's registry/, "
-                 "else $ADAPTERHUB_HOME/registry)")
+    root_help = REGISTRY_HELP
     parser = subparsers.add_parser("registry", help="list, import, verify and export registered adapters")
     parser.add_argument("--root", default=None, help=root_help)
     # --root is also accepted after the verb; SUPPRESS keeps the group's value when it is not repeated there
@@ -109,11 +109,54 @@ def _show(args: argparse.Namespace) -> int:
         "source": ", ".join(f"{k}={v}" for k, v in manifest["source"].items()),
         "tags": ", ".join(record.tags) or "-", "created": record.created,
         "description": record.description or "-",
-        "metrics": ", ".join(f"{k}={v}" for k, v in manifest["metrics"].items()) or "-",
         **{f"file {name}": f"{human_bytes(entry['size'])} sha256 {entry['sha256'][:16]}…"
            for name, entry in manifest["files"].items()},
     })
+    _print_metrics(manifest.get("metrics") or {}, labels=task.get("labels") or ())
     return 0
+
+
+_SCORES = (("rows", "count", "{}"), ("accuracy", "accuracy", "{:.1%}"), ("macro-F1", "macro_f1", "{:.3f}"),
+           ("loss", "loss", "{:.4f}"), ("perplexity", "perplexity", "{:.3f}"))
+
+
+def _print_metrics(metrics: dict[str, Any], *, labels: Sequence[str] = ()) -> None:
+    """Scores per split (and the bare base's), per-label F1 (in ``labels`` order) and the training run, as tables.
+
+    Metrics of another shape (an imported or pulled adapter's) print as ``key  value`` lines.
+    """
+    base = metrics.get("base") if isinstance(metrics.get("base"), dict) else {}
+    splits = {name: metrics[name] for name in ("validation", "test") if isinstance(metrics.get(name), dict)}
+    splits |= {f"bare base, {name}": base[name] for name in ("validation", "test") if isinstance(base.get(name), dict)}
+    rest = {key: value for key, value in metrics.items() if key not in ("validation", "test", "base", "train")}
+    if not metrics:
+        print("metrics   -")
+        return
+    if splits:
+        columns = [(title, key, form) for title, key, form in _SCORES if any(key in v for v in splits.values())]
+        print_table([(name, *(_cell(values.get(key), form) for _, key, form in columns))
+                     for name, values in splits.items()], ["split", *(title for title, _, _ in columns)],
+                    title="metrics")
+        with_f1 = {name: values["f1"] for name, values in splits.items() if isinstance(values.get("f1"), dict)}
+        labels = list(dict.fromkeys([*labels, *(label for f1 in with_f1.values() for label in f1)]))
+        if labels:
+            print_table([(label, *(_cell(f1.get(label), "{:.3f}") for f1 in with_f1.values())) for label in labels],
+                        ["label", *(f"F1 {name}" for name in with_f1)], title="per-label F1")
+    train = metrics.get("train")
+    if isinstance(train, dict):
+        print(f"training: {train.get('steps')} steps ({train.get('epochs')} epochs), best at step "
+              f"{train.get('best_step')}, {train.get('tokens_per_second')} tokens/s, {train.get('seconds')} s")
+    if rest:
+        print_fields({f"metric {key}": value for key, value in rest.items()})
+
+
+def _cell(value: Any, form: str) -> str:
+    if value is None:
+        return "-"
+    try:
+        return form.format(value)
+    except (TypeError, ValueError):
+        return str(value)
 
 
 def _import(args: argparse.Namespace) -> int:

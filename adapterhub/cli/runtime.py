@@ -11,6 +11,8 @@ import sys
 from typing import Any
 
 from ..errors import AdapterHubError
+from ..paths import REGISTRY_HELP
+from ._options import add_threads_option
 from ._output import human_bytes, print_fields, print_json, print_table
 
 CHAT_HELP = """commands:
@@ -53,7 +55,8 @@ def _hub_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--base", default=None, help="base model: alias, local directory or Hugging Face id")
     parser.add_argument("--quantize", choices=["nf4", "fp4", "int8"], default=None, help="load the base quantised")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--registry", default=None, help="registry root (default: $ADAPTERHUB_REGISTRY or ~/.adapterhub)")
+    parser.add_argument("--registry", default=None, help=REGISTRY_HELP)
+    add_threads_option(parser)
 
 
 def _hub(args: argparse.Namespace) -> Any:
@@ -83,9 +86,16 @@ def _generate(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     from ..scoring import label_probabilities
 
+    from tqdm.auto import tqdm
+
     hub = _hub(args)
-    results = []
-    for text, scores in zip(args.text, hub.label_scores(args.text, domain=args.domain)):
+    results, found = [], []
+    with tqdm(total=len(args.text), desc="predict", unit="text", file=sys.stderr, leave=False,
+              disable=len(args.text) < 16 or not sys.stderr.isatty()) as bar:  # many texts: show progress
+        for start in range(0, len(args.text), 16):
+            found += hub.label_scores(args.text[start:start + 16], domain=args.domain)
+            bar.update(len(args.text[start:start + 16]))
+    for text, scores in zip(args.text, found):
         shares = {label: round(share, 4) for label, share in label_probabilities(scores).items()}
         results.append({"text": text, "domain": args.domain, "label": max(scores, key=scores.get),
                         "scores": scores, "probabilities": shares})
@@ -119,7 +129,7 @@ def _chat(args: argparse.Namespace) -> int:
             else:
                 print(hub.generate(line, max_new_tokens=args.max_new_tokens))
         except AdapterHubError as error:  # the hub stays usable: report and go on
-            print(f"error: {error}", file=sys.stderr)
+            print(f"error: {error.cli_message}", file=sys.stderr)
 
 
 def _chat_command(hub: Any, line: str) -> str | None:

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from ._options import add_threads_option
 from ._output import print_fields, print_json, print_table
 
 
@@ -20,6 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--run-dir", default=None, help="run folder (default: runs/<name>-<timestamp>)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.add_argument("--json", action="store_true", help="print the final metrics as JSON")
+    add_threads_option(train)
     train.set_defaults(handler=_train)
 
     recipe = subparsers.add_parser("recipe", help="check or create training recipes")
@@ -42,6 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--base", default=None, help="base model (default: the one in the adapter's manifest)")
     evaluate.add_argument("--batch-size", type=int, default=32)
     evaluate.add_argument("--json", action="store_true", help="machine-readable output")
+    add_threads_option(evaluate)
     evaluate.set_defaults(handler=_evaluate)
 
 
@@ -135,7 +138,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     from ..training.evaluate import evaluate_file
 
     base = load_base(args.base) if args.base else None
-    metrics = evaluate_file(args.ref, args.data, base=base, adapter=not args.no_adapter, batch_size=args.batch_size)
+    metrics = evaluate_file(args.ref, args.data, base=base, adapter=not args.no_adapter, batch_size=args.batch_size,
+                            progress=True)
     if args.json:
         print_json(metrics)
         return 0

@@ -343,6 +343,16 @@ class AdapterHub:
                 return generation.forward_logits(self.base.model, input_ids.to(self._device),
                                                  attention_mask.to(self._device), routing.prefix)
 
+    def stepper(self) -> Any:
+        """A :class:`~adapterhub.runtime.stepping.Stepper` over this hub: prefill, decode, merge and drop rows
+        of a running batch one token at a time (what a continuous-batching server drives).
+
+        >>> stepper = hub.stepper()  # doctest: +SKIP
+        """
+        from .stepping import Stepper
+
+        return Stepper(self)
+
     # --- internals ------------------------------------------------------------------
     def _row_names(self, count: int, domain: Any, domains: Sequence[str | None] | None) -> list[str | None]:
         if domains is None:
@@ -400,10 +410,15 @@ class AdapterHub:
         try:
             return self._load(name, name=None, protect=protect)
         except (AdapterNotFoundError, InvalidNameError) as error:
+            if sources.is_path(name):
+                raise  # a folder: the error says it is missing, not that a domain is unknown
             resident = ", ".join(self._residency.names()) or "none"
             registered = ", ".join(sources.registered_names(self.registry)) or "none"
-            raise UnknownDomainError(f"unknown domain {name!r}: resident adapters: {resident}; registered: "
-                                     f"{registered}. Load it with hub.load(ref_or_path, name={name!r})") from error
+            raise UnknownDomainError(
+                f"unknown domain {name!r}: resident adapters: {resident}; registered: {registered} "
+                f"(registry {self.registry.root})", fix=f"load it with hub.load(ref_or_path, name={name!r})",
+                cli_fix="`adapterhub registry list` shows the registered adapters (--registry picks another "
+                        f"registry); a PEFT folder is written as a path, e.g. ./{name}") from error
 
     def _load(self, ref: str | os.PathLike, *, name: str | None, protect: frozenset[str]) -> ResidentAdapter:
         name, source = sources.identify(ref, registry=self._registry_for(ref), name=name)

@@ -11,8 +11,11 @@ def classification_task(entry: ResidentAdapter | None, name: str | None) -> Task
     """The task of a row's adapter, which must be a classification adapter (``predict`` needs labels)."""
     if entry is None:
         raise TaskMismatchError("predict needs a classification adapter for every text, but some texts use the bare "
-                                "base (domain None); pass domain= or domains= naming classification adapters")
+                                "base (domain None)", fix="pass domain= or domains= naming classification adapters",
+                                cli_fix="pass --domain NAME of a classification adapter (`adapterhub registry list` "
+                                        "shows each adapter's task), or answer with `adapterhub generate`")
     if not entry.task.is_classification:
         raise TaskMismatchError(f"predict needs a classification adapter, but {name!r} is a {entry.task.type} "
-                                "adapter (no labels in its manifest); use hub.generate for it")
+                                "adapter (no labels in its manifest)", fix="use hub.generate for it",
+                                cli_fix=f"answer with it through `adapterhub generate --domain {name}`")
     return entry.task

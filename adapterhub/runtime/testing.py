@@ -12,6 +12,8 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
+from .._transformers import quiet_peft_wrapping
+
 ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
@@ -50,7 +52,7 @@ def make_random_adapters(base: Any, out_dir: str | Path, count: int = 1, *, meth
         config = PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=num_virtual_tokens, **options)
     else:
         raise ValueError(f"method must be 'lora' or 'prefix', got {method!r}")
-    with torch.random.fork_rng():  # PEFT's own init (e.g. DoRA magnitudes) is then a function of the seed too
+    with torch.random.fork_rng(), quiet_peft_wrapping():  # PEFT's own init (e.g. DoRA magnitudes): seeded too
         torch.manual_seed(seed)
         peft_model = get_peft_model(model, config)
     scale = std if std is not None else (0.1 if method == "lora" else 1.0)
@@ -112,4 +114,5 @@ def load_peft(base: Any, adapter_dir: str | Path, *, quantize: str | None = None
     from ..base.loading import load_base
 
     fresh = load_base(_model_dir(base), quantize=quantize, dtype=dtype, device="cpu", progress=False)
-    return PeftModel.from_pretrained(fresh.model, str(adapter_dir)).eval()
+    with quiet_peft_wrapping():
+        return PeftModel.from_pretrained(fresh.model, str(adapter_dir)).eval()

@@ -13,8 +13,10 @@ from __future__ import annotations
 import math
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
+from .._transformers import quiet_peft_wrapping
+from ..errors import DataError
 from ..prompts import TaskSpec
 from ..tokens import pad_id_of
 from .batching import collate, plan_batches
@@ -22,7 +24,7 @@ from .data import Example, Split
 
 
 def loss_metrics(model: Any, examples: Sequence[Example], *, pad_id: int, batch_size: int = 32,
-                 device: Any = "cpu") -> dict[str, float]:
+                 device: Any = "cpu", on_rows: Callable[[int], Any] | None = None) -> dict[str, float]:
     """Mean token loss and perplexity over the supervised tokens of ``examples``.
 
     Args:
@@ -31,6 +33,7 @@ def loss_metrics(model: Any, examples: Sequence[Example], *, pad_id: int, batch_
         pad_id: padding token id.
         batch_size: examples per forward pass.
         device: where the model lives.
+        on_rows: called with the number of examples done after each batch.
 
     Returns:
         ``{"loss": float, "perplexity": float, "tokens": int}``.
@@ -48,6 +51,8 @@ def loss_metrics(model: Any, examples: Sequence[Example], *, pad_id: int, batch_
                 batch = collate([examples[i] for i in indices], pad_id=pad_id, share_prefix=True).to(device)
                 total += float(model(**batch_inputs(batch)))
                 tokens += int(batch.targets.numel())
+                if on_rows is not None:
+                    on_rows(len(indices))
     finally:
         model.train(was_training)
     loss = total / max(tokens, 1)
@@ -72,17 +77,17 @@ def label_metrics(predictions: Sequence[str], references: Sequence[str], *, labe
 
 
 def classify(model: Any, tokenizer: Any, task: TaskSpec, texts: Sequence[str], *, batch_size: int = 32,
-             device: Any = "cpu") -> list[str]:
+             device: Any = "cpu", on_rows: Callable[[int], Any] | None = None) -> list[str]:
     """The best-scoring label for each text (see :func:`label_score_matrix`).
 
     ``model`` is a ``PeftModel`` or a plain causal LM (the bare base).
     """
-    scores = label_score_matrix(model, tokenizer, task, texts, batch_size=batch_size, device=device)
+    scores = label_score_matrix(model, tokenizer, task, texts, batch_size=batch_size, device=device, on_rows=on_rows)
     return [task.labels[int(i)] for i in scores.argmax(dim=-1)]
 
 
 def label_score_matrix(model: Any, tokenizer: Any, task: TaskSpec, texts: Sequence[str], *, batch_size: int = 32,
-                       device: Any = "cpu") -> Any:
+                       device: Any = "cpu", on_rows: Callable[[int], Any] | None = None) -> Any:
     """Summed log-likelihood of every label after every text's prompt, ``[texts, labels]`` float32.
 
     The scores of :func:`adapterhub.prompts.score_labels` (one full forward per text and
@@ -114,14 +119,15 @@ def label_score_matrix(model: Any, tokenizer: Any, task: TaskSpec, texts: Sequen
     model.eval()
     try:
         scores = label_scores(causal_lm(model), tokenizer, [task] * len(texts), list(texts), routing,
-                              batch_size=batch_size, device=device)
+                              batch_size=batch_size, device=device, on_rows=on_rows)
     finally:
         model.train(was_training)
     return torch.tensor(scores, dtype=torch.float32).view(len(texts), len(task.labels))
 
 
 def evaluate_split(model: Any, tokenizer: Any, task: TaskSpec, split: Split, *, batch_size: int = 32,
-                   device: Any = "cpu", accuracy: bool = True) -> dict[str, Any]:
+                   device: Any = "cpu", accuracy: bool = True, progress: str | None = None,
+                   leave: bool = True) -> dict[str, Any]:
     """Loss and perplexity, plus label metrics for classification tasks (unless ``accuracy=False``).
 
     Args:
@@ -129,32 +135,48 @@ def evaluate_split(model: Any, tokenizer: Any, task: TaskSpec, split: Split, *, 
         tokenizer: the base tokenizer.
         task: the adapter's task.
         split: the encoded split (its rows give texts and reference labels).
+        progress: the label of a progress bar on stderr (``None``: no bar); it counts the rows
+            of the loss pass, then those of label scoring.
+        leave: keep the finished bar on screen.
     """
-    metrics: dict[str, Any] = loss_metrics(model, split.examples, pad_id=pad_id_of(tokenizer),
-                                           batch_size=batch_size, device=device)
-    if accuracy and task.is_classification:
-        metrics.update(_split_label_metrics(model.model, tokenizer, task, split, batch_size=batch_size, device=device))
+    scored = accuracy and task.is_classification
+    with _bar(progress, len(split.examples) * (2 if scored else 1), leave=leave) as bar:
+        metrics: dict[str, Any] = loss_metrics(model, split.examples, pad_id=pad_id_of(tokenizer),
+                                               batch_size=batch_size, device=device, on_rows=bar.update)
+        if scored:
+            metrics.update(_split_label_metrics(model.model, tokenizer, task, split, batch_size=batch_size,
+                                                device=device, on_rows=bar.update))
     return metrics
 
 
 def zero_shot_metrics(peft_model: Any, tokenizer: Any, task: TaskSpec, split: Split, *, batch_size: int = 32,
-                      device: Any = "cpu") -> dict[str, Any]:
-    """Label metrics of the bare base (adapter disabled) with the same prompt."""
-    with peft_model.disable_adapter():  # LoRA layers off; a prefix lives only in the PeftModel
+                      device: Any = "cpu", progress: str | None = None) -> dict[str, Any]:
+    """Label metrics of the bare base (adapter disabled) with the same prompt (``progress``: a bar's label)."""
+    with peft_model.disable_adapter(), _bar(progress, len(split.rows)) as bar:  # a prefix lives only in the PeftModel
         return _split_label_metrics(peft_model.get_base_model(), tokenizer, task, split, batch_size=batch_size,
-                                    device=device)
+                                    device=device, on_rows=bar.update)
+
+
+def _bar(label: str | None, total: int, *, leave: bool = True) -> Any:
+    """A row-counting progress bar on stderr (disabled when ``label`` is ``None``)."""
+    import sys
+
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=label, unit="row", disable=label is None, leave=leave, dynamic_ncols=True,
+                file=sys.stderr)
 
 
 def _split_label_metrics(model: Any, tokenizer: Any, task: TaskSpec, split: Split, *, batch_size: int,
-                         device: Any) -> dict[str, Any]:
+                         device: Any, on_rows: Callable[[int], Any] | None = None) -> dict[str, Any]:
     """:func:`label_metrics` of ``model``'s predictions for the split's texts against its labels."""
     predictions = classify(model, tokenizer, task, [str(r["text"]) for r in split.rows], batch_size=batch_size,
-                           device=device)
+                           device=device, on_rows=on_rows)
     return label_metrics(predictions, [str(r["label"]) for r in split.rows], labels=task.labels)
 
 
 def evaluate_file(ref: str, data: str | Path, *, registry: Any = None, base: Any = None, adapter: bool = True,
-                  batch_size: int = 32) -> dict[str, Any]:
+                  batch_size: int = 32, progress: bool = False) -> dict[str, Any]:
     """Score a registered adapter (or, with ``adapter=False``, the bare base with its prompt) on a data file.
 
     The file is read with the format and field mapping of the adapter's recipe
@@ -169,6 +191,7 @@ def evaluate_file(ref: str, data: str | Path, *, registry: Any = None, base: Any
             attached to it for the evaluation and removed again.
         adapter: ``False`` scores the bare base zero-shot with the adapter's prompt.
         batch_size: rows per forward pass.
+        progress: show a progress bar on stderr.
 
     Returns:
         The metrics dict, plus ``"ref"``, ``"data"`` and ``"adapter"``.
@@ -189,6 +212,10 @@ def evaluate_file(ref: str, data: str | Path, *, registry: Any = None, base: Any
     from .recipe import Source
     from ..registry.store import Registry
 
+    if not Path(data).expanduser().is_file():
+        raise DataError(f"data file {Path(data).expanduser().resolve()} does not exist",
+                        fix="pass an existing .jsonl/.csv/.parquet file as data=",
+                        cli_fix="pass an existing .jsonl/.csv/.parquet file to --data")
     registry = registry if registry is not None else Registry()
     record = registry.get(ref)
     recipe = record.manifest.get("recipe") or {}
@@ -206,7 +233,8 @@ def evaluate_file(ref: str, data: str | Path, *, registry: Any = None, base: Any
     try:
         with nullcontext() if adapter else peft_model.disable_adapter():
             model = SupervisedLM(peft_model if adapter else peft_model.get_base_model())
-            metrics = evaluate_split(model, base.tokenizer, task, split, batch_size=batch_size, device=base.model.device)
+            metrics = evaluate_split(model, base.tokenizer, task, split, batch_size=batch_size, device=base.model.device,
+                                     progress=f"evaluate {record.ref}" if progress else None)
     finally:
         if not peft_model.active_peft_config.is_prompt_learning:
             peft_model.unload()  # give the caller's base back unchanged (a prefix never changed it)
@@ -218,7 +246,8 @@ def load_peft_model(registry: Any, ref: str, base: Any) -> Any:
     import peft
 
     loaded = registry.load(ref, base=base)
-    model = peft.get_peft_model(base.model, peft.PeftConfig.from_peft_type(**loaded.config))
+    with quiet_peft_wrapping():
+        model = peft.get_peft_model(base.model, peft.PeftConfig.from_peft_type(**loaded.config))
     peft.set_peft_model_state_dict(model, loaded.tensors)
     model.eval()
     return model

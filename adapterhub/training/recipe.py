@@ -185,6 +185,8 @@ class OutputSection(_Section):
     registry: str | None = Field(None, description="registry root; null = the default registry")
     run_dir: str | None = Field(None, description="run folder; null = runs/<name>-<timestamp>")
     register_on_success: bool = Field(True, description="register the adapter when training succeeds")
+    prune_checkpoints: bool = Field(True, description="delete checkpoints/ once the run succeeds (only an "
+                                                      "unfinished run needs them, for --resume); false keeps them")
     tags: list[str] = Field(default_factory=list, description="extra tags for the registered version")
     push_to_hub: str | None = Field(None, description="Hugging Face repo id to push the registered adapter to")
 

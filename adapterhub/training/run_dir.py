@@ -6,8 +6,9 @@
       recipe.yaml        the resolved recipe (absolute data paths; re-runnable)
       metrics.json       final metrics and the full train/validation history
       loss.png           training and validation loss per step
-      checkpoints/       step-000064/ ... (see adapterhub.training.checkpoint)
-      adapter/           the finished PEFT adapter that was registered
+      checkpoints/       step-000064/ ... (see adapterhub.training.checkpoint); deleted once the run
+                         succeeds unless output.prune_checkpoints is false
+      adapter/           the finished PEFT adapter (+ adapterhub.json: task, domain, base, metrics)
 
 >>> new_run_dir("finance", None).name.startswith("finance-")  # doctest: +SKIP
 True
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -31,13 +33,13 @@ _RESUME_INSENSITIVE = {("output",), ("training", "eval_base"), ("training", "eva
                        ("tags",)}
 
 
-def default_run_dir(name: str) -> Path:
-    """``runs/<name>-<YYYYmmdd-HHMMSS>`` under the current directory."""
-    return Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+def default_run_dir(name: str, root: str | Path | None = None) -> Path:
+    """``<root>/<name>-<YYYYmmdd-HHMMSS>``; ``root`` defaults to ``runs/`` under the current directory."""
+    return Path(root or "runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def new_run_dir(name: str, requested: str | Path | None) -> Path:
-    """Create the folder of a new run: ``requested`` if given, else a fresh :func:`default_run_dir`.
+def new_run_dir(name: str, requested: str | Path | None, *, root: str | Path | None = None) -> Path:
+    """Create the folder of a new run: ``requested`` if given, else a fresh :func:`default_run_dir` under ``root``.
 
     Two runs of one recipe started within the same second get ``...-HHMMSS`` and
     ``...-HHMMSS-2`` (the folder is claimed with an exclusive ``mkdir``).
@@ -46,7 +48,7 @@ def new_run_dir(name: str, requested: str | Path | None) -> Path:
         TrainingError: ``requested`` already holds checkpoints (resume it or pick another folder).
     """
     if not requested:
-        stamped = default_run_dir(name)
+        stamped = default_run_dir(name, root)
         for attempt in itertools.count(1):
             path = stamped if attempt == 1 else stamped.with_name(f"{stamped.name}-{attempt}")
             try:
@@ -62,8 +64,8 @@ def new_run_dir(name: str, requested: str | Path | None) -> Path:
     return path
 
 
-def find_resumable(name: str, requested: str | Path | None) -> Path:
-    """The run to resume: ``requested``, else the newest ``runs/<name>-*`` with a checkpoint.
+def find_resumable(name: str, requested: str | Path | None, *, root: str | Path | None = None) -> Path:
+    """The run to resume: ``requested``, else the newest ``<root or runs>/<name>-*`` with a checkpoint.
 
     Raises:
         TrainingError: there is no checkpoint to resume from.
@@ -73,9 +75,10 @@ def find_resumable(name: str, requested: str | Path | None) -> Path:
         if latest_checkpoint(path) is None:
             raise TrainingError(f"--resume: run directory {path} has no checkpoint; start a new run without --resume")
         return path
-    candidates = sorted(p for p in Path("runs").glob(f"{name}-*") if latest_checkpoint(p) is not None)
+    runs = Path(root or "runs")
+    candidates = sorted(p for p in runs.glob(f"{name}-*") if latest_checkpoint(p) is not None)
     if not candidates:
-        raise TrainingError(f"--resume: no run of {name!r} with a checkpoint under {Path('runs').resolve()}; "
+        raise TrainingError(f"--resume: no run of {name!r} with a checkpoint under {runs.resolve()}; "
                             "pass --run-dir, or start a new run without --resume")
     return candidates[-1]
 
@@ -104,6 +107,11 @@ def _diff(old: Any, new: Any, prefix: tuple = ()) -> list[tuple]:
         return [key for name in sorted(set(old) | set(new), key=str)
                 for key in _diff(old.get(name), new.get(name), (*prefix, name))]
     return [] if old == new else [prefix]
+
+
+def prune_checkpoints(run_dir: Path) -> None:
+    """Delete a finished run's ``checkpoints/`` (the adapter, metrics and plot stay)."""
+    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
 
 
 def write_recipe(run_dir: Path, recipe_yaml: str) -> None:

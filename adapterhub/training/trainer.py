@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import math
 import signal
-import sys
 import threading
 import time
 from contextlib import nullcontext
@@ -37,11 +36,12 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .. import methods
+from .._transformers import quiet_peft_wrapping
 from ..errors import TrainingError
 from . import checkpoint, run_dir as runs
 from .batching import collate, plan_batches, plan_steps
 from .data import load_dataset
-from .publish import push_adapter, register_adapter
+from .publish import describe_adapter_dir, push_adapter, register_adapter
 from .recipe import Recipe
 from .recipe_files import load_recipe
 
@@ -56,16 +56,18 @@ class TrainResult:
 
 
 def train(recipe: str | Path | dict[str, Any] | Recipe, *, overrides: Sequence[str] = (), resume: bool = False,
-          run_dir: str | Path | None = None, registry: Any = None, progress: bool = True) -> TrainResult:
+          run_dir: str | Path | None = None, registry: Any = None, progress: bool = True,
+          runs_root: str | Path | None = None) -> TrainResult:
     """Train, evaluate and register an adapter.
 
     Args:
         recipe: a recipe file, dict or :class:`~adapterhub.training.recipe.Recipe`.
         overrides: ``"section.key=value"`` strings (as ``--set`` on the command line).
         resume: continue the newest run of this recipe (or ``run_dir``) from its last checkpoint.
-        run_dir: the run folder (default ``output.run_dir`` or ``runs/<name>-<timestamp>``).
+        run_dir: the run folder (default ``output.run_dir`` or ``<runs_root>/<name>-<timestamp>``).
         registry: a :class:`~adapterhub.registry.Registry` (default: ``output.registry``).
-        progress: show a progress bar.
+        progress: show progress bars (training, then each evaluation) on stderr.
+        runs_root: the folder new run folders go in (default ``runs/`` under the current directory).
 
     Returns:
         A :class:`TrainResult`: the registered record (``None`` with
@@ -76,7 +78,8 @@ def train(recipe: str | Path | dict[str, Any] | Recipe, *, overrides: Sequence[s
         RecipeError, DataError, BaseModelError: bad recipe, data or base (before training starts).
         TrainingError: NaN loss, Ctrl-C (a checkpoint is saved first), or an unusable checkpoint.
     """
-    trainer = Trainer(load_recipe(recipe, overrides=overrides), run_dir=run_dir, resume=resume, progress=progress)
+    trainer = Trainer(load_recipe(recipe, overrides=overrides), run_dir=run_dir, resume=resume, progress=progress,
+                      runs_root=runs_root)
     try:
         trainer.setup()
         trainer.train()
@@ -89,9 +92,10 @@ class Trainer:
     """One training run; :func:`train` drives it (``setup → train → finish → cleanup``)."""
 
     def __init__(self, recipe: Recipe, *, run_dir: str | Path | None = None, resume: bool = False,
-                 progress: bool = True):
+                 progress: bool = True, runs_root: str | Path | None = None):
         self.recipe, self.resume, self.progress = recipe, resume, progress
         self.requested_run_dir = run_dir or recipe.output.run_dir
+        self.runs_root = runs_root
         self.step = 0
         self.history: dict[str, list[dict[str, Any]]] = {"train": [], "validation": []}
         self.best: dict[str, Any] = {"score": None, "step": None, "metrics": None, "bad_evals": 0}
@@ -147,12 +151,13 @@ class Trainer:
         method = methods.get(self.recipe.adapter.method)
         checkpointing = self.recipe.training.gradient_checkpointing
         model = self.base.model
-        if self.base.spec.quantize is not None:
-            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing,
-                                                    gradient_checkpointing_kwargs={"use_reentrant": False})
-        elif checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        peft_model = get_peft_model(model, method.peft_config(self.recipe, self.base))
+        with quiet_peft_wrapping():
+            if self.base.spec.quantize is not None:
+                model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing,
+                                                        gradient_checkpointing_kwargs={"use_reentrant": False})
+            elif checkpointing:
+                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            peft_model = get_peft_model(model, method.peft_config(self.recipe, self.base))
         method.initialise(peft_model, self.base.tokenizer, self.recipe)
         peft_model.train()
         return peft_model
@@ -175,12 +180,12 @@ class Trainer:
 
     def _setup_run_dir(self) -> Path:
         if self.resume:
-            path = runs.find_resumable(self.recipe.name, self.requested_run_dir)
+            path = runs.find_resumable(self.recipe.name, self.requested_run_dir, root=self.runs_root)
             runs.check_same_recipe(path, self.recipe.to_dict())
             return path
         path = None
         if self.accelerator.is_main_process:
-            path = runs.new_run_dir(self.recipe.name, self.requested_run_dir)
+            path = runs.new_run_dir(self.recipe.name, self.requested_run_dir, root=self.runs_root)
             runs.write_recipe(path, self.recipe.to_yaml())
         if self.accelerator.num_processes > 1:
             from accelerate.utils import broadcast_object_list
@@ -232,6 +237,8 @@ class Trainer:
             last = checkpoint.latest_checkpoint(self.run_dir)
             raise TrainingError(f"aborted at step {self.step}; nothing was registered; last checkpoint: "
                                 f"{last or 'none'}") from None
+        finally:
+            self._bar.close()  # a finished bar stays as it finished; evaluation draws its own
 
     def train_step(self) -> dict[str, Any]:
         """One optimizer step (all its micro-batches); appends to and returns the history row."""
@@ -245,7 +252,8 @@ class Trainer:
         batches = [collate([self.data.train.examples[i] for i in indices], pad_id=self.pad_id, share_prefix=share,
                            pack_length=data.max_length if data.packing else None)
                    for indices in self._micro_batches()]
-        targets = sum(int(batch.targets.numel()) for batch in batches)
+        targets = self._sum_over_processes(sum(int(batch.targets.numel()) for batch in batches))
+        scale = self.accelerator.num_processes / targets  # DDP averages gradients over processes
         loss_sum = 0.0
         for number, batch in enumerate(batches, 1):
             sync = number == len(batches)
@@ -254,8 +262,9 @@ class Trainer:
                 if not torch.isfinite(loss):
                     raise TrainingError(f"loss became {loss.item()} at step {self.step + 1}; nothing was registered. "
                                         f"Lower training.lr (now {self.recipe.training.lr}) or set training.max_grad_norm")
-                self.accelerator.backward(loss / targets)
+                self.accelerator.backward(loss * scale)
             loss_sum += float(loss.detach())
+        loss_sum = self._sum_over_processes(loss_sum)
         grad_norm = None
         if self.recipe.training.max_grad_norm is not None:
             grad_norm = float(self.accelerator.clip_grad_norm_(self.trainable, self.recipe.training.max_grad_norm))
@@ -265,13 +274,23 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         seconds = time.perf_counter() - started
-        tokens = sum(batch.num_tokens for batch in batches)
+        tokens = int(self._sum_over_processes(sum(batch.num_tokens for batch in batches)))
         self.train_seconds += seconds
         self.train_tokens += tokens
         row = {"step": self.step, "epoch": round(self.step / self.steps_per_epoch, 4), "loss": loss_sum / targets,
                "lr": lr, "grad_norm": grad_norm, "tokens": tokens, "tokens_per_second": tokens / max(seconds, 1e-9)}
         self.history["train"].append(row)
         return row
+
+    def _sum_over_processes(self, value: float) -> float:
+        """``value`` summed over every process of a data-parallel run (itself in a single process)."""
+        if self.accelerator.num_processes == 1:
+            return value
+        import torch
+
+        total = self.accelerator.reduce(torch.tensor(float(value), dtype=torch.float64,
+                                                     device=self.accelerator.device), reduction="sum")
+        return float(total.item())
 
     def _micro_batches(self) -> list[list[int]]:
         """This process's micro-batches (example indices) for the current step: a pure function of the step."""
@@ -297,7 +316,8 @@ class Trainer:
         stopping = self.recipe.training.early_stopping
         metrics = evaluate_split(self.accelerator.unwrap_model(self.model), self.base.tokenizer, self.data.task,
                                  self.data.validation, batch_size=self.recipe.training.eval_batch_size,
-                                 device=self.accelerator.device, accuracy=stopping.metric == "accuracy")
+                                 device=self.accelerator.device, accuracy=stopping.metric == "accuracy",
+                                 progress=self._progress_label(f"validate at step {self.step}"), leave=False)
         self.history["validation"].append({"step": self.step, **{k: v for k, v in metrics.items() if k != "f1"}})
         score = metrics["accuracy"] if stopping.metric == "accuracy" else -metrics["loss"]
         if self.best["score"] is None or score > self.best["score"] + stopping.min_delta:
@@ -319,7 +339,7 @@ class Trainer:
         flag = torch.tensor([int(self._interrupt_requested)], device=self.accelerator.device)
         return bool(self.accelerator.reduce(flag, reduction="sum").item())
 
-    def _save_checkpoint(self) -> Path | None:
+    def _save_checkpoint(self) -> Path:
         path = None
         if self.accelerator.is_main_process:
             state = {"step": self.step, "history": self.history, "best": self.best, "stopped_early": self.stopped_early,
@@ -328,6 +348,10 @@ class Trainer:
                                               optimizer=self.optimizer, scheduler=self.scheduler, state=state,
                                               best=self.best_state, keep=self.recipe.training.keep_checkpoints)
         self.accelerator.wait_for_everyone()
+        if self.accelerator.num_processes > 1:  # every process reports the same folder
+            from accelerate.utils import broadcast_object_list
+
+            path = broadcast_object_list([path])[0]
         return path
 
     # --- 3. finish ------------------------------------------------------------------------------------------
@@ -348,6 +372,7 @@ class Trainer:
             runs.write_metrics(self.run_dir, {"name": self.recipe.name, "run_dir": str(self.run_dir),
                                               "metrics": metrics, "history": self.history})
             runs.plot_losses(self.run_dir, self.history, title=f"{self.recipe.name} ({self.recipe.adapter.method})")
+            describe_adapter_dir(adapter_dir, self.recipe, metrics=metrics, base=self.base)  # loads with its task
         except KeyboardInterrupt:
             self._interrupt_requested = True
         if self._interrupt_requested:
@@ -356,9 +381,13 @@ class Trainer:
                     f"{self.recipe.name}`" if (saved / "adapter_model.safetensors").is_file() else
                     f"Continue with --resume --run-dir {self.run_dir}")
             raise TrainingError(f"interrupted after training, before registering; nothing was registered. {keep}")
-        if not self.recipe.output.register_on_success:
+        record = None
+        if self.recipe.output.register_on_success:
+            record = register_adapter(adapter_dir, self.recipe, metrics=metrics, base=self.base, registry=registry)
+        if self.recipe.output.prune_checkpoints:
+            runs.prune_checkpoints(self.run_dir)
+        if record is None:
             return TrainResult(record=None, run_dir=self.run_dir, metrics=metrics)
-        record = register_adapter(adapter_dir, self.recipe, metrics=metrics, base=self.base, registry=registry)
         if self.recipe.output.push_to_hub:
             push_adapter(record, self.recipe.output.push_to_hub, registry=registry, recipe=self.recipe)
         return TrainResult(record=record, run_dir=self.run_dir, metrics=metrics)
@@ -372,11 +401,11 @@ class Trainer:
         splits = {name: split for name in ("validation", "test") if (split := getattr(self.data, name)) is not None}
         metrics: dict[str, Any] = {}
         for name, split in splits.items():
-            self._note(f"evaluating on {name} ({len(split.rows)} rows)")
-            metrics[name] = evaluate_split(model, self.base.tokenizer, task, split, **options)
+            metrics[name] = evaluate_split(model, self.base.tokenizer, task, split, **options,
+                                           progress=self._progress_label(f"evaluate {name}"))
         if self.recipe.training.eval_base and task.is_classification:
-            self._note("scoring the bare base zero-shot with the same prompt")
-            metrics["base"] = {name: zero_shot_metrics(self.peft_model, self.base.tokenizer, task, split, **options)
+            metrics["base"] = {name: zero_shot_metrics(self.peft_model, self.base.tokenizer, task, split, **options,
+                                                       progress=self._progress_label(f"bare base on {name}"))
                                for name, split in splits.items()}
         metrics["train"] = {
             "steps": self.step, "epochs": round(self.step / self.steps_per_epoch, 3), "stopped_early": self.stopped_early,
@@ -385,9 +414,9 @@ class Trainer:
             "tokens_per_second": round(self.train_tokens / max(self.train_seconds, 1e-9), 1)}  # per process
         return metrics
 
-    def _note(self, message: str) -> None:
-        if self.progress and self._bar is not None:
-            self._bar.write(message, file=sys.stderr)  # beside the bar, off stdout (which --json keeps clean)
+    def _progress_label(self, label: str) -> str | None:
+        """``label`` for an evaluation's progress bar (on stderr), or ``None`` where no bar is shown."""
+        return f"{label} ({self.recipe.name})" if self.progress and self.accelerator.is_main_process else None
 
     # --- 4. cleanup -----------------------------------------------------------------------------------------
     def cleanup(self) -> None:

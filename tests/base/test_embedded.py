@@ -52,7 +52,10 @@ def test_corrupted_cache_is_detected_and_rebuilt(tmp_path, monkeypatch):
     import shutil
 
     private = tmp_path / "home"
-    shutil.copytree(embedded.home() / "downloads", private / "downloads")
+    gguf = embedded.downloads_dir() / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    if gguf.is_file():  # else the rebuild downloads it
+        (private / "downloads").mkdir(parents=True)
+        shutil.copy2(gguf, private / "downloads" / gguf.name)
     shutil.copytree(embedded.model_dir(), private / "models" / embedded.DEFAULT_ALIAS)
     monkeypatch.setenv("ADAPTERHUB_HOME", str(private))
     weights = embedded.model_dir() / "model.safetensors"
@@ -62,8 +65,9 @@ def test_corrupted_cache_is_detected_and_rebuilt(tmp_path, monkeypatch):
         handle.seek(-1, os.SEEK_CUR)
         handle.write(bytes([byte[0] ^ 0xFF]))
     assert not embedded._cache_is_valid(embedded.model_dir())
-    path = embedded.ensure(progress=False)  # rebuilt from the verified GGUF, no network
+    path = embedded.ensure(progress=False)  # rebuilt from the copied GGUF (downloaded when there was none)
     assert embedded._cache_is_valid(path)
+    assert not (private / "downloads" / gguf.name).exists()  # the GGUF is not kept after a conversion by default
 
 
 def test_corrupt_gguf_without_network_gives_clear_error(tmp_path, monkeypatch):

@@ -80,11 +80,12 @@ def test_every_target_is_checked(quick_report):
     report, out = quick_report
     markdown = (out / "bench.md").read_text()
     for check in report["targets"]:
-        assert check["status"] in (MET, MISSED)
+        assert check["status"] == "not a claim (tiny model)" and check["verdict"] in (MET, MISSED)
         assert check["value"] > 0 and check["limit"] > 0
         assert check["target"] in markdown
     for row in ("CPU", "threads", "device", "dtype / quantize", "versions"):
         assert f"| {row} |" in markdown
+    assert MISSED not in markdown.split("## Targets")[1].split("##")[0]  # no target applies to the tiny model
 
 
 @pytest.mark.parametrize(("samples", "median", "p99"), [
@@ -152,7 +153,17 @@ def test_cli_runs_selected_areas(tiny_llama_dir, tmp_path, capsys):
     assert set(report["results"]) == {"switch", "memory"}
     assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["bench.json", "bench.md", "latency.png",
                                                                          "memory.png"]
-    assert "bench.md" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "bench.md" in out and "not a claim (tiny model)" in out and MISSED not in out
+
+
+@pytest.mark.parametrize(("parameters", "status"), [(1_000, "not a claim (tiny model)"),
+                                                    (134_000_000, "not a claim (quick run)")])
+def test_a_quick_run_makes_no_claim(parameters, status):
+    report = {"config": {"quick": True}, "base": {"num_parameters": parameters},
+              "results": {"switch": {"ms": {"ours": {"p50": 0.5}}}}}
+    check = next(check for check in check_targets(report) if check["id"] == "switch")
+    assert (check["status"], check["verdict"]) == (status, MISSED)
 
 
 def test_cli_rejects_unknown_area(tmp_path, capsys):

@@ -90,3 +90,24 @@ def test_root_option_before_or_after_the_verb(tmp_path, lora_dir, capsys):
 def test_errors_are_one_line_and_exit_2(filled, capsys, argv, message):
     code, out, err = run(capsys, *argv)
     assert code == 2 and err.startswith("error: ") and message in err and err.count("\n") == 1
+
+
+def test_show_prints_metrics_as_tables(registry_root, lora_dir, capsys):
+    metrics = {"validation": {"loss": 0.41234, "perplexity": 1.51, "accuracy": 0.8333, "macro_f1": 0.81,
+                              "f1": {"positive": 0.9, "negative": 0.72}, "count": 66},
+               "test": {"loss": 0.3, "perplexity": 1.35, "accuracy": 0.95, "macro_f1": 0.94,
+                        "f1": {"positive": 0.96, "negative": 0.92}, "count": 60},
+               "base": {"validation": {"accuracy": 0.167, "macro_f1": 0.1, "f1": {"positive": 0.2}, "count": 66}},
+               "train": {"steps": 40, "epochs": 2.0, "best_step": 40, "tokens_per_second": 812.5, "seconds": 95.1},
+               "note": "imported"}
+    task = {"type": "classification", "labels": ["positive", "negative"]}
+    Registry(registry_root).add(lora_dir, "fin", metrics=metrics, task=task)
+    code, out, _ = run(capsys, "show", "fin")
+    assert code == 0 and "{" not in out  # no raw dicts
+    lines = out.splitlines()
+    validation = next(line for line in lines if line.strip().startswith("validation"))
+    assert validation.split() == ["validation", "66", "83.3%", "0.810", "0.4123", "1.510"]
+    assert any(line.split()[:3] == ["bare", "base,", "validation"] and "16.7%" in line for line in lines)
+    assert any(line.split() == ["negative", "0.720", "0.920", "-"] for line in lines)  # per-label F1 by split
+    assert "training: 40 steps (2.0 epochs)" in out and "metric note" in out
+    assert json.loads(run(capsys, "show", "fin", "--json")[1])["metrics"] == metrics

@@ -68,17 +68,57 @@ def test_predict_reports_each_labels_score_and_share(capsys, tiny_llama_dir, ada
 
 @pytest.mark.parametrize("argv, message", [
     (["predict", "--domain", "nope", "text"], "unknown domain 'nope'"),
-    (["generate", "--domain", "/no/such/adapter", "hi"], "unknown domain"),
+    (["generate", "--domain", "/no/such/adapter", "hi"], "adapter directory /no/such/adapter does not exist"),
+    (["predict", "--domain", "./no/such/dir", "text"], "no/such/dir does not exist"),
 ])
 def test_bad_domains_are_one_error_line(capsys, tiny_llama_dir, registry_root, argv, message):
     code, _, err = run(capsys, *argv, "--base", tiny_llama_dir)
     last = err.strip().splitlines()[-1]
     assert code == 2 and last.startswith("error: ") and message in last and "Traceback" not in err
+    assert "unknown domain" not in last or "nope" in last  # a missing folder is not an unknown domain
+
+
+def test_an_unknown_domain_names_the_cli_fix_not_the_python_one(capsys, tiny_llama_dir, registry_root):
+    code, _, err = run(capsys, "predict", "--base", tiny_llama_dir, "--domain", "sports", "text")
+    assert code == 2 and "`adapterhub registry list`" in err and "./sports" in err
+    assert "hub.load" not in err and "name=" not in err
 
 
 def test_predict_on_a_generation_adapter_is_a_task_mismatch(capsys, tiny_llama_dir, adapters, registry_root):
     code, _, err = run(capsys, "predict", "--base", tiny_llama_dir, "--domain", adapters["legal"], "text")
     assert code == 2 and "generation adapter" in err
+    assert f"`adapterhub generate --domain {adapters['legal']}`" in err and "hub.generate" not in err
+
+
+def test_python_callers_keep_the_python_fix(tiny_base, adapters, registry_root):
+    from adapterhub import AdapterHub
+    from adapterhub.errors import TaskMismatchError, UnknownDomainError
+
+    hub = AdapterHub(tiny_base, registry=registry_root)
+    with pytest.raises(UnknownDomainError, match=r"hub\.load\(ref_or_path, name='sports'\)") as caught:
+        hub.predict("text", domain="sports")
+    assert "adapterhub registry list" in caught.value.cli_message and "hub.load" not in caught.value.cli_message
+    with pytest.raises(TaskMismatchError, match=r"use hub\.generate"):
+        hub.predict("text", domain=str(adapters["legal"]))
+
+
+def test_every_registry_option_states_the_one_default_rule():
+    import argparse
+
+    from adapterhub.cli import build_parser
+    from adapterhub.paths import REGISTRY_DEFAULT
+
+    def walk(parser, path=()):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    yield from walk(sub, (*path, name))
+            elif {"--registry", "--root"} & set(action.option_strings):
+                yield " ".join(path), action.help
+
+    found = dict(walk(build_parser()))
+    assert {"predict", "generate", "chat", "quickstart", "serve", "pull", "push", "registry list"} <= set(found)
+    assert all(REGISTRY_DEFAULT in text for text in found.values()), found
 
 
 def test_chat_switches_domains_and_survives_errors(capsys, monkeypatch, tiny_llama_dir, adapters, registry_root):

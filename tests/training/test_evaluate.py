@@ -121,3 +121,17 @@ def test_label_score_matrix_equals_a_full_forward_per_row(tiny_llama_dir, method
         expected = _scores(model, base.tokenizer, texts)
     scores = label_score_matrix(model, base.tokenizer, TASK, texts, batch_size=4)  # several passes
     torch.testing.assert_close(scores, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_a_missing_data_file_names_the_argument_not_a_recipe(tmp_path, capsys, registry_root):
+    from adapterhub.cli import main
+    from adapterhub.errors import DataError
+    from adapterhub.training.evaluate import evaluate_file
+
+    missing = tmp_path / "missing.jsonl"
+    with pytest.raises(DataError, match=r"missing\.jsonl does not exist; pass an existing .* as data=") as caught:
+        evaluate_file("finance", missing)
+    assert "recipe" not in str(caught.value)
+    assert main(["evaluate", "finance", "--data", str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert "does not exist" in err and "--data" in err and "recipe" not in err and "data=" not in err

@@ -52,6 +52,9 @@ def test_train_register_reload_round_trip(tmp_path, tiny_llama_dir):
     assert load_recipe(run / "recipe.yaml").to_dict() == load_recipe(raw).to_dict()
     saved = {p.suffix for p in run.rglob("*") if p.is_file()}
     assert saved <= {".json", ".safetensors", ".yaml", ".png"}, "no pickles, ever"
+    assert sorted(p.name for p in run.iterdir()) == ["adapter", "loss.png", "metrics.json", "recipe.yaml"]
+    assert sorted(p.name for p in (run / "adapter").iterdir()) == [
+        "adapter_config.json", "adapter_model.safetensors", "adapterhub.json"]  # checkpoints pruned on success
 
     reloaded = evaluate_file(record.ref, tmp_path / "validation.jsonl", registry=_registry(raw),
                              base=load_base(str(tiny_llama_dir), device="cpu"))
@@ -141,7 +144,8 @@ def test_resume_after_ctrl_c_equals_an_uninterrupted_run(tmp_path, tiny_llama_di
 
 
 def test_resume_refuses_a_changed_recipe_and_a_missing_run(tmp_path, tiny_llama_dir, monkeypatch):
-    raw = tiny_recipe(tmp_path, tiny_llama_dir, training={"max_steps": 2}, output={"register_on_success": False})
+    raw = tiny_recipe(tmp_path, tiny_llama_dir, training={"max_steps": 2},
+                      output={"register_on_success": False, "prune_checkpoints": False})
     train(raw, progress=False)
     changed = raw | {"training": {**raw["training"], "lr": 5e-4}}
     with pytest.raises(TrainingError, match=r"recipe changed since the run started \(training.lr\)"):
@@ -193,8 +197,10 @@ def test_push_to_hub_goes_through_hubsync(tmp_path, tiny_llama_dir, monkeypatch)
     monkeypatch.setitem(sys.modules, "adapterhub.hf.sync", types.SimpleNamespace(push=offline))
     again = raw | {"output": {**raw["output"], "run_dir": str(tmp_path / "run2")}}
     with pytest.raises(HubError, match=r"tiny@2 was registered, but output.push_to_hub failed: the Hub is "
-                                       r"unreachable; push it later with `adapterhub push tiny@2 me/tiny`"):
+                                       r"unreachable; push it later with adapterhub.hf.push\('tiny@2', 'me/tiny'\)"
+                       ) as caught:
         train(again, progress=False)
+    assert caught.value.cli_message.endswith("push it later with `adapterhub push tiny@2 me/tiny`")
 
 
 def test_qlora_on_a_4bit_base(tmp_path, tiny_llama_dir):
@@ -262,6 +268,32 @@ def test_two_cli_trainings_started_in_one_second_get_their_own_run_folders(tmp_p
         assert main(["train", str(recipe_file), "--set", "training.max_steps=1", "--no-progress", "--json"]) == 0
         folders.append(json.loads(capsys.readouterr().out)["run_dir"])
     assert folders == ["runs/tiny-20261127-120000", "runs/tiny-20261127-120000-2"]
+
+
+def test_a_run_folder_adapter_keeps_the_task_it_was_trained_for(tmp_path, tiny_llama_dir, tiny_base):
+    """``hub.load("runs/<run>/adapter")`` serves the classifier with its labels, as the registered one does."""
+    from adapterhub import AdapterHub
+
+    raw = tiny_recipe(tmp_path, tiny_llama_dir, training={"max_steps": 2},
+                      output={"register_on_success": False, "prune_checkpoints": False})
+    result = train(raw, progress=False)
+    assert result.record is None and (result.run_dir / "checkpoints").is_dir()  # kept when asked
+    manifest = json.loads((result.run_dir / "adapter" / "adapterhub.json").read_text())
+    assert manifest["task"]["labels"] == ["positive", "negative"] and manifest["base"]["fingerprint"]
+    assert manifest["metrics"]["validation"]["count"] == 6
+    hub = AdapterHub(tiny_base, registry=tmp_path / "no-registry")
+    info = hub.load(result.run_dir / "adapter", name="tiny")
+    assert info.task == "classification"
+    assert hub.predict(["Revenue rose."], domain="tiny")[0] in ("positive", "negative")
+
+
+def test_the_training_bar_stays_finished_and_evaluation_shows_progress(tmp_path, tiny_llama_dir, capsys):
+    raw = tiny_recipe(tmp_path, tiny_llama_dir, training={"max_steps": 2}, data={"test": str(tmp_path / "validation.jsonl")})
+    train(raw, progress=True)
+    renders = [part.strip() for part in capsys.readouterr().err.replace("\r", "\n").split("\n") if part.strip()]
+    first_eval = next(i for i, text in enumerate(renders) if text.startswith("evaluate validation (tiny)"))
+    assert not any(text.startswith("train tiny") for text in renders[first_eval:]), "training bar redrawn later"
+    assert any(text.startswith("evaluate test (tiny)") and "12/12" in text for text in renders)  # loss + labels
 
 
 @pytest.mark.parametrize("when", ["ctrl-c during the final evaluation", "second ctrl-c during the final evaluation"])

@@ -90,6 +90,11 @@ class PrefixMethod:
     def remove(self, slot: int) -> None:
         self._slots.pop(slot, None)
 
+    def tokens(self, slot: int) -> int:
+        """Virtual tokens the prefix in ``slot`` puts in front of its rows (0 for an empty slot)."""
+        prepared = self._slots.get(slot)
+        return 0 if prepared is None else prepared.tokens
+
     def batch(self, row_slots: Sequence[int], *, repeat: int = 1) -> PrefixBatch | None:
         """The prefix cache for rows using ``row_slots`` (``BARE`` or a non-prefix slot = no prefix).
 

@@ -1,0 +1,117 @@
+"""The HTTP servers the serve benchmark compares, each run as its own process.
+
+* ``ours``: ``adapterhub serve``'s app (continuous mixed batching, up to ``rows`` rows).
+* ``ours-unbatched``: the same app with one row at a time (batching off).
+* ``peft``: a plain PEFT server written the way users write one: FastAPI, one
+  ``PeftModel`` holding every adapter, ``set_adapter`` + ``generate`` under a lock
+  (one request at a time), answering the same ``/generate`` body (no streaming).
+
+``python -m adapterhub.bench.serve_sides SIDE --base B --adapters JSON --port P [--rows N] [--threads T]``
+prints ``ready`` on stdout once it listens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+
+def peft_app(base: Any, adapters: dict[str, str]) -> Any:
+    """The plain PEFT server (what the bench calls side (b))."""
+    import threading
+
+    import torch
+    from fastapi import FastAPI
+    from peft import PeftModel
+
+    names = list(adapters)
+    model = PeftModel.from_pretrained(base.model, adapters[names[0]], adapter_name=names[0])
+    for name in names[1:]:
+        model.load_adapter(adapters[name], adapter_name=name)
+    model.eval()
+    tokenizer = base.tokenizer
+    lock = threading.Lock()
+    app = FastAPI()
+
+    @app.post("/generate")
+    def generate(body: dict[str, Any]) -> dict[str, Any]:  # a sync route: FastAPI runs it in its thread pool
+        parameters = body.get("parameters") or {}
+        new = int(parameters.get("max_new_tokens") or 20)
+        inputs = tokenizer(body["inputs"], return_tensors="pt").to(model.device)
+        with lock, torch.inference_mode():
+            model.set_adapter(parameters["adapter_id"])
+            output = model.generate(**inputs, max_new_tokens=new, do_sample=False,
+                                    min_new_tokens=new if parameters.get("ignore_eos_token") else 0,
+                                    pad_token_id=tokenizer.pad_token_id)
+        tokens = output[0, inputs["input_ids"].shape[1]:]
+        return {"generated_text": tokenizer.decode(tokens, skip_special_tokens=True),
+                "details": {"generated_tokens": int(tokens.numel()), "prompt_tokens": int(inputs["input_ids"].numel())}}
+
+    @app.get("/ready")
+    def ready() -> dict[str, str]:
+        return {"status": "ready"}
+
+    return app
+
+
+def ours_app(base: Any, adapters: dict[str, str], *, rows: int, max_new_tokens: int) -> Any:
+    from .. import AdapterHub
+    from ..serve import ServeOptions, build_app
+
+    hub = AdapterHub(base)
+    for name, path in adapters.items():
+        hub.load(path, name=name)
+    return build_app(hub, ServeOptions(max_rows=rows, max_queue=4096, max_new_tokens=max_new_tokens))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m adapterhub.bench.serve_sides")
+    parser.add_argument("side", choices=["ours", "ours-unbatched", "peft"])
+    parser.add_argument("--base", required=True)
+    parser.add_argument("--adapters", required=True, help='JSON {"name": "folder"}')
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--rows", type=int, default=32)
+    parser.add_argument("--max-new-tokens", type=int, default=512)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--quantize", default=None)
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args(argv)
+
+    import logging
+    import time
+
+    import torch
+    import uvicorn
+
+    from ..base import load_base
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    logging.getLogger("adapterhub.access").disabled = True
+    base = load_base(args.base, device=args.device, dtype=args.dtype, quantize=args.quantize)
+    adapters = json.loads(args.adapters)
+    if args.side == "peft":
+        app = peft_app(base, adapters)
+    else:
+        app = ours_app(base, adapters, rows=1 if args.side == "ours-unbatched" else args.rows,
+                       max_new_tokens=args.max_new_tokens)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=args.port, log_level="error",
+                                           access_log=False))
+    import threading
+
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        if not thread.is_alive():
+            return 1
+        time.sleep(0.05)
+    print("ready", flush=True)
+    thread.join()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

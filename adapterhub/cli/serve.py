@@ -1,0 +1,131 @@
+"""``adapterhub serve`` (the HTTP service) and ``adapterhub keys`` (its API keys)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from ..paths import REGISTRY_HELP
+from ._options import add_threads_option
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    serve = subparsers.add_parser("serve", help="serve adapters over HTTP (OpenAI and LoRAX routes, mixed batching)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--base", default=None, help="base model: alias, folder or HF id (default: the embedded base)")
+    serve.add_argument("--base-name", default=None, help="the base's model id in requests (default: its alias)")
+    serve.add_argument("--quantize", choices=["nf4", "int8"], default=None)
+    serve.add_argument("--device", default="auto")
+    serve.add_argument("--adapters", nargs="*", default=[], metavar="REF",
+                       help="preload these registry references or folders (others load on first use)")
+    serve.add_argument("--registry", default=None, help=REGISTRY_HELP)
+    add_threads_option(serve)
+    serve.add_argument("--auth", action="store_true", help="require 'Authorization: Bearer <key>' (adapterhub keys)")
+    serve.add_argument("--insecure", action="store_true", help="allow a non-loopback --host without --auth")
+    serve.add_argument("--max-batch-rows", type=int, default=32, help="rows in the running batch (1: no batching)")
+    serve.add_argument("--max-queue", type=int, default=256, help="requests waiting before 503 (default 256)")
+    serve.add_argument("--max-new-tokens", type=int, default=512, help="cap on max_tokens per request")
+    serve.add_argument("--max-resident", type=int, default=None, help="most adapters resident (LRU eviction)")
+    serve.add_argument("--allow-hf", action="store_true", help="let requests name hf://org/repo[@rev] adapters")
+    serve.add_argument("--log-text", action="store_true", help="also log prompt and answer text")
+    ray = serve.add_argument_group("scale out on Ray Serve (pip install 'adapterhub[ray]')")
+    ray.add_argument("--ray", action="store_true", help="serve from N Ray Serve replicas routed by adapter")
+    ray.add_argument("--replicas", type=int, default=2, help="replicas, each with its own base (default 2)")
+    ray.add_argument("--adapters-per-replica", type=int, default=8, help="adapters a replica keeps (LRU, default 8)")
+    ray.add_argument("--cpus-per-replica", type=float, default=1.0, help="Ray CPUs reserved per replica")
+    ray.add_argument("--ray-address", default=None, help="join this Ray cluster (default: start a local one)")
+    ray.add_argument("--hub-namespace", default=None, metavar="ORG",
+                     help="a replica missing adapter NAME pulls hf://ORG/NAME from the Hub (HF_ENDPOINT) by commit")
+    serve.set_defaults(handler=_serve)
+
+    keys = subparsers.add_parser("keys", help="API keys for `adapterhub serve --auth`")
+    verbs = keys.add_subparsers(dest="keys_command", metavar="VERB", required=True)
+    create = verbs.add_parser("create", help="create a key and print its secret once")
+    create.add_argument("name")
+    create.add_argument("--allow", nargs="*", default=[], metavar="REF", help="adapters it may use (default: all)")
+    create.add_argument("--admin", action="store_true", help="may load and unload adapters")
+    create.add_argument("--rpm", type=int, default=None, help="requests per minute (default: unlimited)")
+    create.add_argument("--json", action="store_true", help='print {"name", "key"}')
+    create.set_defaults(handler=_keys_create)
+    listing = verbs.add_parser("list", help="list keys (never their secrets)")
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(handler=_keys_list)
+    revoke = verbs.add_parser("revoke", help="revoke a key")
+    revoke.add_argument("name")
+    revoke.set_defaults(handler=_keys_revoke)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from ..errors import ConfigError
+    from ..serve.server import check_exposure
+
+    check_exposure(args.host, auth=args.auth, insecure=args.insecure)  # before minutes of loading
+    if args.max_batch_rows < 1 or args.max_queue < 0 or args.max_new_tokens < 1:
+        raise ConfigError("--max-batch-rows and --max-new-tokens must be >= 1, --max-queue >= 0")
+    from .. import AdapterHub
+    from ..serve import ServeOptions, build_app, serve
+
+    options = ServeOptions(max_rows=args.max_batch_rows, max_queue=args.max_queue, max_new_tokens=args.max_new_tokens,
+                           auth=args.auth, log_text=args.log_text, allow_hf=args.allow_hf, base_name=args.base_name)
+    if args.ray:
+        if args.replicas < 1 or args.adapters_per_replica < 1:
+            raise ConfigError("--replicas and --adapters-per-replica must be >= 1")
+        return _serve_on_ray(args, options)
+    hub_args: dict[str, Any] = {"quantize": args.quantize, "registry": args.registry, "device": args.device,
+                                "max_resident": args.max_resident}
+    hub = AdapterHub(args.base, **hub_args) if args.base else AdapterHub(**hub_args)
+    for ref in args.adapters:
+        print(f"loaded {hub.load(ref).name}", file=sys.stderr)
+    return serve(build_app(hub, options), host=args.host, port=args.port)
+
+
+def _serve_on_ray(args: argparse.Namespace, options: Any) -> int:
+    from ..serve.replicas import ReplicaSettings, serve_on_ray
+
+    if args.adapters:
+        print("note: --adapters is ignored with --ray; replicas load adapters as their traffic asks",
+              file=sys.stderr)
+    settings = ReplicaSettings(base=args.base, quantize=args.quantize, device=args.device, registry=args.registry,
+                               hub_namespace=args.hub_namespace, replicas=args.replicas,
+                               adapters_per_replica=args.adapters_per_replica,
+                               cpus_per_replica=args.cpus_per_replica, options=options)
+    return serve_on_ray(settings, host=args.host, port=args.port, address=args.ray_address)
+
+
+def _keys_create(args: argparse.Namespace) -> int:
+    from ..serve.auth import KeyStore
+
+    key = KeyStore().create(args.name, allow=args.allow, admin=args.admin, rpm=args.rpm)
+    if args.json:
+        print(json.dumps({"name": args.name, "key": key}))
+    else:
+        print(key)
+        print(f"key {args.name!r} created; this is the only time it is shown", file=sys.stderr)
+    return 0
+
+
+def _keys_list(args: argparse.Namespace) -> int:
+    from ..serve.auth import KeyStore
+
+    keys = KeyStore().list()
+    if args.json:
+        print(json.dumps([key.to_dict() for key in keys], indent=2))
+        return 0
+    for key in keys:
+        state = "revoked" if key.revoked else "live"
+        allow = ",".join(key.allow) or "*"
+        print(f"{key.name}\t{state}\tallow={allow}\tadmin={'yes' if key.admin else 'no'}\trpm={key.rpm or '-'}")
+    return 0
+
+
+def _keys_revoke(args: argparse.Namespace) -> int:
+    from ..errors import ConfigError
+    from ..serve.auth import KeyStore
+
+    if not KeyStore().revoke(args.name):
+        raise ConfigError(f"no live key named {args.name!r} (adapterhub keys list)")
+    print(f"revoked {args.name}", file=sys.stderr)
+    return 0

@@ -1,0 +1,231 @@
+"""What the routes ask of the model, independent of HTTP: resolve a model name, check a request
+against the limits, run it through the scheduler as a stream of events, classify, load and unload.
+
+>>> engine = Engine(hub, ServeOptions(max_rows=16))  # doctest: +SKIP
+>>> job, events = engine.submit(engine.prepare("finance", engine.acquire("finance"), text="Revenue fell",
+...                                            max_tokens=8, temperature=0, top_p=None, seed=None, stops=[]))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+from ..runtime.sampling import Sampler
+from .metrics import Metrics
+from .protocol import ServeError
+from .scheduler import Job, Scheduler
+
+
+@dataclass
+class ServeOptions:
+    """Limits and switches of one server (the ``adapterhub serve`` flags)."""
+
+    max_rows: int = 32  # rows in the running batch; 1 = batching off
+    max_queue: int = 256  # requests waiting for a row before 503
+    max_new_tokens: int = 512  # cap on max_tokens / max_new_tokens
+    default_max_tokens: int = 16  # OpenAI completions' default
+    auth: bool = False
+    keys_path: str | None = None  # default $ADAPTERHUB_HOME/keys.sqlite
+    log_text: bool = False
+    allow_hf: bool = False  # hf:// references may load on first use
+    base_name: str | None = None  # the base's model id (default: its alias or folder name)
+
+
+@dataclass
+class Prepared:
+    """A checked generation request, holding its adapter's pin until it is submitted or dropped."""
+
+    ref: str | None
+    entry: Any
+    prompt: list[int]
+    max_new_tokens: int
+    sampler: Sampler
+    stops: list[str]
+    stop_at_eos: bool = True
+
+    @property
+    def label(self) -> str:
+        return "base" if self.ref is None else self.ref
+
+
+class Engine:
+    """One hub, its stepper, the scheduler thread and the metrics."""
+
+    def __init__(self, hub: Any, options: ServeOptions | None = None, metrics: Metrics | None = None) -> None:
+        self.hub = hub
+        self.options = options or ServeOptions()
+        self.metrics = metrics or Metrics()
+        self.stepper = hub.stepper()
+        self.scheduler = Scheduler(self.stepper, max_rows=self.options.max_rows, max_queue=self.options.max_queue,
+                                   on_step=self.metrics.batch_rows.observe, on_queue=self.metrics.queue)
+        spec_name = hub.base.spec.name
+        self.base_id = self.options.base_name or (Path(spec_name).name if os.sep in spec_name else spec_name)
+        self._base_names = {self.base_id, spec_name, "base"}
+        self._residency_lock = threading.Lock()
+        self.draining = False
+        self.metrics.resident.set(len(hub.resident()))
+
+    def start(self) -> None:
+        self.scheduler.start()
+
+    def stop(self) -> None:
+        self.scheduler.stop()
+
+    # --- names -------------------------------------------------------------------------
+    def model_ref(self, model: str) -> str | None:
+        """``None`` when ``model`` names the base, else the adapter reference (checked for shape)."""
+        if model in self._base_names:
+            return None
+        if model.startswith("hf://") and not self.options.allow_hf:
+            raise ServeError(403, f"{model!r}: hf:// references are not served here (start the server with "
+                             "--allow-hf, or ask an admin to load it)", code="hf_refs_disabled")
+        if "/" in model and not model.startswith("hf://") or model.startswith((".", "~")):
+            raise ServeError(404, f"model {model!r} is a path; only registry references and loaded names are "
+                             "served (an admin loads folders with /v1/load_lora_adapter)", code="model_not_found")
+        return model
+
+    def models(self) -> list[dict[str, Any]]:
+        """The base and every servable adapter (resident, or registered for this base)."""
+        names = {info.name: info for info in self.hub.resident()}
+        try:
+            registered = [r.name for r in self.hub.registry.list(base=self.hub.base.fingerprint)]
+        except Exception:  # noqa: BLE001 - no registry: only resident adapters are servable
+            registered = []
+        ids = [self.base_id, *dict.fromkeys([*names, *registered])]
+        return [{"id": name, "object": "model", "created": 0, "owned_by": "adapterhub",
+                 "root": self.base_id, "parent": None if name == self.base_id else self.base_id,
+                 "resident": name in names or name == self.base_id,
+                 **({"method": names[name].method, "task": names[name].task} if name in names else {})}
+                for name in ids]
+
+    # --- adapters -----------------------------------------------------------------------
+    def acquire(self, ref: str | None) -> Any:
+        """Pin (loading on first use) the adapter for a request; blocking, run it in a worker thread.
+
+        Raises:
+            ServeError: 404 ``model_not_found`` for a name that is neither the base, loaded nor registered;
+                other library errors pass through (see :func:`protocol.from_exception`).
+        """
+        from ..errors import UnknownDomainError
+
+        try:
+            return self._tracked(self.stepper.acquire, ref)
+        except UnknownDomainError:
+            known = ", ".join(m["id"] for m in self.models())
+            raise ServeError(404, f"model {ref!r} does not exist: it is not the base, a loaded adapter or a "
+                             f"registered one (servable: {known})", code="model_not_found") from None
+
+    def load(self, name: str, path: str | None) -> dict[str, Any]:
+        source = path or name
+        if source.startswith("hf://") and not self.options.allow_hf:
+            raise ServeError(403, "hf:// references are not served here (start the server with --allow-hf)",
+                             code="hf_refs_disabled")
+        info = self._tracked(self.hub.load, source, name=name)
+        return {"lora_name": info.name, "method": info.method, "source": info.source, "task": info.task}
+
+    def unload(self, name: str) -> bool:
+        return self._tracked(self.hub.unload, name)
+
+    def _tracked(self, call: Any, *args: Any, **kwargs: Any) -> Any:
+        with self._residency_lock:
+            before = {info.name for info in self.hub.resident()}
+            try:
+                return call(*args, **kwargs)
+            finally:
+                self.metrics.residency(before, {info.name for info in self.hub.resident()})
+
+    # --- generation -----------------------------------------------------------------------
+    def prepare(self, ref: str | None, entry: Any, *, text: str | None = None, messages: list[dict] | None = None,
+                chat: bool = False, max_tokens: int | None, temperature: float | None, top_p: float | None,
+                top_k: int | None = None, seed: int | None, stops: list[str],
+                stop_at_eos: bool = True) -> Prepared:
+        """Tokenize and check one request against the context and token caps (400 on a violation).
+
+        The caller passes the pinned ``entry`` from :meth:`acquire`; it is released here on any error.
+        """
+        try:
+            cap = self.options.max_new_tokens
+            if max_tokens is not None and max_tokens > cap:
+                raise ServeError(400, f"max_tokens={max_tokens} is over this server's cap of {cap} "
+                                 "(adapterhub serve --max-new-tokens)", code="max_tokens_over_cap")
+            new = max_tokens if max_tokens is not None else min(self.options.default_max_tokens, cap)
+            if messages is not None:
+                prompt = self.stepper.encode_messages(messages, entry)
+            else:
+                prompt = self.stepper.encode(text or "", entry, chat=chat)
+            if not prompt:
+                raise ServeError(400, "the prompt is empty; send at least one token of text", code="empty_prompt")
+            context = self.stepper.context_length
+            used = len(prompt) + self.stepper.prefix_tokens(entry)
+            if used > context or used + new > context:
+                raise ServeError(400, f"this model's context is {context} tokens, but the request needs {used + new} "
+                                 f"({used} in the prompt, {new} to generate); shorten the prompt or lower "
+                                 "max_tokens", code="context_length_exceeded")
+            sampler = Sampler(temperature=temperature, top_p=top_p, top_k=top_k, seed=seed)
+        except BaseException:
+            self.stepper.release(entry)
+            raise
+        return Prepared(ref=ref, entry=entry, prompt=prompt, max_new_tokens=new, sampler=sampler, stops=stops,
+                        stop_at_eos=stop_at_eos)
+
+    def submit(self, prepared: Prepared) -> tuple[Job, AsyncIterator[dict[str, Any]]]:
+        """Queue a prepared request now (503 when the queue is full or the server drains).
+
+        Returns the job (``job.cancel()`` frees its row or queue place) and its events; closing the
+        events early cancels the job too. The adapter pin passes to the scheduler (released on any refusal).
+        """
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+        def emit(event: dict[str, Any]) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, event)
+
+        job = Job(prompt=prepared.prompt, entry=prepared.entry, max_new_tokens=prepared.max_new_tokens,
+                  sampler=prepared.sampler, emit=emit, stops=prepared.stops, stop_at_eos=prepared.stop_at_eos)
+        if self.draining:
+            self.stepper.release(prepared.entry)
+            raise ServeError(503, "the server is shutting down", code="shutting_down", headers={"Retry-After": "5"})
+        try:
+            self.scheduler.submit(job)
+        except BaseException:
+            self.stepper.release(prepared.entry)
+            raise
+        return job, self._events(job, queue)
+
+    @staticmethod
+    async def _events(job: Job, queue: asyncio.Queue[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+        try:
+            while True:
+                event = await queue.get()
+                if event["type"] == "error":
+                    raise event["error"]
+                yield event
+                if event["type"] == "done":
+                    return
+        finally:
+            job.cancel()
+
+    # --- classification -------------------------------------------------------------------
+    def classify(self, ref: str | None, texts: list[str]) -> list[dict[str, Any]]:
+        """Label log-likelihoods and probability shares per text (the adapter's label order)."""
+        from ..scoring import label_probabilities
+
+        if ref is None:
+            raise ServeError(400, "classification needs a classification adapter as model, not the bare base",
+                             code="task_mismatch")
+        entry = self.acquire(ref)
+        try:
+            scores = self.hub.label_scores(texts, domain=entry.name)
+        finally:
+            self.stepper.release(entry)
+        rows = []
+        for row in scores:
+            labels, shares = list(row), label_probabilities(row)
+            rows.append({"labels": labels, "scores": [row[label] for label in labels],
+                         "probs": [shares[label] for label in labels], "label": max(labels, key=row.get)})
+        return rows

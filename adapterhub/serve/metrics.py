@@ -1,0 +1,69 @@
+"""Prometheus metrics of one server (its own registry, so several servers can share a process).
+
+Labels never carry keys or text: ``endpoint`` is the route, ``adapter`` the model a
+request resolved to (``base`` for the bare base, ``-`` when none was resolved).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_LATENCY = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+_ROWS = (1, 2, 4, 8, 16, 32, 64, 128)
+
+
+class Metrics:
+    """The server's counters, gauges and histograms."""
+
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+
+        disable_created_metrics()  # the *_created series double the output and nobody reads them
+
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("adapterhub_requests", "HTTP requests by endpoint, adapter and status",
+                                ["endpoint", "adapter", "status"], registry=r)
+        self.latency = Histogram("adapterhub_request_seconds", "Request latency (until the last byte)",
+                                 ["endpoint", "adapter"], buckets=_LATENCY, registry=r)
+        self.ttft = Histogram("adapterhub_time_to_first_token_seconds", "Time from arrival to the first token",
+                              ["adapter"], buckets=_LATENCY, registry=r)
+        self.prompt_tokens = Counter("adapterhub_prompt_tokens", "Prompt tokens processed", ["adapter"], registry=r)
+        self.generated_tokens = Counter("adapterhub_generated_tokens", "Tokens generated", ["adapter"], registry=r)
+        self.queue_depth = Gauge("adapterhub_queue_depth", "Requests waiting for a batch row", registry=r)
+        self.running_rows = Gauge("adapterhub_running_rows", "Rows in the running batch", registry=r)
+        self.batch_rows = Histogram("adapterhub_batch_rows", "Rows per decode step", buckets=_ROWS, registry=r)
+        self.resident = Gauge("adapterhub_resident_adapters", "Adapters resident in memory", registry=r)
+        self.loads = Counter("adapterhub_adapter_loads", "Adapters made resident", ["adapter"], registry=r)
+        self.evictions = Counter("adapterhub_adapter_evictions", "Adapters evicted or unloaded", ["adapter"],
+                                 registry=r)
+
+    def queue(self, waiting: int, running: int) -> None:
+        self.queue_depth.set(waiting)
+        self.running_rows.set(running)
+
+    def residency(self, before: set[str], after: set[str]) -> None:
+        """Count loads and evictions from two snapshots of the resident names."""
+        for name in after - before:
+            self.loads.labels(adapter=name).inc()
+        for name in before - after:
+            self.evictions.labels(adapter=name).inc()
+        self.resident.set(len(after))
+
+    def render(self) -> tuple[bytes, str]:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+    def request(self, endpoint: str, adapter: str, status: int, seconds: float) -> None:
+        self.requests.labels(endpoint=endpoint, adapter=adapter, status=str(status)).inc()
+        self.latency.labels(endpoint=endpoint, adapter=adapter).observe(seconds)
+
+    def tokens(self, adapter: str, *, prompt: int = 0, generated: int = 0) -> None:
+        if prompt:
+            self.prompt_tokens.labels(adapter=adapter).inc(prompt)
+        if generated:
+            self.generated_tokens.labels(adapter=adapter).inc(generated)
+
+    def first_token(self, adapter: str, seconds: float) -> Any:
+        self.ttft.labels(adapter=adapter).observe(seconds)

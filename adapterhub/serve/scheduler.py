@@ -1,0 +1,218 @@
+"""Continuous batching: one running batch of mixed-adapter rows, advanced one token per step.
+
+Each step of the scheduler thread:
+
+1. admits waiting jobs (up to ``max_rows`` running) and prefills them together;
+   their first token is chosen at once and they join the running batch;
+2. drops rows that finished (end token, a stop string, their token limit) or
+   whose client went away, freeing their cache rows and adapter pins;
+3. feeds every remaining row its last token through one routed forward
+   (:meth:`Stepper.decode`) and chooses each row's next token with its own
+   :class:`Sampler`.
+
+The model math is the runtime's (:mod:`adapterhub.runtime.stepping`); this
+module only decides who goes when, turns tokens into text deltas (holding back
+text that might still become a stop string) and reports events to the job's
+``emit`` callback (from this thread; the caller hands them to its event loop).
+
+Events: ``{"type": "token", "id", "logprob", "text"}`` per token, then
+``{"type": "done", "finish": "eos"|"stop"|"length", "text", "tokens"}`` or
+``{"type": "error", "error": ServeError}``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .protocol import ServeError, from_exception
+
+log = logging.getLogger("adapterhub.serve")
+
+
+@dataclass(eq=False)
+class Job:
+    """One generation request as the scheduler sees it (the caller already holds ``entry``'s pin)."""
+
+    prompt: list[int]
+    entry: Any  # ResidentAdapter or None (bare base); released by the scheduler when the job ends
+    max_new_tokens: int
+    sampler: Any  # adapterhub.runtime.sampling.Sampler
+    emit: Callable[[dict[str, Any]], None]
+    stops: list[str] = field(default_factory=list)
+    stop_at_eos: bool = True
+    cancelled: bool = False
+    tokens: list[int] = field(default_factory=list)
+    sent: int = 0  # characters of text already emitted
+    finish: str | None = None
+
+    def cancel(self) -> None:
+        """Ask the scheduler to drop this row at its next step (safe from any thread)."""
+        self.cancelled = True
+
+
+class Scheduler:
+    """Runs jobs on one :class:`~adapterhub.runtime.stepping.Stepper` in a background thread.
+
+    Args:
+        stepper: the hub's stepper.
+        max_rows: most rows in the running batch (``1`` turns batching off).
+        max_queue: most jobs waiting for a row; :meth:`submit` refuses more with 503.
+        on_step: called with the row count of every decode step (metrics).
+        on_queue: called with ``(waiting, running)`` whenever they change (metrics).
+    """
+
+    def __init__(self, stepper: Any, *, max_rows: int = 32, max_queue: int = 256,
+                 on_step: Callable[[int], None] | None = None,
+                 on_queue: Callable[[int, int], None] | None = None) -> None:
+        if max_rows < 1 or max_queue < 0:
+            raise ServeError(400, "max_rows must be >= 1 and max_queue >= 0")
+        self.stepper = stepper
+        self.max_rows = max_rows
+        self.max_queue = max_queue
+        self._on_step = on_step or (lambda rows: None)
+        self._on_queue = on_queue or (lambda waiting, running: None)
+        self._waiting: deque[Job] = deque()
+        self._batch: Any = None
+        self._wake = threading.Condition()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self.cancelled_rows = 0  # rows dropped because their client went away
+
+    # --- the caller's side ------------------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="adapterhub-scheduler", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Finish every admitted and waiting job, then end the thread."""
+        with self._wake:
+            self._stopping = True
+            self._wake.notify()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def submit(self, job: Job) -> None:
+        """Queue ``job``; raises a 503 :class:`ServeError` (with ``Retry-After``) when the queue is full."""
+        with self._wake:
+            if self._stopping:
+                raise ServeError(503, "the server is shutting down", code="shutting_down",
+                                 headers={"Retry-After": "5"})
+            if len(self._waiting) >= self.max_queue:
+                raise ServeError(503, f"the server is at capacity ({len(self._waiting)} requests waiting); "
+                                 "retry later", code="queue_full", headers={"Retry-After": "1"})
+            self._waiting.append(job)
+            self._wake.notify()
+        self._report()
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
+
+    @property
+    def running(self) -> int:
+        batch = self._batch
+        return 0 if batch is None else len(batch)
+
+    # --- the thread -----------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                while not self._waiting and self._batch is None and not self._stopping:
+                    self._wake.wait()
+                if self._stopping and not self._waiting and self._batch is None:
+                    return
+                room = self.max_rows - self.running
+                admitted = [self._waiting.popleft() for _ in range(min(room, len(self._waiting)))]
+            self._report()
+            try:
+                self._step(admitted)
+            except Exception as error:  # noqa: BLE001 - one failing step must not end the server
+                log.exception("scheduler step failed; failing its rows")
+                rows = ([] if self._batch is None else list(self._batch.rows)) + admitted
+                self._batch = None
+                for job in dict.fromkeys(rows):
+                    if job.finish is None:
+                        self._end(job, error=from_exception(error))
+            self._report()
+
+    def _step(self, admitted: list[Job]) -> None:
+        stepper = self.stepper
+        admitted = [job for job in admitted if not self._dropped(job)]
+        if admitted:
+            joining, logits = stepper.prefill([job.prompt for job in admitted], [job.entry for job in admitted],
+                                              rows=admitted)
+            for row, job in enumerate(admitted):
+                self._advance(job, logits[row])
+            self._batch = stepper.merge(self._batch, joining)
+        if self._batch is None:
+            return
+        alive = [job for job in self._batch.rows if job.finish is None and not self._dropped(job)]
+        self._batch = stepper.keep(self._batch, alive)
+        if self._batch is None:
+            return
+        self._on_step(len(self._batch))
+        logits = stepper.decode(self._batch, [job.tokens[-1] for job in self._batch.rows])
+        for row, job in enumerate(self._batch.rows):
+            self._advance(job, logits[row])
+
+    def _dropped(self, job: Job) -> bool:
+        if job.cancelled and job.finish is None:
+            self.cancelled_rows += 1
+            self._end(job, finish="cancelled")
+        return job.cancelled
+
+    def _advance(self, job: Job, logits: Any) -> None:
+        """Choose the job's next token, emit its text delta, and end it when a stop rule says so."""
+        token, logprob = job.sampler.pick(logits)
+        job.tokens.append(token)
+        finish = "eos" if job.stop_at_eos and token in self.stepper.eos_ids else None
+        text = self.stepper.tokenizer.decode(job.tokens, skip_special_tokens=True)
+        cut = min((text.find(s) for s in job.stops if s in text), default=-1)
+        if cut >= 0:
+            text, finish = text[:cut], "stop"
+        elif finish is None and len(job.tokens) >= job.max_new_tokens:
+            finish = "length"
+        safe = len(text) if finish else len(text) - _holdback(text, job.stops)
+        delta = text[job.sent:safe] if safe > job.sent else ""
+        job.sent = max(job.sent, safe)
+        self._emit(job, {"type": "token", "id": token, "logprob": logprob, "text": delta,
+                         "special": token in self.stepper.eos_ids})
+        if finish:
+            self._end(job, finish=finish, text=text)
+
+    def _end(self, job: Job, *, finish: str = "error", text: str = "", error: ServeError | None = None) -> None:
+        job.finish = finish
+        self.stepper.release(job.entry)
+        job.entry = None
+        if error is not None:
+            self._emit(job, {"type": "error", "error": error})
+        elif finish != "cancelled":
+            self._emit(job, {"type": "done", "finish": finish, "text": text, "tokens": len(job.tokens)})
+
+    def _emit(self, job: Job, event: dict[str, Any]) -> None:
+        try:
+            job.emit(event)
+        except Exception:  # noqa: BLE001 - the client's event loop is gone: drop the row
+            job.cancelled = True
+
+    def _report(self) -> None:
+        self._on_queue(len(self._waiting), self.running)
+
+
+def _holdback(text: str, stops: list[str]) -> int:
+    """Characters at the end of ``text`` not yet safe to send: an unfinished UTF-8 character, or the
+    start of a stop string that the next tokens may complete."""
+    hold = 0
+    while hold < len(text) and text[len(text) - 1 - hold] == "\ufffd":
+        hold += 1
+    for stop in stops:
+        for size in range(min(len(stop) - 1, len(text)), 0, -1):
+            if text.endswith(stop[:size]):
+                hold = max(hold, size)
+                break
+    return hold
+
