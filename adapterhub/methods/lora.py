@@ -66,7 +66,7 @@ class LoraSpec:
                 continue  # lora_bias=True adds lora_B.bias [out_features]
             if parsed.kind.startswith("lora_embedding"):
                 if embeddings is None:
-                    embeddings = {name for name, _ in base.model.named_modules()}
+                    embeddings = {name for name, _ in base.named_modules()}
                 if parsed.module not in embeddings:
                     raise _missing(parsed.module, linear)
                 continue

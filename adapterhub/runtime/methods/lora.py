@@ -167,7 +167,7 @@ class LoraMethod:
     def __post_init__(self) -> None:
         import torch
 
-        self._linears = {name: module for name, module in self.base.model.named_modules()
+        self._linears = {name: module for name, module in self.base.named_modules()
                          if isinstance(module, torch.nn.Linear)}
         self._dtype = getattr(torch, self.base.spec.dtype)
         self._device = next(self.base.model.parameters()).device
