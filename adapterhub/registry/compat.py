@@ -37,9 +37,9 @@ def check_compatible(config: Mapping[str, Any], tensor_shapes: Mapping[str, tupl
     Traceback (most recent call last):
     IncompatibleBaseError: adapter was made for base 'llama-x' ...
     """
+    check_task_fits(config, tensor_shapes, base)  # first: "decoder adapter on an encoder" says more than a fingerprint
     if fingerprint and fingerprint != base.fingerprint:
         raise IncompatibleBaseError(
             f"adapter was made for base {fingerprint!r} but this base is {base.fingerprint!r}; "
             "load the base it was trained on, or train the adapter again on this one")
-    check_task_fits(config, tensor_shapes, base)
     methods.get(methods.method_from_config(config)).check_fits(config, tensor_shapes, base)
