@@ -132,3 +132,23 @@ def spans_from_tags(words: Sequence[tuple[int, int]], tags: Sequence[str],
         if scores is not None:
             entity["score"] = round(sum(values) / len(values), 4)
     return entities
+
+
+def entities_from_logits(word_logits: Any, text: str, words: Sequence[tuple[int, int]],
+                         tags: Sequence[str]) -> list[dict[str, Any]]:
+    """Entities ``{"start", "end", "label", "text", "score"}`` from the logits of each word's first piece.
+
+    Args:
+        word_logits: ``[words, tags]`` tensor (one row per word, at its first word piece).
+        text: the input text (offsets index into it).
+        words: each word's character span.
+        tags: the head's BIO tags in order (``TaskSpec.head_labels``).
+    """
+    if not len(words):
+        return []
+    probabilities = word_logits.float().softmax(-1)
+    best = probabilities.argmax(-1).tolist()
+    scores = probabilities.max(-1).values.tolist()
+    entities = spans_from_tags(words, [tags[i] for i in best], scores)
+    return [{"start": e["start"], "end": e["end"], "label": e["label"], "text": text[e["start"]:e["end"]],
+             "score": e["score"]} for e in entities]

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from ..entities import spans_from_tags, words_of
+from ..entities import entities_from_logits, words_of
 from ..errors import TaskMismatchError
 from .batch import BARE, RowSlots
 
@@ -57,19 +57,6 @@ def classification_result(logits: Any, labels: Sequence[str]) -> dict[str, Any]:
     probabilities = logits.float().softmax(-1).tolist()
     best = max(range(len(labels)), key=lambda i: probabilities[i])
     return {"label": labels[best], "scores": {label: round(p, 6) for label, p in zip(labels, probabilities)}}
-
-
-def entity_result(logits: Any, text: str, words: list[tuple[int, int]], firsts: list[int],
-                  tags: Sequence[str]) -> list[dict[str, Any]]:
-    """Entities ``{"start", "end", "label", "text", "score"}`` from token logits ``[T, tags]`` (first word pieces)."""
-    if not words:
-        return []
-    probabilities = logits[firsts].float().softmax(-1)  # [words, tags]
-    best = probabilities.argmax(-1).tolist()
-    scores = probabilities.max(-1).values.tolist()
-    entities = spans_from_tags(words, [tags[i] for i in best], scores)
-    return [{"start": e["start"], "end": e["end"], "label": e["label"], "text": text[e["start"]:e["end"]],
-             "score": e["score"]} for e in entities]
 
 
 class EncoderCalls:
@@ -175,6 +162,7 @@ class EncoderCalls:
                     elif entry.task.type == "sequence_classification":
                         results.append(classification_result(logits[row], entry.task.head_labels))
                     else:
-                        results.append(entity_result(logits[row], text, encoded.words[row], encoded.firsts[row],
-                                                     entry.task.head_labels))
+                        firsts = encoded.firsts[row]
+                        results.append(entities_from_logits(logits[row][firsts], text, encoded.words[row],
+                                                            entry.task.head_labels))
         return results
