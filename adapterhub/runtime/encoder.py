@@ -138,6 +138,7 @@ class EncoderCalls:
         import torch
 
         results: list[Any] = []
+        limit = min(MAX_TOKENS, int(getattr(self.base.model.config, "max_position_embeddings", MAX_TOKENS)))
         with self._pinned(names) as rows:
             for entry, name in zip(rows, names):
                 if raw and entry is None:
@@ -150,7 +151,7 @@ class EncoderCalls:
                                             "(classify: sequence_classification, tag: token_classification)")
             for start in range(0, len(texts), batch_size):
                 chunk, chunk_rows = texts[start:start + batch_size], rows[start:start + batch_size]
-                encoded = encode_texts(self.tokenizer, chunk, device=self._device)
+                encoded = encode_texts(self.tokenizer, chunk, device=self._device, max_length=limit)
                 routing = self._routing(chunk_rows)
                 heads = RowSlots.build([BARE if e is None else e.slot for e in chunk_rows], device=self._device)
                 with routing.applied(), torch.inference_mode():
