@@ -152,3 +152,31 @@ def write_plots(run_dir: Path, metrics: dict[str, Any], *, name: str) -> list[Pa
 
 def _pad(tokenizer: Any) -> int:
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+
+def evaluate_registered(registry: Any, record: Any, base: Any, data: Any, *, batch_size: int = 32) -> dict[str, Any]:
+    """Metrics of a registered encoder adapter on a data file (the format and fields of its recipe).
+
+    The adapter's verified weights go into a fresh task model on ``base`` (as plain PEFT would load it).
+
+    Raises:
+        DataError: the file does not fit the adapter's task.
+    """
+    import peft
+
+    from ..base.encoder import load_task_model
+    from .data import encode_split, map_fields, read_rows
+    from .recipe import Source
+
+    task: TaskSpec = record.task
+    recipe_data = (record.manifest.get("recipe") or {}).get("data") or {}
+    loaded = registry.load(record.ref, base=base)
+    model = load_task_model(base, task_type=loaded.config["task_type"], labels=task.head_labels)
+    model = peft.get_peft_model(model, peft.PeftConfig.from_peft_type(**loaded.config))
+    peft.set_peft_model_state_dict(model, loaded.tensors)
+    origin = str(data)
+    rows = map_fields(read_rows(Source(path=origin)), fmt=task.type, fields=recipe_data.get("fields") or {}, origin=origin)
+    examples = encode_split(rows, fmt=task.type, tokenizer=base.tokenizer, task=task,
+                            max_length=int(recipe_data.get("max_length") or 512), origin=origin)
+    return evaluate_split(ClassifierLoss(model), base.tokenizer, task, Split(origin, rows, examples),
+                          batch_size=batch_size, device=base.model.device)

@@ -329,7 +329,8 @@ class Trainer:
             if stopping.patience is not None and self.best["bad_evals"] >= stopping.patience:
                 self.stopped_early = True
                 self._bar.write(f"early stopping at step {self.step}: validation {stopping.metric} has not improved "
-                                f"for {stopping.patience} evaluation(s) (best at step {self.best['step']})")
+                                f"for {stopping.patience} evaluation(s) (best at step {self.best['step']})",
+                                file=sys.stderr)  # stdout stays clean for --json
 
     def _evaluate(self, split: Any, *, accuracy: bool = True) -> dict[str, Any]:
         """Metrics of the current adapter on one split (the decoder's or the encoder task's evaluation)."""
