@@ -101,3 +101,18 @@ def test_corrupted_encoder_cache_is_rebuilt_from_the_verified_zip(tmp_path, monk
     assert not embedded._cache_is_valid(embedded.model_dir(embedded.ENCODER_ALIAS))
     path = embedded.ensure(embedded.ENCODER_ALIAS, progress=False)  # no network: the zip is verified and reused
     assert embedded._cache_is_valid(path)
+
+
+def test_nf4_encoder_keeps_its_identity_and_serves_adapters(bert_dir, tmp_path):
+    pytest.importorskip("bitsandbytes")
+    from adapterhub.runtime import AdapterHub
+    from adapterhub.runtime.testing import make_random_encoder_adapters
+
+    full = load_base(str(bert_dir), device="cpu")
+    nf4 = load_base(str(bert_dir), device="cpu", quantize="nf4")
+    assert nf4.kind == "encoder" and nf4.fingerprint == full.fingerprint
+    assert nf4.footprint_bytes < full.footprint_bytes
+    [path] = make_random_encoder_adapters(full, tmp_path, task_type="TOKEN_CLS", labels=("DRUG",))
+    with AdapterHub(nf4) as hub:
+        hub.load(path, name="ner")
+        assert hub.head_logits(["Aspirin for COPD."], domain="ner")[0].shape[-1] == 3
