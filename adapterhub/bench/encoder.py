@@ -66,7 +66,7 @@ def measure_encoder(config: BenchConfig, *, skipped: list[dict[str, str]], progr
         cases = {"bare": lambda: hub.head_logits(texts, domains=[None] * len(texts)),
                  "single": lambda: hub.head_logits(texts, domain=names[0]),
                  "mixed_8": lambda: hub.head_logits(texts, domains=[names[i % len(names)] for i in range(len(texts))])}
-        stats = time_interleaved(cases, warmup=config.warmup, repeats=max(config.repeats, 5), timer=timer)
+        stats = time_interleaved(cases, warmup=config.warmup, repeats=3 * config.repeats, timer=timer)  # cheap: more rounds
         result["forward"] = {"batch": len(texts), "tokens": tokens,
                              "ms": {case: s.scaled(1e3).to_dict() for case, s in stats.items()},
                              "ratio_to_bare": {case: ratio(stats[case], stats["bare"]) for case in ("single", "mixed_8")}}
