@@ -6,12 +6,12 @@ found through the fast tokenizer's ``word_ids`` and offset mapping); predictions
 character spans of the input text. Training (:mod:`adapterhub.training.encoder_data`),
 evaluation and the runtime's ``tag`` all use these functions, so spans are cut the same way.
 
->>> words = [(0, 7), (8, 14), (15, 19), (20, 24)]          # "Patient denies",  "chest", "pain"
->>> tags = word_tags(words, [{"start": 15, "end": 24, "label": "SYMPTOM"}])
+>>> words = [(0, 7), (8, 14), (15, 20), (21, 25)]          # "Patient denies chest pain"
+>>> tags = word_tags(words, [{"start": 15, "end": 25, "label": "SYMPTOM"}])
 >>> tags
 ['O', 'O', 'B-SYMPTOM', 'I-SYMPTOM']
 >>> [(e["start"], e["end"], e["label"]) for e in spans_from_tags(words, tags)]
-[(15, 24, 'SYMPTOM')]
+[(15, 25, 'SYMPTOM')]
 >>> conll_to_text(["Pfizer", "rose", "3.5", "%"], ["B-ORG", "O", "B-PERCENT", "I-PERCENT"])
 ('Pfizer rose 3.5 %', [{'start': 0, 'end': 6, 'label': 'ORG'}, {'start': 12, 'end': 17, 'label': 'PERCENT'}])
 """
