@@ -22,6 +22,9 @@ from typing import Any, Callable, Literal, Sequence
 from .errors import ConfigError
 
 DEFAULT_CLASSIFICATION_TEMPLATE = "Classify the following text as one of: {labels}.\n\n{text}"
+TASK_TYPES = ("generation", "classification", "sequence_classification", "token_classification")
+ENCODER_TASKS = ("sequence_classification", "token_classification")
+"""Task types served by an encoder base through a trained head (no prompt: the text goes in as it is)."""
 
 
 @dataclass(frozen=True)
@@ -29,15 +32,18 @@ class TaskSpec:
     """What an adapter does and how its prompts look.
 
     Attributes:
-        type: ``"generation"`` (free text) or ``"classification"`` (one of ``labels``).
-        labels: the label strings, in a fixed order.
+        type: ``"generation"`` (free text) or ``"classification"`` (one of ``labels``, by label
+            scoring) on a decoder; ``"sequence_classification"`` (one of ``labels`` per text) or
+            ``"token_classification"`` (entities of the types in ``labels``, tagged BIO per token)
+            through an encoder's head.
+        labels: the label strings (entity types for token classification), in a fixed order.
         prompt_template: the user message; ``{text}`` is the input, ``{labels}``
             the comma-separated labels.
         system_prompt: optional system message for chat templates.
         chat: wrap the message in the base tokenizer's chat template (when it has one).
     """
 
-    type: Literal["generation", "classification"] = "generation"
+    type: Literal["generation", "classification", "sequence_classification", "token_classification"] = "generation"
     labels: tuple[str, ...] = ()
     prompt_template: str = "{text}"
     system_prompt: str | None = None
@@ -45,8 +51,8 @@ class TaskSpec:
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.type, str) or self.type not in ("generation", "classification"):
-            raise ConfigError(f"unknown task type {self.type!r}; use 'generation' or 'classification'")
+        if not isinstance(self.type, str) or self.type not in TASK_TYPES:
+            raise ConfigError(f"unknown task type {self.type!r}; use one of {', '.join(TASK_TYPES)}")
         for name, value, kinds in (("prompt_template", self.prompt_template, (str,)),
                                    ("system_prompt", self.system_prompt, (str, type(None))),
                                    ("chat", self.chat, (bool,)), ("extra", self.extra, (dict,))):
@@ -55,8 +61,16 @@ class TaskSpec:
                                   f"not {type(value).__name__}")
         if not all(isinstance(label, str) and label for label in self.labels):
             raise ConfigError("task labels must be non-empty strings")
-        if self.type == "classification" and len(self.labels) < 2:
+        if self.type in ("classification", "sequence_classification") and len(self.labels) < 2:
             raise ConfigError(f"a classification task needs at least two labels, got {list(self.labels)!r}")
+        if self.type == "token_classification":
+            if not self.labels:
+                raise ConfigError("a token classification task needs its entity types as labels, e.g. [DISEASE, DRUG]")
+            bad = [label for label in self.labels if not label or label == "O" or label[:2] in ("B-", "I-")
+                   or any(c.isspace() for c in label)]
+            if bad:
+                raise ConfigError(f"entity types {bad!r} are not usable: give bare types without spaces "
+                                  "(DISEASE, not B-DISEASE or O); the BIO tags are derived from them")
         if len(set(self.labels)) != len(self.labels):
             raise ConfigError(f"labels must be unique, got {list(self.labels)!r}")
         if "{text}" not in self.prompt_template:
@@ -64,7 +78,29 @@ class TaskSpec:
 
     @property
     def is_classification(self) -> bool:
+        """A decoder classification task (labels scored by log-likelihood after a prompt)."""
         return self.type == "classification"
+
+    @property
+    def is_encoder_task(self) -> bool:
+        """Served by an encoder base and the adapter's own head (sequence or token classification)."""
+        return self.type in ENCODER_TASKS
+
+    @property
+    def base_kind(self) -> str:
+        """The kind of base the task needs: ``"encoder"`` or ``"decoder"``."""
+        return "encoder" if self.is_encoder_task else "decoder"
+
+    @property
+    def head_labels(self) -> tuple[str, ...]:
+        """The head's output classes in order: the labels, or for token classification the BIO tags.
+
+        >>> TaskSpec(type="token_classification", labels=("DRUG", "DISEASE")).head_labels
+        ('O', 'B-DRUG', 'I-DRUG', 'B-DISEASE', 'I-DISEASE')
+        """
+        if self.type == "token_classification":
+            return ("O", *(f"{prefix}-{label}" for label in self.labels for prefix in ("B", "I")))
+        return self.labels
 
     def user_message(self, text: str) -> str:
         """The template filled with ``text`` (and the labels)."""

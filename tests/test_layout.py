@@ -9,10 +9,11 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "adapterhub"
 LEAVES = {"errors", "paths", "_transformers", "memory", "tokens", "cpu"}
-SHARED = LEAVES | {"prompts", "scoring", "methods"}
+SHARED = LEAVES | {"prompts", "entities", "scoring", "methods"}
 MAY_USE = {  # wing -> wings it may import (itself always)
     "errors": set(), "paths": set(), "_transformers": set(), "memory": set(), "tokens": set(), "cpu": set(),
     "prompts": {"errors"},
+    "entities": {"errors"},
     "scoring": {"prompts", "tokens"},
     "methods": {"errors", "_transformers"},
     "base": LEAVES | {"hf.client"},  # Hugging Face ids load through the Hub client (itself a leaf)

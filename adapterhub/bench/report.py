@@ -171,6 +171,26 @@ def _memory(result: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _encoder(result: dict[str, Any]) -> list[str]:
+    forward = result["forward"]
+    rows = [[case.replace("_", " "), _stats_cell(stats), format_value(forward["ratio_to_bare"].get(case, 1.0), "×")]
+            for case, stats in forward["ms"].items()]
+    lines = [f"Encoder `{result['base']}`, batch {forward['batch']} × {forward['tokens']} tokens; {result['adapters']} "
+             f"LoRA r{result['rank']} adapters (4 sequence-, 4 token-classification), each row with its own head.", "",
+             *_table(["case", "ms", "× bare"], rows)]
+    sides = [("encoder (`classify`, head)", result.get("encoder")), ("decoder (`predict`, label scoring)",
+                                                                     result.get("decoder"))]
+    table = [[name, side["texts"], format_value(side["texts_per_second"]), _mib(side["base_bytes"]),
+              _mib(side["adapter_bytes"]), _mib(side["total_bytes"])] for name, side in sides if side]
+    lines += ["Finance sentiment texts, one adapter:", "",
+              *_table(["", "texts", "texts/s", "base", "adapter", "base + adapter"], table)]
+    versus = result.get("encoder_over_decoder")
+    if versus:
+        lines += [f"The encoder classifies **{format_value(versus['texts_per_second'], '×')}** the decoder's texts/s "
+                  f"in **{format_value(versus['memory'], '×')}** its memory.", ""]
+    return lines
+
+
 _SECTIONS = (
     ("switch", "1. Switch latency", _switch),
     ("load", "2. Load latency", _load),
@@ -180,6 +200,7 @@ _SECTIONS = (
     ("memory", "6. Memory", _memory),
     ("serve", "7. Serving over HTTP", lambda result: __import__("adapterhub.bench.serving",
                                                                 fromlist=["render"]).render(result)),
+    ("encoder", "8. Encoder adapters", _encoder),
 )
 
 

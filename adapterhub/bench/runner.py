@@ -45,7 +45,7 @@ def run_bench(config: BenchConfig | None = None, *, progress: bool = True) -> di
 
     >>> report = run_bench(BenchConfig.preset(quick=True))  # doctest: +SKIP
     >>> sorted(report["results"])  # doctest: +SKIP
-    ['forward', 'generation', 'load', 'memory', 'switch', 'training']
+    ['encoder', 'forward', 'generation', 'load', 'memory', 'switch', 'training']
     """
     started = time.perf_counter()
     config = config or BenchConfig.preset()
@@ -71,6 +71,12 @@ def run_bench(config: BenchConfig | None = None, *, progress: bool = True) -> di
         start = time.perf_counter()
         report["results"]["serve"] = measure_serve(config, base_name=base_name, adapters=ctx.adapters)
         seconds["serve"] = time.perf_counter() - start
+    if "encoder" in config.areas:
+        from .encoder import measure_encoder
+
+        start = time.perf_counter()
+        report["results"]["encoder"] = measure_encoder(config, skipped=report["skipped"])
+        seconds["encoder"] = time.perf_counter() - start
     if "training" in config.areas:
         start = time.perf_counter()
         report["results"]["training"] = measure_training(config, base_name=base_name, device=ctx.device,

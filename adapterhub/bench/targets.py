@@ -118,6 +118,8 @@ TARGETS: tuple[Target, ...] = (
            _fixed(1.0, "serve", "answered_share")),
     Target("nf4_footprint", "NF4 base ≤ 0.4× fp32 footprint", "×", False,
            _fixed(0.4, "memory", "base_footprint", "nf4_over_fp32")),
+    Target("encoder_mixed_8", "encoder: 8-adapter mixed batch (own heads) ≤ 1.15× bare encoder forward", "×", False,
+           _fixed(1.15, "encoder", "forward", "ratio_to_bare", "mixed_8")),
 )
 
 

@@ -88,8 +88,12 @@ def _summary(metrics: dict[str, Any]) -> str:
     parts = []
     if "accuracy" in metrics:
         parts.append(f"accuracy {metrics['accuracy']:.1%}, macro-F1 {metrics['macro_f1']:.3f}")
+    if "per_type" in metrics:  # NER: entity-level, exact spans
+        parts.append(f"entity F1 {metrics['f1']:.3f} (precision {metrics['precision']:.3f}, recall "
+                     f"{metrics['recall']:.3f}, {metrics['support']} entities)")
     if "loss" in metrics:
-        parts.append(f"loss {metrics['loss']:.4f}, perplexity {metrics['perplexity']:.3f}")
+        parts.append(f"loss {metrics['loss']:.4f}" + (f", perplexity {metrics['perplexity']:.3f}"
+                                                      if "perplexity" in metrics else ""))
     return "; ".join(parts) + (f" ({metrics['count']} rows)" if "count" in metrics else "")
 
 
@@ -145,6 +149,10 @@ def _evaluate(args: argparse.Namespace) -> int:
         return 0
     who = metrics["ref"] if metrics["adapter"] else f"bare base with {metrics['ref']}'s prompt"
     print(f"{who} on {metrics['data']}: {_summary(metrics)}")
-    if "f1" in metrics:
+    per_label = metrics.get("per_label") or metrics.get("per_type")
+    if per_label:  # encoder adapters: the classification report (or the entity report per type)
+        print_table([(label, f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}", row["support"])
+                     for label, row in per_label.items()], ["label", "precision", "recall", "F1", "support"])
+    elif isinstance(metrics.get("f1"), dict):
         print_table([(label, f"{f1:.3f}") for label, f1 in metrics["f1"].items()], ["label", "F1"])
     return 0

@@ -24,7 +24,12 @@ from .. import methods
 from ..errors import InvalidAdapterError
 
 # Hub ids of the embedded aliases, so cards link the real base model.
-BASE_HUB_IDS = {"smollm2-135m-instruct": "HuggingFaceTB/SmolLM2-135M-Instruct"}
+BASE_HUB_IDS = {"smollm2-135m-instruct": "HuggingFaceTB/SmolLM2-135M-Instruct",
+                "minilm-l6": "sentence-transformers/all-MiniLM-L6-v2"}
+PIPELINE_TAGS = {"sequence_classification": "text-classification", "token_classification": "token-classification"}
+"""The Hub ``pipeline_tag`` of encoder tasks (everything else is ``text-generation``)."""
+_AUTO_CLASSES = {"sequence_classification": "AutoModelForSequenceClassification",
+                 "token_classification": "AutoModelForTokenClassification"}
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -52,7 +57,8 @@ def card_metadata(manifest: Mapping[str, Any], adapter_config: Mapping[str, Any]
     base_model = hub_base_model(manifest, adapter_config)
     if base_model:
         metadata["base_model"] = base_model
-    metadata.update(library_name="peft", pipeline_tag="text-generation",
+    task_type = (manifest.get("task") or {}).get("type")
+    metadata.update(library_name="peft", pipeline_tag=PIPELINE_TAGS.get(task_type, "text-generation"),
                     tags=list(dict.fromkeys(tag for tag in tags if tag)))
     return metadata
 
@@ -102,9 +108,16 @@ def _describe(method: str, adapter_config: Mapping[str, Any]) -> str:
 
 def _task_section(manifest: Mapping[str, Any]) -> str:
     task = manifest.get("task") or {"type": "generation"}
+    labels = ", ".join(f"`{label}`" for label in task.get("labels", []))
+    if task.get("type") == "sequence_classification":
+        return (f"## Task\n\nSequence classification into {labels} by a head trained with the adapter (saved in "
+                "`modules_to_save`); the text goes in as it is. adapterhub: `hub.classify(text, domain=...)`.")
+    if task.get("type") == "token_classification":
+        return (f"## Task\n\nNamed entities of the types {labels}, one BIO tag per word (`O`, then `B-`/`I-` of each "
+                "type in that order) from a head trained with the adapter. adapterhub: `hub.tag(text, domain=...)` "
+                "returns character spans.")
     if task.get("type") != "classification":
         return "## Task\n\nFree text generation."
-    labels = ", ".join(f"`{label}`" for label in task.get("labels", []))
     lines = ["## Task", "", f"Classification into {labels}. Prompt template:", "", "```text",
              task.get("prompt_template", "{text}"), "```"]
     if task.get("system_prompt"):
@@ -135,6 +148,16 @@ def _recipe_section(manifest: Mapping[str, Any]) -> str:
 
 def _usage_section(manifest: Mapping[str, Any], repo_id: str, base_model: str | None) -> str:
     base = base_model or "<the base model>"
+    task = manifest.get("task") or {}
+    auto_class = _AUTO_CLASSES.get(task.get("type"))
+    if auto_class:
+        labels = list(task.get("labels") or [])
+        if task.get("type") == "token_classification":
+            labels = ["O", *(f"{prefix}-{label}" for label in labels for prefix in ("B", "I"))]
+        load = (f"base = {auto_class}.from_pretrained(\n    \"{base}\", num_labels={len(labels)}, "
+                f"id2label={dict(enumerate(labels))!r})")
+    else:
+        auto_class, load = "AutoModelForCausalLM", f'base = AutoModelForCausalLM.from_pretrained("{base}")'
     return f"""## Usage
 
 With adapterhub (verifies checksums and base compatibility, records the commit):
@@ -153,10 +176,10 @@ Anywhere adapterhub takes an adapter reference, `hf://{repo_id}@<revision>` pull
 With plain PEFT:
 
 ```python
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import {auto_class}, AutoTokenizer
 from peft import PeftModel
 
-base = AutoModelForCausalLM.from_pretrained("{base}")
+{load}
 tokenizer = AutoTokenizer.from_pretrained("{base}")
 model = PeftModel.from_pretrained(base, "{repo_id}")
 ```"""

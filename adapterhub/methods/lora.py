@@ -81,7 +81,7 @@ class LoraSpec:
                 continue  # lora_bias=True adds lora_B.bias [out_features]
             if parsed.kind.startswith("lora_embedding"):
                 if embeddings is None:
-                    embeddings = {name for name, _ in base.model.named_modules()}
+                    embeddings = {name for name, _ in base.named_modules()}
                 if parsed.module not in embeddings:
                     raise _missing(parsed.module, linear)
                 continue
@@ -110,10 +110,14 @@ class LoraSpec:
     def peft_config(self, recipe: Any, base: Any) -> Any:
         from peft import LoraConfig
 
-        section = recipe.adapter
+        section, task = recipe.adapter, recipe.task
+        task_type = ENCODER_TASK_TYPES.get(task.type, "CAUSAL_LM")
+        targets = section.target_modules
+        if task_type != "CAUSAL_LM" and targets == "all-linear":  # the body's linears, never the new head
+            targets = encoder_targets(base.linear_shapes, token=task_type == "TOKEN_CLS")
         return LoraConfig(r=section.r, lora_alpha=section.alpha, lora_dropout=section.dropout,
-                          target_modules=section.target_modules, use_dora=section.use_dora,
-                          use_rslora=section.use_rslora, task_type="CAUSAL_LM")
+                          target_modules=targets, use_dora=section.use_dora,
+                          use_rslora=section.use_rslora, task_type=task_type)
 
     def initialise(self, peft_model: Any, tokenizer: Any, recipe: Any) -> None:
         return None
@@ -138,6 +142,16 @@ def _pattern_problems(config: Mapping[str, Any], key: str, kind: str) -> list[st
         if problem:
             problems.append(f"{key}[{pattern[:60]!r}]{problem[len(pattern):]}")
     return problems
+ENCODER_TASK_TYPES = {"sequence_classification": "SEQ_CLS", "token_classification": "TOKEN_CLS"}
+
+
+def encoder_targets(linear_shapes: Mapping[str, tuple[int, int]], *, token: bool) -> list[str]:
+    """``all-linear`` on an encoder: every linear layer of its body by full name (token models have no pooler).
+
+    >>> encoder_targets({"bert.encoder.layer.0.attention.self.query": (4, 4), "bert.pooler.dense": (4, 4)}, token=True)
+    ['bert.encoder.layer.0.attention.self.query']
+    """
+    return sorted(name for name in linear_shapes if not (token and ".pooler." in f".{name}."))
 
 
 def _missing(module: str, linear: Mapping[str, tuple[int, int]]) -> IncompatibleBaseError:

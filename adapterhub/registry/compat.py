@@ -14,6 +14,7 @@ from typing import Any
 
 from .. import methods
 from ..errors import IncompatibleBaseError
+from ..methods.heads import check_task_fits
 
 
 def check_compatible(config: Mapping[str, Any], tensor_shapes: Mapping[str, tuple[int, ...]], base: Any, *,
@@ -27,7 +28,8 @@ def check_compatible(config: Mapping[str, Any], tensor_shapes: Mapping[str, tupl
         fingerprint: the base fingerprint recorded with the adapter, if any.
 
     Raises:
-        IncompatibleBaseError: another base's fingerprint, a target module the base lacks,
+        IncompatibleBaseError: another base's fingerprint, a decoder adapter on an encoder base (or the
+            reverse), a head that does not read the base's hidden size, a target module the base lacks,
             or a shape that differs (the message names the module and both shapes).
         InvalidAdapterError: a method adapterhub does not know.
 
@@ -35,6 +37,7 @@ def check_compatible(config: Mapping[str, Any], tensor_shapes: Mapping[str, tupl
     Traceback (most recent call last):
     IncompatibleBaseError: adapter was made for base 'llama-x' ...
     """
+    check_task_fits(config, tensor_shapes, base)  # first: "decoder adapter on an encoder" says more than a fingerprint
     if fingerprint and fingerprint != base.fingerprint:
         raise IncompatibleBaseError(
             f"adapter was made for base {fingerprint!r} but this base is {base.fingerprint!r}; "

@@ -17,26 +17,32 @@ from contextvars import ContextVar
 from typing import Any, Iterator, Sequence
 
 from ..base import embedded
-from ..errors import (AdapterInUseError, AdapterNotFoundError, ConfigError, InvalidNameError, MemoryBudgetError,
-                      UnknownDomainError)
 from .._transformers import text_config
+from ..errors import (AdapterInUseError, AdapterNotFoundError, ConfigError, InvalidNameError, MemoryBudgetError,
+                      TaskMismatchError, UnknownDomainError)
 from ..methods import method_from_config
 from ..prompts import TaskSpec
 from ..scoring import label_probabilities, label_scores
 from ..tokens import left_pad, pad_id_of
 from . import generation, scoring, sources
 from .batch import BARE, RowRouting, row_names
+from .encoder import EncoderCalls
+from .heads import HeadBank, default_task, split_payload
 from .methods import build_methods, route
 from .slots import Residency, ResidentAdapter, ResidentInfo, SlotsBusyError
 
 _UNSET: Any = type("Unset", (), {"__repr__": lambda self: "<default domain>"})()
 
 
-class AdapterHub:
+class AdapterHub(EncoderCalls):
     """One frozen base model serving many adapters, switched per call or mixed per row.
 
+    On a decoder base: ``generate``, ``predict``, ``label_scores``, ``logits``; on an encoder base
+    (``AdapterHub("minilm-l6")``): ``classify``, ``tag``, ``analyze``, ``head_logits``
+    (:class:`~adapterhub.runtime.encoder.EncoderCalls`), each row with its adapter's own head.
+
     Args:
-        base: an alias (``"smollm2-135m-instruct"``), a local directory, a Hugging
+        base: an alias (``"smollm2-135m-instruct"``, ``"minilm-l6"``), a local directory, a Hugging
             Face id, or an already loaded :class:`adapterhub.base.Base`.
         quantize: ``None``, ``"nf4"``, ``"fp4"`` or ``"int8"`` (when ``base`` is a name).
         registry: a :class:`~adapterhub.registry.Registry`, a registry root path,
@@ -70,6 +76,7 @@ class AdapterHub:
         else:
             self.base = load_base(os.fspath(base), quantize=quantize, device=device)
         self._methods = build_methods(self.base)
+        self._heads = HeadBank()  # encoder adapters' task heads, by slot
         self._registry_arg = registry
         self._registry: Any = _UNSET
         if not (isinstance(slot_wait_s, (int, float)) and slot_wait_s >= 0):
@@ -215,6 +222,9 @@ class AdapterHub:
         """
         import torch
 
+        if self.base.kind == "encoder":
+            raise TaskMismatchError(f"generate needs a decoder base; {self.base.spec.name!r} is an encoder: "
+                                    "use hub.classify or hub.tag")
         single = isinstance(prompt, str)
         prompts = [prompt] if single else list(prompt)
         names = self._row_names(len(prompts), domain, domains)
@@ -431,7 +441,10 @@ class AdapterHub:
 
     def _install(self, payload: sources.AdapterPayload, *, protect: frozenset[str]) -> ResidentAdapter:
         method = self._methods[method_from_config(payload.config)]
-        prepared = method.prepare(payload.config, payload.tensors)
+        head, config, tensors = split_payload(payload.config, payload.tensors, base=self.base)
+        prepared = method.prepare(config, tensors)
+        nbytes = prepared.nbytes + (head.nbytes if head is not None else 0)
+        task = payload.task if head is None or payload.task.is_encoder_task else default_task(config, head)
         deadline = None
         while True:
             previous = self._residency.get(payload.name)
@@ -443,7 +456,7 @@ class AdapterHub:
                                             "version after it returns")
                 self._evict(previous)
             try:
-                victims = self._residency.evictions_for(prepared.nbytes, name=payload.name, protect=protect)
+                victims = self._residency.evictions_for(nbytes, name=payload.name, protect=protect)
                 break
             except SlotsBusyError as error:  # running calls hold every slot: wait (bounded) for one to return
                 now = time.monotonic()
@@ -455,15 +468,18 @@ class AdapterHub:
         for victim in victims:
             self._evict(victim)
         entry = ResidentAdapter(name=payload.name, slot=self._residency.new_slot(), method=method.name,
-                                source=payload.source, nbytes=prepared.nbytes, file_bytes=payload.file_bytes,
-                                task=payload.task, domain=payload.domain)
+                                source=payload.source, nbytes=nbytes, file_bytes=payload.file_bytes,
+                                task=task, domain=payload.domain)
         method.install(entry.slot, prepared)
+        if head is not None:
+            self._heads.install(entry.slot, head)
         self._residency.add(entry)
         self._sources[entry.name] = entry.source
         return entry
 
     def _evict(self, entry: ResidentAdapter) -> None:
         self._methods[entry.method].remove(entry.slot)
+        self._heads.remove(entry.slot)
         self._residency.pop(entry.name)
         self._slot_freed.notify_all()
 

@@ -116,3 +116,67 @@ def load_peft(base: Any, adapter_dir: str | Path, *, quantize: str | None = None
     fresh = load_base(_model_dir(base), quantize=quantize, dtype=dtype, device="cpu", progress=False)
     with quiet_peft_wrapping():
         return PeftModel.from_pretrained(fresh.model, str(adapter_dir)).eval()
+
+
+ENCODER_LINEAR = ("query", "key", "value", "dense")
+
+
+def encoder_task_model(base: Any, task_type: str, num_labels: int, *, dtype: str = "float32") -> Any:
+    """A fresh ``AutoModelFor{Sequence,Token}Classification`` on ``base``'s weights (CPU, eval mode).
+
+    Its head is randomly initialised; PEFT replaces it with the adapter's saved head.
+    """
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
+
+    model_class = AutoModelForTokenClassification if task_type == "TOKEN_CLS" else AutoModelForSequenceClassification
+    return model_class.from_pretrained(_model_dir(base), num_labels=num_labels, dtype=getattr(torch, dtype)).eval()
+
+
+def make_random_encoder_adapters(base: Any, out_dir: str | Path, count: int = 1, *, task_type: str = "SEQ_CLS",
+                                 labels: Sequence[str] = ("positive", "negative", "neutral"), r: int = 8,
+                                 lora_alpha: float | None = None, target_modules: Sequence[str] = ENCODER_LINEAR,
+                                 std: float = 0.1, seed: int = 0, prefix: str | None = None,
+                                 **options: Any) -> list[Path]:
+    """Save ``count`` random LoRA encoder adapters with their heads (plain PEFT + a minimal manifest).
+
+    Args:
+        base: an encoder :class:`adapterhub.base.Base` or its model directory.
+        task_type: ``"SEQ_CLS"`` (``labels`` are the classes) or ``"TOKEN_CLS"`` (``labels`` are entity
+            types; the head predicts ``O`` and ``B-``/``I-`` of each).
+        r, lora_alpha, target_modules, **options: LoRA settings (``lora_alpha`` defaults to ``2 * r``).
+        std: scale of the random LoRA weights (the head gets ``std`` too).
+
+    >>> make_random_encoder_adapters(base, "/tmp/enc", task_type="TOKEN_CLS", labels=["DRUG"])  # doctest: +SKIP
+    [PosixPath('/tmp/enc/token_cls-0')]
+    """
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from ..prompts import TaskSpec
+
+    task = TaskSpec(type="token_classification" if task_type == "TOKEN_CLS" else "sequence_classification",
+                    labels=tuple(labels))
+    model = encoder_task_model(base, task_type, len(task.head_labels))
+    config = LoraConfig(task_type=task_type, r=r, lora_alpha=lora_alpha or 2 * r, target_modules=list(target_modules),
+                        init_lora_weights=False, **options)
+    peft_model = get_peft_model(model, config)
+    paths = []
+    for index in range(count):
+        generator = torch.Generator().manual_seed(seed + index)
+        with torch.no_grad():
+            for name, parameter in peft_model.named_parameters():
+                if parameter.requires_grad:
+                    parameter.copy_(torch.randn(parameter.shape, generator=generator) * std)
+        path = Path(out_dir) / f"{prefix or task_type.lower()}-{index}"
+        peft_model.save_pretrained(str(path))
+        write_manifest(path, task=task, base=base if hasattr(base, "fingerprint") else None)
+        paths.append(path)
+    return paths
+
+
+def load_peft_encoder(base: Any, adapter_dir: str | Path, *, task_type: str, num_labels: int) -> Any:
+    """Plain PEFT reference for an encoder adapter: ``PeftModel.from_pretrained(AutoModelFor...(base), dir)``."""
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(encoder_task_model(base, task_type, num_labels), str(adapter_dir)).eval()

@@ -167,9 +167,11 @@ def map_fields(rows: list[dict[str, Any]], *, fmt: str, fields: dict[str, str], 
     column = {name: fields.get(name, name) for name in canonical}
     if fmt == "completion":
         required = ("completion",) if column["completion"] in rows[0] or "completion" in fields else ("text",)
+    elif fmt == "token_classification":
+        required = ("tokens", "tags") if column["tokens"] in rows[0] or "tokens" in fields else ("text", "entities")
     else:
         required = {"classification": ("text", "label"), "instruction": ("instruction", "output"),
-                    "chat": ("messages",)}[fmt]
+                    "chat": ("messages",), "sequence_classification": ("text", "label")}[fmt]
     mapped = []
     for number, row in enumerate(rows, 1):
         for name in required:
@@ -179,6 +181,10 @@ def map_fields(rows: list[dict[str, Any]], *, fmt: str, fields: dict[str, str], 
                 raise DataError(f"{how} is missing from row {number} of {origin} (columns: {sorted(row)}); "
                                 f"rename it with data.fields: {{{name}: <your column>}}")
         mapped.append({name: row[column[name]] for name in canonical if row.get(column[name]) is not None})
+    if fmt == "token_classification":
+        from .encoder_data import canonical_token_rows
+
+        return canonical_token_rows(mapped, origin=origin)
     return mapped
 
 
@@ -264,6 +270,10 @@ def encode_split(rows: list[dict[str, Any]], *, fmt: str, tokenizer: Any, task: 
         DataError: a label is not in ``task.labels``; a prompt (or, for classification, a
             prompt plus its label) does not fit ``max_length``.
     """
+    if task.is_encoder_task:
+        from .encoder_data import encode_rows
+
+        return encode_rows(rows, tokenizer=tokenizer, task=task, max_length=max_length, origin=origin)
     if task.is_classification:
         unknown = sorted({str(row["label"]) for row in rows} - set(task.labels))
         if unknown:

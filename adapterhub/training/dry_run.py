@@ -93,7 +93,9 @@ def check_recipe(recipe: str | Path | dict[str, Any] | Recipe, *, overrides: Seq
             continue
         entry: dict[str, Any] = {"rows": len(split.rows), "tokens": split.num_tokens,
                                  "longest": max(len(e) for e in split.examples), "origin": split.origin}
-        if dataset.task.is_classification:
+        if dataset.task.is_classification or dataset.task.type == "sequence_classification":
             entry["labels"] = dict(Counter(str(row["label"]) for row in split.rows))
+        elif dataset.task.type == "token_classification":  # entities per type
+            entry["labels"] = dict(Counter(e["label"] for row in split.rows for e in row["entities"]))
         summary[name] = entry
     return summary

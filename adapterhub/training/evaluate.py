@@ -189,7 +189,8 @@ def evaluate_file(ref: str, data: str | Path, *, registry: Any = None, base: Any
         registry: a :class:`~adapterhub.registry.Registry` (default: the default registry).
         base: a loaded base (default: load the base named in the manifest); the adapter is
             attached to it for the evaluation and removed again.
-        adapter: ``False`` scores the bare base zero-shot with the adapter's prompt.
+        adapter: ``False`` scores the bare base zero-shot with the adapter's prompt (decoder adapters; an
+            encoder adapter's head exists only with the adapter).
         batch_size: rows per forward pass.
         progress: show a progress bar on stderr.
 
@@ -223,6 +224,11 @@ def evaluate_file(ref: str, data: str | Path, *, registry: Any = None, base: Any
     if base is None:
         base_name = (record.manifest.get("base") or {}).get("name") or (recipe.get("base") or {}).get("model")
         base = load_base(base_name) if base_name else load_base()
+    if record.task.is_encoder_task:
+        from .encoder_task import evaluate_registered
+
+        return {"ref": record.ref, "data": str(data), "adapter": True,
+                **evaluate_registered(registry, record, base, data, batch_size=batch_size)}
     peft_model = load_peft_model(registry, ref, base)
     task, fmt = record.task, recipe_data.get("format") or ("classification" if record.task.is_classification else "completion")
     origin = str(data)

@@ -40,8 +40,17 @@ FORMAT_FIELDS = {
     "instruction": ("instruction", "input", "output"),
     "chat": ("messages",),
     "completion": ("prompt", "completion", "text"),
+    "sequence_classification": ("text", "label"),
+    "token_classification": ("text", "entities", "tokens", "tags"),
 }
 """The canonical row fields of each data format (``data.fields`` renames them)."""
+ENCODER_FORMATS = ("sequence_classification", "token_classification")
+"""Formats trained on an encoder base with a new head (no prompt: the text goes in as it is)."""
+STOPPING_METRICS = {  # data.format -> validation metrics early stopping may watch (loss: lower is better)
+    "classification": ("loss", "accuracy", "macro_f1"),
+    "sequence_classification": ("loss", "accuracy", "macro_f1", "micro_f1"),
+    "token_classification": ("loss", "f1", "precision", "recall", "macro_f1"),
+}
 
 QUANTIZATIONS = ("nf4", "fp4", "int8")
 SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
@@ -127,7 +136,9 @@ class EarlyStopping(_Section):
     """Stop when the validation metric stops improving."""
 
     patience: int | None = Field(None, ge=1, description="evaluations without improvement before stopping; null = off")
-    metric: Literal["loss", "accuracy"] = Field("loss", description="validation metric to watch (accuracy: classification)")
+    metric: str = Field("loss", description="validation metric to watch: loss; accuracy, macro_f1 (classification "
+                                            "formats); micro_f1 (sequence_classification); f1, precision, recall "
+                                            "(token_classification: entity-level, exact spans)")
     min_delta: float = Field(0.0, ge=0, description="smallest change that counts as an improvement")
 
 
@@ -138,15 +149,19 @@ class DataSection(_Section):
     validation: Source | None = Field(None, description="validation rows; null = split off validation_split")
     test: Source | None = Field(None, description="held-out rows scored once after training (never used to select)")
     validation_split: float = Field(0.0, ge=0, lt=1, description="fraction of train held out when validation is null")
-    format: Literal["classification", "instruction", "chat", "completion"] = Field(
+    format: Literal["classification", "instruction", "chat", "completion", "sequence_classification",
+                    "token_classification"] = Field(
         "classification", description="classification (text,label), instruction (instruction,input,output), "
-                                      "chat (messages), completion (prompt,completion or text)")
+                                      "chat (messages), completion (prompt,completion or text); on an encoder base: "
+                                      "sequence_classification (text,label), token_classification (text,entities "
+                                      "with character offsets, or CoNLL tokens,tags)")
     fields: dict[str, str] = Field(default_factory=dict, description="rename fields: {canonical: column}, e.g. {text: sentence}")
     prompt_template: str | None = Field(
         None, description="user message with {text} (and {labels}); null = a format default")
     system_prompt: str | None = Field(None, description="system message for the chat template")
     chat: bool = Field(True, description="wrap prompts in the base's chat template (completion never is)")
-    labels: list[str] | None = Field(None, description="the label strings, in order (classification)")
+    labels: list[str] | None = Field(None, description="the label strings, in order (classification formats); "
+                                                       "entity types for token_classification")
     max_length: int = Field(512, ge=8, description="longest example in tokens; longer answers are cut, longer prompts are errors")
     packing: bool = Field(False, description="pack several examples per row (LoRA only); else length-grouped batches")
 
@@ -248,8 +263,18 @@ class Recipe(_Section):
         if stopping.patience is not None and not has_validation:
             problems.append("training.early_stopping needs validation rows: set data.validation or "
                             "data.validation_split")
-        if stopping.metric == "accuracy" and self.data.format != "classification":
-            problems.append("training.early_stopping.metric 'accuracy' needs data.format 'classification'")
+        allowed = STOPPING_METRICS.get(self.data.format, ("loss",))
+        if stopping.metric not in allowed:
+            formats = [repr(fmt) for fmt, metrics in STOPPING_METRICS.items() if stopping.metric in metrics]
+            problems.append(f"training.early_stopping.metric {stopping.metric!r} needs data.format {' or '.join(formats)}"
+                            if formats else f"unknown training.early_stopping.metric {stopping.metric!r}; for data.format "
+                            f"{self.data.format!r} use one of {', '.join(allowed)}")
+        if self.data.format in ENCODER_FORMATS:
+            if self.adapter.method != "lora":
+                problems.append(f"data.format {self.data.format!r} trains a head on an encoder with adapter.method "
+                                "'lora' only")
+            if self.data.packing:
+                problems.append(f"data.packing does not apply to data.format {self.data.format!r}")
         if problems:
             raise ValueError("\n  ".join(problems))
         return self
@@ -264,16 +289,18 @@ class Recipe(_Section):
         template_ok = data.prompt_template is None or "{text}" in data.prompt_template
         if not template_ok:
             problems.append(f"data.prompt_template {data.prompt_template!r} must contain '{{text}}'")
-        if data.format == "classification":
+        if data.format in ("classification", *ENCODER_FORMATS):
             if not data.labels:
-                problems.append("data.labels is required for format 'classification': list the label strings")
+                what = "entity types" if data.format == "token_classification" else "label strings"
+                problems.append(f"data.labels is required for format {data.format!r}: list the {what}")
             elif template_ok:
                 try:
                     self.task  # validates labels and template through TaskSpec
                 except ValueError as error:
                     problems.append(str(error))
         elif data.labels is not None:
-            problems.append(f"data.labels only applies to format 'classification', not {data.format!r}")
+            problems.append(f"data.labels only applies to format 'classification' (or the encoder formats), "
+                            f"not {data.format!r}")
         return problems
 
     @property
@@ -283,6 +310,8 @@ class Recipe(_Section):
 
         data = self.data
         try:
+            if data.format in ENCODER_FORMATS:
+                return TaskSpec(type=data.format, labels=tuple(data.labels or ()), chat=False)
             if data.format == "classification":
                 return TaskSpec(type="classification", labels=tuple(data.labels or ()), system_prompt=data.system_prompt,
                                 prompt_template=data.prompt_template or DEFAULT_CLASSIFICATION_TEMPLATE, chat=data.chat)

@@ -17,6 +17,10 @@ Read it top to bottom, like the run itself:
    registered when anything before this fails.
 4. **cleanup** — restore the Ctrl-C handler, close the progress bar.
 
+Encoder recipes (``sequence_classification``, ``token_classification``) run the same loop; what
+differs — the task model with its new head, batches, loss, evaluation, plots — is
+:mod:`adapterhub.training.encoder_task`.
+
 Data-parallel multi-GPU needs no changes: ``accelerate launch -m adapterhub train RECIPE``.
 
 >>> result = train("recipes/finance.yaml")  # doctest: +SKIP
@@ -28,6 +32,7 @@ from __future__ import annotations
 
 import math
 import signal
+import sys
 import threading
 import time
 from contextlib import nullcontext
@@ -37,7 +42,7 @@ from typing import Any, Sequence
 
 from .. import methods
 from .._transformers import quiet_peft_wrapping
-from ..errors import TrainingError
+from ..errors import RecipeError, TrainingError
 from . import checkpoint, run_dir as runs
 from .batching import collate, plan_batches, plan_steps
 from .data import load_dataset
@@ -115,13 +120,22 @@ class Trainer:
         self.accelerator = self._setup_accelerator()
         torch.manual_seed(training.seed)
         self.base = self._setup_base()
+        self.encoder = self.recipe.task.is_encoder_task
+        if self.recipe.task.base_kind != self.base.kind:
+            raise RecipeError(f"data.format {self.recipe.data.format!r} needs a{'n' if self.encoder else ''} "
+                              f"{self.recipe.task.base_kind} base, but base.model {self.recipe.base.model!r} is a"
+                              f"{'n' if self.base.kind == 'encoder' else ''} {self.base.kind}; set base.model to "
+                              f"{'minilm-l6' if self.encoder else 'smollm2-135m-instruct'} (or another "
+                              f"{self.recipe.task.base_kind})")
         self.data = load_dataset(self.recipe, self.base.tokenizer)
         self.pad_id = self.base.tokenizer.pad_token_id
         self.peft_model = self._setup_adapter()
         self.optimizer, self.scheduler = self._setup_optimizer()
+        from .encoder_task import ClassifierLoss
         from .lm_loss import SupervisedLM
 
-        self.model, self.optimizer = self.accelerator.prepare(SupervisedLM(self.peft_model), self.optimizer)
+        loss_model = ClassifierLoss(self.peft_model) if self.encoder else SupervisedLM(self.peft_model)
+        self.model, self.optimizer = self.accelerator.prepare(loss_model, self.optimizer)
         self.run_dir = self._setup_run_dir()
         if self.resume:
             self._restore(checkpoint.latest_checkpoint(self.run_dir))  # last: it also restores the RNG
@@ -149,6 +163,12 @@ class Trainer:
         from peft import get_peft_model, prepare_model_for_kbit_training
 
         method = methods.get(self.recipe.adapter.method)
+        if self.encoder:
+            from .encoder_task import peft_model
+
+            model = peft_model(self.base, self.recipe, method)
+            model.train()
+            return model
         checkpointing = self.recipe.training.gradient_checkpointing
         model = self.base.model
         with quiet_peft_wrapping():
@@ -244,14 +264,18 @@ class Trainer:
         """One optimizer step (all its micro-batches); appends to and returns the history row."""
         import torch
 
-        from .lm_loss import batch_inputs
+        from . import encoder_task, lm_loss
 
         started = time.perf_counter()
         data, training = self.recipe.data, self.recipe.training
         share = training.share_prompt_prefix and not (training.gradient_checkpointing or data.packing)
-        batches = [collate([self.data.train.examples[i] for i in indices], pad_id=self.pad_id, share_prefix=share,
+        token = self.recipe.task.type == "token_classification"
+        batches = [encoder_task.collate([self.data.train.examples[i] for i in indices], pad_id=self.pad_id, token=token)
+                   if self.encoder else
+                   collate([self.data.train.examples[i] for i in indices], pad_id=self.pad_id, share_prefix=share,
                            pack_length=data.max_length if data.packing else None)
                    for indices in self._micro_batches()]
+        batch_inputs = encoder_task.batch_inputs if self.encoder else lm_loss.batch_inputs
         targets = self._sum_over_processes(sum(int(batch.targets.numel()) for batch in batches))
         scale = self.accelerator.num_processes / targets  # DDP averages gradients over processes
         loss_sum = 0.0
@@ -311,15 +335,12 @@ class Trainer:
         """Evaluate on validation; track the best adapter and early stopping."""
         if self.data.validation is None:
             return
-        from .evaluate import evaluate_split
-
         stopping = self.recipe.training.early_stopping
-        metrics = evaluate_split(self.accelerator.unwrap_model(self.model), self.base.tokenizer, self.data.task,
-                                 self.data.validation, batch_size=self.recipe.training.eval_batch_size,
-                                 device=self.accelerator.device, accuracy=stopping.metric == "accuracy",
+        metrics = self._evaluate(self.data.validation, accuracy=stopping.metric != "loss",
                                  progress=self._progress_label(f"validate at step {self.step}"), leave=False)
-        self.history["validation"].append({"step": self.step, **{k: v for k, v in metrics.items() if k != "f1"}})
-        score = metrics["accuracy"] if stopping.metric == "accuracy" else -metrics["loss"]
+        self.history["validation"].append({"step": self.step, **{k: v for k, v in metrics.items()
+                                                                 if not isinstance(v, (dict, list))}})
+        score = -metrics["loss"] if stopping.metric == "loss" else metrics[stopping.metric]
         if self.best["score"] is None or score > self.best["score"] + stopping.min_delta:
             self.best = {"score": score, "step": self.step, "metrics": metrics, "bad_evals": 0}
             if self.recipe.training.load_best:
@@ -329,7 +350,22 @@ class Trainer:
             if stopping.patience is not None and self.best["bad_evals"] >= stopping.patience:
                 self.stopped_early = True
                 self._bar.write(f"early stopping at step {self.step}: validation {stopping.metric} has not improved "
-                                f"for {stopping.patience} evaluation(s) (best at step {self.best['step']})")
+                                f"for {stopping.patience} evaluation(s) (best at step {self.best['step']})",
+                                file=sys.stderr)  # stdout stays clean for --json
+
+    def _evaluate(self, split: Any, *, accuracy: bool = True, progress: str | None = None,
+                  leave: bool = True) -> dict[str, Any]:
+        """Metrics of the current adapter on one split (the decoder's evaluation with a progress bar, or the
+        encoder task's)."""
+        from . import encoder_task, evaluate
+
+        model = self.accelerator.unwrap_model(self.model)
+        options = {"batch_size": self.recipe.training.eval_batch_size, "device": self.accelerator.device,
+                   "accuracy": accuracy}
+        if self.encoder:
+            return encoder_task.evaluate_split(model, self.base.tokenizer, self.data.task, split, **options)
+        return evaluate.evaluate_split(model, self.base.tokenizer, self.data.task, split, **options,
+                                       progress=progress, leave=leave)
 
     def _stop_requested(self) -> bool:
         if self.accelerator.num_processes == 1:
@@ -372,6 +408,10 @@ class Trainer:
             runs.write_metrics(self.run_dir, {"name": self.recipe.name, "run_dir": str(self.run_dir),
                                               "metrics": metrics, "history": self.history})
             runs.plot_losses(self.run_dir, self.history, title=f"{self.recipe.name} ({self.recipe.adapter.method})")
+            if self.encoder:
+                from .encoder_task import write_plots
+
+                write_plots(self.run_dir, metrics, name=self.recipe.name)
             describe_adapter_dir(adapter_dir, self.recipe, metrics=metrics, base=self.base)  # loads with its task
         except KeyboardInterrupt:
             self._interrupt_requested = True
@@ -394,15 +434,14 @@ class Trainer:
 
     def final_metrics(self) -> dict[str, Any]:
         """Validation and test metrics of the current adapter (plus base zero-shot with ``eval_base``)."""
-        from .evaluate import evaluate_split, zero_shot_metrics
+        from .evaluate import zero_shot_metrics
 
-        model, task = self.accelerator.unwrap_model(self.model), self.data.task
+        task = self.data.task
         options = {"batch_size": self.recipe.training.eval_batch_size, "device": self.accelerator.device}
         splits = {name: split for name in ("validation", "test") if (split := getattr(self.data, name)) is not None}
         metrics: dict[str, Any] = {}
         for name, split in splits.items():
-            metrics[name] = evaluate_split(model, self.base.tokenizer, task, split, **options,
-                                           progress=self._progress_label(f"evaluate {name}"))
+            metrics[name] = self._evaluate(split, progress=self._progress_label(f"evaluate {name}"))
         if self.recipe.training.eval_base and task.is_classification:
             metrics["base"] = {name: zero_shot_metrics(self.peft_model, self.base.tokenizer, task, split, **options,
                                                        progress=self._progress_label(f"bare base on {name}"))
@@ -411,7 +450,7 @@ class Trainer:
             "steps": self.step, "epochs": round(self.step / self.steps_per_epoch, 3), "stopped_early": self.stopped_early,
             "best_step": self.best["step"], "final_loss": self.history["train"][-1]["loss"] if self.history["train"] else None,
             "tokens": self.train_tokens, "seconds": round(self.train_seconds, 2), "processes": self.accelerator.num_processes,
-            "tokens_per_second": round(self.train_tokens / max(self.train_seconds, 1e-9), 1)}  # per process
+            "tokens_per_second": round(self.train_tokens / max(self.train_seconds, 1e-9), 1)}  # all processes
         return metrics
 
     def _progress_label(self, label: str) -> str | None:

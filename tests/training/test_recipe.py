@@ -172,15 +172,22 @@ def test_the_four_domain_recipes_ship():
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
 def test_shipped_recipe_is_valid(path, tiny_base):
     """Every shipped YAML validates, opens with its exact command, and its data encodes (tiny tokenizer)."""
+    from adapterhub.base.tiny import make_tiny_wordpiece_tokenizer
     from adapterhub.training.data import load_dataset
 
     first_lines = path.read_text().splitlines()[:3]
     assert any(f"adapterhub train recipes/{path.name}" in line for line in first_lines)
     recipe = load_recipe(path)
-    assert recipe.base.model == "smollm2-135m-instruct" and recipe.data.test is not None
-    dataset = load_dataset(load_recipe(path, overrides=["data.max_length=4096"]), tiny_base.tokenizer)
+    encoder = recipe.task.is_encoder_task  # encoder recipes: the embedded encoder, a BERT-style tokenizer
+    assert recipe.base.model == ("minilm-l6" if encoder else "smollm2-135m-instruct") and recipe.data.test is not None
+    tokenizer = make_tiny_wordpiece_tokenizer() if encoder else tiny_base.tokenizer
+    dataset = load_dataset(load_recipe(path, overrides=["data.max_length=4096"]), tokenizer)
     assert len(dataset.train.rows) >= 240 and len(dataset.validation.rows) >= 60
-    assert {row["label"] for row in dataset.test.rows} == set(recipe.data.labels)
+    if recipe.task.type == "token_classification":
+        assert len(dataset.train.rows) >= 300
+        assert {e["label"] for row in dataset.test.rows for e in row["entities"]} == set(recipe.data.labels)
+    else:
+        assert {row["label"] for row in dataset.test.rows} == set(recipe.data.labels)
 
 
 # --- issue 13: registry rules at check time, bounded YAML --------------------------------------
