@@ -75,7 +75,8 @@ class Stepper:
         self.device = hub._device
         text = text_config(self.model.config)
         self.context_length = int(getattr(text, "max_position_embeddings", 0) or 2048)
-        eos = self.model.generation_config.eos_token_id
+        generation_config = getattr(self.model, "generation_config", None)  # encoders have none
+        eos = getattr(generation_config, "eos_token_id", None)
         if eos is None:
             eos = self.tokenizer.eos_token_id
         self.eos_ids = frozenset([eos] if isinstance(eos, int) else (eos or []))

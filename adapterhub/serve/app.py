@@ -291,6 +291,19 @@ def build_app(hub: Any, options: ServeOptions | None = None, *, engine: Engine |
         return {"id": shape.new_id("classify"), "object": "list", "created": int(time.time()),
                 "model": body.model, "data": data}
 
+    @app.post("/v1/tag")
+    async def tag(request: Request) -> dict[str, Any]:
+        key = authenticate(request)
+        body = await parse(request, ClassifyRequest)
+        ref = permit(request, key, body.model)
+        texts = body.texts()
+        found = await run_in_threadpool(engine.tag, ref, texts)
+        note(request, adapter=ref)
+        note(request, text_in=texts, text_out=[[entity["text"] for entity in entities] for entities in found])
+        data = [{"index": i, "entities": entities} for i, entities in enumerate(found)]
+        return {"id": shape.new_id("tag"), "object": "list", "created": int(time.time()), "model": body.model,
+                "data": data}
+
     # --- LoRAX / TGI ------------------------------------------------------------------------
     async def tgi(request: Request, force_stream: bool | None) -> Response:
         key = authenticate(request)

@@ -149,6 +149,9 @@ class Engine:
         The caller passes the pinned ``entry`` from :meth:`acquire`; it is released here on any error.
         """
         try:
+            if self.hub.base.kind == "encoder":
+                raise ServeError(400, f"this server's base ({self.base_id}) is an encoder: it classifies "
+                                 "(/v1/classify) and tags (/v1/tag) but does not generate text", code="task_mismatch")
             cap = self.options.max_new_tokens
             if max_tokens is not None and max_tokens > cap:
                 raise ServeError(400, f"max_tokens={max_tokens} is over this server's cap of {cap} "
@@ -220,6 +223,8 @@ class Engine:
                              code="task_mismatch")
         entry = self.acquire(ref)
         try:
+            if entry.task.is_encoder_task:
+                return self._classify_encoder(entry, texts)
             scores = self.hub.label_scores(texts, domain=entry.name)
         finally:
             self.stepper.release(entry)
@@ -229,3 +234,32 @@ class Engine:
             rows.append({"labels": labels, "scores": [row[label] for label in labels],
                          "probs": [shares[label] for label in labels], "label": max(labels, key=row.get)})
         return rows
+
+    def _classify_encoder(self, entry: Any, texts: list[str]) -> list[dict[str, Any]]:
+        """An encoder classifier's answer in the same shape (``scores`` are log-probabilities)."""
+        import math
+
+        if entry.task.type != "sequence_classification":
+            raise ServeError(400, f"{entry.name!r} is a {entry.task.type} adapter; ask /v1/tag for its entities",
+                             code="task_mismatch")
+        rows = []
+        for answer in self.hub.classify(texts, domain=entry.name):
+            labels = list(answer["scores"])
+            probs = [answer["scores"][label] for label in labels]
+            rows.append({"labels": labels, "probs": probs, "label": answer["label"],
+                         "scores": [math.log(max(p, 1e-45)) for p in probs]})
+        return rows
+
+    def tag(self, ref: str | None, texts: list[str]) -> list[list[dict[str, Any]]]:
+        """Entities (character offsets, label, text, score) per text from a token-classification adapter."""
+        if ref is None:
+            raise ServeError(400, "tagging needs a token-classification (NER) adapter as model, not the bare base",
+                             code="task_mismatch")
+        entry = self.acquire(ref)
+        try:
+            if entry.task.type != "token_classification":
+                raise ServeError(400, f"{entry.name!r} is a {entry.task.type} adapter, not a token-classification "
+                                 "(NER) one; /v1/tag needs a tagger", code="task_mismatch")
+            return self.hub.tag(texts, domain=entry.name)
+        finally:
+            self.stepper.release(entry)
