@@ -15,7 +15,7 @@ import sys
 from ..errors import AdapterHubError
 
 # order = order in --help
-COMMAND_MODULES = ["quickstart", "runtime", "train", "registry", "hub", "base", "bench"]
+COMMAND_MODULES = ["quickstart", "runtime", "train", "merge", "registry", "hub", "base", "bench"]
 
 
 def build_parser() -> argparse.ArgumentParser:
