@@ -53,8 +53,9 @@ def card_metadata(manifest: Mapping[str, Any], adapter_config: Mapping[str, Any]
     base_model = hub_base_model(manifest, adapter_config)
     if base_model:
         metadata["base_model"] = base_model
-    metadata.update(library_name="peft", pipeline_tag="text-generation",
-                    tags=list(dict.fromkeys(tag for tag in tags if tag)))
+    peft_loads = manifest.get("method") != "bottleneck"  # adapterhub's own method: PEFT cannot load it
+    metadata.update(library_name="peft" if peft_loads else "adapterhub", pipeline_tag="text-generation",
+                    tags=list(dict.fromkeys(tag for tag in tags if tag and (peft_loads or tag != "peft"))))
     return metadata
 
 

@@ -119,7 +119,7 @@ class BottleneckConfig:
 class BottleneckSpec:
     name: str = "bottleneck"
     peft_type: str = PEFT_TYPE
-    title: str = "bottleneck adapter"
+    title: str = "bottleneck"
 
     def check_files(self, config: Mapping[str, Any], tensor_shapes: Mapping[str, tuple[int, ...]], *,
                     where: str) -> None:
