@@ -35,8 +35,15 @@ def adapter_dirs(tiny_base, tmp_path_factory):
             for i, (name, options) in enumerate(ADAPTERS.items())}
 
 
+TASK = {"type": "classification", "labels": ["positive", "negative", "neutral"], "chat": False,
+        "prompt_template": "Sentiment: {text}\n"}
+
+
 @pytest.fixture(scope="module")
 def hub(tiny_base, adapter_dirs):
+    from adapterhub.runtime.testing import write_manifest
+
+    write_manifest(adapter_dirs["legal"], task=TASK)  # the heaviest adapter of MIXES[1]: its task answers
     with AdapterHub(tiny_base) as hub:
         for name, path in adapter_dirs.items():
             hub.load(path, name=name)
@@ -121,3 +128,16 @@ def test_mix_strings_parse_and_format():
     with pytest.raises(ConfigError, match="finite number"):
         Mix.of({"finance": "lots"})
     assert str(parse_mix(format_mix({"a": 0.25, "b": 1.0}))) == "a:0.25+b:1"
+
+
+def test_predict_scores_a_mix_like_the_peft_cat_merge(hub, tiny_base, adapter_dirs):
+    from adapterhub.prompts import TaskSpec
+    from adapterhub.training.evaluate import label_score_matrix
+
+    texts = ["Revenue rose and margins widened.", "Guidance was cut again."]
+    got = hub.label_scores(texts, domains=[MIXES[1], "finance:0.25+legal:1.5+medical:-0.5"])
+    expected = label_score_matrix(cat_merge(tiny_base, adapter_dirs, MIXES[1]), tiny_base.tokenizer,
+                                  TaskSpec.from_dict(TASK), texts)
+    for row, scores in zip(expected.tolist(), got):
+        assert list(scores) == TASK["labels"] and list(scores.values()) == pytest.approx(row, abs=1e-4)
+    assert hub.predict(texts[0], domain=MIXES[1]) == max(got[0], key=got[0].get)
