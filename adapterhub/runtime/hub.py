@@ -349,13 +349,7 @@ class AdapterHub:
                 entry.pins += 1
                 self._residency.touch(entry)
         try:
-            mixes: dict[Mix, mixing.MixRow] = {}
-            for mix in dict.fromkeys(name for name in names if isinstance(name, Mix)):
-                entries = [resolved[part] for part, _ in mix.parts]
-                mixing.check_mixable(mix, entries)
-                parts = [(entry, weight) for entry, (_, weight) in zip(entries, mix.parts)]
-                mixes[mix] = mixing.MixRow(mix=mix, parts=parts, slot=self._residency.new_slot(),
-                                           task=mixing.mix_task(parts))
+            mixes = mixing.resolve(names, resolved, new_slot=self._residency.new_slot)
             with mixing.installed(self._methods, list(mixes.values())):
                 yield [None if name is None else mixes[name] if isinstance(name, Mix) else resolved[name]
                        for name in names]

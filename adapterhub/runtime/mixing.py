@@ -137,6 +137,26 @@ class MixRow:
         return f"'{self.mix}'"
 
 
+def resolve(rows: Sequence[Any], resolved: Mapping[str, Any], *, new_slot: Any) -> dict[Mix, MixRow]:
+    """A :class:`MixRow` for every distinct mix among ``rows``, from the resident entries by name.
+
+    Args:
+        rows: each row's name, :class:`Mix` or ``None``.
+        resolved: resident entries (pinned for the call) by name.
+        new_slot: gives a fresh, unique slot id.
+
+    Raises:
+        ConfigError: a mix holds an adapter that cannot mix (see :func:`check_mixable`).
+    """
+    mixes: dict[Mix, MixRow] = {}
+    for mix in dict.fromkeys(row for row in rows if isinstance(row, Mix)):
+        entries = [resolved[name] for name, _ in mix.parts]
+        check_mixable(mix, entries)
+        parts = [(entry, weight) for entry, (_, weight) in zip(entries, mix.parts)]
+        mixes[mix] = MixRow(mix=mix, parts=parts, slot=new_slot(), task=mix_task(parts))
+    return mixes
+
+
 def check_mixable(mix: Mix, entries: Sequence[Any]) -> None:
     """Raise unless every adapter of ``mix`` is of a LoRA-family method.
 
