@@ -26,6 +26,7 @@ _EXPORTS = {
     "load_recipe": "adapterhub.training",
     "Recipe": "adapterhub.training",
     "train": "adapterhub.training",
+    "merge_adapters": "adapterhub.training",
     "AdapterHub": "adapterhub.runtime",
 }
 __all__ = ["__version__", "errors", *_EXPORTS]

@@ -19,7 +19,7 @@ from typing import Any
 
 from ..errors import ConfigError
 
-AREAS = ("switch", "load", "forward", "generation", "training", "memory", "serve", "encoder")
+AREAS = ("switch", "load", "forward", "generation", "training", "memory", "serve", "encoder", "methods")
 DEFAULT_OUT = Path("bench-out")
 
 

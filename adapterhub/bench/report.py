@@ -130,6 +130,15 @@ def _forward(result: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _methods(result: dict[str, Any]) -> list[str]:
+    if not result:
+        return ["Not measured."]
+    rows = [[name.replace("_", " "), _stats_cell(stats), format_value(result["ratio_to_bare"].get(name, 1.0), "×")]
+            for name, stats in result["ms"].items()]
+    return [f"Batch {result['batch']} × {result['tokens']} tokens; mixed rows: {', '.join(result['rows'])}.", "",
+            *_table(["case", "ms", "× bare"], rows)]
+
+
 def _generation(result: dict[str, Any]) -> list[str]:
     rows = [[run["domains"], run["rows"], run["new_tokens"], format_value(run["tokens_per_s"].get("ours")),
              format_value(run["tokens_per_s"].get("peft")), format_value(run.get("speedup_vs_peft"), "×")]
@@ -201,6 +210,7 @@ _SECTIONS = (
     ("serve", "7. Serving over HTTP", lambda result: __import__("adapterhub.bench.serving",
                                                                 fromlist=["render"]).render(result)),
     ("encoder", "8. Encoder adapters", _encoder),
+    ("methods", "9. Mixed methods in one batch", _methods),
 )
 
 

@@ -19,6 +19,7 @@ from .areas import BenchContext, measure_forward, measure_generation, measure_lo
 from .config import BenchConfig
 from .environment import describe_machine
 from .harness import Timer
+from .methods import measure_methods
 from .ours import open_ours
 from .report import write_report
 from .sides import BareSide, PeftSide
@@ -26,7 +27,7 @@ from .targets import check_targets
 from .training import measure_training
 
 IN_PROCESS_AREAS = {"switch": measure_switch, "forward": measure_forward, "generation": measure_generation,
-                    "load": measure_load}  # in this order: each leaves the adapters the next needs resident
+                    "load": measure_load, "methods": measure_methods}  # in this order: each leaves the adapters the next needs resident
 
 
 def run_bench(config: BenchConfig | None = None, *, progress: bool = True) -> dict[str, Any]:

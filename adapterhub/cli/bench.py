@@ -28,7 +28,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--gpu-sizes", action="store_true",
                         help="add a 64 × 256 batch, 32-adapter mixed batches and 32-domain generation")
     parser.add_argument("--only", nargs="+", default=None, metavar="AREA",
-                        help="run only these areas: switch, load, forward, generation, training, memory, serve, encoder")
+                        help="run only these areas: switch, load, forward, generation, training, memory, serve, "
+                             "encoder, methods")
     parser.add_argument("--repeats", type=int, default=None, help="timed runs per figure (median is reported)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(handler=_bench)

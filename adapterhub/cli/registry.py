@@ -96,6 +96,8 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
+    from ..registry.manifest import lineage
+
     record = _registry(args).get(args.ref)
     if args.json:
         print_json(record.to_dict())
@@ -106,7 +108,7 @@ def _show(args: argparse.Namespace) -> int:
         "ref": record.ref, "path": record.path, "domain": record.domain, "method": record.method,
         "task": _task_label(task) + (f": {', '.join(task['labels'])}" if task.get("labels") else ""),
         "base": f"{manifest['base'].get('name')} ({record.base_fingerprint or 'fingerprint not recorded'})",
-        "source": ", ".join(f"{k}={v}" for k, v in manifest["source"].items()),
+        "source": lineage(manifest) or ", ".join(f"{k}={v}" for k, v in manifest["source"].items()),
         "tags": ", ".join(record.tags) or "-", "created": record.created,
         "description": record.description or "-",
         **{f"file {name}": f"{human_bytes(entry['size'])} sha256 {entry['sha256'][:16]}…"

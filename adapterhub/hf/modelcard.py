@@ -22,6 +22,7 @@ import yaml
 
 from .. import methods
 from ..errors import InvalidAdapterError
+from ..registry.manifest import lineage
 
 # Hub ids of the embedded aliases, so cards link the real base model.
 BASE_HUB_IDS = {"smollm2-135m-instruct": "HuggingFaceTB/SmolLM2-135M-Instruct",
@@ -58,8 +59,10 @@ def card_metadata(manifest: Mapping[str, Any], adapter_config: Mapping[str, Any]
     if base_model:
         metadata["base_model"] = base_model
     task_type = (manifest.get("task") or {}).get("type")
-    metadata.update(library_name="peft", pipeline_tag=PIPELINE_TAGS.get(task_type, "text-generation"),
-                    tags=list(dict.fromkeys(tag for tag in tags if tag)))
+    peft_loads = manifest.get("method") != "bottleneck"  # adapterhub's own method: PEFT cannot load it
+    metadata.update(library_name="peft" if peft_loads else "adapterhub",
+                    pipeline_tag=PIPELINE_TAGS.get(task_type, "text-generation"),
+                    tags=list(dict.fromkeys(tag for tag in tags if tag and (peft_loads or tag != "peft"))))
     return metadata
 
 
@@ -76,8 +79,8 @@ def render_model_card(manifest: Mapping[str, Any], adapter_config: Mapping[str, 
         Markdown with YAML front matter.
     """
     front = yaml.safe_dump(card_metadata(manifest, adapter_config), sort_keys=False).strip()
-    sections = [f"---\n{front}\n---", _summary(manifest, adapter_config or {}), _task_section(manifest),
-                _metrics_section(manifest), _recipe_section(manifest),
+    sections = [f"---\n{front}\n---", _summary(manifest, adapter_config or {}), _lineage_section(manifest),
+                _task_section(manifest), _metrics_section(manifest), _recipe_section(manifest),
                 _usage_section(manifest, repo_id, hub_base_model(manifest, adapter_config))]
     return "\n\n".join(section for section in sections if section) + "\n"
 
@@ -104,6 +107,19 @@ def _describe(method: str, adapter_config: Mapping[str, Any]) -> str:
         return f"{method} adapter"
     settings = spec.settings(adapter_config)
     return f"{spec.title} adapter" + (f" ({settings})" if settings else "")
+
+
+def _lineage_section(manifest: Mapping[str, Any]) -> str:
+    """For a merged adapter: its parents (exact refs, weight checksums), weights and method."""
+    line = lineage(manifest)
+    if line is None:
+        return ""
+    source = manifest["source"]
+    rows = [f"| `{p.get('ref')}` | {w:g} | `{p.get('weights_sha256', '')}` | `{p.get('base_fingerprint')}` |"
+            for p, w in zip(source.get("parents") or [], source.get("weights") or [])]
+    return "\n".join(["## Lineage", "", f"Made by adapterhub as a {line}.", "",
+                      "| parent | weight | adapter_model.safetensors sha256 | base fingerprint |",
+                      "| --- | --- | --- | --- |", *rows])
 
 
 def _task_section(manifest: Mapping[str, Any]) -> str:
@@ -148,6 +164,17 @@ def _recipe_section(manifest: Mapping[str, Any]) -> str:
 
 def _usage_section(manifest: Mapping[str, Any], repo_id: str, base_model: str | None) -> str:
     base = base_model or "<the base model>"
+    if manifest.get("method") == "bottleneck":  # adapterhub's own method: no PEFT snippet that could not work
+        return f"""## Usage
+
+A bottleneck adapter (`peft_type: ADAPTERHUB_BOTTLENECK`): adapterhub's own method, which **plain PEFT
+cannot load**. Use adapterhub:
+
+```bash
+adapterhub pull {repo_id}
+```
+
+Anywhere adapterhub takes an adapter reference, `hf://{repo_id}@<revision>` pulls it on demand."""
     task = manifest.get("task") or {}
     auto_class = _AUTO_CLASSES.get(task.get("type"))
     if auto_class:

@@ -13,7 +13,7 @@ in each ``_register`` table, and its tests.
 >>> method_from_config({"peft_type": "PREFIX_TUNING"})
 'prefix'
 >>> names()
-('lora', 'prefix')
+('lora', 'prefix', 'adalora', 'ia3', 'bottleneck')
 """
 
 from __future__ import annotations
@@ -51,12 +51,20 @@ class MethodSpec(Protocol):
     def initialise(self, peft_model: Any, tokenizer: Any, recipe: Any) -> None:
         """Set up the fresh adapter's weights beyond PEFT's own initialisation (often a no-op)."""
 
+    # Optional (see build_trainable / training_hook / attach_weights below):
+    #   build_model(model, recipe, base)            -> a trainable wrapper, for methods PEFT lacks
+    #   training_hook(peft_model, recipe, steps)    -> an object with extra_loss() and after_step(step)
+    #   attach(model, config, tensors)              -> a wrapper holding stored weights, for evaluation
+
 
 def _register() -> dict[str, MethodSpec]:
+    from .adalora import ADALORA
+    from .bottleneck import BOTTLENECK
+    from .ia3 import IA3
     from .lora import LORA
     from .prefix import PREFIX
 
-    return {spec.name: spec for spec in (LORA, PREFIX)}
+    return {spec.name: spec for spec in (LORA, PREFIX, ADALORA, IA3, BOTTLENECK)}
 
 
 _SPECS: dict[str, MethodSpec] | None = None
@@ -134,3 +142,56 @@ def config_problem(config: Mapping[str, Any], key: str, kind: str, *, required: 
     if minimum is not None and value < minimum:
         return f"{key} must be at least {minimum:g}, not {shown}"
     return None
+def build_trainable(spec: MethodSpec, model: Any, recipe: Any, base: Any) -> Any:
+    """A fresh trainable adapter on ``model``: the method's own wrapper, else PEFT's ``get_peft_model``.
+
+    >>> peft_model = build_trainable(get("ia3"), base.model, recipe, base)  # doctest: +SKIP
+    """
+    build = getattr(spec, "build_model", None)
+    if build is not None:
+        return build(model, recipe, base)
+    from peft import get_peft_model
+
+    return get_peft_model(model, spec.peft_config(recipe, base))
+
+
+class TrainingHook(Protocol):
+    """Per-step work a method asks of the training loop (AdaLoRA's budget allocation)."""
+
+    def extra_loss(self) -> Any:
+        """A regulariser added once per optimizer step to the (mean) loss, or ``None``."""
+
+    def after_step(self, step: int) -> None:
+        """Called after ``optimizer.step()`` and before ``zero_grad``; ``step`` counts from 1."""
+
+
+def training_hook(spec: MethodSpec, peft_model: Any, recipe: Any, total_steps: int) -> TrainingHook | None:
+    """The method's :class:`TrainingHook` for this run, or ``None`` when it needs none.
+
+    Raises:
+        RecipeError: the recipe's schedule does not fit ``total_steps`` (AdaLoRA).
+
+    >>> training_hook(get("lora"), peft_model, recipe, 64) is None  # doctest: +SKIP
+    True
+    """
+    make = getattr(spec, "training_hook", None)
+    return None if make is None else make(peft_model, recipe, total_steps)
+
+
+def attach_weights(model: Any, config: Mapping[str, Any], tensors: Mapping[str, Any]) -> Any:
+    """A model with stored adapter weights attached (a ``PeftModel``, or the method's own wrapper), in eval mode.
+
+    Raises:
+        InvalidAdapterError: the config names a method adapterhub does not know.
+
+    >>> attach_weights(base.model, loaded.config, loaded.tensors).eval()  # doctest: +SKIP
+    """
+    spec = get(method_from_config(config))
+    attach = getattr(spec, "attach", None)
+    if attach is not None:
+        return attach(model, config, tensors)
+    import peft
+
+    wrapped = peft.get_peft_model(model, peft.PeftConfig.from_peft_type(**config))
+    peft.set_peft_model_state_dict(wrapped, dict(tensors))
+    return wrapped.eval()

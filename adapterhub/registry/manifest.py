@@ -34,7 +34,7 @@ WEIGHTS_FILE = "adapter_model.safetensors"
 MANIFEST_FILE = "adapterhub.json"
 ADAPTER_FILES = (CONFIG_FILE, WEIGHTS_FILE)
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
-SOURCE_KINDS = ("trained", "imported", "pulled")
+SOURCE_KINDS = ("trained", "imported", "pulled", "merged")  # merged: source also lists parents, weights, how
 LATEST = "latest"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # always fullmatch: "$" would accept a trailing newline
 MAX_JSON_BYTES = 8 * 2**20  # adapter_config.json / adapterhub.json: far above any real one
@@ -465,3 +465,24 @@ class LoadedAdapter:
     record: AdapterRecord
     config: dict[str, Any]
     tensors: dict[str, Any] = field(repr=False)  # name -> torch.Tensor on CPU
+
+
+def lineage(manifest: Mapping[str, Any]) -> str | None:
+    """One line naming a merged entry's parents, weights and method (``None`` for other entries).
+
+    >>> lineage({"source": {"kind": "merged", "how": "cat", "weights": [0.7, 0.3], "density": None,
+    ...          "parents": [{"ref": "finance@1", "weights_sha256": "ab12cd34ef"}, {"ref": "medical@2"}]}})
+    'cat merge of finance@1 (x0.7, sha256 ab12cd34) + medical@2 (x0.3)'
+    """
+    source = manifest.get("source") or {}
+    if source.get("kind") != "merged":
+        return None
+    weights = source.get("weights") or []
+    parts = []
+    for index, parent in enumerate(source.get("parents") or []):
+        notes = [f"x{weights[index]:g}"] if index < len(weights) else []
+        if parent.get("weights_sha256"):
+            notes.append(f"sha256 {parent['weights_sha256'][:8]}")
+        parts.append(f"{parent.get('ref')} ({', '.join(notes)})" if notes else str(parent.get("ref")))
+    density = f", density {source['density']:g}" if source.get("density") is not None else ""
+    return f"{source.get('how')} merge of {' + '.join(parts)}{density}"

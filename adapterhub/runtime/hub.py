@@ -24,11 +24,12 @@ from ..methods import method_from_config
 from ..prompts import TaskSpec
 from ..scoring import label_probabilities, label_scores
 from ..tokens import left_pad, pad_id_of
-from . import generation, scoring, sources
+from . import generation, mixing, scoring, sources
 from .batch import BARE, RowRouting, row_names
 from .encoder import EncoderCalls
 from .heads import HeadBank, default_task, split_payload
 from .methods import build_methods, route
+from .mixing import Mix
 from .slots import Residency, ResidentAdapter, ResidentInfo, SlotsBusyError
 
 _UNSET: Any = type("Unset", (), {"__repr__": lambda self: "<default domain>"})()
@@ -202,8 +203,11 @@ class AdapterHub(EncoderCalls):
 
         Args:
             prompt: one prompt or a list.
-            domain: adapter for every prompt (``None``: the bare base); default: :attr:`domain`.
-            domains: one adapter (or ``None``) per prompt, for a mixed batch.
+            domain: adapter for every prompt (``None``: the bare base); default: :attr:`domain`. A
+                weighted mix of LoRA-family adapters is ``{"finance": 0.7, "legal": 0.3}`` or
+                ``"finance:0.7+legal:0.3"``: it equals PEFT's ``cat`` merge of them with those weights,
+                computed from the resident adapters (see :mod:`adapterhub.runtime.mixing`).
+            domains: one adapter, mix (or ``None``) per prompt, for a mixed batch.
             max_new_tokens: new tokens per answer.
             chat: render each prompt the way its adapter was taught (template, system
                 prompt, chat template); ``False`` feeds the raw text.
@@ -219,6 +223,7 @@ class AdapterHub(EncoderCalls):
 
         >>> hub.generate(["Chest pain ...", "Revenue fell ..."], domains=["medical", "finance"])  # doctest: +SKIP
         ['cardiology', 'negative']
+        >>> hub.generate("Is this disclosure material?", domain={"finance": 0.7, "legal": 0.3})  # doctest: +SKIP
         """
         import torch
 
@@ -364,19 +369,25 @@ class AdapterHub(EncoderCalls):
         return Stepper(self)
 
     # --- internals ------------------------------------------------------------------
-    def _row_names(self, count: int, domain: Any, domains: Sequence[str | None] | None) -> list[str | None]:
+    def _row_names(self, count: int, domain: Any, domains: Sequence[Any] | None) -> list[str | Mix | None]:
+        """One entry per row: an adapter name, a weighted :class:`~adapterhub.runtime.mixing.Mix`, or ``None``."""
         if domains is None:
-            return [self.domain if domain is _UNSET else domain] * count
+            return [mixing.as_row(self.domain if domain is _UNSET else domain)] * count
         if domain is not _UNSET:
             raise ConfigError("pass domain= (one adapter for all rows) or domains= (one per row), not both")
-        return row_names(domains, count)
+        return [mixing.as_row(name) for name in row_names(domains, count)]
 
     @contextmanager
-    def _pinned(self, names: Sequence[str | None]) -> Iterator[list[ResidentAdapter | None]]:
-        """Resolve (loading if needed) and pin every named adapter for the duration of a call."""
+    def _pinned(self, names: Sequence[str | Mix | None]) -> Iterator[list[Any]]:
+        """Resolve (loading if needed) and pin every named adapter for the duration of a call.
+
+        A weighted mix becomes a :class:`~adapterhub.runtime.mixing.MixRow` whose virtual slot
+        answers in the layers of its adapters until the call ends.
+        """
+        components = [part for name in names if isinstance(name, Mix) for part, _ in name.parts]
         resolved: dict[str, ResidentAdapter] = {}
         with self._lock:
-            distinct = list(dict.fromkeys(name for name in names if name is not None))
+            distinct = list(dict.fromkeys(name for name in [*names, *components] if isinstance(name, str)))
             try:
                 for name in distinct:  # pinned one by one: waiting for a slot releases the lock
                     entry = self._resolve(name, protect=frozenset(e.name for e in resolved.values()))
@@ -388,7 +399,10 @@ class AdapterHub(EncoderCalls):
             for entry in resolved.values():
                 self._residency.touch(entry)
         try:
-            yield [None if name is None else resolved[name] for name in names]
+            mixes = mixing.resolve(names, resolved, new_slot=self._residency.new_slot)
+            with mixing.installed(self._methods, list(mixes.values())):
+                yield [None if name is None else mixes[name] if isinstance(name, Mix) else resolved[name]
+                       for name in names]
         finally:
             with self._lock:
                 self._unpin(resolved.values())

@@ -28,7 +28,9 @@ def make_random_adapters(base: Any, out_dir: str | Path, count: int = 1, *, meth
         base: a :class:`adapterhub.base.Base`, a model directory or an alias.
         out_dir: parent directory; adapters go to ``<out_dir>/<prefix>-<i>``.
         count: how many (same config, different weights: seed ``seed + i``).
-        method: ``"lora"`` or ``"prefix"``.
+        method: ``"lora"``, ``"prefix"``, ``"adalora"`` (``r`` = ``init_r``, a random budget kept), ``"ia3"``
+            (``target_modules`` default k/v/down_proj) or ``"bottleneck"`` (options: ``placement``,
+            ``reduction_factor``, ``non_linearity``).
         r, lora_alpha, target_modules, use_rslora, use_dora: LoRA options
             (``lora_alpha`` defaults to ``2 * r``).
         num_virtual_tokens: prefix length.
@@ -50,12 +52,15 @@ def make_random_adapters(base: Any, out_dir: str | Path, count: int = 1, *, meth
                             init_lora_weights=False, **options)
     elif method == "prefix":
         config = PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=num_virtual_tokens, **options)
+    elif method in _OTHER_METHODS:
+        config = None
     else:
-        raise ValueError(f"method must be 'lora' or 'prefix', got {method!r}")
+        raise ValueError(f"method must be one of lora, prefix, {', '.join(_OTHER_METHODS)}; got {method!r}")
     with torch.random.fork_rng(), quiet_peft_wrapping():  # PEFT's own init (e.g. DoRA magnitudes): seeded too
         torch.manual_seed(seed)
-        peft_model = get_peft_model(model, config)
-    scale = std if std is not None else (0.1 if method == "lora" else 1.0)
+        peft_model = get_peft_model(model, config) if config is not None else _OTHER_METHODS[method](
+            model, r=r, lora_alpha=lora_alpha, target_modules=target_modules, **options)
+    scale = std if std is not None else (0.1 if method in ("lora", "adalora") else 1.0)
     out_dir = Path(out_dir)
     paths = []
     for index in range(count):
@@ -67,12 +72,64 @@ def make_random_adapters(base: Any, out_dir: str | Path, count: int = 1, *, meth
                 noise = torch.randn(parameter.shape, generator=generator)
                 if "magnitude" in name:  # DoRA: keep magnitudes near the base row norms
                     parameter.mul_(1 + 0.2 * noise)
+                elif "ia3_l" in name:  # IA³: scales around 1
+                    parameter.copy_(1 + noise * (std or 0.3))
+                elif ".bottleneck." in name:
+                    parameter.copy_(noise * (std or 0.2))
                 else:
                     parameter.copy_(noise * scale)
         path = out_dir / f"{prefix or method}-{index}"
-        peft_model.save_pretrained(str(path))
+        if method == "adalora":  # a budget: every layer keeps a random subset of its triplets (some none)
+            _random_rank_pattern(peft_model, generator)
+        if hasattr(peft_model, "adapter_state_dict"):  # adapterhub's own format (bottleneck)
+            from safetensors.torch import save_file
+
+            peft_model.active_peft_config.save_pretrained(str(path))
+            save_file({k: v.contiguous() for k, v in peft_model.adapter_state_dict().items()},
+                      str(path / "adapter_model.safetensors"), metadata={"format": "pt"})
+        else:
+            peft_model.save_pretrained(str(path))
         paths.append(path)
     return paths
+
+
+def _adalora(model: Any, *, r: int, lora_alpha: float | None, target_modules: Sequence[str], **options: Any) -> Any:
+    from peft import AdaLoraConfig, get_peft_model
+
+    config = AdaLoraConfig(task_type="CAUSAL_LM", init_r=r, target_r=max(1, r // 2), lora_alpha=lora_alpha or 2 * r,
+                           target_modules=list(target_modules), total_step=10, **options)
+    return get_peft_model(model, config)
+
+
+def _ia3(model: Any, *, r: int, lora_alpha: float | None, target_modules: Sequence[str], **options: Any) -> Any:
+    from peft import IA3Config, get_peft_model
+
+    targets = list(target_modules) if tuple(target_modules) != ALL_LINEAR else ["k_proj", "v_proj", "down_proj"]
+    options.setdefault("feedforward_modules", [name for name in ("down_proj", "up_proj") if name in targets])
+    return get_peft_model(model, IA3Config(task_type="CAUSAL_LM", target_modules=targets, **options))
+
+
+def _bottleneck(model: Any, *, r: int, lora_alpha: float | None, target_modules: Sequence[str], **options: Any) -> Any:
+    from ..methods.bottleneck import BottleneckConfig
+    from ..methods.bottleneck_model import BottleneckModel
+
+    return BottleneckModel(model, BottleneckConfig(hidden_size=model.config.hidden_size, **options))
+
+
+_OTHER_METHODS = {"adalora": _adalora, "ia3": _ia3, "bottleneck": _bottleneck}
+
+
+def _random_rank_pattern(peft_model: Any, generator: Any) -> None:
+    import torch
+
+    config = peft_model.peft_config["default"]
+    pattern = {}
+    for name, parameter in peft_model.base_model.model.named_parameters():
+        if name.endswith("lora_E.default"):
+            keep = torch.rand(parameter.shape[0], generator=generator) < 0.6
+            keep &= bool(pattern)  # the first layer's budget is spent entirely: rank 0
+            pattern[name.removesuffix(".default")] = keep.tolist()
+    config.rank_pattern = pattern
 
 
 def write_manifest(path: str | Path, *, name: str | None = None, domain: str | None = None,

@@ -8,6 +8,7 @@
 
 from .recipe import Recipe
 from .recipe_files import load_recipe
+from .merge import MergeResult, merge_adapters
 from .trainer import Trainer, TrainResult, train
 
-__all__ = ["Recipe", "TrainResult", "Trainer", "load_recipe", "train"]
+__all__ = ["MergeResult", "Recipe", "TrainResult", "Trainer", "load_recipe", "merge_adapters", "train"]

@@ -66,13 +66,14 @@ def save_adapter_dir(peft_model: Any, directory: Path) -> Path:
     from peft import get_peft_model_state_dict
 
     directory.mkdir(parents=True, exist_ok=True)
+    own = getattr(peft_model, "adapter_state_dict", None)  # adapterhub's own methods (bottleneck)
+    state = own() if own is not None else get_peft_model_state_dict(peft_model)  # first: AdaLoRA tidies rank_pattern
+    tensors = {name: tensor.detach().to("cpu", copy=True).contiguous() for name, tensor in state.items()}
     config = copy.deepcopy(peft_model.active_peft_config)
     config.inference_mode = True
     if getattr(config, "prefix_projection", False):
         config.prefix_projection = False
     config.save_pretrained(str(directory))
-    tensors = {name: tensor.detach().to("cpu", copy=True).contiguous()
-               for name, tensor in get_peft_model_state_dict(peft_model).items()}
     save_file(tensors, str(directory / "adapter_model.safetensors"), metadata={"format": "pt"})
     return directory
 

@@ -248,12 +248,9 @@ def evaluate_file(ref: str, data: str | Path, *, registry: Any = None, base: Any
 
 
 def load_peft_model(registry: Any, ref: str, base: Any) -> Any:
-    """A ``PeftModel`` over ``base.model`` with the verified weights of a registered adapter."""
-    import peft
+    """A ``PeftModel`` (or adapterhub's own wrapper) over ``base.model`` with a registered adapter's verified weights."""
+    from ..methods import attach_weights
 
     loaded = registry.load(ref, base=base)
     with quiet_peft_wrapping():
-        model = peft.get_peft_model(base.model, peft.PeftConfig.from_peft_type(**loaded.config))
-    peft.set_peft_model_state_dict(model, loaded.tensors)
-    model.eval()
-    return model
+        return attach_weights(base.model, loaded.config, loaded.tensors)

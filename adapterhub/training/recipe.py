@@ -108,7 +108,9 @@ class BaseSection(_Section):
 class AdapterSection(_Section):
     """The trainable adapter (PEFT)."""
 
-    method: str = Field("lora", description="lora (low-rank update) or prefix (prefix tuning)")
+    method: str = Field("lora", description="lora (low-rank update), prefix (prefix tuning), adalora (LoRA with a "
+                                           "learned rank budget), ia3 (learned scaling vectors) or bottleneck "
+                                           "(Houlsby/Pfeiffer adapters; adapterhub only, plain PEFT cannot load them)")
     r: int = Field(16, ge=1, description="LoRA rank")
     alpha: float = Field(32.0, gt=0, description="LoRA scaling numerator (scale = alpha / r, or alpha / sqrt(r))")
     dropout: float = Field(0.05, ge=0, lt=1, description="dropout on the LoRA input")
@@ -121,6 +123,17 @@ class AdapterSection(_Section):
     prefix_init_text: str | None = Field(
         None, description="start the prefix as the base's keys/values for this text, e.g. a task description; "
                           "null = random (prefix)")
+    init_r: int = Field(12, ge=1, description="starting rank of every layer (adalora)")
+    target_r: int = Field(8, ge=1, description="average rank left after budgeting (adalora)")
+    tinit: int = Field(0, ge=0, description="steps before the rank budget starts to shrink (adalora)")
+    tfinal: int = Field(0, ge=0, description="last steps trained at the final budget (adalora)")
+    deltaT: int = Field(1, ge=1, description="steps between two budget allocations (adalora)")
+    feedforward_modules: list[str] | None = Field(
+        None, description="targets whose input (not output) is scaled; null = down_proj when targeted (ia3)")
+    placement: str = Field("houlsby", description="houlsby (after attention and feed-forward) or pfeiffer "
+                                                  "(after feed-forward only) (bottleneck)")
+    reduction_factor: int = Field(16, ge=1, description="bottleneck width = hidden size / reduction_factor (bottleneck)")
+    non_linearity: str = Field("relu", description="relu, gelu, silu or tanh inside the bottleneck (bottleneck)")
 
     @field_validator("method")
     @classmethod

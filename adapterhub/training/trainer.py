@@ -111,6 +111,7 @@ class Trainer:
         self._previous_sigint: Any = None
         self._bar: Any = None
         self._epoch_plan: tuple[int, list[list[int]]] | None = None
+        self.hook: methods.TrainingHook | None = None
 
     # --- 1. setup -------------------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -131,6 +132,8 @@ class Trainer:
         self.pad_id = self.base.tokenizer.pad_token_id
         self.peft_model = self._setup_adapter()
         self.optimizer, self.scheduler = self._setup_optimizer()
+        self.hook = methods.training_hook(methods.get(self.recipe.adapter.method), self.peft_model, self.recipe,
+                                          self.total_steps)  # per-step work of the method (AdaLoRA's budget)
         from .encoder_task import ClassifierLoss
         from .lm_loss import SupervisedLM
 
@@ -160,7 +163,7 @@ class Trainer:
         return base
 
     def _setup_adapter(self) -> Any:
-        from peft import get_peft_model, prepare_model_for_kbit_training
+        from peft import prepare_model_for_kbit_training
 
         method = methods.get(self.recipe.adapter.method)
         if self.encoder:
@@ -177,7 +180,7 @@ class Trainer:
                                                         gradient_checkpointing_kwargs={"use_reentrant": False})
             elif checkpointing:
                 model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-            peft_model = get_peft_model(model, method.peft_config(self.recipe, self.base))
+            peft_model = methods.build_trainable(method, model, self.recipe, self.base)
         method.initialise(peft_model, self.base.tokenizer, self.recipe)
         peft_model.train()
         return peft_model
@@ -286,7 +289,9 @@ class Trainer:
                 if not torch.isfinite(loss):
                     raise TrainingError(f"loss became {loss.item()} at step {self.step + 1}; nothing was registered. "
                                         f"Lower training.lr (now {self.recipe.training.lr}) or set training.max_grad_norm")
-                self.accelerator.backward(loss * scale)
+                scaled = loss * scale
+                extra = self.hook.extra_loss() if sync and self.hook is not None else None
+                self.accelerator.backward(scaled if extra is None else scaled + extra)
             loss_sum += float(loss.detach())
         loss_sum = self._sum_over_processes(loss_sum)
         grad_norm = None
@@ -295,6 +300,8 @@ class Trainer:
         lr = self.scheduler.get_last_lr()[0]
         self.optimizer.step()
         self.scheduler.step()
+        if self.hook is not None:
+            self.hook.after_step(self.step + 1)
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         seconds = time.perf_counter() - started

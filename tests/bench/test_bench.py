@@ -204,3 +204,17 @@ def test_training_reports_the_median_run_and_the_highest_peak():
     median = _median_run(runs)
     assert median["tokens_per_s"] == 200.0 and median["seconds"] == 2.0 and median["peak_bytes"] == 9
     assert median["tokens_per_s_runs"] == [100.0, 300.0, 200.0]
+
+
+def test_methods_area_mixes_five_methods_in_one_batch(tiny_llama_dir, tmp_path):
+    from adapterhub.cli import main
+
+    code = main(["bench", "--quick", "--base", str(tiny_llama_dir), "--out", str(tmp_path / "out"), "--work",
+                 str(tmp_path / "work"), "--only", "methods", "--no-progress"])
+    assert code == 0
+    report = json.loads((tmp_path / "out" / "bench.json").read_text())
+    result = report["results"]["methods"]
+    assert {row.split(":")[0] for row in result["rows"]} == {"lora", "adalora", "ia3", "bottleneck", "prefix"}
+    assert result["ratio_to_bare"]["mixed_8"] > 0
+    check = next(c for c in report["targets"] if c["id"] == "forward_mixed_methods_8")
+    assert check["status"] in ("met", "MISSED") and "Mixed methods" in (tmp_path / "out" / "bench.md").read_text()

@@ -80,4 +80,4 @@ def test_same_architecture_other_weights_fits_only_without_a_recorded_fingerprin
 
 def test_unsupported_methods_are_refused(tiny_base):
     with pytest.raises(InvalidAdapterError, match="unsupported method"):
-        check_compatible({"peft_type": "IA3"}, {}, tiny_base, fingerprint=None)
+        check_compatible({"peft_type": "VERA"}, {}, tiny_base, fingerprint=None)

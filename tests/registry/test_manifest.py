@@ -35,7 +35,10 @@ def test_reserved_or_malformed_tags(tag):
     ({"peft_type": "LORA", "use_rslora": True}, "lora"),
     ({"peft_type": "PREFIX_TUNING"}, "prefix"),
     ({"peft_type": "PROMPT_TUNING"}, None),
-    ({"peft_type": "IA3"}, None),
+    ({"peft_type": "IA3"}, "ia3"),
+    ({"peft_type": "ADALORA"}, "adalora"),
+    ({"peft_type": "ADAPTERHUB_BOTTLENECK"}, "bottleneck"),
+    ({"peft_type": "VERA"}, None),
     ({}, None),
 ])
 def test_method_from_peft_type(config, method):

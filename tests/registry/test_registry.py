@@ -295,7 +295,7 @@ def _build(kind: str, folder: Path, lora: Path, prefix: Path) -> str:
         "no weights": {CONFIG_FILE: json.dumps(config)},
         "malformed json": {CONFIG_FILE: '{"peft_type": "LORA",', WEIGHTS_FILE: weights},
         "json not an object": {CONFIG_FILE: "[1, 2]", WEIGHTS_FILE: weights},
-        "unknown method": {CONFIG_FILE: json.dumps({**config, "peft_type": "IA3"}), WEIGHTS_FILE: weights},
+        "unknown method": {CONFIG_FILE: json.dumps({**config, "peft_type": "VERA"}), WEIGHTS_FILE: weights},
         "no method": {CONFIG_FILE: json.dumps({"r": 4}), WEIGHTS_FILE: weights},
         "garbage weights": {CONFIG_FILE: json.dumps(config), WEIGHTS_FILE: b"not safetensors at all"},
         "truncated weights": {CONFIG_FILE: json.dumps(config), WEIGHTS_FILE: weights[:-100]},

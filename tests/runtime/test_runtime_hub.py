@@ -177,7 +177,7 @@ def test_adapter_recorded_for_another_base_is_incompatible(hub, dirs, tmp_path, 
 
 
 @pytest.mark.parametrize("change, message", [
-    (lambda d: d.update(peft_type="IA3"), "unsupported method"),
+    (lambda d: d.update(peft_type="VERA"), "unsupported method"),
     (lambda d: d.update(modules_to_save=["lm_head"]), "modules_to_save"),
     (lambda d: d.update(bias="all"), "base biases"),
     (lambda d: d.update(use_qalora=True), "QA-LoRA"),

@@ -14,7 +14,7 @@ A method reaches its rows one of two ways (its ``routes``):
 * ``"prefix"``: it contributes cache entries in front of its rows (``batch``).
 
 >>> sorted(build_methods(base))  # doctest: +SKIP
-['lora', 'prefix']
+['adalora', 'bottleneck', 'ia3', 'lora', 'prefix']
 """
 
 from __future__ import annotations
@@ -48,10 +48,13 @@ class AdapterMethod(Protocol):
 
 def build_methods(base: Any) -> dict[str, AdapterMethod]:
     """One instance of every method, bound to ``base`` (an :class:`adapterhub.base.Base`)."""
+    from .adalora import AdaLoraMethod
+    from .bottleneck import BottleneckMethod
+    from .ia3 import IA3Method
     from .lora import LoraMethod
     from .prefix import PrefixMethod
 
-    served = [LoraMethod(base), PrefixMethod(base)]
+    served = [LoraMethod(base), PrefixMethod(base), AdaLoraMethod(base), IA3Method(base), BottleneckMethod(base)]
     return {method.name: method for method in served}
 
 

@@ -193,6 +193,10 @@ class LoraMethod:
         for layer in self._slot_layers.pop(slot, []):
             layer.weights.pop(slot, None)
 
+    def slot_layers(self, slot: int) -> list[LoraLayer]:
+        """The patched layers holding ``slot``'s weights (weighted mixes read them; see ``runtime/mixing.py``)."""
+        return list(self._slot_layers.get(slot, []))
+
     def _patched(self, module_name: str) -> LoraLayer:
         linear = self._linears[module_name]
         with _PATCH_LOCK:

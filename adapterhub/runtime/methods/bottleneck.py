@@ -1,0 +1,155 @@
+"""Bottleneck adapters served per row: each row's adapter follows the layer it adapts.
+
+For the rows of one adapter, after a targeted linear layer (``o_proj`` and/or
+``down_proj``, see :mod:`adapterhub.methods.bottleneck`)::
+
+    h = linear(x)                                  # [rows, ..., H]
+    h = h + act(h @ down.T + b_down) @ up.T + b_up # down: [b, H], up: [H, b]
+
+the computation of :class:`adapterhub.methods.bottleneck_model.Bottleneck` in
+eval mode (no dropout). The linear layer's ``forward`` is replaced once by a
+:class:`BottleneckLayer` that wraps whatever forward it finds, so LoRA and IA³
+patches on the same layer chain with it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ...errors import IncompatibleBaseError, InvalidAdapterError
+from ...methods.bottleneck import BottleneckConfig, parse_key
+from ..batch import active_rows
+from . import owned, tensor_bytes
+from .lora import _PATCH_LOCK
+
+_ATTR = "_adapterhub_bottleneck_layer"
+
+
+@dataclass
+class BottleneckWeights:
+    """One adapter after one layer."""
+
+    down: Any  # [b, H]
+    down_bias: Any  # [b]
+    up: Any  # [H, b]
+    up_bias: Any  # [H]
+    act: Any  # the non-linearity (a torch function)
+
+    @property
+    def nbytes(self) -> int:
+        return tensor_bytes(self.down, self.down_bias, self.up, self.up_bias)
+
+    def residual(self, h: Any) -> Any:
+        """``up(act(down(h)))`` for ``h`` ``[..., H]``."""
+        import torch.nn.functional as F
+
+        return F.linear(self.act(F.linear(h, self.down, self.down_bias)), self.up, self.up_bias)
+
+
+class BottleneckLayer:
+    """The replacement ``forward`` of one linear layer: each bottleneck row adds its adapter's residual."""
+
+    def __init__(self, linear: Any) -> None:
+        self.linear = linear
+        self.inner_forward = linear.forward
+        self.weights: dict[int, BottleneckWeights] = {}  # slot -> weights
+
+    def __call__(self, x: Any, *args: Any, **kwargs: Any) -> Any:
+        out = self.inner_forward(x, *args, **kwargs)
+        rows = active_rows()
+        if rows is None or not self.weights:
+            return out
+        rows = rows.for_batch(x.shape[0])
+        if rows.uniform is not None:
+            weights = self.weights.get(rows.uniform)
+            return out if weights is None else out + weights.residual(out)
+        for slot, index in rows.groups:
+            weights = self.weights.get(slot)
+            if weights is not None:
+                part = out[index]
+                out[index] = part + weights.residual(part)
+        return out
+
+
+@dataclass
+class PreparedBottleneck:
+    layers: dict[str, BottleneckWeights]  # module name -> weights
+    nbytes: int = 0
+
+
+@dataclass
+class BottleneckMethod:
+    """Bottleneck slots over one base; layers are patched on first use and shared by every hub on that base."""
+
+    base: Any
+    name: str = "bottleneck"
+    routes: str = "layers"
+    _slot_layers: dict[int, list[BottleneckLayer]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        import torch
+
+        self._linears = {name: module for name, module in self.base.model.named_modules()
+                         if isinstance(module, torch.nn.Linear)}
+        self._dtype = getattr(torch, self.base.spec.dtype)
+        self._device = next(self.base.model.parameters()).device
+
+    def prepare(self, config: dict[str, Any], tensors: dict[str, Any]) -> PreparedBottleneck:
+        from ...methods.bottleneck_model import ACTIVATIONS
+
+        try:
+            parsed_config = BottleneckConfig.from_dict(config)
+        except TypeError as error:
+            raise InvalidAdapterError(f"not a valid bottleneck adapter_config.json ({error})") from None
+        act = ACTIVATIONS[parsed_config.non_linearity]
+        parts: dict[str, dict[str, Any]] = {}
+        for key, tensor in tensors.items():
+            parsed = parse_key(key)
+            if parsed is None:
+                raise InvalidAdapterError(f"unsupported bottleneck weight {key!r}")
+            parts.setdefault(parsed[0], {})[f"{parsed[1]}.{parsed[2]}"] = tensor
+        layers = {}
+        for module_name, found in parts.items():
+            module = self._linears.get(module_name)
+            if module is None:
+                raise IncompatibleBaseError(f"the adapter follows {module_name!r}, which is not a linear layer of base "
+                                            f"{self.base.spec.name!r}; was it trained for another model?")
+            if set(found) != {"down.weight", "down.bias", "up.weight", "up.bias"}:
+                raise InvalidAdapterError(f"the bottleneck at {module_name!r} has {sorted(found)}; it needs down/up "
+                                          "weight and bias")
+            down, up = found["down.weight"], found["up.weight"]
+            size, width = int(down.shape[0]), module.out_features
+            if tuple(down.shape) != (size, width) or tuple(up.shape) != (width, size):
+                raise IncompatibleBaseError(f"bottleneck at {module_name!r}: down {tuple(down.shape)} and up "
+                                            f"{tuple(up.shape)} do not fit its {width} output features")
+            convert = {"dtype": self._dtype, "device": self._device}
+            layers[module_name] = BottleneckWeights(down=owned(down, **convert),
+                                                    down_bias=owned(found["down.bias"], **convert),
+                                                    up=owned(up, **convert), up_bias=owned(found["up.bias"], **convert),
+                                                    act=act)
+        if not layers:
+            raise InvalidAdapterError("the bottleneck adapter holds no weights")
+        return PreparedBottleneck(layers=layers, nbytes=sum(w.nbytes for w in layers.values()))
+
+    def install(self, slot: int, prepared: PreparedBottleneck) -> None:
+        layers = []
+        for module_name, weights in prepared.layers.items():
+            layer = self._patched(module_name)
+            layer.weights[slot] = weights
+            layers.append(layer)
+        self._slot_layers[slot] = layers
+
+    def remove(self, slot: int) -> None:
+        for layer in self._slot_layers.pop(slot, []):
+            layer.weights.pop(slot, None)
+
+    def _patched(self, module_name: str) -> BottleneckLayer:
+        linear = self._linears[module_name]
+        with _PATCH_LOCK:
+            layer = getattr(linear, _ATTR, None)
+            if layer is None:
+                layer = BottleneckLayer(linear)
+                linear.forward = layer  # wraps the forward found (plain, or another method's patch)
+                object.__setattr__(linear, _ATTR, layer)
+        return layer
