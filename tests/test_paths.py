@@ -66,7 +66,7 @@ def test_the_gguf_is_deleted_after_conversion_unless_kept(home, monkeypatch, kee
     def fake_convert(source, target, *, progress):
         target.mkdir(parents=True, exist_ok=True)
 
-    monkeypatch.setattr(embedded, "_verified_gguf", fake_download)
+    monkeypatch.setattr(embedded, "_verified_member", fake_download)
     monkeypatch.setattr(embedded, "_convert", fake_convert)
     (home / "downloads" / "x.gguf").unlink()
     embedded.ensure(progress=False, keep_download=keep)
