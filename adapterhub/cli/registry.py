@@ -108,11 +108,20 @@ def _show(args: argparse.Namespace) -> int:
         "source": lineage(manifest) or ", ".join(f"{k}={v}" for k, v in manifest["source"].items()),
         "tags": ", ".join(record.tags) or "-", "created": record.created,
         "description": record.description or "-",
-        "metrics": ", ".join(f"{k}={v}" for k, v in manifest["metrics"].items()) or "-",
+        "metrics": ", ".join(_metric(k, v) for k, v in manifest["metrics"].items()) or "-",
         **{f"file {name}": f"{human_bytes(entry['size'])} sha256 {entry['sha256'][:16]}…"
            for name, entry in manifest["files"].items()},
     })
     return 0
+
+
+def _metric(key: str, value: Any) -> str:
+    """``key=value``; a merge's report as each parent's kept share of its validation accuracy."""
+    if key == "merge" and isinstance(value, list):
+        kept = [f"{row['ref']} keeps {100 * row['kept']:.1f}% ({100 * row['parent_accuracy']:.1f}% -> "
+                f"{100 * row['merged_accuracy']:.1f}%)" for row in value if row.get("kept") is not None]
+        return "merge: " + ("; ".join(kept) or "not evaluated")
+    return f"{key}={value}"
 
 
 def _import(args: argparse.Namespace) -> int:
