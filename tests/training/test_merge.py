@@ -104,7 +104,8 @@ def test_cli_merge_show_and_model_card(parents, tiny_llama_dir, capsys):
     out = capsys.readouterr().out
     assert code == 0 and "ab-cli@1" in out and "svd merge of a@1 (x1, sha256" in out and "kept" in out
     assert main(["registry", "--root", str(parents.root), "show", "ab-cli"]) == 0
-    assert "svd merge of a@1" in capsys.readouterr().out
+    shown = capsys.readouterr().out
+    assert "svd merge of a@1" in shown and "merge: a@1 keeps" in shown
     record = parents.get("ab-cli")
     card = render_model_card(record.manifest, json.loads((record.path / "adapter_config.json").read_text()),
                              repo_id="acme/ab")
