@@ -26,6 +26,9 @@ from ..scoring import Routing
 BARE = -1
 """Slot index of a row that uses no adapter (it pays nothing)."""
 
+UNSET: Any = type("Unset", (), {"__repr__": lambda self: "<default domain>"})()
+"""``domain=`` left out: the hub's current domain (set by ``switch`` / ``using``) applies."""
+
 
 @dataclass(frozen=True)
 class Segment:

@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 from ..entities import entities_from_logits, words_of
 from ..errors import TaskMismatchError
-from .batch import BARE, RowSlots
+from .batch import BARE, UNSET, RowSlots
 
 MAX_TOKENS = 512
 
@@ -123,9 +123,7 @@ class EncoderCalls:
         if getattr(self.base, "kind", "decoder") != "encoder":
             raise TaskMismatchError(f"classify/tag need an encoder base (e.g. AdapterHub('minilm-l6')); "
                                     f"{self.base.spec.name!r} is a decoder: use predict or generate")
-        from .hub import _UNSET
-
-        return self._row_names(count, _UNSET if domain is None else domain, domains)
+        return self._row_names(count, UNSET if domain is None else domain, domains)
 
     def _encoder_call(self, texts: Any, domain: Any, domains: Any, batch_size: int, *, only: str | None) -> Any:
         single = isinstance(texts, str)
