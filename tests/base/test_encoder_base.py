@@ -88,8 +88,10 @@ def test_corrupted_encoder_cache_is_rebuilt_from_the_verified_zip(tmp_path, monk
 
     load_base(embedded.ENCODER_ALIAS, device="cpu")  # the shared cache exists
     private = tmp_path / "home"
-    (private / "downloads").mkdir(parents=True)
-    shutil.copy(embedded.home() / "downloads" / "minilm-l6.zip", private / "downloads" / "minilm-l6.zip")
+    archive = embedded.downloads_dir() / "minilm-l6.zip"
+    if archive.is_file():  # else the rebuild downloads it again (it is not kept after extraction by default)
+        (private / "downloads").mkdir(parents=True)
+        shutil.copy(archive, private / "downloads" / archive.name)
     shutil.copytree(embedded.model_dir(embedded.ENCODER_ALIAS), private / "models" / embedded.ENCODER_ALIAS)
     monkeypatch.setenv("ADAPTERHUB_HOME", str(private))
     weights = embedded.model_dir(embedded.ENCODER_ALIAS) / "model.safetensors"
@@ -99,7 +101,7 @@ def test_corrupted_encoder_cache_is_rebuilt_from_the_verified_zip(tmp_path, monk
         handle.seek(-1, os.SEEK_CUR)
         handle.write(bytes([byte[0] ^ 0xFF]))
     assert not embedded._cache_is_valid(embedded.model_dir(embedded.ENCODER_ALIAS))
-    path = embedded.ensure(embedded.ENCODER_ALIAS, progress=False)  # no network: the zip is verified and reused
+    path = embedded.ensure(embedded.ENCODER_ALIAS, progress=False)  # from the verified zip (fetched again if gone)
     assert embedded._cache_is_valid(path)
 
 

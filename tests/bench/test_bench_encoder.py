@@ -16,4 +16,4 @@ def test_encoder_area_reports_ratios_throughput_and_memory(tiny_llama_dir, tmp_p
         assert encoder[side]["texts_per_second"] > 0 and encoder[side]["total_bytes"] > encoder[side]["adapter_bytes"] > 0
     check = next(check for check in report["targets"] if check["id"] == "encoder_mixed_8")
     assert check["status"] == "not a claim (tiny model)" and check["verdict"] in ("met", "MISSED") and check["limit"] == 1.15
-    assert "## 7. Encoder adapters" in (tmp_path / "out" / "bench.md").read_text()
+    assert "## 8. Encoder adapters" in (tmp_path / "out" / "bench.md").read_text()
