@@ -25,6 +25,7 @@ tokens are cache entries put in at prefill, so later steps need nothing more.
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -32,7 +33,7 @@ from .._transformers import cache_layers, text_config
 from ..errors import ConfigError
 from ..prompts import TaskSpec, prompt_ids, render_prompt
 from ..tokens import left_pad, pad_id_of, prefixed_inputs
-from . import generation
+from . import generation, mixing
 from .batch import BARE, RowSlots, routed
 from .slots import ResidentAdapter
 
@@ -59,6 +60,31 @@ class StepBatch:
     def width(self) -> int:
         """``T``: cache entries per row, padding included."""
         return int(self.mask.shape[1])
+
+
+@dataclass
+class MixLease:
+    """A weighted mix held by a running request: its rows route like LoRA rows through a virtual slot."""
+
+    row: mixing.MixRow
+    parts: list[ResidentAdapter]  # each pinned until release
+    installed: ExitStack  # the virtual slot in every layer its adapters touch
+
+    @property
+    def name(self) -> str:
+        return str(self.row.mix)
+
+    @property
+    def slot(self) -> int:
+        return self.row.slot
+
+    @property
+    def method(self) -> str:
+        return self.row.method
+
+    @property
+    def task(self) -> TaskSpec:
+        return self.row.task
 
 
 class Stepper:
@@ -95,6 +121,9 @@ class Stepper:
         """
         if ref is None:
             return None
+        mix = mixing.parse_mix(ref)
+        if mix is not None:
+            return self._acquire_mix(mix)
         hub = self.hub
         with hub._lock:
             entry = hub._residency.get(ref)
@@ -106,8 +135,32 @@ class Stepper:
             hub._residency.touch(entry)
             return entry
 
-    def release(self, entry: ResidentAdapter | None) -> None:
+    def _acquire_mix(self, mix: mixing.Mix) -> MixLease:
+        """Pin every adapter of a weighted mix and give the mix a virtual slot in their layers until release."""
+        parts: list[ResidentAdapter] = []
+        stack = ExitStack()
+        try:
+            for name, _ in mix.parts:
+                parts.append(self.acquire(name))
+            resolved = {name: entry for (name, _), entry in zip(mix.parts, parts)}
+            with self.hub._lock:
+                row = mixing.resolve([mix], resolved, new_slot=self.hub._residency.new_slot)[mix]
+                stack.enter_context(mixing.installed(self.hub._methods, [row]))
+        except BaseException:
+            stack.close()
+            for entry in parts:
+                self.release(entry)
+            raise
+        return MixLease(row=row, parts=parts, installed=stack)
+
+    def release(self, entry: ResidentAdapter | MixLease | None) -> None:
         """Unpin an adapter :meth:`acquire` returned (``None`` is a no-op)."""
+        if isinstance(entry, MixLease):
+            with self.hub._lock:
+                entry.installed.close()
+            for part in entry.parts:
+                self.release(part)
+            return
         if entry is not None:
             with self.hub._lock:
                 entry.pins -= 1

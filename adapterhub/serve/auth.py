@@ -56,8 +56,11 @@ class ApiKey:
         """Whether the key may call ``model`` (``None``: the bare base, open to every key)."""
         if model is None or not self.allow:
             return True
-        bare = model.split("@", 1)[0]
-        return model in self.allow or bare in self.allow
+        from ..runtime.mixing import parse_mix
+
+        mix = parse_mix(model)
+        names = [name for name, _ in mix.parts] if mix is not None else [model]  # a mix needs every part allowed
+        return all(name in self.allow or name.split("@", 1)[0] in self.allow for name in names)
 
     def to_dict(self) -> dict[str, object]:
         return {"name": self.name, "allow": list(self.allow), "admin": self.admin, "rpm": self.rpm,
