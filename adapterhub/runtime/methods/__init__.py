@@ -19,7 +19,8 @@ A method reaches its rows one of two ways (its ``routes``):
 
 from __future__ import annotations
 
-from typing import Any, Literal, Protocol, Sequence
+import threading
+from typing import Any, ClassVar, Literal, Protocol, Sequence
 
 from ..batch import BARE, RowRouting, RowSlots
 
@@ -74,6 +75,52 @@ def route(methods: dict[str, AdapterMethod], rows: Sequence[tuple[str, int] | No
             if any(s != BARE for s in slots):
                 prefix = method.batch(slots, repeat=repeat)
     return RowRouting(prefix=prefix, layers=layers)
+
+
+_PATCH_LOCK = threading.Lock()  # hubs sharing a base patch each linear exactly once per method
+
+
+class PatchedLayers:
+    """What every layer method (LoRA, IA³, bottleneck) keeps: per-slot entries in layers patched once.
+
+    A subclass (a dataclass with ``_linears: {name: nn.Linear}`` and ``_slot_layers: {slot: [layer]}``)
+    names its ``layer_class`` (built around a linear, holding ``weights: {slot: entry}``) and the
+    ``patch_attr`` it marks a patched linear with. Patching replaces the linear's ``forward`` by an
+    instance attribute that wraps the forward found (plain, or another method's patch): the module
+    tree and state_dict stay as they were, and nothing is traversed on a switch.
+    """
+
+    layer_class: ClassVar[type]
+    patch_attr: ClassVar[str]
+    _linears: dict[str, Any]
+    _slot_layers: dict[int, list[Any]]
+
+    def install(self, slot: int, prepared: Any) -> None:
+        """Put ``prepared.layers`` (module name -> entry) in ``slot`` of each module's patched layer."""
+        layers = []
+        for module_name, entry in prepared.layers.items():
+            layer = self._patched(module_name)
+            layer.weights[slot] = entry
+            layers.append(layer)
+        self._slot_layers[slot] = layers
+
+    def remove(self, slot: int) -> None:
+        for layer in self._slot_layers.pop(slot, []):
+            layer.weights.pop(slot, None)
+
+    def slot_layers(self, slot: int) -> list[Any]:
+        """The patched layers holding ``slot``'s entries (weighted mixes read them; see ``runtime/mixing.py``)."""
+        return list(self._slot_layers.get(slot, []))
+
+    def _patched(self, module_name: str) -> Any:
+        linear = self._linears[module_name]
+        with _PATCH_LOCK:
+            layer = getattr(linear, self.patch_attr, None)
+            if layer is None:
+                layer = self.layer_class(linear)
+                linear.forward = layer
+                object.__setattr__(linear, self.patch_attr, layer)
+        return layer
 
 
 def tensor_bytes(*tensors: Any) -> int:

@@ -15,13 +15,12 @@ patches on the same layer chain with it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from ...errors import IncompatibleBaseError, InvalidAdapterError
 from ...methods.bottleneck import BottleneckConfig, parse_key
 from ..batch import active_rows
-from . import owned, tensor_bytes
-from .lora import _PATCH_LOCK
+from . import PatchedLayers, owned, tensor_bytes
 
 _ATTR = "_adapterhub_bottleneck_layer"
 
@@ -79,12 +78,14 @@ class PreparedBottleneck:
 
 
 @dataclass
-class BottleneckMethod:
+class BottleneckMethod(PatchedLayers):
     """Bottleneck slots over one base; layers are patched on first use and shared by every hub on that base."""
 
     base: Any
     name: str = "bottleneck"
     routes: str = "layers"
+    layer_class: ClassVar[type] = BottleneckLayer
+    patch_attr: ClassVar[str] = _ATTR
     _slot_layers: dict[int, list[BottleneckLayer]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -131,25 +132,3 @@ class BottleneckMethod:
         if not layers:
             raise InvalidAdapterError("the bottleneck adapter holds no weights")
         return PreparedBottleneck(layers=layers, nbytes=sum(w.nbytes for w in layers.values()))
-
-    def install(self, slot: int, prepared: PreparedBottleneck) -> None:
-        layers = []
-        for module_name, weights in prepared.layers.items():
-            layer = self._patched(module_name)
-            layer.weights[slot] = weights
-            layers.append(layer)
-        self._slot_layers[slot] = layers
-
-    def remove(self, slot: int) -> None:
-        for layer in self._slot_layers.pop(slot, []):
-            layer.weights.pop(slot, None)
-
-    def _patched(self, module_name: str) -> BottleneckLayer:
-        linear = self._linears[module_name]
-        with _PATCH_LOCK:
-            layer = getattr(linear, _ATTR, None)
-            if layer is None:
-                layer = BottleneckLayer(linear)
-                linear.forward = layer  # wraps the forward found (plain, or another method's patch)
-                object.__setattr__(linear, _ATTR, layer)
-        return layer

@@ -15,13 +15,12 @@ adapter, so at most one of them changes that row).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from ...errors import IncompatibleBaseError, InvalidAdapterError
 from ...methods.ia3 import is_feedforward, parse_key
 from ..batch import active_rows
-from . import owned, tensor_bytes
-from .lora import _PATCH_LOCK
+from . import PatchedLayers, owned, tensor_bytes
 
 _ATTR = "_adapterhub_ia3_layer"
 
@@ -44,14 +43,14 @@ class IA3Layer:
     def __init__(self, linear: Any) -> None:
         self.linear = linear
         self.inner_forward = linear.forward
-        self.vectors: dict[int, IA3Vector] = {}  # slot -> vector
+        self.weights: dict[int, IA3Vector] = {}  # slot -> vector
 
     def __call__(self, x: Any, *args: Any, **kwargs: Any) -> Any:
         rows = active_rows()
-        if rows is None or not self.vectors:
+        if rows is None or not self.weights:
             return self.inner_forward(x, *args, **kwargs)
         rows = rows.for_batch(x.shape[0])
-        present = [(self.vectors[slot], index) for slot, index in rows.groups if slot in self.vectors]
+        present = [(self.weights[slot], index) for slot, index in rows.groups if slot in self.weights]
         if not present:
             return self.inner_forward(x, *args, **kwargs)
         inputs = [(vector, index) for vector, index in present if vector.feedforward]
@@ -78,12 +77,14 @@ class PreparedIA3:
 
 
 @dataclass
-class IA3Method:
+class IA3Method(PatchedLayers):
     """IA³ slots over one base; layers are patched on first use and shared by every hub on that base."""
 
     base: Any
     name: str = "ia3"
     routes: str = "layers"
+    layer_class: ClassVar[type] = IA3Layer
+    patch_attr: ClassVar[str] = _ATTR
     _slot_layers: dict[int, list[IA3Layer]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -117,25 +118,3 @@ class IA3Method:
         if not layers:
             raise InvalidAdapterError("the IA³ adapter holds no ia3_l vectors")
         return PreparedIA3(layers=layers, nbytes=sum(v.nbytes for v in layers.values()))
-
-    def install(self, slot: int, prepared: PreparedIA3) -> None:
-        layers = []
-        for module_name, vector in prepared.layers.items():
-            layer = self._patched(module_name)
-            layer.vectors[slot] = vector
-            layers.append(layer)
-        self._slot_layers[slot] = layers
-
-    def remove(self, slot: int) -> None:
-        for layer in self._slot_layers.pop(slot, []):
-            layer.vectors.pop(slot, None)
-
-    def _patched(self, module_name: str) -> IA3Layer:
-        linear = self._linears[module_name]
-        with _PATCH_LOCK:
-            layer = getattr(linear, _ATTR, None)
-            if layer is None:
-                layer = IA3Layer(linear)
-                linear.forward = layer  # wraps the forward found (plain, or another method's patch)
-                object.__setattr__(linear, _ATTR, layer)
-        return layer

@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import math
 import re
-import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from ...errors import IncompatibleBaseError, InvalidAdapterError
 from ...methods.lora import parse_key
 from ..batch import active_rows, routed
-from . import owned, tensor_bytes
+from . import PatchedLayers, owned, tensor_bytes
 
 _UNSUPPORTED = {  # adapter_config key -> what it is; any truthy value is refused
     "use_qalora": "QA-LoRA", "alora_invocation_tokens": "activated LoRA (aLoRA)", "arrow_config": "Arrow routing",
@@ -37,7 +36,6 @@ _UNSUPPORTED = {  # adapter_config key -> what it is; any truthy value is refuse
     "fan_in_fan_out": "fan_in_fan_out (Conv1D layers)",
 }
 _ATTR = "_adapterhub_lora_layer"
-_PATCH_LOCK = threading.Lock()  # hubs sharing a base patch each linear exactly once
 
 
 @dataclass
@@ -156,12 +154,14 @@ class PreparedLora:
 
 
 @dataclass
-class LoraMethod:
+class LoraMethod(PatchedLayers):
     """LoRA slots over one base; layers are patched on first use and shared by every hub on that base."""
 
     base: Any
     name: str = "lora"
     routes: str = "layers"
+    layer_class: ClassVar[type] = LoraLayer
+    patch_attr: ClassVar[str] = _ATTR
     _slot_layers: dict[int, list[LoraLayer]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -180,32 +180,6 @@ class LoraMethod:
         if not layers:
             raise InvalidAdapterError("the LoRA adapter holds no lora_A/lora_B weights")
         return PreparedLora(layers=layers, nbytes=sum(w.nbytes for w in layers.values()))
-
-    def install(self, slot: int, prepared: PreparedLora) -> None:
-        layers = []
-        for module_name, weights in prepared.layers.items():
-            layer = self._patched(module_name)
-            layer.weights[slot] = weights
-            layers.append(layer)
-        self._slot_layers[slot] = layers
-
-    def remove(self, slot: int) -> None:
-        for layer in self._slot_layers.pop(slot, []):
-            layer.weights.pop(slot, None)
-
-    def slot_layers(self, slot: int) -> list[LoraLayer]:
-        """The patched layers holding ``slot``'s weights (weighted mixes read them; see ``runtime/mixing.py``)."""
-        return list(self._slot_layers.get(slot, []))
-
-    def _patched(self, module_name: str) -> LoraLayer:
-        linear = self._linears[module_name]
-        with _PATCH_LOCK:
-            layer = getattr(linear, _ATTR, None)
-            if layer is None:
-                layer = LoraLayer(linear)
-                linear.forward = layer  # instance attribute: the module tree and state_dict stay as they were
-                object.__setattr__(linear, _ATTR, layer)
-        return layer
 
     def _prepare_layer(self, module_name: str, parts: dict[str, Any], config: dict[str, Any]) -> LoraWeights:
         import torch
