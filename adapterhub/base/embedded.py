@@ -35,6 +35,7 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from ..errors import CorruptFileError, FetchError
 from ..paths import downloads_dir, models_dir
@@ -190,11 +191,26 @@ def _download(spec: EmbeddedModel, gguf: Path, *, progress: bool) -> None:
         os.replace(partial, gguf)
 
 
-def _extract(archive: Path, names: tuple[str, ...], target: Path) -> None:
-    """Copy the model files out of a verified model zip into ``target`` atomically (with the cache record)."""
+@contextlib.contextmanager
+def _staged(target: Path, *, source: str) -> Iterator[Path]:
+    """A staging folder beside ``target``: filled in the block, sealed with the cache record, then moved
+    into place in one rename (removed instead when the block fails)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
+        yield staging
+        _seal(staging, source=source)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _extract(archive: Path, names: tuple[str, ...], target: Path) -> None:
+    """Copy the model files out of a verified model zip into ``target`` atomically (with the cache record)."""
+    with _staged(target, source=archive.name) as staging:
         with zipfile.ZipFile(archive) as bundle:
             present = {Path(info.filename).name: info.filename for info in bundle.infolist()
                        if "/" not in info.filename.rstrip("/")}
@@ -205,13 +221,6 @@ def _extract(archive: Path, names: tuple[str, ...], target: Path) -> None:
                     raise CorruptFileError(f"{archive.name} has no {name} at its root; the package changed")
                 with bundle.open(present[name]) as src, open(staging / name, "wb") as dst:
                     shutil.copyfileobj(src, dst, 1 << 20)
-        _seal(staging, source=archive.name)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
 
 
 def _seal(staging: Path, *, source: str) -> None:
@@ -244,18 +253,10 @@ def _convert(gguf: Path, target: Path, *, progress: bool) -> None:
     model.hf_quantizer = None
     model.is_quantized = False
     model.config.name_or_path = target.name
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
-        model.save_pretrained(staging, safe_serialization=True)
-        tokenizer.save_pretrained(staging)
-        _seal(staging, source=gguf.name)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        with _staged(target, source=gguf.name) as staging:
+            model.save_pretrained(staging, safe_serialization=True)
+            tokenizer.save_pretrained(staging)
     finally:
         if not progress:
             hf_logging.enable_progress_bar()
