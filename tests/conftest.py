@@ -38,6 +38,11 @@ def clean_environment(monkeypatch):
     constants = __import__("sys").modules.get("huggingface_hub.constants")
     if constants is not None:  # imported by a plugin before this file ran: undo what it read from the shell
         monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    yield
+    from adapterhub import cpu
+
+    cpu.leave_seat()  # a CLI call inside a test took a seat: no later test rebalances threads under another
+    cpu._Share.ceiling = None
 
 
 @pytest.fixture(scope="session")

@@ -56,3 +56,77 @@ def test_the_cli_applies_threads_to_verbs_that_run_models(machine, tiny_llama_di
         assert "threads must be >= 1" in capsys.readouterr().err
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.fixture
+def seats(machine, monkeypatch, tmp_path):
+    """An empty seats folder; ``hold()`` starts another process holding a seat, ``release()`` ends it."""
+    import subprocess
+    import sys
+
+    monkeypatch.setenv("ADAPTERHUB_HOME", str(tmp_path))
+    monkeypatch.setattr(cpu, "REBALANCE_EVERY_S", 0.0)
+    children = []
+    code = ("import sys; from adapterhub import cpu; cpu.take_seat(); print('seated', flush=True); sys.stdin.read()")
+
+    def hold() -> None:
+        child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                 env={**__import__("os").environ, "ADAPTERHUB_HOME": str(tmp_path)})
+        assert child.stdout.readline().strip() == b"seated"
+        children.append(child)
+
+    def release() -> None:
+        child = children.pop()
+        child.stdin.close()
+        child.wait(timeout=30)
+
+    yield type("Seats", (), {"hold": staticmethod(hold), "release": staticmethod(release), "dir": tmp_path / "cpu"})
+    while children:
+        release()
+    cpu.leave_seat()
+
+
+def test_processes_started_together_split_the_cores(seats, machine):
+    machine(2, 0.0)  # the load average has not seen the other process yet
+    assert cpu.sharers() == 1
+    seats.hold()
+    assert cpu.sharers() == 2
+    assert cpu.default_threads() == 1
+    assert cpu.chosen_threads() == (1, "idle cores of 2, shared by 2 adapterhub processes")
+    seats.release()
+    assert cpu.sharers() == 1  # the ended process's seat went with it
+    assert list(seats.dir.iterdir()) == []
+
+
+def test_a_killed_process_frees_its_seat(seats, machine):
+    (seats.dir).mkdir(parents=True, exist_ok=True)
+    (seats.dir / "12345-1").write_text("")  # left by a process that was killed: nobody holds its lock
+    machine(2, 0.0)
+    assert cpu.sharers() == 1
+    assert not (seats.dir / "12345-1").exists()
+
+
+def test_a_running_process_rebalances_when_others_come_and_go(seats, machine):
+    before = torch.get_num_threads()
+    try:
+        machine(2, 0.0)
+        assert cpu.use_threads() == 2  # alone on a quiet machine: every core
+        assert cpu.sharers() == 1  # its own seat
+        seats.hold()
+        assert cpu.sharers() == 2
+        assert cpu.rebalance() == 1 and torch.get_num_threads() == 1
+        seats.release()
+        assert cpu.rebalance() == 2 and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_an_explicit_choice_is_never_rebalanced(seats, machine):
+    before = torch.get_num_threads()
+    try:
+        machine(2, 0.0)
+        assert cpu.use_threads(2) == 2
+        seats.hold()
+        assert cpu.rebalance() is None and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -11,7 +11,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "adapterhub"
 LEAVES = {"errors", "paths", "_transformers", "memory", "tokens", "cpu"}
 SHARED = LEAVES | {"prompts", "entities", "scoring", "methods"}
 MAY_USE = {  # wing -> wings it may import (itself always)
-    "errors": set(), "paths": set(), "_transformers": set(), "memory": set(), "tokens": set(), "cpu": set(),
+    "errors": set(), "paths": set(), "_transformers": set(), "memory": set(), "tokens": set(), "cpu": {"paths"},
     "prompts": {"errors"},
     "entities": {"errors"},
     "scoring": {"prompts", "tokens"},

@@ -28,6 +28,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from ..cpu import rebalance
 from .protocol import ServeError, from_exception
 
 log = logging.getLogger("adapterhub.serve")
@@ -140,6 +141,7 @@ class Scheduler:
             self._report()
 
     def _step(self, admitted: list[Job]) -> None:
+        rebalance()  # other adapterhub processes came or went: keep this one at its share of the cores
         stepper = self.stepper
         admitted = [job for job in admitted if not self._dropped(job)]
         if admitted:

@@ -42,6 +42,7 @@ from typing import Any, Sequence
 
 from .. import methods
 from .._transformers import quiet_peft_wrapping
+from ..cpu import rebalance
 from ..errors import RecipeError, TrainingError
 from . import checkpoint, run_dir as runs
 from .batching import collate, plan_batches, plan_steps
@@ -269,6 +270,7 @@ class Trainer:
 
         from . import encoder_task, lm_loss
 
+        rebalance()  # other adapterhub processes came or went: keep this one at its share of the cores
         started = time.perf_counter()
         data, training = self.recipe.data, self.recipe.training
         share = training.share_prompt_prefix and not (training.gradient_checkpointing or data.packing)
@@ -448,7 +450,8 @@ class Trainer:
         splits = {name: split for name in ("validation", "test") if (split := getattr(self.data, name)) is not None}
         metrics: dict[str, Any] = {}
         for name, split in splits.items():
-            metrics[name] = self._evaluate(split, progress=self._progress_label(f"evaluate {name}"))
+            metrics[name] = self._scored_already(name) or self._evaluate(
+                split, progress=self._progress_label(f"evaluate {name}"))
         if self.recipe.training.eval_base and task.is_classification:
             metrics["base"] = {name: zero_shot_metrics(self.peft_model, self.base.tokenizer, task, split, **options,
                                                        progress=self._progress_label(f"bare base on {name}"))
@@ -459,6 +462,16 @@ class Trainer:
             "tokens": self.train_tokens, "seconds": round(self.train_seconds, 2), "processes": self.accelerator.num_processes,
             "tokens_per_second": round(self.train_tokens / max(self.train_seconds, 1e-9), 1)}  # all processes
         return metrics
+
+    def _scored_already(self, split: str) -> dict[str, Any] | None:
+        """The best validation evaluation's metrics when they describe the adapter being exported
+        (the best weights were restored, or the best was the last step) and are complete (label
+        metrics too, for classification): evaluating the same weights again gives the same numbers."""
+        best = self.best["metrics"]
+        if split != "validation" or best is None or not (self.recipe.training.load_best or self.best["step"] == self.step):
+            return None
+        complete = not self.data.task.is_classification or "accuracy" in best
+        return best if complete and not self.encoder else None
 
     def _progress_label(self, label: str) -> str | None:
         """``label`` for an evaluation's progress bar (on stderr), or ``None`` where no bar is shown."""

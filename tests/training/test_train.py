@@ -183,6 +183,25 @@ def test_early_stopping_and_best_step(tmp_path, tiny_llama_dir):
     assert (metrics["steps"], metrics["stopped_early"], metrics["best_step"]) == (3, True, 1)
 
 
+@pytest.mark.parametrize(("metric", "validation_passes"), [("accuracy", 2), ("loss", 3)])
+def test_the_best_validation_is_not_scored_twice(tmp_path, tiny_llama_dir, monkeypatch, metric, validation_passes):
+    """With label metrics at every evaluation, the exported (best) adapter's validation figures are
+    the ones measured during training; watching the loss, the final pass adds the label metrics."""
+    from adapterhub.training import evaluate
+
+    passes = []
+    real = evaluate.evaluate_split
+    monkeypatch.setattr(evaluate, "evaluate_split", lambda *a, **k: passes.append(a[3].origin) or real(*a, **k))
+    raw = tiny_recipe(tmp_path, tiny_llama_dir, training={
+        "max_steps": 4, "eval_every": 2, "early_stopping": {"metric": metric}})
+    result = train(raw, progress=False)
+    assert sum("validation" in origin for origin in passes) == validation_passes, passes
+    history = json.loads((result.run_dir / "metrics.json").read_text())["history"]["validation"]
+    best = next(row for row in history if row["step"] == result.metrics["train"]["best_step"])
+    assert result.metrics["validation"]["loss"] == best["loss"]
+    assert "accuracy" in result.metrics["validation"]
+
+
 def test_push_to_hub_goes_through_hubsync(tmp_path, tiny_llama_dir, monkeypatch):
     raw = tiny_recipe(tmp_path, tiny_llama_dir, training={"max_steps": 1}, output={"push_to_hub": "me/tiny"})
     pushed = []
