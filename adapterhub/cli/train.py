@@ -42,6 +42,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--no-adapter", action="store_true",
                           help="score the bare base zero-shot with the adapter's prompt (baseline)")
     evaluate.add_argument("--base", default=None, help="base model (default: the one in the adapter's manifest)")
+    evaluate.add_argument("--quantize", choices=("nf4", "fp4", "int8"), default=None,
+                          help="score on that base loaded quantised (bitsandbytes), e.g. an fp32-trained adapter "
+                               "served on the 4-bit base")
     evaluate.add_argument("--batch-size", type=int, default=32)
     evaluate.add_argument("--json", action="store_true", help="machine-readable output")
     add_threads_option(evaluate)
@@ -141,14 +144,15 @@ def _evaluate(args: argparse.Namespace) -> int:
     from ..base.loading import load_base
     from ..training.evaluate import evaluate_file
 
-    base = load_base(args.base) if args.base else None
+    base = load_base(args.base, quantize=args.quantize) if args.base else None
     metrics = evaluate_file(args.ref, args.data, base=base, adapter=not args.no_adapter, batch_size=args.batch_size,
-                            progress=True)
+                            progress=True, quantize=args.quantize)
     if args.json:
         print_json(metrics)
         return 0
     who = metrics["ref"] if metrics["adapter"] else f"bare base with {metrics['ref']}'s prompt"
-    print(f"{who} on {metrics['data']}: {_summary(metrics)}")
+    served = f" (base loaded {metrics['quantize']})" if metrics.get("quantize") else ""
+    print(f"{who} on {metrics['data']}{served}: {_summary(metrics)}")
     per_label = metrics.get("per_label") or metrics.get("per_type")
     if per_label:  # encoder adapters: the classification report (or the entity report per type)
         print_table([(label, f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}", row["support"])

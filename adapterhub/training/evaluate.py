@@ -176,7 +176,7 @@ def _split_label_metrics(model: Any, tokenizer: Any, task: TaskSpec, split: Spli
 
 
 def evaluate_file(ref: str, data: str | Path, *, registry: Any = None, base: Any = None, adapter: bool = True,
-                  batch_size: int = 32, progress: bool = False) -> dict[str, Any]:
+                  batch_size: int = 32, progress: bool = False, quantize: str | None = None) -> dict[str, Any]:
     """Score a registered adapter (or, with ``adapter=False``, the bare base with its prompt) on a data file.
 
     The file is read with the format and field mapping of the adapter's recipe
@@ -193,9 +193,11 @@ def evaluate_file(ref: str, data: str | Path, *, registry: Any = None, base: Any
             encoder adapter's head exists only with the adapter).
         batch_size: rows per forward pass.
         progress: show a progress bar on stderr.
+        quantize: load the manifest's base quantised (``"nf4"``, ``"fp4"``, ``"int8"``) when ``base`` is
+            not given: how the adapter does when served on that base.
 
     Returns:
-        The metrics dict, plus ``"ref"``, ``"data"`` and ``"adapter"``.
+        The metrics dict, plus ``"ref"``, ``"data"``, ``"adapter"`` and ``"quantize"`` (the base's).
 
     Raises:
         AdapterNotFoundError, DataError, IncompatibleBaseError: bad reference, file or base.
@@ -223,11 +225,11 @@ def evaluate_file(ref: str, data: str | Path, *, registry: Any = None, base: Any
     recipe_data = recipe.get("data") or {}
     if base is None:
         base_name = (record.manifest.get("base") or {}).get("name") or (recipe.get("base") or {}).get("model")
-        base = load_base(base_name) if base_name else load_base()
+        base = load_base(base_name, quantize=quantize) if base_name else load_base(quantize=quantize)
     if record.task.is_encoder_task:
         from .encoder_task import evaluate_registered
 
-        return {"ref": record.ref, "data": str(data), "adapter": True,
+        return {"ref": record.ref, "data": str(data), "adapter": True, "quantize": base.spec.quantize,
                 **evaluate_registered(registry, record, base, data, batch_size=batch_size)}
     peft_model = load_peft_model(registry, ref, base)
     task, fmt = record.task, recipe_data.get("format") or ("classification" if record.task.is_classification else "completion")
@@ -244,7 +246,7 @@ def evaluate_file(ref: str, data: str | Path, *, registry: Any = None, base: Any
     finally:
         if not peft_model.active_peft_config.is_prompt_learning:
             peft_model.unload()  # give the caller's base back unchanged (a prefix never changed it)
-    return {"ref": record.ref, "data": origin, "adapter": adapter, **metrics}
+    return {"ref": record.ref, "data": origin, "adapter": adapter, "quantize": base.spec.quantize, **metrics}
 
 
 def load_peft_model(registry: Any, ref: str, base: Any) -> Any:

@@ -230,6 +230,26 @@ def test_qlora_on_a_4bit_base(tmp_path, tiny_llama_dir):
     assert record.method == "lora" and record.manifest["metrics"]["train"]["steps"] == 2
 
 
+def test_evaluate_on_a_quantised_serving_base(tmp_path, tiny_llama_dir, capsys, monkeypatch):
+    """An fp32-trained adapter scored on the base loaded in 4 bits: the figures differ from fp32 serving
+    only through the base, and the output says which base it was."""
+    pytest.importorskip("bitsandbytes")
+    from adapterhub.cli import main
+    from adapterhub.training.evaluate import evaluate_file
+
+    raw = tiny_recipe(tmp_path, tiny_llama_dir, training={"max_steps": 2})
+    registry = _registry(raw)
+    train(raw, progress=False)
+    data = tmp_path / "validation.jsonl"
+    full = evaluate_file("tiny", data, registry=registry)
+    four_bit = evaluate_file("tiny", data, registry=registry, quantize="nf4")
+    assert (full["quantize"], four_bit["quantize"]) == (None, "nf4")
+    assert four_bit["count"] == full["count"] and four_bit["loss"] != full["loss"]
+    monkeypatch.setenv("ADAPTERHUB_REGISTRY", str(registry.root))
+    assert main(["evaluate", "tiny", "--data", str(data), "--quantize", "nf4"]) == 0
+    assert "(base loaded nf4)" in capsys.readouterr().out
+
+
 def test_cli_train_new_check_and_evaluate(tmp_path, tiny_llama_dir, capsys):
     from adapterhub.cli import main
 
