@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 
 from .._transformers import quiet_peft_wrapping
 from ..errors import DataError
-from ..prompts import TaskSpec
+from ..prompts import TaskSpec, answer_ids
 from ..tokens import pad_id_of
 from .batching import collate, plan_batches
 from .data import Example, Split
@@ -130,23 +130,32 @@ def evaluate_split(model: Any, tokenizer: Any, task: TaskSpec, split: Split, *, 
                    leave: bool = True) -> dict[str, Any]:
     """Loss and perplexity, plus label metrics for classification tasks (unless ``accuracy=False``).
 
+    With label metrics the split runs once: a classification example's supervised tokens are
+    exactly its label's tokens and the end token after the full prompt (data encoding refuses
+    to cut them), so the gold label's score is minus that example's summed token loss, and the
+    loss comes from the same pass as the accuracy.
+
     Args:
         model: a :class:`~adapterhub.training.lm_loss.SupervisedLM` wrapping the PEFT model.
         tokenizer: the base tokenizer.
         task: the adapter's task.
         split: the encoded split (its rows give texts and reference labels).
-        progress: the label of a progress bar on stderr (``None``: no bar); it counts the rows
-            of the loss pass, then those of label scoring.
+        progress: the label of a progress bar on stderr (``None``: no bar); it counts rows.
         leave: keep the finished bar on screen.
     """
-    scored = accuracy and task.is_classification
-    with _bar(progress, len(split.examples) * (2 if scored else 1), leave=leave) as bar:
-        metrics: dict[str, Any] = loss_metrics(model, split.examples, pad_id=pad_id_of(tokenizer),
-                                               batch_size=batch_size, device=device, on_rows=bar.update)
-        if scored:
-            metrics.update(_split_label_metrics(model.model, tokenizer, task, split, batch_size=batch_size,
-                                                device=device, on_rows=bar.update))
-    return metrics
+    if not (accuracy and task.is_classification):
+        with _bar(progress, len(split.examples), leave=leave) as bar:
+            return loss_metrics(model, split.examples, pad_id=pad_id_of(tokenizer), batch_size=batch_size,
+                                device=device, on_rows=bar.update)
+    with _bar(progress, len(split.rows), leave=leave) as bar:
+        scores = label_score_matrix(model.model, tokenizer, task, [str(r["text"]) for r in split.rows],
+                                    batch_size=batch_size, device=device, on_rows=bar.update)
+    gold = [task.labels.index(str(r["label"])) for r in split.rows]
+    tokens = sum(len(answer_ids(tokenizer, task.labels[index])) for index in gold)
+    loss = -float(sum(scores[row, index] for row, index in enumerate(gold))) / max(tokens, 1)
+    predictions = [task.labels[int(i)] for i in scores.argmax(dim=-1)]
+    return {"loss": round(loss, 5), "perplexity": round(math.exp(min(loss, 50.0)), 4), "tokens": tokens,
+            **label_metrics(predictions, [str(r["label"]) for r in split.rows], labels=task.labels)}
 
 
 def zero_shot_metrics(peft_model: Any, tokenizer: Any, task: TaskSpec, split: Split, *, batch_size: int = 32,

@@ -75,7 +75,12 @@ def test_classification_accuracy_comes_from_label_scoring(lora_model, split, tin
     predictions = [TASK.labels[int(i)] for i in scores.argmax(-1)]
     expected = label_metrics(predictions, [r["label"] for r in split.rows], labels=TASK.labels)
     assert {k: metrics[k] for k in expected} == expected
-    assert {"loss", "perplexity", "tokens"} <= set(metrics)
+    loss_only = evaluate_split(lora_model, tiny_base.tokenizer, TASK, split, batch_size=4, accuracy=False)
+    assert "accuracy" not in loss_only
+    # one pass: the gold label's score is the example's summed token loss
+    assert metrics["tokens"] == loss_only["tokens"]
+    assert metrics["loss"] == pytest.approx(loss_only["loss"], abs=1e-4)
+    assert metrics["perplexity"] == pytest.approx(loss_only["perplexity"], rel=1e-3)
 
 
 def _scores(model, tokenizer, texts):

@@ -332,7 +332,7 @@ def test_the_training_bar_stays_finished_and_evaluation_shows_progress(tmp_path,
     renders = [part.strip() for part in capsys.readouterr().err.replace("\r", "\n").split("\n") if part.strip()]
     first_eval = next(i for i, text in enumerate(renders) if text.startswith("evaluate validation (tiny)"))
     assert not any(text.startswith("train tiny") for text in renders[first_eval:]), "training bar redrawn later"
-    assert any(text.startswith("evaluate test (tiny)") and "12/12" in text for text in renders)  # loss + labels
+    assert any(text.startswith("evaluate test (tiny)") and "6/6" in text for text in renders)  # one pass: loss + labels
 
 
 @pytest.mark.parametrize("when", ["ctrl-c during the final evaluation", "second ctrl-c during the final evaluation"])
