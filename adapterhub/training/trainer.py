@@ -47,6 +47,7 @@ from ..errors import RecipeError, TrainingError
 from . import checkpoint, run_dir as runs
 from .batching import collate, plan_batches, plan_steps
 from .data import load_dataset
+from .dropout import use_sparse_dropout
 from .publish import describe_adapter_dir, push_adapter, register_adapter
 from .recipe import Recipe
 from .recipe_files import load_recipe
@@ -182,6 +183,7 @@ class Trainer:
             elif checkpointing:
                 model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             peft_model = methods.build_trainable(method, model, self.recipe, self.base)
+        use_sparse_dropout(peft_model)  # same masks' distribution, a random draw per dropped element only
         method.initialise(peft_model, self.base.tokenizer, self.recipe)
         peft_model.train()
         return peft_model
