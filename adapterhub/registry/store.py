@@ -265,12 +265,7 @@ class Registry:
         >>> Registry().get("legal@prod").version  # doctest: +SKIP
         3
         """
-        name, selector = parse_ref(ref)
-        with self._index.read() as db:
-            row = index.resolve(db, name, selector)
-            if row is None:
-                raise self._not_found(db, ref, name)
-            return self._record_from_row(row, index.tags_of(db, name, row["version"]))
+        return self._get_with_verified(ref)[0]
 
     def list(self, *, domain: str | None = None, base: str | None = None) -> list[AdapterRecord]:
         """Every entry, by name then version, optionally only one domain and/or base fingerprint.
