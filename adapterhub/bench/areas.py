@@ -42,6 +42,7 @@ class BenchContext:
     timer: Timer
     progress: Callable[[str, int], Any]  # (description, total) -> a tqdm-like bar with update() and close()
     skipped: list[dict[str, str]] = field(default_factory=list)
+    base_name: str = ""  # what the run loaded as its base (a new process loads it again)
 
     def contenders(self) -> list[Side]:
         """The sides that compete (ours first), without the bare base."""
@@ -83,7 +84,11 @@ def measure_switch(ctx: BenchContext) -> dict[str, Any]:
 
 
 def measure_load(ctx: BenchContext) -> dict[str, Any]:
-    """Latency of making the 1st, 2nd, ... ``load_count``-th adapter resident, from an empty side."""
+    """Latency of making the 1st, 2nd, ... ``load_count``-th adapter resident, from an empty side.
+
+    The series runs after a warm-up, in this process; ours' ``new_process`` figure is the first
+    ``hub.load`` of new processes (:mod:`.first_load`), which is what a user's first load costs.
+    """
     config = ctx.config
     adapters = ctx.adapters[:config.load_count]
     bar = ctx.progress("load", len(ctx.contenders()) * config.load_repeats * len(adapters))
@@ -106,6 +111,12 @@ def measure_load(ctx: BenchContext) -> dict[str, Any]:
     for label, per_index in series.items():
         result["ms"][label] = {"first": Stats.of(per_index[0]).to_dict(), "last": Stats.of(per_index[-1]).to_dict(),
                                "by_index": [statistics.median(samples) for samples in per_index]}
+    if "ours" in result["ms"] and ctx.base_name:
+        from .first_load import measure_first_loads
+
+        registry_root = ctx.sides["ours"].hub.registry.root
+        samples = measure_first_loads(config, base_name=ctx.base_name, registry_root=registry_root, ref=adapters[0].ref)
+        result["ms"]["ours"]["new_process"] = Stats.of(samples).to_dict()
     result["speedup_vs_peft"] = _compare(result["ms"], lambda stats: stats["first"]["median"])
     return result
 

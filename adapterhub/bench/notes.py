@@ -15,11 +15,11 @@ _NOISE = ("Figures are medians, so a single stall is discarded, but a machine sh
 MISSED_NOTES: dict[str, str] = {
     "switch": "`hub.switch` only records which slot un-routed rows use (well under a microsecond); a miss means "
               "per-call work (module traversal, allocation, lock contention) crept into it.",
-    "load_first": "a 20 MB load is ~10 ms reading the file, ~11 ms sha256 verification, ~5 ms deserialising and "
-                  "~5 ms filling the per-layer slots (~30 ms on a quiet CPU); worker threads of other torch work "
-                  "still spinning on the cores can double it (the bench pauses 1 s before each series). Skipping "
-                  "re-hashing of files already verified (by mtime and size) would close most of a real miss. "
-                  f"{_NOISE}",
+    "load_first": "a 20 MB load is ~10 ms reading the file, ~5 ms deserialising and ~5 ms filling the per-layer "
+                  "slots on a quiet CPU, plus ~11 ms of sha256 for a file changed (or never verified) since its "
+                  "identity was recorded; a new process's first load also pays lazy imports and the registry's "
+                  "first index connection. Worker threads of other torch work still spinning on the cores can "
+                  f"double it (the bench pauses 1 s before each series). {_NOISE}",
     "load_last": f"see the 1st load: the same work, nothing scales with the number resident. {_NOISE}",
     "load_flat": "a load touches only its own slot; a later load slower than the first means something scans or "
                  f"re-allocates every resident slot. {_NOISE}",

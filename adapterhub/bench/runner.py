@@ -119,7 +119,8 @@ def _open(config: BenchConfig, base_name: str, *, progress: bool) -> tuple[Bench
         sides["ours"] = ours
     report["area_seconds"]["setup"] = time.perf_counter() - start
     ctx = BenchContext(config=config, adapters=adapters, sides=sides, vocab_size=bare.spec.vocab_size, device=device,
-                       timer=Timer(device), progress=_progress_factory(progress), skipped=report["skipped"])
+                       timer=Timer(device), progress=_progress_factory(progress), skipped=report["skipped"],
+                       base_name=base_name)
     return ctx, report
 
 

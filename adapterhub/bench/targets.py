@@ -60,9 +60,11 @@ def _fixed(limit: float, *path: Any) -> Callable[[dict[str, Any]], tuple[float, 
     return value
 
 
-def _load(which: str) -> Callable[[dict[str, Any]], tuple[float, float] | None]:
+def _load(*which: str) -> Callable[[dict[str, Any]], tuple[float, float] | None]:
+    """The first of ``which`` that was measured (``"new_process"`` before the in-process ``"first"``)."""
     def value(results: dict[str, Any]) -> tuple[float, float] | None:
-        measured = _get(results, "load", "ms", "ours", which, "median")
+        found = [_get(results, "load", "ms", "ours", key, "median") for key in which]
+        measured = next((median for median in found if median is not None), None)
         if measured is None:
             return None
         size = _get(results, "load", "file_bytes") or ADAPTER_REFERENCE_BYTES
@@ -95,7 +97,8 @@ def _training_memory(results: dict[str, Any]) -> tuple[float, float] | None:
 
 TARGETS: tuple[Target, ...] = (
     Target("switch", "switch p50 ≤ 0.1 ms (8 resident)", "ms", False, _fixed(0.1, "switch", "ms", "ours", "p50")),
-    Target("load_first", "load 1st adapter ≤ 50 ms per 20 MB", "ms", False, _load("first")),
+    Target("load_first", "load 1st adapter ≤ 50 ms per 20 MB (a new process's first `hub.load`)", "ms", False,
+           _load("new_process", "first")),
     Target("load_last", "load the last adapter of the series (16th in the full run) ≤ 50 ms per 20 MB", "ms", False,
            _load("last")),
     Target("load_flat", "load flat in the number resident (last ÷ first ≤ 1.25)", "×", False, _load_flatness),

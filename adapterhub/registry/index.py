@@ -26,6 +26,7 @@ from typing import Any, ContextManager
 from ..errors import IndexLostError, ReadOnlyRegistryError, RegistryError, StorageError
 
 BUSY_TIMEOUT_MS = 120_000
+REMEMBER_BUSY_MS = 50  # a load records what it verified only if the write lock is free about now
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS names (
     name TEXT PRIMARY KEY,
@@ -47,6 +48,15 @@ CREATE TABLE IF NOT EXISTS tags (
     tag TEXT NOT NULL,
     version INTEGER NOT NULL,
     PRIMARY KEY (name, tag),
+    FOREIGN KEY (name, version) REFERENCES adapters (name, version) ON DELETE CASCADE
+);
+CREATE TABLE IF NOT EXISTS verified (
+    name TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    file TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    identity TEXT NOT NULL,
+    PRIMARY KEY (name, version, file),
     FOREIGN KEY (name, version) REFERENCES adapters (name, version) ON DELETE CASCADE
 );
 """
@@ -203,14 +213,38 @@ class RegistryIndex:
         """A consistent snapshot for reading."""
         return self._transaction("BEGIN", write=False)
 
-    def write(self) -> ContextManager[sqlite3.Connection]:
-        """One write transaction holding the registry-wide write lock; commits unless the block raises."""
-        return self._transaction("BEGIN IMMEDIATE", write=True)
+    def write(self, *, busy_ms: int = BUSY_TIMEOUT_MS) -> ContextManager[sqlite3.Connection]:
+        """One write transaction holding the registry-wide write lock; commits unless the block raises.
+
+        ``busy_ms``: how long to wait for another writer before raising :class:`RegistryError`.
+        """
+        return self._transaction("BEGIN IMMEDIATE", write=True, busy_ms=busy_ms)
+
+    def remember(self, name: str, version: int, seen: list[tuple[str, str, str]]) -> bool:
+        """Record ``seen`` = ``[(file, sha256, identity)]`` just verified for ``name@version``, if that is cheap.
+
+        Never writes to a read-only registry, never waits long for the write lock and never
+        raises: a record is only a shortcut, so whatever stops it leaves the next load hashing.
+        Returns whether the record was written.
+        """
+        if not seen or self.read_only:
+            return False
+        try:
+            with self.write(busy_ms=REMEMBER_BUSY_MS) as db:
+                for file, sha256, identity in seen:  # nothing for an entry removed meanwhile
+                    db.execute("INSERT OR REPLACE INTO verified (name, version, file, sha256, identity) "
+                               "SELECT ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM adapters WHERE name = ? AND version = ?)",
+                               (name, version, file, sha256, identity, name, version))
+        except (RegistryError, OSError):
+            return False
+        return True
 
     @contextmanager
-    def _transaction(self, begin: str, *, write: bool) -> Iterator[sqlite3.Connection]:
+    def _transaction(self, begin: str, *, write: bool, busy_ms: int = BUSY_TIMEOUT_MS) -> Iterator[sqlite3.Connection]:
         with closing(self._connect(write=write)) as db:
             try:
+                if busy_ms != BUSY_TIMEOUT_MS:
+                    db.execute(f"PRAGMA busy_timeout = {int(busy_ms)}")
                 db.execute(begin)
             except sqlite3.Error as error:
                 raise self._explain(error) from error
@@ -361,6 +395,18 @@ def rows(db: sqlite3.Connection, *, name: str | None = None, domain: str | None 
     where = " AND ".join(f"{column} = ?" for column, _ in clauses) or "1"
     return db.execute(f"SELECT * FROM adapters WHERE {where} ORDER BY name, version",
                       [value for _, value in clauses]).fetchall()
+
+
+def verified_files(db: sqlite3.Connection, name: str, version: int) -> dict[str, tuple[str, str]]:
+    """``{file: (sha256, identity)}`` recorded when ``name@version``'s files last verified (see ``verified.py``)."""
+    try:
+        found = db.execute("SELECT file, sha256, identity FROM verified WHERE name = ? AND version = ?",
+                           (name, version)).fetchall()
+    except sqlite3.OperationalError as error:
+        if "no such table" in str(error):  # a read-only index an older adapterhub wrote: hash every file
+            return {}
+        raise
+    return {row["file"]: (row["sha256"], row["identity"]) for row in found}
 
 
 def tags_by_entry(db: sqlite3.Connection) -> dict[tuple[str, int], list[str]]:

@@ -18,6 +18,7 @@ import os
 import re
 import stat
 import struct
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -127,6 +128,21 @@ def read_regular(path: Path, *, limit: int | None = None) -> bytes:
         NotARegularFileError: a directory, FIFO, socket or device (an ``OSError``).
         OSError: ``limit`` given and the file is larger, or it cannot be read.
     """
+    return read_observed(path, limit=limit).data
+
+
+@dataclass(frozen=True)
+class ObservedRead:
+    """A regular file's bytes with the ``fstat`` of the open file just before and just after reading them."""
+
+    data: bytes
+    before: os.stat_result
+    after: os.stat_result  # differs from ``before`` when the file was written while it was read
+    started_ns: int  # wall clock (``time.time_ns``) when reading began
+
+
+def read_observed(path: Path, *, limit: int | None = None) -> ObservedRead:
+    """:func:`read_regular`, also returning what the file's ``fstat`` said around the read (same errors)."""
     info = os.stat(path)  # before opening: opening a FIFO would block
     if not stat.S_ISREG(info.st_mode):
         kind = "a directory" if stat.S_ISDIR(info.st_mode) else "a FIFO" if stat.S_ISFIFO(info.st_mode) else \
@@ -134,7 +150,14 @@ def read_regular(path: Path, *, limit: int | None = None) -> bytes:
         raise NotARegularFileError(f"{path} is {kind}, not a regular file")
     if limit is not None and info.st_size > limit:
         raise OSError(f"{path} is {info.st_size} bytes, more than the {limit} this file may have")
-    return Path(path).read_bytes()
+    started = time.time_ns()
+    with open(path, "rb") as handle:
+        before = os.fstat(handle.fileno())
+        if not stat.S_ISREG(before.st_mode):  # replaced between the stat and the open
+            raise NotARegularFileError(f"{path} is no longer a regular file")
+        data = handle.read()
+        after = os.fstat(handle.fileno())
+    return ObservedRead(data=data, before=before, after=after, started_ns=started)
 
 
 class NotARegularFileError(OSError):

@@ -24,17 +24,19 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from . import index
+from . import index, verified
 from .compat import check_compatible
 from ..errors import (AdapterHubError, AdapterNotFoundError, ConfigError, IntegrityError, InvalidAdapterError,
                       InvalidNameError, RegistryError, StorageError)
 from .manifest import (ADAPTER_FILES, CONFIG_FILE, MANIFEST_FILE, MAX_JSON_BYTES, WEIGHTS_FILE, AdapterRecord, LoadedAdapter,
-                       NotARegularFileError, check_file, new_manifest, parse_json, parse_ref, read_adapter_dir,
-                       read_regular, recorded_fields, safetensors_shapes, validate_name, validate_tag)
+                       NotARegularFileError, ObservedRead, check_file, new_manifest, parse_json, parse_ref,
+                       read_adapter_dir, read_observed, read_regular, recorded_fields, safetensors_shapes, validate_name,
+                       validate_tag)
 from .rebuild import RebuildReport, rebuild_index, removed_versions, version_folders, write_removed_mark
 from ..paths import default_registry_root
 from .staging import StagingArea, fsync_dir, write_synced
@@ -115,7 +117,23 @@ class Registry:
                 raise
             raise StorageError(f"could not write {name} into registry {self.root}: {error}; free disk space or make "
                                "the folder writable, then retry (nothing was registered)") from error
-        return self._record(manifest, tags)
+        record = self._record(manifest, tags)
+        self._remember_new(record)
+        return record
+
+    def _remember_new(self, record: AdapterRecord) -> None:
+        """Hash the new entry's files once more, as stored, and record them so the first load need not.
+
+        Only when their timestamps have already settled (see :mod:`.verified`; writing and fsyncing
+        a large file takes longer than that): an add never waits for it, and an entry written faster is
+        recorded by its first load. Never fails the add, which is committed.
+        """
+        try:
+            infos = [os.stat(record.path / file) for file in record.manifest["files"]]
+            if verified.wait_ns(infos, time.time_ns()) == 0:
+                self._index.remember(record.name, record.version, self._read_checked(record, {})[1])
+        except (AdapterHubError, OSError):
+            return  # a load hashes and reports it
 
     def _write_entry(self, adapter: Any, manifest: dict[str, Any], name: str, tags: list[str]) -> None:
         """Stage the files, then allocate the version, place the folder and index it in one transaction."""
@@ -247,12 +265,7 @@ class Registry:
         >>> Registry().get("legal@prod").version  # doctest: +SKIP
         3
         """
-        name, selector = parse_ref(ref)
-        with self._index.read() as db:
-            row = index.resolve(db, name, selector)
-            if row is None:
-                raise self._not_found(db, ref, name)
-            return self._record_from_row(row, index.tags_of(db, name, row["version"]))
+        return self._get_with_verified(ref)[0]
 
     def list(self, *, domain: str | None = None, base: str | None = None) -> list[AdapterRecord]:
         """Every entry, by name then version, optionally only one domain and/or base fingerprint.
@@ -273,6 +286,9 @@ class Registry:
     def load(self, ref: str, *, base: Any = None) -> LoadedAdapter:
         """Read an entry into memory, verifying every file's sha256 on the bytes it parses.
 
+        A file unchanged (same device, inode, size, mtime and ctime) since its bytes last matched
+        their sha256 is not hashed again (see :mod:`adapterhub.registry.verified`); :meth:`verify` always hashes.
+
         Args:
             ref: a reference (see :meth:`get`).
             base: if given, the adapter must fit it (fingerprint, modules, shapes).
@@ -289,8 +305,8 @@ class Registry:
         """
         from safetensors.torch import load as load_safetensors
 
-        record = self.get(ref)
-        files = self._read_verified(record)
+        record, known = self._get_with_verified(ref)
+        files = self._read_verified(record, known)
         config = parse_json(files[CONFIG_FILE], where=str(record.path / CONFIG_FILE))
         if base is not None:
             shapes = safetensors_shapes(files[WEIGHTS_FILE], where=str(record.path / WEIGHTS_FILE))
@@ -299,6 +315,8 @@ class Registry:
 
     def verify(self, ref: str | None = None, *, progress: bool = False) -> list[str]:
         """Check every file of one entry (or all) against its checksums; ``[]`` means all is well.
+
+        Always hashes every file (unlike :meth:`load`), and records the files that check out.
 
         Args:
             ref: one entry; ``None`` checks every entry and the index itself.
@@ -336,17 +354,20 @@ class Registry:
             return [str(error) if isinstance(error, IntegrityError) else
                     f"{row['name']}@{row['version']}: the index row's manifest lacks {error}; "
                     "run `adapterhub registry rebuild-index`"]
-        problems = []
+        problems, seen = [], []
         for file in files:
             try:
-                data = self._read_file(record, file)
+                read, stamp = self._read_checked_file(record, file, None)
                 if file == WEIGHTS_FILE:
-                    safetensors_shapes(data, where=str(record.path / file))
+                    safetensors_shapes(read.data, where=str(record.path / file))
+                seen += [(file, files[file]["sha256"], stamp)] if stamp else []
             except (IntegrityError, InvalidAdapterError) as error:
                 problems.append(str(error) if isinstance(error, IntegrityError) else f"{record.ref}: {error}")
             except (KeyError, TypeError, ValueError) as error:
                 problems.append(f"{record.ref}: the index's record of {file} is damaged ({error!r}); "
                                 "run `adapterhub registry rebuild-index`")
+        if not problems:
+            self._index.remember(record.name, record.version, seen)
         return problems + self._manifest_problems(record)
 
     def export(self, ref: str, directory: str | os.PathLike[str]) -> Path:
@@ -362,8 +383,8 @@ class Registry:
         >>> Registry().export("legal@2", "out/legal-v2")  # doctest: +SKIP
         PosixPath('out/legal-v2')
         """
-        record = self.get(ref)
-        files = self._read_verified(record)
+        record, known = self._get_with_verified(ref)
+        files = self._read_verified(record, known)
         target = Path(directory).expanduser()
         if target.exists() and (not target.is_dir() or any(target.iterdir())):
             raise ConfigError(f"export folder {target} already exists and is not empty; choose a new or empty folder")
@@ -398,22 +419,53 @@ class Registry:
         return rebuild_index(self._index, self.root / ADAPTERS_DIR, removed_versions(self.root))
 
     # --- helpers -------------------------------------------------------------------
-    def _read_file(self, record: AdapterRecord, file: str) -> bytes:
+    def _get_with_verified(self, ref: str) -> tuple[AdapterRecord, dict[str, tuple[str, str]]]:
+        """:meth:`get`, plus what the index recorded of the entry's verified files, in one read."""
+        name, selector = parse_ref(ref)
+        with self._index.read() as db:
+            row = index.resolve(db, name, selector)
+            if row is None:
+                raise self._not_found(db, ref, name)
+            record = self._record_from_row(row, index.tags_of(db, name, row["version"]))
+            return record, index.verified_files(db, name, row["version"])
+
+    def _read_checked_file(self, record: AdapterRecord, file: str,
+                           recorded: tuple[str, str] | None) -> tuple[ObservedRead, str | None]:
+        """Read one file and check it against the manifest, hashing it unless ``recorded`` vouches for it.
+
+        Returns the read and, for a file it hashed, the identity to record (``None`` when it must not be).
+        """
         path = record.path / file
+        expected = record.manifest["files"][file]
         fix = f"remove the entry with `adapterhub registry rm {record.ref}` and import the adapter again"
         try:
-            data = read_regular(path)
+            read = read_observed(path)
         except FileNotFoundError:
             raise IntegrityError(f"{record.ref}: {path} is missing; {fix}") from None
         except NotARegularFileError as error:
             raise IntegrityError(f"{record.ref}: {error} (replaced after it was stored); {fix}") from None
         except OSError as error:
             raise IntegrityError(f"{record.ref}: {path} cannot be read ({error.strerror or error}); {fix}") from None
-        check_file(data, record.manifest["files"][file], where=str(path), ref=record.ref)
-        return data
+        if verified.trusted(read, recorded, expected["sha256"]) and len(read.data) == expected["size"]:
+            return read, None
+        check_file(read.data, expected, where=str(path), ref=record.ref)
+        return read, verified.recordable(read)
 
-    def _read_verified(self, record: AdapterRecord) -> dict[str, bytes]:
-        return {file: self._read_file(record, file) for file in record.manifest["files"]}
+    def _read_checked(self, record: AdapterRecord,
+                      known: Mapping[str, tuple[str, str]]) -> tuple[dict[str, bytes], list[tuple[str, str, str]]]:
+        """Every file of ``record``, checked; and ``(file, sha256, identity)`` for each one hashed that may be recorded."""
+        files, seen = {}, []
+        for file, expected in record.manifest["files"].items():
+            read, stamp = self._read_checked_file(record, file, known.get(file))
+            files[file] = read.data
+            seen += [(file, expected["sha256"], stamp)] if stamp else []
+        return files, seen
+
+    def _read_verified(self, record: AdapterRecord, known: Mapping[str, tuple[str, str]]) -> dict[str, bytes]:
+        """Every file of ``record``, checked; files it had to hash are recorded for the next read."""
+        files, seen = self._read_checked(record, known)
+        self._index.remember(record.name, record.version, seen)
+        return files
 
     def _manifest_problems(self, record: AdapterRecord) -> list[str]:
         path = record.path / MANIFEST_FILE
