@@ -19,7 +19,7 @@ from typing import Any
 
 from ..errors import ConfigError
 
-AREAS = ("switch", "load", "forward", "generation", "training", "memory", "serve", "encoder", "methods")
+AREAS = ("switch", "load", "forward", "generation", "training", "memory", "serve", "encoder", "methods", "accuracy")
 DEFAULT_OUT = Path("bench-out")
 
 
@@ -51,6 +51,10 @@ class BenchConfig:
         train_steps, train_batch, train_max_length: the training comparison's size.
         train_repeats: runs per trainer, alternating ours / PEFT (the median run is reported).
         train_recipe: the recipe both trainers follow (``None``: the shipped finance recipe).
+        accuracy_threshold: the validation accuracy the time-to-accuracy area times both trainers to.
+        accuracy_eval_every: optimizer steps between its validation evaluations (and the last step).
+        accuracy_eval_rows: validation rows each of those evaluations scores (``None``: all).
+        accuracy_max_steps: cap on its optimizer steps (``None``: the recipe's own schedule).
         serve_clients, serve_adapters: concurrent HTTP clients and the adapters they spread over.
         serve_prompt_tokens, serve_new_tokens: prompt length and generated tokens per request.
         serve_requests: requests each client sends, one after another.
@@ -83,6 +87,10 @@ class BenchConfig:
     train_batch: int = 8
     train_max_length: int = 256
     train_recipe: Path | None = None
+    accuracy_threshold: float = 0.85
+    accuracy_eval_every: int = 8
+    accuracy_eval_rows: int | None = None
+    accuracy_max_steps: int | None = None
     serve_clients: int = 32
     serve_adapters: int = 8
     serve_prompt_tokens: int = 64
@@ -98,6 +106,11 @@ class BenchConfig:
             raise ConfigError(f"need warmup >= 0 and repeats >= 1, got warmup={self.warmup}, repeats={self.repeats}")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"threads must be a positive integer, got {self.threads}")
+        if not 0.0 <= self.accuracy_threshold <= 1.0 or self.accuracy_eval_every < 1 or any(
+                value is not None and value < 1 for value in (self.accuracy_eval_rows, self.accuracy_max_steps)):
+            raise ConfigError(f"need 0 <= accuracy_threshold <= 1 and accuracy_eval_every, accuracy_eval_rows, "
+                              f"accuracy_max_steps >= 1, got {self.accuracy_threshold}, {self.accuracy_eval_every}, "
+                              f"{self.accuracy_eval_rows}, {self.accuracy_max_steps}")
 
     @classmethod
     def preset(cls, *, quick: bool = False, gpu_sizes: bool = False, **overrides: Any) -> BenchConfig:
@@ -113,7 +126,8 @@ class BenchConfig:
             values.update(quick=True, threads=1, warmup=1, repeats=3, switch_calls=24, load_count=4, load_repeats=1,
                           mixed_counts=(2, 8), generation_rows_per_domain=1, generation_new_tokens=4,
                           memory_counts=(1, 8), train_steps=2, train_batch=4, train_repeats=1, serve_clients=8,
-                          serve_adapters=4, serve_prompt_tokens=16, serve_new_tokens=8, serve_requests=1)
+                          serve_adapters=4, serve_prompt_tokens=16, serve_new_tokens=8, serve_requests=1,
+                          accuracy_eval_every=2, accuracy_eval_rows=8, accuracy_max_steps=4)
         if gpu_sizes:
             values.update(forward_shapes=((8, 64), (64, 256)), mixed_counts=(2, 4, 8, 32),
                           generation_domains=(3, 32), memory_counts=(1, 8, 32), train_batch=32)

@@ -39,6 +39,12 @@ MISSED_NOTES: dict[str, str] = {
                       f"save. {_NOISE}",
     "training_memory": "on CPU the peak is the process's peak RSS, which includes the base model and the Python "
                        "heap; on CUDA it is the allocator's peak during the timed steps.",
+    "time_to_accuracy": "the time is training steps only, so it follows the tokens/s ratio unless the two loops "
+                        "learn at different rates per step: ours groups batches by length (PEFT's Trainer shuffles), "
+                        "so its steps see other batches, and an evaluation falls only every few steps, so a run "
+                        "can cross the threshold one evaluation later. Evaluating more often "
+                        "(`accuracy_eval_every`) narrows that; a miss where ours never reached the threshold means "
+                        f"the recipe itself regressed (see its best accuracy). {_NOISE}",
     "memory_resident": "per-slot padding or a second copy of the weights (e.g. a dtype-cast one kept beside the "
                        "original) inflates resident bytes.",
     "nf4_footprint": "bitsandbytes leaves embeddings, norms and the LM head unquantised; in a small model with a "

@@ -1,12 +1,12 @@
 """PNG plots of a benchmark report (matplotlib, Agg backend: no display needed).
 
 One figure per question: forward cost relative to the bare base, switch and
-load latency, memory, and throughput (generation and training). A figure
-whose data is absent is not drawn.
+load latency, memory, throughput (generation and training) and validation
+accuracy against training time. A figure whose data is absent is not drawn.
 
 >>> paths = write_plots(report, "bench-out")  # doctest: +SKIP
 >>> [path.name for path in paths]  # doctest: +SKIP
-['forward.png', 'latency.png', 'memory.png', 'throughput.png']
+['forward.png', 'latency.png', 'memory.png', 'throughput.png', 'accuracy.png']
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def write_plots(report: dict[str, Any], out: str | Path) -> list[Path]:
     out = Path(out)
     written = []
     for name, draw in (("forward.png", _forward), ("latency.png", _latency), ("memory.png", _memory),
-                       ("throughput.png", _throughput)):
+                       ("throughput.png", _throughput), ("accuracy.png", _accuracy)):
         figure = draw(plt, results)
         if figure is not None:
             figure.tight_layout()
@@ -130,4 +130,28 @@ def _throughput(plt: Any, results: dict[str, Any]) -> Any:
                  color=[COLORS[label] for label in labels])
         axis.set_title(title)
         axis.set_ylabel("tokens/s")
+    return figure
+
+
+def _accuracy(plt: Any, results: dict[str, Any]) -> Any:
+    result = results.get("accuracy") or {}
+    sides = [label for label in ("ours", "peft") if result.get(label, {}).get("curve")]
+    if not sides:
+        return None
+    figure, axis = plt.subplots(figsize=(7, 4))
+    for label in sides:
+        side = result[label]
+        curve = side["curve"]
+        axis.plot([point["seconds"] for point in curve], [point["accuracy"] for point in curve], marker="o",
+                  color=COLORS[label], label=LABELS[label] + ("" if side["reached"] else " (not reached)"))
+        reached = next((point for point in curve if point["step"] == side["steps"]), None)
+        if reached is not None:
+            axis.plot([reached["seconds"]], [reached["accuracy"]], marker="*", markersize=16, color=COLORS[label])
+    axis.axhline(result["threshold"], color="black", linestyle="--", linewidth=0.8)
+    axis.set_ylim(0, 1.02)
+    axis.set_xlim(left=0)
+    axis.set_xlabel("training seconds (evaluation excluded)")
+    axis.set_ylabel(f"validation accuracy ({result[sides[0]]['eval_rows']} rows)")
+    axis.set_title(f"time to {result['threshold']:.0%} validation accuracy (star: first evaluation at or above)")
+    axis.legend(loc="lower right")
     return figure

@@ -164,6 +164,50 @@ def _training(result: dict[str, Any]) -> list[str]:
             *_table(["", "tokens/s", "peak memory", "time", "tokens"], rows), *_speedup_line(result)]
 
 
+def _accuracy(result: dict[str, Any]) -> list[str]:
+    sides = [label for label in ("ours", "peft") if label in result]
+    if not sides:
+        return ["Not measured."]
+    threshold = f"{result['threshold']:.0%}"
+    plan = result[sides[0]]["schedule"]
+    lines = [f"Both trainers follow `{result['recipe']}`'s own schedule ({plan['total_steps']} optimizer steps"
+             f"{'' if result.get('max_steps') is None else ' (capped)'}, batch {plan['batch_size']}, lr {plan['lr']:g}, "
+             f"{plan['scheduler']} with {plan['warmup_steps']} warm-up steps, seed {plan['seed']}), each in its own "
+             f"process. Every {result['eval_every']} steps and after the last, validation accuracy on the same "
+             f"{result[sides[0]]['eval_rows']} rows by label scoring; training stops at the first evaluation ≥ "
+             f"{threshold}. **Time counts training only**: the clock runs from the first step and is paused while "
+             "evaluating (the same on both sides; loading and set-up excluded); *wall* includes the evaluations. "
+             "One run per trainer, so on a shared machine the times are noisy.", ""]
+    if result.get("quick"):
+        lines += [f"Quick run: a few steps on the tiny model, which cannot reach {threshold} — not a claim.", ""]
+    rows = []
+    for label in sides:
+        side = result[label]
+        rows.append([SIDE_NAMES[label], "yes" if side["reached"] else "**no**", format_value(side["seconds"], "s"),
+                     format_value(side["wall_seconds"], "s"), side["steps"] or "–", side["tokens"] or "–",
+                     f"{format_value(side['best_accuracy'])} (step {side['best_step']})", side["evaluations"]])
+    lines += _table(["", f"reached {threshold}", "training time", "wall (with eval)", "steps", "tokens",
+                     "best accuracy", "evaluations"], rows)
+    ours, peft = result.get("ours") or {}, result.get("peft") or {}
+    if result.get("time_ratio") is not None:
+        lines += [f"adapterhub reaches {threshold} in **{format_value(result['time_ratio'], '×')}** of PEFT + "
+                  f"Trainer's training time ({format_value(result['speedup_vs_peft'], '×')} as fast).", ""]
+    elif ours.get("reached") and peft:
+        lines += [f"Only adapterhub reached {threshold} (PEFT + Trainer's best: {format_value(peft['best_accuracy'])}).",
+                  ""]
+    curves = {label: {point["step"]: point for point in result[label]["curve"]} for label in sides}
+    steps = sorted({step for curve in curves.values() for step in curve})
+    lines += ["Accuracy curve (training seconds at each evaluation):", "",
+              *_table(["step", *(f"{SIDE_NAMES[label]} {column}" for label in sides for column in ("accuracy", "s"))],
+                      [[step, *(cell for label in sides for cell in _curve_cells(curves[label].get(step)))]
+                       for step in steps])]
+    return lines
+
+
+def _curve_cells(point: dict[str, Any] | None) -> list[str]:
+    return ["", ""] if point is None else [format_value(point["accuracy"]), format_value(point["seconds"])]
+
+
 def _memory(result: dict[str, Any]) -> list[str]:
     measured = all("measured_bytes" in row for row in result["resident"])
     rows = []
@@ -216,6 +260,7 @@ _SECTIONS = (
                                                                 fromlist=["render"]).render(result)),
     ("encoder", "8. Encoder adapters", _encoder),
     ("methods", "9. Mixed methods in one batch", _methods),
+    ("accuracy", "10. Time to accuracy", _accuracy),
 )
 
 

@@ -11,8 +11,9 @@ import datetime
 import gc
 import shutil
 import time
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .adapters import lora_targets, make_adapters
 from .areas import BenchContext, measure_forward, measure_generation, measure_load, measure_memory, measure_switch
@@ -46,7 +47,7 @@ def run_bench(config: BenchConfig | None = None, *, progress: bool = True) -> di
 
     >>> report = run_bench(BenchConfig.preset(quick=True))  # doctest: +SKIP
     >>> sorted(report["results"])  # doctest: +SKIP
-    ['encoder', 'forward', 'generation', 'load', 'memory', 'switch', 'training']
+    ['accuracy', 'encoder', 'forward', 'generation', 'load', 'memory', 'methods', 'serve', 'switch', 'training']
     """
     started = time.perf_counter()
     config = config or BenchConfig.preset()
@@ -54,39 +55,41 @@ def run_bench(config: BenchConfig | None = None, *, progress: bool = True) -> di
     Path(config.out).mkdir(parents=True, exist_ok=True)
     base_name = config.base or _default_base(config, config.work_dir)
     ctx, report = _open(config, base_name, progress=progress)
-    seconds = report["area_seconds"]
     for area, measure in IN_PROCESS_AREAS.items():
         if area in config.areas:
-            start = time.perf_counter()
-            report["results"][area] = measure(ctx)
-            seconds[area] = time.perf_counter() - start
+            _timed(report, area, partial(measure, ctx))
     if "memory" in config.areas:
-        start = time.perf_counter()
-        footprints = _base_footprints(base_name, config, ctx.sides["bare"].base, report["skipped"])
-        report["results"]["memory"] = measure_memory(ctx, base_footprints=footprints)
-        seconds["memory"] = time.perf_counter() - start
+        _timed(report, "memory", lambda: measure_memory(ctx, base_footprints=_base_footprints(
+            base_name, config, ctx.sides["bare"].base, report["skipped"])))
     _close(ctx)
+    # the areas below start their own processes or models, after the sides above are freed
     if "serve" in config.areas:
         from .serving import measure_serve
 
-        start = time.perf_counter()
-        report["results"]["serve"] = measure_serve(config, base_name=base_name, adapters=ctx.adapters)
-        seconds["serve"] = time.perf_counter() - start
+        _timed(report, "serve", lambda: measure_serve(config, base_name=base_name, adapters=ctx.adapters))
     if "encoder" in config.areas:
         from .encoder import measure_encoder
 
-        start = time.perf_counter()
-        report["results"]["encoder"] = measure_encoder(config, skipped=report["skipped"])
-        seconds["encoder"] = time.perf_counter() - start
+        _timed(report, "encoder", lambda: measure_encoder(config, skipped=report["skipped"]))
     if "training" in config.areas:
-        start = time.perf_counter()
-        report["results"]["training"] = measure_training(config, base_name=base_name, device=ctx.device,
-                                                         skipped=report["skipped"])
-        seconds["training"] = time.perf_counter() - start
+        _timed(report, "training", lambda: measure_training(config, base_name=base_name, device=ctx.device,
+                                                            skipped=report["skipped"]))
+    if "accuracy" in config.areas:
+        from .accuracy import measure_time_to_accuracy  # imports the recipe trainer: only when this area runs
+
+        _timed(report, "accuracy", lambda: measure_time_to_accuracy(config, base_name=base_name, device=ctx.device,
+                                                                    skipped=report["skipped"]))
     report["targets"] = check_targets(report)
     report["seconds"] = time.perf_counter() - started
     write_report(report, config.out)
     return report
+
+
+def _timed(report: dict[str, Any], area: str, measure: Callable[[], dict[str, Any]]) -> None:
+    """``report["results"][area] = measure()``, its seconds in ``report["area_seconds"]``."""
+    start = time.perf_counter()
+    report["results"][area] = measure()
+    report["area_seconds"][area] = time.perf_counter() - start
 
 
 def _quiet_and_threads(config: BenchConfig) -> None:

@@ -33,10 +33,15 @@ def default_recipe() -> Path | None:
     return None
 
 
+def base_overrides(config: BenchConfig, *, base_name: str, device: str) -> list[str]:
+    """Overrides that put a trainer on the bench's base, dtype, quantisation and device."""
+    return [f"base.model={base_name}", f"base.dtype={config.dtype}", f"base.quantize={config.quantize or 'null'}",
+            f"base.device={device}"]
+
+
 def recipe_overrides(config: BenchConfig, *, base_name: str, device: str) -> list[str]:
     """Overrides that put both trainers on the bench's base, dtype, quantisation, device and batch size."""
-    return [f"base.model={base_name}", f"base.dtype={config.dtype}", f"base.quantize={config.quantize or 'null'}",
-            f"base.device={device}", f"training.batch_size={config.train_batch}"]
+    return [*base_overrides(config, base_name=base_name, device=device), f"training.batch_size={config.train_batch}"]
 
 
 def measure_training(config: BenchConfig, *, base_name: str, device: str,

@@ -8,7 +8,8 @@ from pathlib import Path
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "bench", help="benchmark switching, loading, forward, generation, training and memory against plain PEFT",
+        "bench", help="benchmark switching, loading, forward, generation, training, time to accuracy and memory "
+                         "against plain PEFT",
         description="Measure adapterhub and plain PEFT on the same machine in one run; write bench.json, "
                     "bench.md and PNG plots, and check every promised target (met / MISSED).")
     parser.add_argument("--quick", action="store_true",
@@ -29,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="add a 64 × 256 batch, 32-adapter mixed batches and 32-domain generation")
     parser.add_argument("--only", nargs="+", default=None, metavar="AREA",
                         help="run only these areas: switch, load, forward, generation, training, memory, serve, "
-                             "encoder, methods")
+                             "encoder, methods, accuracy (time to 85%% validation accuracy; minutes on a CPU)")
     parser.add_argument("--repeats", type=int, default=None, help="timed runs per figure (median is reported)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(handler=_bench)

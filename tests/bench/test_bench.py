@@ -11,7 +11,7 @@ from adapterhub.bench.harness import Stats, percentile
 from adapterhub.bench.targets import MET, MISSED, NOT_MEASURED, TARGETS, check_targets
 from adapterhub.errors import ConfigError
 
-PLOTS = ("forward.png", "latency.png", "memory.png", "throughput.png")
+PLOTS = ("forward.png", "latency.png", "memory.png", "throughput.png", "accuracy.png")
 
 
 @pytest.fixture(scope="module")
@@ -76,12 +76,30 @@ def test_both_sides_are_measured(quick_report, side):
     assert all(row["ratio_to_files"][side] > 0 for row in results["memory"]["resident"])
 
 
+@pytest.mark.parametrize("side", ["ours", "peft"])
+def test_quick_time_to_accuracy_runs_a_few_steps_on_a_few_rows(quick_report, side):
+    report, out = quick_report
+    result = report["results"]["accuracy"]
+    measured = result[side]
+    assert result["quick"] and result["threshold"] == 0.85 and "time_ratio" not in result
+    assert not measured["reached"] and measured["seconds"] is None and 0 <= measured["best_accuracy"] < 0.85
+    assert measured["steps_run"] == measured["total_steps"] == 4 and measured["eval_rows"] == 8
+    assert [point["step"] for point in measured["curve"]] == [2, 4]
+    assert all(point["wall_seconds"] >= point["seconds"] > 0 for point in measured["curve"])
+    assert "Quick run: a few steps on the tiny model, which cannot reach 85% — not a claim." in (
+        out / "bench.md").read_text()
+
+
 def test_every_target_is_checked(quick_report):
     report, out = quick_report
     markdown = (out / "bench.md").read_text()
     for check in report["targets"]:
         assert check["status"] == "not a claim (tiny model)" and check["verdict"] in (MET, MISSED)
-        assert check["value"] > 0 and check["limit"] > 0
+        if check["id"] == "time_to_accuracy":  # the tiny model reaches 85% on neither side: no ratio
+            assert check["value"] is None and check["verdict"] == MISSED
+        else:
+            assert check["value"] > 0
+        assert check["limit"] > 0
         assert check["target"] in markdown
     for row in ("CPU", "threads", "device", "dtype / quantize", "versions"):
         assert f"| {row} |" in markdown
