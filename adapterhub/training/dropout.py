@@ -45,14 +45,16 @@ class SparseDropout(torch.nn.Module):
             return x
         if self.p > SPARSE_UP_TO or x.device.type != "cpu":  # an accelerator's generator is fast already
             return torch.nn.functional.dropout(x, self.p, True)
-        return x * dropout_mask(x.numel(), self.p, dtype=x.dtype, device=x.device).view_as(x)
+        out = x * (1.0 / (1.0 - self.p))
+        out.view(-1).index_fill_(0, dropped_positions(x.numel(), self.p), 0.0)  # autograd zeroes their gradient
+        return out
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
 
 
-def dropout_mask(n: int, p: float, *, dtype: torch.dtype = torch.float32, device: Any = "cpu") -> torch.Tensor:
-    """A flat mask of ``n`` values: ``0`` with probability ``p`` each, independently, else ``1 / (1 - p)``."""
+def dropped_positions(n: int, p: float) -> torch.Tensor:
+    """Sorted flat positions among ``n`` where each is dropped with probability ``p``, independently."""
     expected = n * p
     chunk = int(expected + 6 * math.sqrt(expected) + 16)
     log_keep = math.log1p(-p)
@@ -63,10 +65,13 @@ def dropout_mask(n: int, p: float, *, dtype: torch.dtype = torch.float32, device
         ends.append(positions)
         last = float(positions[-1])
     positions = torch.cat(ends) if len(ends) > 1 else ends[0]
-    dropped = positions[positions <= n].sub_(1).long()
-    mask = torch.full((n,), 1.0 / (1.0 - p), dtype=dtype)
-    mask[dropped] = 0
-    return mask if str(device) == "cpu" else mask.to(device)
+    inside = int(torch.searchsorted(positions, float(n), right=True))  # sorted: the ones within are a prefix
+    return positions[:inside].sub(1).long()
+
+
+def dropout_mask(n: int, p: float, *, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """A flat mask of ``n`` values: ``0`` with probability ``p`` each, independently, else ``1 / (1 - p)``."""
+    return torch.full((n,), 1.0 / (1.0 - p), dtype=dtype).index_fill_(0, dropped_positions(n, p), 0.0)
 
 
 def use_sparse_dropout(model: Any) -> int:
