@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from .._transformers import text_config
 from . import embedded
@@ -122,6 +122,7 @@ def load_base(
     *,
     quantize: str | None = None,
     double_quant: bool = True,
+    keep_full_precision: Sequence[str] = (),
     dtype: str = "auto",
     device: str = "auto",
     trust_remote_code: bool = False,
@@ -136,6 +137,9 @@ def load_base(
             (``"org/name"``).
         quantize: ``None``, ``"nf4"``, ``"fp4"`` (4-bit) or ``"int8"``, via bitsandbytes.
         double_quant: also quantise the 4-bit quantisation constants.
+        keep_full_precision: with ``quantize``, linear layers left unquantised, named as transformers'
+            ``llm_int8_skip_modules`` matches them (``["down_proj"]``, ``["layers.0.", "layers.29."]``);
+            the LM head always is.
         dtype: compute dtype: ``"auto"`` (float32 on CPU, bfloat16 on CUDA when
             supported, else float16), ``"float32"``, ``"bfloat16"`` or ``"float16"``.
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
@@ -172,7 +176,11 @@ def load_base(
     torch_dtype = _resolve_dtype(dtype, device)
     kwargs: dict[str, Any] = {"dtype": torch_dtype, "use_safetensors": True, "trust_remote_code": trust_remote_code}
     if quantize is not None:
-        kwargs["quantization_config"] = _bnb_config(quantize, double_quant, torch_dtype, device)
+        kwargs["quantization_config"] = _bnb_config(quantize, double_quant, torch_dtype, device,
+                                                    skip=["lm_head", *keep_full_precision])
+    elif keep_full_precision:
+        raise QuantizationError(f"keep_full_precision={list(keep_full_precision)} needs quantize='nf4', 'fp4' or "
+                                "'int8': an unquantised base keeps every layer in full precision already")
         kwargs["device_map"] = {"": device}
     try:
         if kind == "auto":
@@ -267,7 +275,8 @@ def _resolve_dtype(dtype: str, device: str) -> Any:
     return getattr(torch, dtype)
 
 
-def _bnb_config(quantize: str, double_quant: bool, compute_dtype: Any, device: str) -> Any:
+def _bnb_config(quantize: str, double_quant: bool, compute_dtype: Any, device: str, *,
+                skip: Sequence[str] = ("lm_head",)) -> Any:
     try:
         import bitsandbytes  # noqa: F401
         from transformers import BitsAndBytesConfig
@@ -276,6 +285,6 @@ def _bnb_config(quantize: str, double_quant: bool, compute_dtype: Any, device: s
     if quantize == "int8":
         if not device.startswith("cuda") and compute_dtype is not None and str(compute_dtype) == "torch.bfloat16":
             raise QuantizationError("quantize='int8' with bfloat16 is not supported on CPU; use dtype='float32'")
-        return BitsAndBytesConfig(load_in_8bit=True)
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=quantize,
+        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=list(skip))
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=quantize, llm_int8_skip_modules=list(skip),
                               bnb_4bit_use_double_quant=double_quant, bnb_4bit_compute_dtype=compute_dtype)

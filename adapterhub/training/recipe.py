@@ -94,6 +94,10 @@ class BaseSection(_Section):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="compute dtype; auto = float32 on CPU, bfloat16 on CUDA")
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N (ignored under accelerate launch)")
+    double_quant: bool = Field(True, description="with 4-bit quantize: also quantise the quantisation constants")
+    keep_full_precision: list[str] = Field(
+        default_factory=list, description="with quantize: linear layers left unquantised, by name or name part "
+                                          "(down_proj, layers.0.); the LM head always is")
 
     @field_validator("quantize", mode="before")
     @classmethod
@@ -271,6 +275,9 @@ class Recipe(_Section):
         problems = [*self._data_problems(), *methods.get(self.adapter.method).recipe_problems(self)]
         if self.adapter.prefix_init_text is not None and self.adapter.method != "prefix":
             problems.append("adapter.prefix_init_text needs adapter.method 'prefix'")
+        if self.base.keep_full_precision and self.base.quantize is None:
+            problems.append("base.keep_full_precision needs base.quantize (nf4, fp4 or int8): an unquantised base "
+                            "keeps every layer in full precision already")
         has_validation = self.data.validation is not None or self.data.validation_split > 0
         stopping = self.training.early_stopping
         if stopping.patience is not None and not has_validation:

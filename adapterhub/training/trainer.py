@@ -159,8 +159,9 @@ class Trainer:
         device = section.device
         if section.device == "auto" or distributed:
             device = "cpu" if self.accelerator.device.type == "cpu" else str(self.accelerator.device)
-        base = load_base(section.model, quantize=section.quantize,
-                         dtype=section.dtype, device=device, progress=self.progress)
+        base = load_base(section.model, quantize=section.quantize, double_quant=section.double_quant,
+                         keep_full_precision=section.keep_full_precision, dtype=section.dtype, device=device,
+                         progress=self.progress)
         base.linear_shapes  # noqa: B018 -- record the clean module shapes before PEFT wraps them (registry checks)
         return base
 

@@ -353,3 +353,26 @@ def test_ctrl_c_after_training_registers_nothing(tmp_path, tiny_llama_dir, monke
         train(raw, progress=False)
     assert _registry(raw).list() == []
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler was restored
+
+
+def test_qlora_can_keep_chosen_layers_in_full_precision(tmp_path, tiny_llama_dir):
+    """base.keep_full_precision: those linear layers stay torch.nn.Linear under the 4-bit base; the rest are 4-bit."""
+    pytest.importorskip("bitsandbytes")
+    import bitsandbytes as bnb
+
+    from adapterhub.errors import RecipeError
+
+    raw = tiny_recipe(tmp_path, tiny_llama_dir, base={"quantize": "nf4", "keep_full_precision": ["down_proj"],
+                                                      "double_quant": False},
+                      training={"max_steps": 1}, output={"register_on_success": False})
+    trainer = Trainer(load_recipe(raw), run_dir=tmp_path / "kept", progress=False)
+    trainer.setup()
+    try:
+        kinds = {name.rsplit(".", 1)[-1]: type(module.base_layer) for name, module in trainer.peft_model.named_modules()
+                 if hasattr(module, "base_layer") and name.endswith(("down_proj", "up_proj"))}
+        assert kinds["down_proj"] is torch.nn.Linear and issubclass(kinds["up_proj"], bnb.nn.Linear4bit)
+        trainer.train_step()
+    finally:
+        trainer.cleanup()
+    with pytest.raises(RecipeError, match="base.keep_full_precision needs base.quantize"):
+        load_recipe(tiny_recipe(tmp_path, tiny_llama_dir, base={"keep_full_precision": ["down_proj"]}))
