@@ -67,7 +67,7 @@ class RowSlots:
     groups: tuple[tuple[int, Any], ...]
     device: Any = "cpu"
     _expanded: dict[int, RowSlots] = field(default_factory=dict, repr=False, compare=False)
-    _masks: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
+    _memo: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def build(cls, slots: Sequence[int], *, device: Any = "cpu") -> RowSlots:
@@ -113,19 +113,27 @@ class RowSlots:
         >>> RowSlots.build([7, BARE, 3]).column_mask([(3, 0, 1), (7, 1, 3)], dtype=None).tolist()
         [[0.0, 1.0, 1.0], [0.0, 0.0, 0.0], [1.0, 0.0, 0.0]]
         """
-        key = (tuple(columns), dtype)
-        mask = self._masks.get(key)
-        if mask is None:
-            import torch
+        return self.memo((tuple(columns), dtype), self._column_mask, columns, dtype)
 
-            span = {slot: (start, stop) for slot, start, stop in columns}
-            mask = torch.zeros(len(self.slots), columns[-1][2] if columns else 0, dtype=dtype)
-            for row, slot in enumerate(self.slots):
-                if slot in span:
-                    mask[row, span[slot][0]:span[slot][1]] = 1
-            mask = mask.to(self.device)
-            self._masks[key] = mask
-        return mask
+    def _column_mask(self, columns: Sequence[tuple[int, int, int]], dtype: Any) -> Any:
+        import torch
+
+        span = {slot: (start, stop) for slot, start, stop in columns}
+        mask = torch.zeros(len(self.slots), columns[-1][2] if columns else 0, dtype=dtype)
+        for row, slot in enumerate(self.slots):
+            if slot in span:
+                mask[row, span[slot][0]:span[slot][1]] = 1
+        return mask.to(self.device)
+
+    def memo(self, key: Any, make: Any, *args: Any) -> Any:
+        """``make(*args)``, computed once per ``key`` for these rows (a layer's plan, a column mask).
+
+        Whatever these rows route to is pinned while they run, so what is derived from them stays valid.
+        """
+        value = self._memo.get(key)
+        if value is None:
+            value = self._memo[key] = make(*args)
+        return value
 
 
 def _row_index(runs: list[Segment], device: Any) -> Any:

@@ -97,7 +97,7 @@ def test_greedy_generation_of_a_mixed_batch_equals_each_row_alone(hub):
 
 def _stacked_slots(hub, name):
     return {slot for layer in hub._methods["lora"].slot_layers(hub._residency.get(name).slot)
-            if layer.weights.stacked is not None for slot in layer.weights.stacked.slots}
+            for key in layer.weights.stacks for slot in key}
 
 
 def test_stacked_pairs_are_built_once_per_set_and_dropped_with_a_member(hub, tiny_base, tmp_path, monkeypatch):
@@ -127,7 +127,28 @@ def test_stacked_pairs_are_built_once_per_set_and_dropped_with_a_member(hub, tin
     finally:
         for entry in entries:
             stepper.release(entry)
-    assert _stacked_slots(hub, "a-r4")
+    members = {hub._residency.get(name).slot for name in ("x", "y")}
+    assert members <= _stacked_slots(hub, "a-r4")
     hub.unload("x")
     hub.unload("y")
-    assert _stacked_slots(hub, "a-r4") == set()  # unloading a member frees the stacked copy
+    assert not members & _stacked_slots(hub, "a-r4")  # unloading a member frees the stacked copies holding it
+
+
+def test_decode_steps_reuse_each_layers_plan(hub, monkeypatch):
+    plans = []
+    original = lora.LoraLayer._plan
+    monkeypatch.setattr(lora.LoraLayer, "_plan", lambda self, rows: plans.append(1) or original(self, rows))
+    stepper = hub.stepper()
+    entries = [stepper.acquire(name) for name in ["a-r4", "b-r8", None, "e-rslora"]]
+    try:
+        batch, logits = stepper.prefill([stepper.encode(p, e) for p, e in zip(PROMPTS, entries)], entries,
+                                        rows=list(range(4)))
+        stepper.decode(batch, logits.argmax(-1).tolist())
+        first = len(plans)
+        assert first > 0
+        for _ in range(3):
+            logits = stepper.decode(batch, logits.argmax(-1).tolist())
+        assert len(plans) == first  # later steps: no per-layer set-up
+    finally:
+        for entry in entries:
+            stepper.release(entry)

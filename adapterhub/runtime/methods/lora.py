@@ -92,9 +92,7 @@ class LoraLayer:
                 self._add_per_group(x, out, [(self.weights[slot], index) for slot, index in rows.groups
                                              if slot in self.weights])
             return out
-        plan = self.weights.plan  # short rows (decode steps): the same rows step after step
-        if plan is None or plan.rows is not rows:
-            plan = self._plan(rows)
+        plan = rows.memo(self, self._plan, rows)  # short rows (decode steps): one plan per routing and layer
         if plan.stacked is not None:  # one matmul pair over the stacked adapters, each row its own columns
             add_low_rank(x, out.view(-1, out.shape[-1]), plan.stacked.A, plan.stacked.B, mask=plan.mask)
         self._add_per_group(x, out, plan.rest)
@@ -115,18 +113,12 @@ class LoraLayer:
         (built once per set of adapters, when at least two qualify), one pair per group for the rest."""
         present = [(slot, index, self.weights[slot]) for slot, index in rows.groups if slot in self.weights]
         plain = {slot: weights for slot, _, weights in present if weights.bias is None and weights.dora_gain is None}
-        stacked = self.weights.stacked
-        if len(plain) < 2 or len({w.A.dtype for w in plain.values()}) != 1:
-            stacked = None
-        elif stacked is None or stacked.slots != tuple(plain):
-            stacked = StackedLora.of(plain)
-            if all(self.weights.get(slot) is weights for slot, weights in plain.items()):
-                self.weights.stacked = stacked  # kept unless a slot changed meanwhile (another thread's load)
+        stacked = None
+        if len(plain) >= 2 and len({w.A.dtype for w in plain.values()}) == 1:
+            stacked = self.weights.stack(plain)
         rest = tuple((weights, index) for slot, index, weights in present if stacked is None or slot not in plain)
         mask = None if stacked is None else rows.column_mask(stacked.columns, dtype=stacked.A.dtype)
-        plan = DecodePlan(rows=rows, stacked=stacked, mask=mask, rest=rest)
-        self.weights.plan = plan
-        return plan
+        return DecodePlan(stacked=stacked, mask=mask, rest=rest)
 
     def _add_row_gathered(self, x: Any, out: Any, rows: Any) -> bool:
         """Mixed batch, long rows: each row's own ``A`` and ``B`` gathered, one batched matmul pair.
@@ -163,6 +155,7 @@ class LoraLayer:
 
 
 _GATHER_MIN_TOKENS = 16
+_STACKS_KEPT = 2  # sets of adapters whose stacked pairs a layer keeps (two concurrent mixed calls don't thrash)
 
 
 def add_low_rank(x: Any, flat: Any, A: Any, B: Any, *, mask: Any = None) -> None:
@@ -215,28 +208,35 @@ class StackedLora:
 
 @dataclass(frozen=True)
 class DecodePlan:
-    """What one layer does for short rows of one routing (kept while the rows and the slots stay)."""
+    """What one layer does for short rows of one routing (kept by the routing: its adapters stay pinned)."""
 
-    rows: Any  # the RowSlots it was made for (compared by identity)
     stacked: StackedLora | None
     mask: Any  # [rows, sum r] 0/1, or None
     rest: tuple[tuple[Any, Any], ...]  # (weights, rows) of adapters not stacked (bias, DoRA)
 
 
 class SlotWeights(dict):
-    """A layer's ``{slot: weights}``; installing or removing a slot drops the plan, and the stacked pairs
-    when they hold that slot (their memory goes with the adapter)."""
+    """A layer's ``{slot: weights}`` and the stacked pairs of the last ``_STACKS_KEPT`` sets of adapters
+    decoded together; installing or removing a slot drops the stacks that hold it (their memory goes
+    with the adapter)."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.stacked: StackedLora | None = None
-        self.plan: DecodePlan | None = None
+        self.stacks: dict[tuple[int, ...], StackedLora] = {}  # least recently used first
+
+    def stack(self, members: dict[int, Any]) -> StackedLora:
+        """``members`` (slot -> plain weights of this table) stacked: built once per set, then reused."""
+        key = tuple(members)
+        stacked = self.stacks.pop(key, None) or StackedLora.of(members)
+        if all(self.get(slot) is weights for slot, weights in members.items()):  # no slot changed meanwhile
+            self.stacks[key] = stacked
+            if len(self.stacks) > _STACKS_KEPT:
+                self.stacks = dict(list(self.stacks.items())[-_STACKS_KEPT:])
+        return stacked
 
     def _forget(self, slot: int) -> None:
-        self.plan = None
-        stacked = self.stacked
-        if stacked is not None and slot in stacked.slots:
-            self.stacked = None
+        if any(slot in key for key in list(self.stacks)):
+            self.stacks = {key: value for key, value in list(self.stacks.items()) if slot not in key}
 
     def __setitem__(self, slot: int, weights: Any) -> None:
         self._forget(slot)
