@@ -103,7 +103,7 @@ def render(result: dict[str, Any]) -> list[str]:
     rows = [[case.replace("_", " "), _stats_cell(stats), format_value(decode["ratio_to_single"][case], "×"),
              format_value(decode["ratio_to_bare"][case], "×")] for case, stats in decode["ms_per_token"].items()]
     lines = [f"Decode (ours, step API): {decode['rows']} rows, {decode['steps']} greedy steps per timed run, rows "
-             "of one adapter side by side; ms per generated token.", "",
+             "of one adapter side by side, bare = our hub's rows without an adapter; ms per generated token.", "",
              *_table(["case", "ms / token", "÷ single", "÷ bare"], rows)]
     rows = [[case.replace("_", " "), _stats_cell(stats), format_value(prefill["ratio_to_bare"][case], "×")]
             for case, stats in prefill["ms"].items()]
