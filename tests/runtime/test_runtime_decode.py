@@ -44,15 +44,15 @@ def hub(tiny_base, tmp_path_factory):
 
 @pytest.fixture
 def stacked_calls(monkeypatch):
-    """How often a layer added a row-masked, stacked update (the decode path under test)."""
+    """The form of every stacked update a layer added (``True``: equal runs of rows, one ``bmm`` pair)."""
     calls = []
-    original = lora.add_low_rank
+    original = lora.StackedLora.add_to
 
-    def spy(*args, mask=None):
-        calls.append(mask is not None)
-        return original(*args, mask=mask)
+    def spy(self, *args):
+        calls.append(self.blocks)
+        return original(self, *args)
 
-    monkeypatch.setattr(lora, "add_low_rank", spy)
+    monkeypatch.setattr(lora.StackedLora, "add_to", spy)
     return calls
 
 
@@ -72,14 +72,15 @@ def decode(stepper, prompts, entries, steps, tokens=None):
     [*EIGHT, None],  # 8 adapters of mixed ranks, targets, rsLoRA, AdaLoRA, and bare
     ["h-r2", "dora", "a-r4", "ia3", "b-r8", None, "bottleneck", "c-r16-qv", "prefix", "bias", "f-adalora", "a-r4"],
     ["a-r4:0.7+b-r8:0.3", "g-r4", "c-r16-qv:1+e-rslora:-0.5", None, "g-r4"],  # weighted mixes stack too
-], ids=["3-interleaved", "8-and-bare", "beside-other-methods", "mixes"])
+    ["a-r4", "a-r4", "g-r4", "g-r4"],  # equal runs of one rank, in slot order: one bmm pair per layer
+], ids=["3-interleaved", "8-and-bare", "beside-other-methods", "mixes", "runs"])
 def test_mixed_decode_equals_each_row_decoded_alone(hub, stacked_calls, rows):
     stepper = hub.stepper()
     entries = [stepper.acquire(name) for name in rows]
     try:
         prompts = [stepper.encode(PROMPTS[i % len(PROMPTS)], entry) for i, entry in enumerate(entries)]
         mixed, fed = decode(stepper, prompts, entries, steps=4)
-        assert any(stacked_calls)
+        assert stacked_calls and all(stacked_calls) == (rows == ["a-r4", "a-r4", "g-r4", "g-r4"])
         for i, entry in enumerate(entries):
             alone, _ = decode(stepper, [prompts[i]], [entry], steps=4, tokens=[[tokens[i]] for tokens in fed])
             assert torch.allclose(mixed[i], alone[0], atol=ATOL), (i, rows[i])
@@ -97,13 +98,13 @@ def test_greedy_generation_of_a_mixed_batch_equals_each_row_alone(hub):
 
 def _stacked_slots(hub, name):
     return {slot for layer in hub._methods["lora"].slot_layers(hub._residency.get(name).slot)
-            for key in layer.weights.stacks for slot in key}
+            for slots, _ in layer.weights.stacks for slot in slots}
 
 
 def test_stacked_pairs_are_built_once_per_set_and_dropped_with_a_member(hub, tiny_base, tmp_path, monkeypatch):
     built = []
     original = lora.StackedLora.of
-    monkeypatch.setattr(lora.StackedLora, "of", staticmethod(lambda members: built.append(1) or original(members)))
+    monkeypatch.setattr(lora.StackedLora, "of", staticmethod(lambda members, **form: built.append(1) or original(members, **form)))
     for name, seed in (("x", 50), ("y", 51)):
         hub.load(make_random_adapters(tiny_base, tmp_path, prefix=name, r=4, seed=seed)[0], name=name)
     rows = ["a-r4", "x", "y", "a-r4"]

@@ -93,8 +93,8 @@ class LoraLayer:
                                              if slot in self.weights])
             return out
         plan = rows.memo(self, self._plan, rows)  # short rows (decode steps): one plan per routing and layer
-        if plan.stacked is not None:  # one matmul pair over the stacked adapters, each row its own columns
-            add_low_rank(x, out.view(-1, out.shape[-1]), plan.stacked.A, plan.stacked.B, mask=plan.mask)
+        if plan.stacked is not None:  # one matmul pair over the stacked adapters
+            plan.stacked.add_to(x, out, plan.mask)
         self._add_per_group(x, out, plan.rest)
         return out
 
@@ -113,11 +113,12 @@ class LoraLayer:
         (built once per set of adapters, when at least two qualify), one pair per group for the rest."""
         present = [(slot, index, self.weights[slot]) for slot, index in rows.groups if slot in self.weights]
         plain = {slot: weights for slot, _, weights in present if weights.bias is None and weights.dora_gain is None}
-        stacked = None
+        stacked = mask = None
         if len(plain) >= 2 and len({w.A.dtype for w in plain.values()}) == 1:
-            stacked = self.weights.stack(plain)
+            stacked = self.weights.stack(plain, blocks=_even_blocks(rows, present, plain))
+            if not stacked.blocks:
+                mask = rows.column_mask(stacked.columns, dtype=stacked.A.dtype)
         rest = tuple((weights, index) for slot, index, weights in present if stacked is None or slot not in plain)
-        mask = None if stacked is None else rows.column_mask(stacked.columns, dtype=stacked.A.dtype)
         return DecodePlan(stacked=stacked, mask=mask, rest=rest)
 
     def _add_row_gathered(self, x: Any, out: Any, rows: Any) -> bool:
@@ -158,6 +159,16 @@ _GATHER_MIN_TOKENS = 16
 _STACKS_KEPT = 2  # sets of adapters whose stacked pairs a layer keeps (two concurrent mixed calls don't thrash)
 
 
+def _even_blocks(rows: Any, present: list[tuple[int, Any, Any]], plain: dict[int, Any]) -> bool:
+    """Whether every row has a plain adapter here, all of one rank, in equal runs of rows in slot order
+    (what ``generate`` and the stepper make of e.g. 8 rows over 8, 4 or 2 adapters)."""
+    size = len(rows.slots) // len(plain)
+    shape = next(iter(plain.values())).A.shape
+    return len(present) == len(plain) and size * len(plain) == len(rows.slots) and all(
+        isinstance(index, slice) and index.start == i * size and index.stop == (i + 1) * size
+        and weights.A.shape == shape for i, (_, index, weights) in enumerate(present))
+
+
 def add_low_rank(x: Any, flat: Any, A: Any, B: Any, *, mask: Any = None) -> None:
     """``flat += ((x @ A.T) * mask) @ B.T`` in place; ``flat``: ``out`` as ``[tokens, out]``, contiguous.
 
@@ -179,31 +190,55 @@ def add_low_rank(x: Any, flat: Any, A: Any, B: Any, *, mask: Any = None) -> None
 
 @dataclass(frozen=True)
 class StackedLora:
-    """Several adapters' pairs in one layer side by side: ``A`` ``[sum r, in]``, ``B`` ``[out, sum r]``.
+    """Several adapters' pairs in one layer, read in one matmul pair however many a decode step mixes
+    (one pair per adapter pays a fixed cost per call and per adapter).
 
-    ``x @ A.T`` computes every adapter's hidden columns for every row at once; a row mask
-    (:meth:`~adapterhub.runtime.batch.RowSlots.column_mask`) keeps each row's own adapter's
-    columns, and ``@ B.T`` adds its delta: two matmuls per layer however many adapters a
-    decode step mixes, where one pair per adapter pays a fixed cost per call. Stored like
-    :func:`transposed` pairs (``[in, sum r]`` / ``[sum r, out]`` contiguous).
+    Side by side (any ranks, any row order): ``A`` ``[sum r, in]``, ``B`` ``[out, sum r]``; ``x @ A.T``
+    computes every adapter's hidden columns for every row, a row mask
+    (:meth:`~adapterhub.runtime.batch.RowSlots.column_mask`) keeps each row's own, ``@ B.T`` adds
+    the deltas. Stored like :func:`transposed` pairs (``[in, sum r]`` / ``[sum r, out]`` contiguous).
+
+    In ``blocks`` (rows in equal runs per adapter, one rank): ``A`` ``[k, in, r]``, ``B`` ``[k, r, out]``
+    and one ``bmm`` pair over the runs, which computes no other adapter's columns (8 rows over 8
+    adapters: an eighth of the side-by-side multiply-adds).
     """
 
     slots: tuple[int, ...]
     columns: tuple[tuple[int, int, int], ...]  # (slot, start, stop) of each adapter's columns
     A: Any
     B: Any
+    blocks: bool = False
 
     @classmethod
-    def of(cls, members: dict[int, Any]) -> StackedLora:
+    def of(cls, members: dict[int, Any], *, blocks: bool = False) -> StackedLora:
         import torch
 
         columns, start = [], 0
         for slot, weights in members.items():
             columns.append((slot, start, start + weights.A.shape[0]))
             start += weights.A.shape[0]
+        if blocks:
+            return cls(slots=tuple(members), columns=tuple(columns), blocks=True,
+                       A=torch.stack([w.A.t() for w in members.values()]),
+                       B=torch.stack([w.B.t() for w in members.values()]))
         A_t = torch.cat([w.A.t() for w in members.values()], dim=1)
         B_t = torch.cat([w.B.t() for w in members.values()], dim=0)
         return cls(slots=tuple(members), columns=tuple(columns), A=A_t.t(), B=B_t.t())
+
+    def add_to(self, x: Any, out: Any, mask: Any) -> None:
+        """Add every row's delta to ``out`` (contiguous) in place; ``mask`` for the side-by-side form."""
+        import torch
+
+        if not self.blocks:
+            add_low_rank(x, out.view(-1, out.shape[-1]), self.A, self.B, mask=mask)
+            return
+        count = self.A.shape[0]
+        hidden = torch.bmm(x.reshape(count, -1, x.shape[-1]).to(self.A.dtype), self.A)
+        runs = out.view(count, -1, out.shape[-1])
+        if runs.dtype == hidden.dtype:
+            runs.baddbmm_(hidden, self.B)
+        else:
+            runs.add_(torch.bmm(hidden, self.B).to(runs.dtype))
 
 
 @dataclass(frozen=True)
@@ -222,12 +257,12 @@ class SlotWeights(dict):
 
     def __init__(self) -> None:
         super().__init__()
-        self.stacks: dict[tuple[int, ...], StackedLora] = {}  # least recently used first
+        self.stacks: dict[tuple[Any, bool], StackedLora] = {}  # (slots, blocks) -> stacked; least recent first
 
-    def stack(self, members: dict[int, Any]) -> StackedLora:
-        """``members`` (slot -> plain weights of this table) stacked: built once per set, then reused."""
-        key = tuple(members)
-        stacked = self.stacks.pop(key, None) or StackedLora.of(members)
+    def stack(self, members: dict[int, Any], *, blocks: bool) -> StackedLora:
+        """``members`` (slot -> plain weights of this table) stacked: built once per set and form, then reused."""
+        key = (tuple(members), blocks)
+        stacked = self.stacks.pop(key, None) or StackedLora.of(members, blocks=blocks)
         if all(self.get(slot) is weights for slot, weights in members.items()):  # no slot changed meanwhile
             self.stacks[key] = stacked
             if len(self.stacks) > _STACKS_KEPT:
@@ -235,8 +270,8 @@ class SlotWeights(dict):
         return stacked
 
     def _forget(self, slot: int) -> None:
-        if any(slot in key for key in list(self.stacks)):
-            self.stacks = {key: value for key, value in list(self.stacks.items()) if slot not in key}
+        if any(slot in slots for slots, _ in list(self.stacks)):
+            self.stacks = {key: value for key, value in list(self.stacks.items()) if slot not in key[0]}
 
     def __setitem__(self, slot: int, weights: Any) -> None:
         self._forget(slot)
