@@ -36,10 +36,11 @@ MISSED_NOTES: dict[str, str] = {
                   "the matmuls; see the decode table for the per-token cost.",
     "decode_mixed_3": "a decode step multiplies one token per row, so it reads every weight once per step: a mixed "
                       "step must read each present adapter's A and B (8 × 18.7 MiB beside the 513 MiB base for 8 "
-                      "adapters on the default base), which no kernel avoids. Each LoRA layer stacks the present "
-                      "adapters' pairs once per set of adapters and runs one matmul pair with a row mask; a miss "
-                      "means that plan is rebuilt per step (the rows' routing object changed) or a row's adapter "
-                      f"has a bias or DoRA (those keep one matmul pair each). {_NOISE}",
+                      "adapters on the default base), which no kernel avoids. Each LoRA layer runs one matmul pair "
+                      "over the present adapters' stacked pairs (bmm over equal runs of rows, else side by side "
+                      "with a row mask, which multiplies every row by every adapter); a miss means the stacks are "
+                      "rebuilt per step (more than two sets of adapters decoding at once) or rows have a LoRA bias "
+                      f"or DoRA (those keep one matmul pair per adapter). {_NOISE}",
     "decode_mixed_8": f"see the 3-adapter decode target. {_NOISE}",
     "prefill_mixed_8": "rows of 16+ tokens gather each row's A and B and run one bmm pair per layer; a miss means "
                        "they fell back to one matmul pair per adapter (mixed ranks or targets, bias, DoRA) or took "
