@@ -155,7 +155,10 @@ def measure_forward(ctx: BenchContext) -> dict[str, Any]:
 
 
 def measure_generation(ctx: BenchContext) -> dict[str, Any]:
-    """Greedy generation throughput of a batch whose rows use different adapters."""
+    """Greedy generation throughput of a batch whose rows use different adapters; then ours' decode and
+    long-row prefill costs (``decode.py``)."""
+    from .decode import measure_decode
+
     config = ctx.config
     runs = []
     for domains in config.generation_domains:
@@ -177,7 +180,7 @@ def measure_generation(ctx: BenchContext) -> dict[str, Any]:
                      "seconds": {label: value.to_dict() for label, value in stats.items()},
                      "tokens_per_s": tokens_per_s,
                      "speedup_vs_peft": _compare(stats, lambda value: value.median)})
-    return {"runs": runs}
+    return {"runs": runs, **measure_decode(ctx)}
 
 
 def measure_memory(ctx: BenchContext, *, base_footprints: dict[str, Any]) -> dict[str, Any]:

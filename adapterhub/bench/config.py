@@ -47,6 +47,9 @@ class BenchConfig:
         generation_domains: domains in the mixed generation batch (one run per entry).
         generation_rows_per_domain: prompts per domain in that batch.
         generation_new_tokens: new tokens per row (generation runs exactly this long).
+        decode_steps: greedy decode steps per timed run of the decode cases (ours only; rows and the
+            long-row prefill shape are the first forward shape's).
+        decode_mixed_counts: adapters the mixed decode batches interleave (the most also mixes the prefill).
         memory_counts: resident adapter counts for the memory comparison.
         train_steps, train_batch, train_max_length: the training comparison's size.
         train_repeats: runs per trainer, alternating ours / PEFT (the median run is reported).
@@ -81,6 +84,8 @@ class BenchConfig:
     generation_domains: tuple[int, ...] = (3,)
     generation_rows_per_domain: int = 2
     generation_new_tokens: int = 32
+    decode_steps: int = 16
+    decode_mixed_counts: tuple[int, ...] = (3, 8)
     memory_counts: tuple[int, ...] = (1, 8, 32)
     train_steps: int = 8
     train_repeats: int = 3
@@ -124,7 +129,7 @@ class BenchConfig:
             # one thread: tiny matmuls gain nothing from more, and OpenMP threads on a busy machine
             # stall each other (a 5 ms forward can take 300 ms), which would make the smoke test slow
             values.update(quick=True, threads=1, warmup=1, repeats=3, switch_calls=24, load_count=4, load_repeats=1,
-                          mixed_counts=(2, 8), generation_rows_per_domain=1, generation_new_tokens=4,
+                          mixed_counts=(2, 8), generation_rows_per_domain=1, generation_new_tokens=4, decode_steps=4,
                           memory_counts=(1, 8), train_steps=2, train_batch=4, train_repeats=1, serve_clients=8,
                           serve_adapters=4, serve_prompt_tokens=16, serve_new_tokens=8, serve_requests=1,
                           accuracy_eval_every=2, accuracy_eval_rows=8, accuracy_max_steps=4)
@@ -141,7 +146,8 @@ class BenchConfig:
     @property
     def adapters_needed(self) -> int:
         """How many distinct adapters the selected areas use."""
-        counts = [self.switch_resident, *self.mixed_counts, *self.generation_domains, *self.memory_counts]
+        counts = [self.switch_resident, *self.mixed_counts, *self.generation_domains, *self.memory_counts,
+                  *self.decode_mixed_counts]
         if "load" in self.areas:
             counts.append(self.load_count)
         if "serve" in self.areas:

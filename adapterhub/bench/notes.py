@@ -33,7 +33,18 @@ MISSED_NOTES: dict[str, str] = {
                        "copies rows × adapter weights per layer, which a segmented kernel (S-LoRA / Punica style) "
                        f"reads in place. {_NOISE}",
     "generation": "decode steps are tiny, so per-step Python overhead (routing set-up, hooks) weighs more than "
-                  "the matmuls; see the forward ratios for the per-token cost.",
+                  "the matmuls; see the decode table for the per-token cost.",
+    "decode_mixed_3": "a decode step multiplies one token per row, so it reads every weight once per step: a mixed "
+                      "step must read each present adapter's A and B (8 × 18.7 MiB beside the 513 MiB base for 8 "
+                      "adapters on the default base), which no kernel avoids. Each LoRA layer runs one matmul pair "
+                      "over the present adapters' stacked pairs (bmm over equal runs of rows, else side by side "
+                      "with a row mask, which multiplies every row by every adapter); a miss means the stacks are "
+                      "rebuilt per step (more than two sets of adapters decoding at once) or rows have a LoRA bias "
+                      f"or DoRA (those keep one matmul pair per adapter). {_NOISE}",
+    "decode_mixed_8": f"see the 3-adapter decode target. {_NOISE}",
+    "prefill_mixed_8": "rows of 16+ tokens gather each row's A and B and run one bmm pair per layer; a miss means "
+                       "they fell back to one matmul pair per adapter (mixed ranks or targets, bias, DoRA) or took "
+                       f"the decode path's stacked pairs, whose work grows with the number of adapters. {_NOISE}",
     "training_speed": "the gain comes from computing the LM head only at supervised positions and from length-"
                       "grouped batches without padding; data with long answers or uniform lengths leaves less to "
                       f"save. {_NOISE}",

@@ -145,11 +145,14 @@ def _methods(result: dict[str, Any]) -> list[str]:
 
 
 def _generation(result: dict[str, Any]) -> list[str]:
+    from .decode import render
+
     rows = [[run["domains"], run["rows"], run["new_tokens"], format_value(run["tokens_per_s"].get("ours")),
              format_value(run["tokens_per_s"].get("peft")), format_value(run.get("speedup_vs_peft"), "×")]
             for run in result["runs"]]
     return ["Greedy, exactly `new tokens` per row, rows interleaved across domains.", "",
-            *_table(["domains", "rows", "new tokens", "ours tokens/s", "PEFT tokens/s", "speed-up"], rows)]
+            *_table(["domains", "rows", "new tokens", "ours tokens/s", "PEFT tokens/s", "speed-up"], rows),
+            *render(result)]
 
 
 def _training(result: dict[str, Any]) -> list[str]:

@@ -67,6 +67,7 @@ class RowSlots:
     groups: tuple[tuple[int, Any], ...]
     device: Any = "cpu"
     _expanded: dict[int, RowSlots] = field(default_factory=dict, repr=False, compare=False)
+    _memo: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def build(cls, slots: Sequence[int], *, device: Any = "cpu") -> RowSlots:
@@ -101,6 +102,38 @@ class RowSlots:
             expanded = RowSlots.build([slot for slot in self.slots for _ in range(factor)], device=self.device)
             self._expanded[factor] = expanded
         return expanded
+
+    def column_mask(self, columns: Sequence[tuple[int, int, int]], *, dtype: Any) -> Any:
+        """``[rows, width]`` of 0/1: row ``i`` keeps the columns ``[start, stop)`` its slot has in ``columns``.
+
+        ``columns`` lists ``(slot, start, stop)`` of adapters laid side by side (a layer's stacked
+        LoRA pairs, ``width`` the last stop); rows of other slots (or bare) get zeros. Built once
+        per layout and dtype for these rows: every decode step and layer of that layout reuses it.
+
+        >>> RowSlots.build([7, BARE, 3]).column_mask([(3, 0, 1), (7, 1, 3)], dtype=None).tolist()
+        [[0.0, 1.0, 1.0], [0.0, 0.0, 0.0], [1.0, 0.0, 0.0]]
+        """
+        return self.memo((tuple(columns), dtype), self._column_mask, columns, dtype)
+
+    def _column_mask(self, columns: Sequence[tuple[int, int, int]], dtype: Any) -> Any:
+        import torch
+
+        span = {slot: (start, stop) for slot, start, stop in columns}
+        mask = torch.zeros(len(self.slots), columns[-1][2] if columns else 0, dtype=dtype)
+        for row, slot in enumerate(self.slots):
+            if slot in span:
+                mask[row, span[slot][0]:span[slot][1]] = 1
+        return mask.to(self.device)
+
+    def memo(self, key: Any, make: Any, *args: Any) -> Any:
+        """``make(*args)``, computed once per ``key`` for these rows (a layer's plan, a column mask).
+
+        Whatever these rows route to is pinned while they run, so what is derived from them stays valid.
+        """
+        value = self._memo.get(key)
+        if value is None:
+            value = self._memo[key] = make(*args)
+        return value
 
 
 def _row_index(runs: list[Segment], device: Any) -> Any:

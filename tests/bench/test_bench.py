@@ -71,6 +71,9 @@ def test_both_sides_are_measured(quick_report, side):
     for case in ("single", "mixed_2", "mixed_8"):
         assert shape["ratio_to_bare"][f"{side}_{case}"] > 0
     assert results["generation"]["runs"][0]["tokens_per_s"][side] > 0
+    if side == "ours":  # decode and prefill per case: our side only (PEFT has no step API)
+        assert set(results["generation"]["decode"]["ratio_to_single"]) == {"bare", "single", "mixed_3", "mixed_8"}
+        assert set(results["generation"]["prefill"]["ratio_to_bare"]) == {"bare", "single", "mixed_8"}
     assert results["training"][side]["tokens_per_s"] > 0
     assert results["training"][side]["peak_bytes"] > 0
     assert all(row["ratio_to_files"][side] > 0 for row in results["memory"]["resident"])
@@ -148,6 +151,9 @@ def _check(results, target_id):
     ({"forward": {"shapes": [{"ratio_to_bare": {"ours_mixed_8": 1.2}}]}}, "forward_mixed_8", MISSED),
     ({"generation": {"runs": [{"speedup_vs_peft": 1.0}]}}, "generation", MISSED),
     ({"generation": {"runs": [{"speedup_vs_peft": 1.3}]}}, "generation", MET),
+    ({"generation": {"decode": {"ratio_to_single": {"mixed_3": 1.08}}}}, "decode_mixed_3", MET),
+    ({"generation": {"decode": {"ratio_to_single": {"mixed_8": 1.2}}}}, "decode_mixed_8", MISSED),
+    ({"generation": {"prefill": {"ratio_to_bare": {"mixed_8": 1.1}}}}, "prefill_mixed_8", MET),
     ({"training": {"speedup_vs_peft": 1.6}}, "training_speed", MET),
     ({"training": {"ours": {"peak_bytes": 2}, "peft": {"peak_bytes": 1}}}, "training_memory", MISSED),
     ({"memory": {"resident": [{"ratio_to_files": {"ours": 1.0}}, {"ratio_to_files": {"ours": 1.2}}]}},

@@ -57,18 +57,10 @@ class LoraWeights:
         ``x``: ``[rows, ..., in]``; ``out``: ``[rows, ..., out]``, contiguous. The second
         matmul accumulates straight into ``out`` (``addmm_``): no delta tensor is made.
         """
-        import torch.nn.functional as F
-
-        if x.dtype != self.A.dtype:
-            x = x.to(self.A.dtype)
         flat = out.view(-1, out.shape[-1])
         if self.dora_gain is not None:  # from the base output before anything is added to it
             dora = self.dora_gain * (flat if base_bias is None else flat - base_bias)
-        hidden = F.linear(x, self.A).view(-1, self.A.shape[0])
-        if flat.dtype == hidden.dtype:
-            flat.addmm_(hidden, self.B.t())
-        else:
-            flat.add_((hidden @ self.B.t()).to(flat.dtype))
+        add_low_rank(x, flat, self.A, self.B)
         if self.bias is not None:
             flat.add_(self.bias)
         if self.dora_gain is not None:
@@ -81,7 +73,7 @@ class LoraLayer:
     def __init__(self, linear: Any) -> None:
         self.linear = linear
         self.base_forward = linear.forward
-        self.weights: dict[int, LoraWeights] = {}  # slot -> weights
+        self.weights = SlotWeights()  # slot -> weights
 
     def __call__(self, x: Any, *args: Any, **kwargs: Any) -> Any:
         out = self.base_forward(x, *args, **kwargs)
@@ -95,19 +87,39 @@ class LoraLayer:
             if weights is not None:
                 weights.add_to(x, out, self.linear.bias)
             return out
-        if self._add_row_gathered(x, out, rows):
+        if x.numel() >= _GATHER_MIN_TOKENS * x.shape[0] * x.shape[-1]:  # long rows (prefill)
+            if not self._add_row_gathered(x, out, rows):  # one matmul pair per adapter present
+                self._add_per_group(x, out, [(self.weights[slot], index) for slot, index in rows.groups
+                                             if slot in self.weights])
             return out
-        for slot, index in rows.groups:  # mixed batch: one matmul pair per adapter present
-            weights = self.weights.get(slot)
-            if weights is None:
-                continue
+        plan = rows.memo(self, self._plan, rows)  # short rows (decode steps): one plan per routing and layer
+        if plan.stacked is not None:  # one matmul pair over the stacked adapters
+            plan.stacked.add_to(x, out, plan.mask)
+        self._add_per_group(x, out, plan.rest)
+        return out
+
+    def _add_per_group(self, x: Any, out: Any, groups: Any) -> None:
+        """One matmul pair per ``(weights, rows)``: a view for contiguous rows, else a gather and a scatter."""
+        for weights, index in groups:
             if isinstance(index, slice):  # contiguous rows: a view, updated in place
                 weights.add_to(x[index], out[index], self.linear.bias)
             else:
                 part = out.index_select(0, index)
                 weights.add_to(x.index_select(0, index), part, self.linear.bias)
                 out.index_copy_(0, index, part)
-        return out
+
+    def _plan(self, rows: Any) -> DecodePlan:
+        """How short rows of ``rows`` get their deltas here: the stacked pairs of every plain LoRA present
+        (built once per set of adapters, when at least two qualify), one pair per group for the rest."""
+        present = [(slot, index, self.weights[slot]) for slot, index in rows.groups if slot in self.weights]
+        plain = {slot: weights for slot, _, weights in present if weights.bias is None and weights.dora_gain is None}
+        stacked = mask = None
+        if len(plain) >= 2 and len({w.A.dtype for w in plain.values()}) == 1:
+            stacked = self.weights.stack(plain, blocks=_even_blocks(rows, present, plain))
+            if not stacked.blocks:
+                mask = rows.column_mask(stacked.columns, dtype=stacked.A.dtype)
+        rest = tuple((weights, index) for slot, index, weights in present if stacked is None or slot not in plain)
+        return DecodePlan(stacked=stacked, mask=mask, rest=rest)
 
     def _add_row_gathered(self, x: Any, out: Any, rows: Any) -> bool:
         """Mixed batch, long rows: each row's own ``A`` and ``B`` gathered, one batched matmul pair.
@@ -115,15 +127,14 @@ class LoraLayer:
         ``x @ A_row.T @ B_row.T`` for every row at once (``bmm``) costs about what the
         single-adapter path does, where one matmul pair per adapter pays a fixed overhead
         per adapter and a gather/scatter for interleaved rows. Applies when every row
-        has a plain LoRA of one rank and dtype here and rows carry at least
-        ``_GATHER_MIN_TOKENS`` tokens (for decode steps the per-adapter loop is cheaper
-        than gathering the weights). Returns whether it handled the batch.
+        has a plain LoRA of one rank and dtype here; the caller sends only rows of at least
+        ``_GATHER_MIN_TOKENS`` tokens (decode steps take the stacked pairs of :meth:`_plan`,
+        which read each adapter's weights once instead of copying them per row). Returns
+        whether it handled the batch.
         """
         import torch
 
         tokens = x.numel() // (x.shape[0] * x.shape[-1])
-        if tokens < _GATHER_MIN_TOKENS:
-            return False
         per_row = [self.weights.get(slot) for slot in rows.slots]
         first = per_row[0]
         if first is None or first.A.dtype != out.dtype:
@@ -145,6 +156,134 @@ class LoraLayer:
 
 
 _GATHER_MIN_TOKENS = 16
+_STACKS_KEPT = 2  # sets of adapters whose stacked pairs a layer keeps (two concurrent mixed calls don't thrash)
+
+
+def _even_blocks(rows: Any, present: list[tuple[int, Any, Any]], plain: dict[int, Any]) -> bool:
+    """Whether every row has a plain adapter here, all of one rank, in equal runs of rows in slot order
+    (what ``generate`` and the stepper make of e.g. 8 rows over 8, 4 or 2 adapters)."""
+    size = len(rows.slots) // len(plain)
+    shape = next(iter(plain.values())).A.shape
+    return len(present) == len(plain) and size * len(plain) == len(rows.slots) and all(
+        isinstance(index, slice) and index.start == i * size and index.stop == (i + 1) * size
+        and weights.A.shape == shape for i, (_, index, weights) in enumerate(present))
+
+
+def add_low_rank(x: Any, flat: Any, A: Any, B: Any, *, mask: Any = None) -> None:
+    """``flat += ((x @ A.T) * mask) @ B.T`` in place; ``flat``: ``out`` as ``[tokens, out]``, contiguous.
+
+    ``mask`` (``[rows, rank]``, optional) scales each row's hidden columns; the second matmul
+    accumulates straight into ``flat`` (``addmm_``) when the dtypes agree: no delta tensor is made.
+    """
+    import torch.nn.functional as F
+
+    if x.dtype != A.dtype:
+        x = x.to(A.dtype)
+    hidden = F.linear(x, A).view(-1, A.shape[0])
+    if mask is not None:
+        hidden.view(mask.shape[0], -1, A.shape[0]).mul_(mask[:, None])
+    if flat.dtype == hidden.dtype:
+        flat.addmm_(hidden, B.t())
+    else:
+        flat.add_((hidden @ B.t()).to(flat.dtype))
+
+
+@dataclass(frozen=True)
+class StackedLora:
+    """Several adapters' pairs in one layer, read in one matmul pair however many a decode step mixes
+    (one pair per adapter pays a fixed cost per call and per adapter).
+
+    Side by side (any ranks, any row order): ``A`` ``[sum r, in]``, ``B`` ``[out, sum r]``; ``x @ A.T``
+    computes every adapter's hidden columns for every row, a row mask
+    (:meth:`~adapterhub.runtime.batch.RowSlots.column_mask`) keeps each row's own, ``@ B.T`` adds
+    the deltas. Stored like :func:`transposed` pairs (``[in, sum r]`` / ``[sum r, out]`` contiguous).
+
+    In ``blocks`` (rows in equal runs per adapter, one rank): ``A`` ``[k, in, r]``, ``B`` ``[k, r, out]``
+    and one ``bmm`` pair over the runs, which computes no other adapter's columns (8 rows over 8
+    adapters: an eighth of the side-by-side multiply-adds).
+    """
+
+    slots: tuple[int, ...]
+    columns: tuple[tuple[int, int, int], ...]  # (slot, start, stop) of each adapter's columns
+    A: Any
+    B: Any
+    blocks: bool = False
+
+    @classmethod
+    def of(cls, members: dict[int, Any], *, blocks: bool = False) -> StackedLora:
+        import torch
+
+        columns, start = [], 0
+        for slot, weights in members.items():
+            columns.append((slot, start, start + weights.A.shape[0]))
+            start += weights.A.shape[0]
+        if blocks:
+            return cls(slots=tuple(members), columns=tuple(columns), blocks=True,
+                       A=torch.stack([w.A.t() for w in members.values()]),
+                       B=torch.stack([w.B.t() for w in members.values()]))
+        A_t = torch.cat([w.A.t() for w in members.values()], dim=1)
+        B_t = torch.cat([w.B.t() for w in members.values()], dim=0)
+        return cls(slots=tuple(members), columns=tuple(columns), A=A_t.t(), B=B_t.t())
+
+    def add_to(self, x: Any, out: Any, mask: Any) -> None:
+        """Add every row's delta to ``out`` (contiguous) in place; ``mask`` for the side-by-side form."""
+        import torch
+
+        if not self.blocks:
+            add_low_rank(x, out.view(-1, out.shape[-1]), self.A, self.B, mask=mask)
+            return
+        count = self.A.shape[0]
+        hidden = torch.bmm(x.reshape(count, -1, x.shape[-1]).to(self.A.dtype), self.A)
+        runs = out.view(count, -1, out.shape[-1])
+        if runs.dtype == hidden.dtype:
+            runs.baddbmm_(hidden, self.B)
+        else:
+            runs.add_(torch.bmm(hidden, self.B).to(runs.dtype))
+
+
+@dataclass(frozen=True)
+class DecodePlan:
+    """What one layer does for short rows of one routing (kept by the routing: its adapters stay pinned)."""
+
+    stacked: StackedLora | None
+    mask: Any  # [rows, sum r] 0/1, or None
+    rest: tuple[tuple[Any, Any], ...]  # (weights, rows) of adapters not stacked (bias, DoRA)
+
+
+class SlotWeights(dict):
+    """A layer's ``{slot: weights}`` and the stacked pairs of the last ``_STACKS_KEPT`` sets of adapters
+    decoded together; installing or removing a slot drops the stacks that hold it (their memory goes
+    with the adapter)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stacks: dict[tuple[Any, bool], StackedLora] = {}  # (slots, blocks) -> stacked; least recent first
+
+    def stack(self, members: dict[int, Any], *, blocks: bool) -> StackedLora:
+        """``members`` (slot -> plain weights of this table) stacked: built once per set and form, then reused."""
+        key = (tuple(members), blocks)
+        stacked = self.stacks.pop(key, None) or StackedLora.of(members, blocks=blocks)
+        if all(self.get(slot) is weights for slot, weights in members.items()):  # no slot changed meanwhile
+            self.stacks[key] = stacked
+            if len(self.stacks) > _STACKS_KEPT:
+                self.stacks = dict(list(self.stacks.items())[-_STACKS_KEPT:])
+        return stacked
+
+    def _forget(self, slot: int) -> None:
+        if any(slot in slots for slots, _ in list(self.stacks)):
+            self.stacks = {key: value for key, value in list(self.stacks.items()) if slot not in key[0]}
+
+    def __setitem__(self, slot: int, weights: Any) -> None:
+        self._forget(slot)
+        super().__setitem__(slot, weights)
+
+    def __delitem__(self, slot: int) -> None:
+        self._forget(slot)
+        super().__delitem__(slot)
+
+    def pop(self, slot: int, *default: Any) -> Any:
+        self._forget(slot)
+        return super().pop(slot, *default)
 
 
 @dataclass
