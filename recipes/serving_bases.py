@@ -44,7 +44,9 @@ def measure(adapters: list[str], *, registry: str | None = None, bases: tuple = 
             for start in range(0, len(data), 8):
                 predicted += hub.predict([row["text"] for row in data[start:start + 8]], domain=info.name)
             accuracy = sum(p == row["label"] for p, row in zip(predicted, data)) / len(data)
-            rows.append({"adapter": record.ref, "trained_on": (record.manifest.get("base") or {}).get("quantize"),
+            trained_on = ((record.manifest.get("base") or {}).get("quantize")
+                          or ((record.manifest.get("recipe") or {}).get("base") or {}).get("quantize"))
+            rows.append({"adapter": record.ref, "trained_on": trained_on,
                          "served_on": quantize or "fp32", "test_accuracy": round(accuracy, 4), "test_rows": len(data),
                          "adapter_load_ms": round(load_ms, 1), "adapter_bytes": info.bytes,
                          "base_load_s": round(base_seconds, 2), "base_bytes": base.footprint_bytes})
