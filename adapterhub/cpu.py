@@ -129,7 +129,12 @@ def default_threads() -> int:
     A quiet 2-core machine gets 2; the same machine with two busy processes on it gets 1, and so
     does each of two trainings started there at once.
     """
-    return max(1, min(idle_cores(), usable_cores() // sharers()))
+    return _split(idle_cores(), sharers())
+
+
+def _split(idle: int, sharing: int) -> int:
+    """``idle`` cores, but no more than this process's share of the usable ones, at least 1."""
+    return max(1, min(idle, usable_cores() // sharing))
 
 
 def chosen_threads(requested: int | None = None) -> tuple[int | None, str]:
@@ -151,9 +156,9 @@ def chosen_threads(requested: int | None = None) -> tuple[int | None, str]:
     for name in _USER_SETTINGS[1:]:
         if os.environ.get(name):
             return None, f"${name}"
-    sharing = sharers()
-    return default_threads(), f"idle cores of {usable_cores()}" + (f", shared by {sharing} adapterhub processes"
-                                                                    if sharing > 1 else "")
+    sharing = sharers()  # once: listing and probing the seats is the costly part
+    return _split(idle_cores(), sharing), f"idle cores of {usable_cores()}" + (
+        f", shared by {sharing} adapterhub processes" if sharing > 1 else "")
 
 
 def use_threads(requested: int | None = None, *, share: bool = True) -> int:
@@ -170,11 +175,10 @@ def use_threads(requested: int | None = None, *, share: bool = True) -> int:
 
     if share:
         take_seat()
-    threads, _ = chosen_threads(requested)
+    threads, why = chosen_threads(requested)
     if threads is not None:
         torch.set_num_threads(threads)
-    _Share.ceiling = idle_cores() if share and threads is not None and requested is None and not os.environ.get(ENV) \
-        else None
+    _Share.ceiling = idle_cores() if share and why.startswith("idle cores") else None  # our own choice only
     _Share.checked = time.monotonic()
     return torch.get_num_threads()
 
@@ -191,7 +195,7 @@ def rebalance() -> int | None:
     import torch
 
     _Share.checked = time.monotonic()
-    threads = max(1, min(_Share.ceiling, usable_cores() // sharers()))
+    threads = _split(_Share.ceiling, sharers())
     if threads != torch.get_num_threads():
         torch.set_num_threads(threads)
     return threads
