@@ -61,6 +61,39 @@ def kv_geometry(config: Any) -> KVGeometry:
     return KVGeometry(layers=int(text.num_hidden_layers), kv_heads=kv_heads, head_dim=head_dim)
 
 
+def decoder_layer_count(model: Any) -> int:
+    """How many decoder layers a transformers causal LM has."""
+    return int(text_config(model.config).num_hidden_layers)
+
+
+@contextmanager
+def layer_range(body: Any, start: int, stop: int, *, final_norm: bool = True) -> Iterator[None]:
+    """A block in which the decoder ``body`` runs only its layers ``start`` to ``stop - 1``.
+
+    Its ``forward`` then takes the hidden states entering layer ``start`` as
+    ``inputs_embeds`` (when ``start > 0``) and, with ``final_norm=False``, returns
+    those leaving layer ``stop - 1`` unnormalised: how :mod:`adapterhub.training.trunk` runs
+    the frozen first layers once and the adapted ones from their stored outputs. The
+    attention layers are renumbered from 0 so a fresh cache holds just these layers.
+    """
+    import torch
+
+    layers, norm = body.layers, body.norm
+    kept = list(layers)[start:stop]
+    numbers = [layer.self_attn.layer_idx for layer in kept]
+    body.layers = torch.nn.ModuleList(kept)
+    if not final_norm:
+        body.norm = torch.nn.Identity()
+    for index, layer in enumerate(kept):
+        layer.self_attn.layer_idx = index
+    try:
+        yield
+    finally:
+        for layer, number in zip(kept, numbers):
+            layer.self_attn.layer_idx = number
+        body.layers, body.norm = layers, norm
+
+
 def cache_of(output: Any) -> Any:
     """The key/value cache a forward returned (``cache`` in transformers ≥ 5.2x, ``past_key_values`` before)."""
     cache = getattr(output, "cache", None)
@@ -73,8 +106,8 @@ def cache_argument(module: Any) -> str:
 
 
 def cache_layers(cache: Any) -> list[Any]:
-    """The per-layer entries of a ``DynamicCache``; each has ``.keys`` and ``.values`` ``[batch, heads, T, dim]``."""
-    return list(cache.layers)
+    """The filled per-layer entries of a ``DynamicCache``; each has ``.keys`` and ``.values`` ``[batch, heads, T, dim]``."""
+    return [layer for layer in cache.layers if getattr(layer, "is_initialized", True)]
 
 
 # --- dependency notices a user can neither act on nor avoid ------------------------------------------------

@@ -57,7 +57,7 @@ RoutingFor = Callable[[Sequence[int]], Routing]
 
 def label_scores(model: Any, tokenizer: Any, tasks: Sequence[TaskSpec], texts: Sequence[str],
                  routing_for: RoutingFor, *, batch_size: int = 32, device: Any = "cpu",
-                 on_rows: Callable[[int], Any] | None = None) -> list[list[float]]:
+                 on_rows: Callable[[int], Any] | None = None, trunk: Any = None) -> list[list[float]]:
     """Summed log-likelihood of each label of each row's task, after that row's prompt.
 
     Args:
@@ -70,6 +70,8 @@ def label_scores(model: Any, tokenizer: Any, tasks: Sequence[TaskSpec], texts: S
             than this still runs, alone).
         device: where the model runs.
         on_rows: called with the number of rows scored after each chunk (e.g. a progress bar's ``update``).
+        trunk: a :class:`~adapterhub.training.trunk.FrozenTrunk` of ``model`` (training's evaluation): its
+            frozen layers run once per chunk of inputs, later calls run the layers above only.
 
     Returns:
         Per row, the scores of its task's labels in label order.
@@ -83,7 +85,7 @@ def label_scores(model: Any, tokenizer: Any, tasks: Sequence[TaskSpec], texts: S
     with torch.inference_mode():
         for chunk in chunks([len(task.labels) for task in tasks], batch_size):
             scores.extend(_score_chunk(model, [prompts[i] for i in chunk], [label_ids[tasks[i]] for i in chunk],
-                                       routing_for(chunk), pad_id=pad_id, device=device))
+                                       routing_for(chunk), pad_id=pad_id, device=device, trunk=trunk))
             if on_rows is not None:
                 on_rows(len(chunk))
     return scores
@@ -107,7 +109,7 @@ def chunks(label_counts: Sequence[int], batch_size: int) -> list[list[int]]:
 
 
 def _score_chunk(model: Any, prompts: list[list[int]], labels: list[list[list[int]]], routing: Routing, *,
-                 pad_id: int, device: Any) -> list[list[float]]:
+                 pad_id: int, device: Any, trunk: Any = None) -> list[list[float]]:
     """Scores of ``labels[i]`` (token ids per label) after ``prompts[i]``, for one chunk of rows."""
     import torch
     from transformers import DynamicCache
@@ -115,15 +117,11 @@ def _score_chunk(model: Any, prompts: list[list[int]], labels: list[list[list[in
     input_ids, attention_mask = left_pad(prompts, pad_id=pad_id, device=device)
     mask, positions, cache = prefixed_inputs(attention_mask, routing.prefix)
     if cache is None:
-        cache = DynamicCache(config=model.config)
+        cache = DynamicCache(config=model.config) if trunk is None else DynamicCache()
     pairs = [(row, ids) for row, row_labels in enumerate(labels) for ids in row_labels]  # one per label row
     source = torch.tensor([row for row, _ in pairs], device=device)
-    with routing.applied():
-        last = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, cache=cache,
-                     use_cache=True, logits_to_keep=1).logits[:, -1]
-    first = torch.log_softmax(last.float(), dim=-1)
-    scores = first[source, torch.tensor([ids[0] for _, ids in pairs], device=device)]  # [label rows]
     width = max(len(ids) for _, ids in pairs) - 1
+    fed = targets = label_mask = None
     if width > 0:
         fed = torch.full((len(pairs), width), pad_id, dtype=torch.long)  # tokens fed: label[:-1]
         targets = torch.zeros((len(pairs), width), dtype=torch.long)  # tokens scored: label[1:]
@@ -133,11 +131,24 @@ def _score_chunk(model: Any, prompts: list[list[int]], labels: list[list[list[in
             targets[index, :len(ids) - 1] = torch.tensor(ids[1:])
             label_mask[index, :len(ids) - 1] = 1
         fed, targets, label_mask = fed.to(device), targets.to(device), label_mask.to(device)
+    first_pass = {"attention_mask": mask, "position_ids": positions}
+    later_pass = {} if fed is None else {
+        "attention_mask": torch.cat([mask[source], label_mask], dim=1),
+        "position_ids": positions[source, -1:] + 1 + torch.arange(width, device=device)}
+    first_in, later_in, scope = {"input_ids": input_ids}, {"input_ids": fed}, nullcontext
+    if trunk is not None:  # the frozen layers' outputs for these inputs, computed once; the layers above run now
+        key = ("labels", tuple(map(tuple, prompts)), tuple(tuple(map(tuple, row)) for row in labels))
+        first_hidden, later_hidden = trunk.kept(key, lambda: _trunk_passes(
+            trunk, {**first_pass, "input_ids": input_ids}, later_pass and {**later_pass, "input_ids": fed}, source))
+        first_in, later_in, scope = {"inputs_embeds": first_hidden}, {"inputs_embeds": later_hidden}, trunk.top
+    with routing.applied(), scope():
+        last = model(**first_in, **first_pass, cache=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+    first = torch.log_softmax(last.float(), dim=-1)
+    scores = first[source, torch.tensor([ids[0] for _, ids in pairs], device=device)]  # [label rows]
+    if fed is not None:
         cache.batch_select_indices(source)  # label row k continues row source[k]'s cache
-        with routing.applied([row for row, _ in pairs]):
-            logits = model(input_ids=fed, attention_mask=torch.cat([mask[source], label_mask], dim=1),
-                           position_ids=positions[source, -1:] + 1 + torch.arange(width, device=device),
-                           cache=cache, use_cache=True).logits
+        with routing.applied([row for row, _ in pairs]), scope():
+            logits = model(**later_in, **later_pass, cache=cache, use_cache=True).logits
         later = torch.log_softmax(logits.float(), dim=-1).gather(-1, targets[..., None]).squeeze(-1)
         scores = scores + (later * label_mask).sum(-1)
     flat = scores.cpu().tolist()
@@ -146,6 +157,19 @@ def _score_chunk(model: Any, prompts: list[list[int]], labels: list[list[list[in
         result.append(flat[start:start + len(row_labels)])
         start += len(row_labels)
     return result
+
+
+def _trunk_passes(trunk: Any, first: dict[str, Any], later: dict[str, Any], source: Any) -> tuple[Any, Any]:
+    """The frozen trunk's outputs for both scoring passes (``later`` empty: labels of one token)."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache()
+    with trunk.trunk():
+        first_hidden = trunk.body(**first, cache=cache, use_cache=True).last_hidden_state
+        if not later:
+            return first_hidden, None
+        cache.batch_select_indices(source)
+        return first_hidden, trunk.body(**later, cache=cache, use_cache=True).last_hidden_state
 
 
 def label_probabilities(scores: dict[str, float]) -> dict[str, float]:

@@ -115,12 +115,41 @@ class LoraSpec:
         targets = section.target_modules
         if task_type != "CAUSAL_LM" and targets == "all-linear":  # the body's linears, never the new head
             targets = encoder_targets(base.linear_shapes, token=task_type == "TOKEN_CLS")
+        layers = None
+        if section.last_layers is not None:
+            targets, layers = last_layers_targets(base, targets, section.last_layers)
         return LoraConfig(r=section.r, lora_alpha=section.alpha, lora_dropout=section.dropout,
-                          target_modules=targets, use_dora=section.use_dora,
+                          target_modules=targets, layers_to_transform=layers, use_dora=section.use_dora,
                           use_rslora=section.use_rslora, task_type=task_type)
 
     def initialise(self, peft_model: Any, tokenizer: Any, recipe: Any) -> None:
         return None
+
+
+def last_layers_targets(base: Any, targets: str | list[str], last: int) -> tuple[list[str], list[int]]:
+    """``(target_modules, layers_to_transform)`` for LoRA on the last ``last`` decoder layers of ``base``.
+
+    PEFT's ``layers_to_transform`` needs module names, so ``all-linear`` becomes the linear
+    layers' names inside a decoder layer (``q_proj`` ... ``down_proj``).
+
+    Raises:
+        RecipeError: ``last`` exceeds the base's layers.
+    """
+    from .._transformers import decoder_layer_count
+    from ..errors import RecipeError
+
+    count = decoder_layer_count(base.model)
+    if last > count:
+        raise RecipeError(f"adapter.last_layers={last}, but base {base.spec.name!r} has {count} decoder layers; "
+                          f"set adapter.last_layers to at most {count} (or null for every layer)")
+    if targets == "all-linear":
+        targets = sorted({name.rsplit(".", 1)[-1] for name in base.linear_shapes if _LAYER.search(name)})
+    elif isinstance(targets, str):
+        targets = [targets]
+    return list(targets), list(range(count - last, count))
+
+
+_LAYER = re.compile(r"\.layers\.\d+\.")
 
 
 def _pattern_problems(config: Mapping[str, Any], key: str, kind: str) -> list[str]:

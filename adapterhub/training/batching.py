@@ -42,12 +42,13 @@ class Batch:
     num_examples: int
     num_tokens: int  # real tokens of the examples (padding excluded, a shared prefix counted in every row)
     shared_prefix: torch.Tensor | None = None  # [P] tokens every row starts with, cut off input_ids (computed once)
+    trunk_hidden: torch.Tensor | None = None  # [R, T, H] the frozen trunk's outputs for these rows (trunk.py)
 
     def to(self, device: Any) -> Batch:
         move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
         return Batch(move(self.input_ids), move(self.attention_mask), move(self.position_ids),
                      move(self.target_rows), move(self.target_cols), move(self.targets),
-                     self.num_examples, self.num_tokens, move(self.shared_prefix))
+                     self.num_examples, self.num_tokens, move(self.shared_prefix), move(self.trunk_hidden))
 
 
 def plan_batches(lengths: Sequence[int], *, batch_size: int, seed: int | None, epoch: int = 0,

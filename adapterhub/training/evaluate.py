@@ -42,13 +42,17 @@ def loss_metrics(model: Any, examples: Sequence[Example], *, pad_id: int, batch_
 
     from .lm_loss import batch_inputs
 
+    from .trunk import attach_states
+
     total, tokens = 0.0, 0
+    trunk = getattr(model, "trunk", None)  # a SupervisedLM over a frozen trunk reuses its outputs
     was_training = model.training
     model.eval()
     try:
         with torch.inference_mode():
             for indices in plan_batches([len(e) for e in examples], batch_size=batch_size, seed=None):
-                batch = collate([examples[i] for i in indices], pad_id=pad_id, share_prefix=True).to(device)
+                batch = attach_states(collate([examples[i] for i in indices], pad_id=pad_id, share_prefix=trunk is None),
+                                      trunk, examples, indices, pad_id=pad_id).to(device)
                 total += float(model(**batch_inputs(batch)))
                 tokens += int(batch.targets.numel())
                 if on_rows is not None:
@@ -77,17 +81,18 @@ def label_metrics(predictions: Sequence[str], references: Sequence[str], *, labe
 
 
 def classify(model: Any, tokenizer: Any, task: TaskSpec, texts: Sequence[str], *, batch_size: int = 32,
-             device: Any = "cpu", on_rows: Callable[[int], Any] | None = None) -> list[str]:
+             device: Any = "cpu", on_rows: Callable[[int], Any] | None = None, trunk: Any = None) -> list[str]:
     """The best-scoring label for each text (see :func:`label_score_matrix`).
 
     ``model`` is a ``PeftModel`` or a plain causal LM (the bare base).
     """
-    scores = label_score_matrix(model, tokenizer, task, texts, batch_size=batch_size, device=device, on_rows=on_rows)
+    scores = label_score_matrix(model, tokenizer, task, texts, batch_size=batch_size, device=device, on_rows=on_rows,
+                                trunk=trunk)
     return [task.labels[int(i)] for i in scores.argmax(dim=-1)]
 
 
 def label_score_matrix(model: Any, tokenizer: Any, task: TaskSpec, texts: Sequence[str], *, batch_size: int = 32,
-                       device: Any = "cpu", on_rows: Callable[[int], Any] | None = None) -> Any:
+                       device: Any = "cpu", on_rows: Callable[[int], Any] | None = None, trunk: Any = None) -> Any:
     """Summed log-likelihood of every label after every text's prompt, ``[texts, labels]`` float32.
 
     The scores of :func:`adapterhub.prompts.score_labels` (one full forward per text and
@@ -95,6 +100,8 @@ def label_score_matrix(model: Any, tokenizer: Any, task: TaskSpec, texts: Sequen
     (:func:`adapterhub.scoring.label_scores`): each prompt runs once, batched, and
     its cache serves all the labels. A PEFT LoRA adapter is simply active in the model; a
     PEFT prefix enters as the cache in front of every prompt, as PEFT's own forward puts it.
+    With ``trunk`` (the model's :class:`~adapterhub.training.trunk.FrozenTrunk`) the frozen
+    layers run once per input across calls.
 
     >>> label_score_matrix(peft_model, tokenizer, task, ["Shares jumped 8%."]).shape  # doctest: +SKIP
     torch.Size([1, 3])
@@ -119,7 +126,7 @@ def label_score_matrix(model: Any, tokenizer: Any, task: TaskSpec, texts: Sequen
     model.eval()
     try:
         scores = label_scores(causal_lm(model), tokenizer, [task] * len(texts), list(texts), routing,
-                              batch_size=batch_size, device=device, on_rows=on_rows)
+                              batch_size=batch_size, device=device, on_rows=on_rows, trunk=trunk)
     finally:
         model.train(was_training)
     return torch.tensor(scores, dtype=torch.float32).view(len(texts), len(task.labels))
@@ -149,7 +156,8 @@ def evaluate_split(model: Any, tokenizer: Any, task: TaskSpec, split: Split, *, 
                                 device=device, on_rows=bar.update)
     with _bar(progress, len(split.rows), leave=leave) as bar:
         scores = label_score_matrix(model.model, tokenizer, task, [str(r["text"]) for r in split.rows],
-                                    batch_size=batch_size, device=device, on_rows=bar.update)
+                                    batch_size=batch_size, device=device, on_rows=bar.update,
+                                    trunk=getattr(model, "trunk", None))
     gold = [task.labels.index(str(r["label"])) for r in split.rows]
     tokens = sum(len(answer_ids(tokenizer, task.labels[index])) for index in gold)
     loss = -float(sum(scores[row, index] for row, index in enumerate(gold))) / max(tokens, 1)
@@ -159,11 +167,12 @@ def evaluate_split(model: Any, tokenizer: Any, task: TaskSpec, split: Split, *, 
 
 
 def zero_shot_metrics(peft_model: Any, tokenizer: Any, task: TaskSpec, split: Split, *, batch_size: int = 32,
-                      device: Any = "cpu", progress: str | None = None) -> dict[str, Any]:
-    """Label metrics of the bare base (adapter disabled) with the same prompt (``progress``: a bar's label)."""
+                      device: Any = "cpu", progress: str | None = None, trunk: Any = None) -> dict[str, Any]:
+    """Label metrics of the bare base (adapter disabled) with the same prompt (``progress``: a bar's label;
+    ``trunk``: the adapter's frozen trunk, whose kept outputs are the bare base's too)."""
     with peft_model.disable_adapter(), _bar(progress, len(split.rows)) as bar:  # a prefix lives only in the PeftModel
         return _split_label_metrics(peft_model.get_base_model(), tokenizer, task, split, batch_size=batch_size,
-                                    device=device, on_rows=bar.update)
+                                    device=device, on_rows=bar.update, trunk=trunk)
 
 
 def _bar(label: str | None, total: int, *, leave: bool = True) -> Any:
@@ -177,10 +186,10 @@ def _bar(label: str | None, total: int, *, leave: bool = True) -> Any:
 
 
 def _split_label_metrics(model: Any, tokenizer: Any, task: TaskSpec, split: Split, *, batch_size: int,
-                         device: Any, on_rows: Callable[[int], Any] | None = None) -> dict[str, Any]:
+                         device: Any, on_rows: Callable[[int], Any] | None = None, trunk: Any = None) -> dict[str, Any]:
     """:func:`label_metrics` of ``model``'s predictions for the split's texts against its labels."""
     predictions = classify(model, tokenizer, task, [str(r["text"]) for r in split.rows], batch_size=batch_size,
-                           device=device, on_rows=on_rows)
+                           device=device, on_rows=on_rows, trunk=trunk)
     return label_metrics(predictions, [str(r["label"]) for r in split.rows], labels=task.labels)
 
 

@@ -36,7 +36,8 @@ def causal_lm(model: Any) -> Any:
 
 
 def decoder_hidden_states(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
-                          position_ids: torch.Tensor | None, shared_prefix: torch.Tensor | None = None) -> torch.Tensor:
+                          position_ids: torch.Tensor | None, shared_prefix: torch.Tensor | None = None, *,
+                          keep_prefix: bool = False) -> torch.Tensor:
     """Final hidden states ``[R, T, H]`` of the decoder body, with the active adapter applied.
 
     Args:
@@ -46,6 +47,7 @@ def decoder_hidden_states(model: Any, input_ids: torch.Tensor, attention_mask: t
         position_ids: ``[R, T]`` per-example positions for packed rows, else ``None``.
         shared_prefix: ``[P]`` tokens that precede every row: run once, their keys/values
             are shared by all rows (only the hidden states of ``input_ids`` are returned).
+        keep_prefix: return ``[R, P + T, H]``: the shared prefix's hidden states in front of every row's.
     """
     body = causal_lm(model).get_decoder()
     config = getattr(model, "active_peft_config", None)
@@ -57,7 +59,7 @@ def decoder_hidden_states(model: Any, input_ids: torch.Tensor, attention_mask: t
         mask = torch.ones(1, cached + shared_prefix.numel(), dtype=torch.long, device=input_ids.device)
         output = body(input_ids=shared_prefix[None], attention_mask=mask, use_cache=True,
                       **({cache_argument(body): cache} if cache is not None else {}))
-        cache = cache_of(output)
+        cache, prefix_hidden = cache_of(output), output.last_hidden_state
         for layer in cache_layers(cache):  # one computed prefix, viewed by every row
             layer.keys, layer.values = layer.keys.expand(rows, -1, -1, -1), layer.values.expand(rows, -1, -1, -1)
         cached += shared_prefix.numel()
@@ -67,8 +69,11 @@ def decoder_hidden_states(model: Any, input_ids: torch.Tensor, attention_mask: t
     if attention_mask is None:
         attention_mask = torch.ones_like(input_ids)
     attention_mask = torch.cat([attention_mask.new_ones(rows, cached), attention_mask], dim=1)
-    return body(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                **{cache_argument(body): cache}).last_hidden_state
+    hidden = body(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                  **{cache_argument(body): cache}).last_hidden_state
+    if keep_prefix and shared_prefix is not None:
+        hidden = torch.cat([prefix_hidden.expand(rows, -1, -1), hidden], dim=1)
+    return hidden
 
 
 class SupervisedLM(torch.nn.Module):
@@ -78,15 +83,25 @@ class SupervisedLM(torch.nn.Module):
     ``accelerate``/DDP see one forward per micro-batch for gradient syncing.
     """
 
-    def __init__(self, model: Any):
+    def __init__(self, model: Any, trunk: Any = None):
         super().__init__()
         self.model = model  # a PeftModel (or a plain causal LM, e.g. to score the bare base)
+        self.trunk = trunk  # a FrozenTrunk: batches may then carry its outputs as trunk_hidden
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, position_ids: torch.Tensor | None,
                 target_rows: torch.Tensor, target_cols: torch.Tensor, targets: torch.Tensor,
-                shared_prefix: torch.Tensor | None = None) -> torch.Tensor:
-        """Sum (not mean) of the token losses, float32: callers normalise over a whole optimizer step."""
-        hidden = decoder_hidden_states(self.model, input_ids, attention_mask, position_ids, shared_prefix)
+                shared_prefix: torch.Tensor | None = None, trunk_hidden: torch.Tensor | None = None) -> torch.Tensor:
+        """Sum (not mean) of the token losses, float32: callers normalise over a whole optimizer step.
+
+        ``trunk_hidden`` (``[R, T, H]``, the frozen trunk's outputs for these padded rows)
+        replaces the trunk: only the layers above it run.
+        """
+        if trunk_hidden is None:
+            hidden = decoder_hidden_states(self.model, input_ids, attention_mask, position_ids, shared_prefix)
+        else:
+            with self.trunk.top():
+                hidden = causal_lm(self.model).get_decoder()(inputs_embeds=trunk_hidden, attention_mask=attention_mask,
+                                                             use_cache=False).last_hidden_state
         selected = hidden[target_rows, target_cols]  # [N, H]
         logits = causal_lm(self.model).get_output_embeddings()(selected)  # [N, V]
         return F.cross_entropy(logits.float(), targets, reduction="sum")
@@ -96,4 +111,4 @@ def batch_inputs(batch: Any) -> dict[str, torch.Tensor | None]:
     """The keyword arguments of :meth:`SupervisedLM.forward` from a :class:`~adapterhub.training.data.Batch`."""
     return {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask, "position_ids": batch.position_ids,
             "target_rows": batch.target_rows, "target_cols": batch.target_cols, "targets": batch.targets,
-            "shared_prefix": batch.shared_prefix}
+            "shared_prefix": batch.shared_prefix, "trunk_hidden": batch.trunk_hidden}

@@ -120,6 +120,10 @@ class AdapterSection(_Section):
     dropout: float = Field(0.05, ge=0, lt=1, description="dropout on the LoRA input")
     target_modules: str | list[str] = Field(
         "all-linear", description="module names to adapt (e.g. [q_proj, v_proj]) or 'all-linear'")
+    last_layers: int | None = Field(
+        None, ge=1, description="adapt only the last N decoder layers (lora): the layers below stay as the base has "
+                                "them, so training runs them once per row and backpropagates through N layers "
+                                "only; null = every layer")
     use_dora: bool = Field(False, description="DoRA: weight-decomposed LoRA")
     use_rslora: bool = Field(False, description="rsLoRA: scale by alpha / sqrt(r)")
     num_virtual_tokens: int = Field(20, ge=1, description="prefix length in tokens (prefix)")
@@ -209,6 +213,10 @@ class TrainingSection(_Section):
     load_best: bool = Field(True, description="register the adapter from the best validation evaluation")
     eval_base: bool = Field(False, description="also score the bare base zero-shot with the same prompt (for comparison)")
     eval_batch_size: int = Field(32, ge=1, description="rows per forward pass when evaluating")
+    frozen_cache_mb: float = Field(
+        2048, ge=0, description="with adapter.last_layers: memory for the frozen layers' outputs, computed once per "
+                                "row and reused every epoch and evaluation; rows past it run those layers each time; "
+                                "0 = never keep them")
 
 
 class OutputSection(_Section):
@@ -275,6 +283,8 @@ class Recipe(_Section):
         problems = [*self._data_problems(), *methods.get(self.adapter.method).recipe_problems(self)]
         if self.adapter.prefix_init_text is not None and self.adapter.method != "prefix":
             problems.append("adapter.prefix_init_text needs adapter.method 'prefix'")
+        if self.adapter.last_layers is not None and (self.adapter.method != "lora" or self.data.format in ENCODER_FORMATS):
+            problems.append("adapter.last_layers needs adapter.method 'lora' on a decoder base (set it to null)")
         if self.base.keep_full_precision and self.base.quantize is None:
             problems.append("base.keep_full_precision needs base.quantize (nf4, fp4 or int8): an unquantised base "
                             "keeps every layer in full precision already")

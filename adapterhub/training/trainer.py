@@ -138,8 +138,11 @@ class Trainer:
                                           self.total_steps)  # per-step work of the method (AdaLoRA's budget)
         from .encoder_task import ClassifierLoss
         from .lm_loss import SupervisedLM
+        from .trunk import FrozenTrunk
 
-        loss_model = ClassifierLoss(self.peft_model) if self.encoder else SupervisedLM(self.peft_model)
+        self.trunk = None if self.encoder or self.recipe.data.packing else FrozenTrunk.of(
+            self.peft_model, budget_mb=training.frozen_cache_mb)  # frozen first layers: run once per row, kept
+        loss_model = ClassifierLoss(self.peft_model) if self.encoder else SupervisedLM(self.peft_model, self.trunk)
         self.model, self.optimizer = self.accelerator.prepare(loss_model, self.optimizer)
         self.run_dir = self._setup_run_dir()
         if self.resume:
@@ -272,16 +275,20 @@ class Trainer:
         import torch
 
         from . import encoder_task, lm_loss
+        from .trunk import attach_states
 
         rebalance()  # other adapterhub processes came or went: keep this one at its share of the cores
         started = time.perf_counter()
         data, training = self.recipe.data, self.recipe.training
         share = training.share_prompt_prefix and not (training.gradient_checkpointing or data.packing)
         token = self.recipe.task.type == "token_classification"
-        batches = [encoder_task.collate([self.data.train.examples[i] for i in indices], pad_id=self.pad_id, token=token)
+        examples = self.data.train.examples
+        batches = [encoder_task.collate([examples[i] for i in indices], pad_id=self.pad_id, token=token)
                    if self.encoder else
-                   collate([self.data.train.examples[i] for i in indices], pad_id=self.pad_id, share_prefix=share,
-                           pack_length=data.max_length if data.packing else None)
+                   attach_states(collate([examples[i] for i in indices], pad_id=self.pad_id,
+                                         share_prefix=share and self.trunk is None,
+                                         pack_length=data.max_length if data.packing else None),
+                                 self.trunk, examples, indices, pad_id=self.pad_id)
                    for indices in self._micro_batches()]
         batch_inputs = encoder_task.batch_inputs if self.encoder else lm_loss.batch_inputs
         targets = self._sum_over_processes(sum(int(batch.targets.numel()) for batch in batches))
@@ -457,7 +464,8 @@ class Trainer:
                 split, progress=self._progress_label(f"evaluate {name}"))
         if self.recipe.training.eval_base and task.is_classification:
             metrics["base"] = {name: zero_shot_metrics(self.peft_model, self.base.tokenizer, task, split, **options,
-                                                       progress=self._progress_label(f"bare base on {name}"))
+                                                       progress=self._progress_label(f"bare base on {name}"),
+                                                       trunk=self.trunk)
                                for name, split in splits.items()}
         metrics["train"] = {
             "steps": self.step, "epochs": round(self.step / self.steps_per_epoch, 3), "stopped_early": self.stopped_early,

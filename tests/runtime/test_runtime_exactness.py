@@ -26,6 +26,7 @@ ADAPTERS = {  # name -> make_random_adapters options
     "lora-bias": dict(r=3, target_modules=["o_proj", "k_proj"], lora_bias=True),
     "rslora-r8": dict(r=8, lora_alpha=5, use_rslora=True, target_modules=["k_proj", "o_proj", "down_proj"]),
     "dora-r4": dict(r=4, use_dora=True, target_modules=["q_proj", "v_proj", "up_proj"]),
+    "lora-last-layer": dict(r=4, target_modules=["q_proj", "v_proj", "down_proj"], layers_to_transform=[1]),
     "prefix-6": dict(method="prefix", num_virtual_tokens=6),
     "prefix-3": dict(method="prefix", num_virtual_tokens=3),
 }
