@@ -20,7 +20,6 @@ time to a validation accuracy over the recipe's whole schedule
 from __future__ import annotations
 
 import tempfile
-import time
 from typing import Any, Callable, Sequence
 
 from .._transformers import quiet_peft_wrapping
@@ -101,7 +100,9 @@ def probe_callback(probe: Any) -> Any:
 def _prepare(recipe: str, overrides: Sequence[str], threads: int | None) -> tuple[Any, Any, Any, Any]:
     """``(plan, base, peft_model, dataset)``: the recipe, its base, the LoRA model the PEFT docs build, its data."""
     import torch
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from peft import get_peft_model, prepare_model_for_kbit_training
+
+    from ..methods.lora import LORA
 
     from ..base.loading import load_base
     from ..training import load_recipe
@@ -110,16 +111,14 @@ def _prepare(recipe: str, overrides: Sequence[str], threads: int | None) -> tupl
     if threads:
         torch.set_num_threads(threads)
     plan = load_recipe(recipe, overrides=overrides)
-    section, training, adapter = plan.base, plan.training, plan.adapter
+    section, training = plan.base, plan.training
     base = load_base(section.model, quantize=section.quantize, dtype=section.dtype, device=section.device,
                      progress=False)
     model = base.model
     with quiet_peft_wrapping():
         if base.spec.quantize is not None:
             model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=training.gradient_checkpointing)
-        model = get_peft_model(model, LoraConfig(r=adapter.r, lora_alpha=adapter.alpha, lora_dropout=adapter.dropout,
-                                                 target_modules=adapter.target_modules, use_dora=adapter.use_dora,
-                                                 use_rslora=adapter.use_rslora, task_type="CAUSAL_LM"))
+        model = get_peft_model(model, LORA.peft_config(plan, base))  # the recipe's LoraConfig, as the PEFT docs use it
     return plan, base, model, load_dataset(plan, base.tokenizer)
 
 

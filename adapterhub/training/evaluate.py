@@ -51,7 +51,7 @@ def loss_metrics(model: Any, examples: Sequence[Example], *, pad_id: int, batch_
     try:
         with torch.inference_mode():
             for indices in plan_batches([len(e) for e in examples], batch_size=batch_size, seed=None):
-                batch = attach_states(collate([examples[i] for i in indices], pad_id=pad_id, share_prefix=trunk is None),
+                batch = attach_states(collate([examples[i] for i in indices], pad_id=pad_id, share_prefix=True),
                                       trunk, examples, indices, pad_id=pad_id).to(device)
                 total += float(model(**batch_inputs(batch)))
                 tokens += int(batch.targets.numel())

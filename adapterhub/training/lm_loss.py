@@ -37,7 +37,7 @@ def causal_lm(model: Any) -> Any:
 
 def decoder_hidden_states(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
                           position_ids: torch.Tensor | None, shared_prefix: torch.Tensor | None = None, *,
-                          keep_prefix: bool = False) -> torch.Tensor:
+                          keep_prefix: bool = False, embedded: bool = False) -> torch.Tensor:
     """Final hidden states ``[R, T, H]`` of the decoder body, with the active adapter applied.
 
     Args:
@@ -48,28 +48,31 @@ def decoder_hidden_states(model: Any, input_ids: torch.Tensor, attention_mask: t
         shared_prefix: ``[P]`` tokens that precede every row: run once, their keys/values
             are shared by all rows (only the hidden states of ``input_ids`` are returned).
         keep_prefix: return ``[R, P + T, H]``: the shared prefix's hidden states in front of every row's.
+        embedded: ``input_ids`` and ``shared_prefix`` are hidden states (``[R, T, H]``, ``[P, H]``) entering
+            the body's first layer, e.g. a frozen trunk's outputs under :meth:`FrozenTrunk.top`.
     """
     body = causal_lm(model).get_decoder()
     config = getattr(model, "active_peft_config", None)
-    rows, cache, cached = input_ids.shape[0], None, 0
+    key = "inputs_embeds" if embedded else "input_ids"
+    rows, length, cache, cached = input_ids.shape[0], input_ids.shape[1], None, 0
     if getattr(config, "is_prompt_learning", False):  # prefix tuning: the prefix is a key/value cache
         cached = config.num_virtual_tokens
-        cache = model.get_prompt(1 if shared_prefix is not None else rows, max_cache_len=input_ids.shape[1] + cached)
+        cache = model.get_prompt(1 if shared_prefix is not None else rows, max_cache_len=length + cached)
     if shared_prefix is not None:
-        mask = torch.ones(1, cached + shared_prefix.numel(), dtype=torch.long, device=input_ids.device)
-        output = body(input_ids=shared_prefix[None], attention_mask=mask, use_cache=True,
+        mask = torch.ones(1, cached + shared_prefix.shape[0], dtype=torch.long, device=input_ids.device)
+        output = body(**{key: shared_prefix[None]}, attention_mask=mask, use_cache=True,
                       **({cache_argument(body): cache} if cache is not None else {}))
         cache, prefix_hidden = cache_of(output), output.last_hidden_state
         for layer in cache_layers(cache):  # one computed prefix, viewed by every row
             layer.keys, layer.values = layer.keys.expand(rows, -1, -1, -1), layer.values.expand(rows, -1, -1, -1)
-        cached += shared_prefix.numel()
+        cached += shared_prefix.shape[0]
     if cache is None:
-        return body(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+        return body(**{key: input_ids}, attention_mask=attention_mask, position_ids=position_ids,
                     use_cache=False).last_hidden_state
     if attention_mask is None:
-        attention_mask = torch.ones_like(input_ids)
+        attention_mask = torch.ones(rows, length, dtype=torch.long, device=input_ids.device)
     attention_mask = torch.cat([attention_mask.new_ones(rows, cached), attention_mask], dim=1)
-    hidden = body(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+    hidden = body(**{key: input_ids}, attention_mask=attention_mask, position_ids=position_ids,
                   **{cache_argument(body): cache}).last_hidden_state
     if keep_prefix and shared_prefix is not None:
         hidden = torch.cat([prefix_hidden.expand(rows, -1, -1), hidden], dim=1)
@@ -98,10 +101,11 @@ class SupervisedLM(torch.nn.Module):
         """
         if trunk_hidden is None:
             hidden = decoder_hidden_states(self.model, input_ids, attention_mask, position_ids, shared_prefix)
-        else:
+        else:  # the trunk's outputs for whole rows: a shared prefix is their first P positions, in every row
+            shared = 0 if shared_prefix is None else shared_prefix.numel()
             with self.trunk.top():
-                hidden = causal_lm(self.model).get_decoder()(inputs_embeds=trunk_hidden, attention_mask=attention_mask,
-                                                             use_cache=False).last_hidden_state
+                hidden = decoder_hidden_states(self.model, trunk_hidden[:, shared:], attention_mask, position_ids,
+                                               trunk_hidden[0, :shared] if shared else None, embedded=True)
         selected = hidden[target_rows, target_cols]  # [N, H]
         logits = causal_lm(self.model).get_output_embeddings()(selected)  # [N, V]
         return F.cross_entropy(logits.float(), targets, reduction="sum")

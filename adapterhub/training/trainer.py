@@ -5,7 +5,9 @@ Read it top to bottom, like the run itself:
 1. **setup** — accelerator, seed, the frozen base (quantised for QLoRA), the data,
    the PEFT adapter, AdamW with its schedule, the run directory, and (with
    ``resume``) the last checkpoint.
-2. **train** — optimizer steps over length-grouped (or packed) micro-batches;
+2. **train** — with ``adapter.last_layers``, first the frozen layers below the adapted ones
+   run once over the training rows and their outputs are kept
+   (:mod:`~adapterhub.training.trunk`); then optimizer steps over length-grouped (or packed) micro-batches;
    the loss covers the answer tokens only and the LM head runs at those
    positions only (:class:`~adapterhub.training.lm_loss.SupervisedLM`); gradient
    accumulation and clipping; validation, checkpoints and early stopping at
@@ -246,6 +248,11 @@ class Trainer:
     def train(self) -> None:
         from tqdm.auto import tqdm
 
+        if self.trunk is not None and self.step < self.total_steps:  # the frozen layers, once for every epoch
+            seconds = self.trunk.seconds
+            self.trunk.prepare(self.data.train.examples, pad_id=self.pad_id,
+                               progress=self._progress_label(f"first {self.trunk.depth} layers, once"))
+            self.train_seconds += self.trunk.seconds - seconds  # part of training's time (and of its tokens/s)
         self._bar = tqdm(total=self.total_steps, initial=self.step, unit="step", dynamic_ncols=True,
                          desc=f"train {self.recipe.name}", disable=not (self.progress and self.accelerator.is_main_process))
         try:
@@ -286,7 +293,7 @@ class Trainer:
         batches = [encoder_task.collate([examples[i] for i in indices], pad_id=self.pad_id, token=token)
                    if self.encoder else
                    attach_states(collate([examples[i] for i in indices], pad_id=self.pad_id,
-                                         share_prefix=share and self.trunk is None,
+                                         share_prefix=share,
                                          pack_length=data.max_length if data.packing else None),
                                  self.trunk, examples, indices, pad_id=self.pad_id)
                    for indices in self._micro_batches()]

@@ -24,6 +24,7 @@ the trunk each time as before.
 
 from __future__ import annotations
 
+import time
 from typing import Any, Callable, Hashable, Sequence
 
 import torch
@@ -60,6 +61,7 @@ class FrozenTrunk:
         self.layers = decoder_layer_count(model.get_base_model())
         self.budget = budget_mb * 2**20
         self.kept_bytes = 0
+        self.seconds = 0.0  # spent computing trunk outputs (what a run pays once instead of every epoch)
         self._kept: dict[Hashable, Any] = {}
 
     @classmethod
@@ -85,8 +87,10 @@ class FrozenTrunk:
         found = self._kept.get(key)
         if found is not None:
             return found
+        started = time.perf_counter()
         with torch.no_grad():
             value = compute()
+        self.seconds += time.perf_counter() - started
         size = sum(t.numel() * t.element_size() for t in _tensors(value))
         if self.kept_bytes + size <= self.budget:
             self._kept[key] = value
@@ -101,8 +105,7 @@ class FrozenTrunk:
         batches whose shared prompt prefix runs once (the list is kept with them, so it is the
         same list that later calls name).
         """
-        kept = self.kept(("rows", id(examples)), lambda: (examples, self._all_rows(examples, pad_id, batch_size)))
-        states = kept[1]
+        states = self.prepare(examples, pad_id=pad_id, batch_size=batch_size)
         rows = [states[i] for i in indices]
         width = max(len(r) for r in rows)
         padded = rows[0].new_zeros(len(rows), width, rows[0].shape[-1])
@@ -110,25 +113,39 @@ class FrozenTrunk:
             padded[r, :len(row)] = row
         return padded
 
-    def _all_rows(self, examples: Sequence[Any], pad_id: int, batch_size: int) -> list[torch.Tensor]:
+    def prepare(self, examples: Sequence[Any], *, pad_id: int, batch_size: int = 32,
+                progress: str | None = None) -> list[torch.Tensor]:
+        """The trunk outputs ``[len, H]`` of every example, computed now if they are not kept yet
+        (``progress``: the label of a row-counting bar on stderr)."""
+        return self.kept(("rows", id(examples)), lambda: (examples, self._all_rows(examples, pad_id, batch_size,
+                                                                                   progress)))[1]
+
+    def _all_rows(self, examples: Sequence[Any], pad_id: int, batch_size: int,
+                  progress: str | None) -> list[torch.Tensor]:
+        import sys
+
+        from tqdm.auto import tqdm
+
         from .batching import collate, plan_batches
         from .lm_loss import decoder_hidden_states
 
         device = self.body.get_input_embeddings().weight.device
         states: list[Any] = [None] * len(examples)
-        with self.trunk():
+        with self.trunk(), tqdm(total=len(examples), desc=progress, unit="row", disable=progress is None, leave=False,
+                                dynamic_ncols=True, file=sys.stderr) as bar:
             for indices in plan_batches([len(e) for e in examples], batch_size=batch_size, seed=None):
                 batch = collate([examples[i] for i in indices], pad_id=pad_id, share_prefix=True).to(device)
                 hidden = decoder_hidden_states(self.model, batch.input_ids, batch.attention_mask, None,
                                                batch.shared_prefix, keep_prefix=True)
                 for r, i in enumerate(indices):
                     states[i] = hidden[r, :len(examples[i])].clone()
+                bar.update(len(indices))
         return states
 
 
 def attach_states(batch: Any, trunk: FrozenTrunk | None, examples: Sequence[Any], indices: Sequence[int], *,
                   pad_id: int) -> Any:
-    """``batch`` (padded rows of ``examples[indices]``, no shared prefix) carrying the trunk's outputs, if any."""
+    """``batch`` (padded rows of ``examples[indices]``) carrying the trunk's outputs for the whole rows, if any."""
     if trunk is not None:
         batch.trunk_hidden = trunk.row_states(examples, indices, pad_id=pad_id)
     return batch

@@ -67,8 +67,10 @@ def test_training_loss_and_gradients_from_kept_states_equal_the_whole_model(tiny
     calls = _Calls(peft_model)
     model = SupervisedLM(peft_model, trunk)
     counts = []
-    for indices in ([0, 1, 2, 3], [2, 0, 3, 1]):  # the second batch reuses the kept states
-        batch = attach_states(collate([examples[i] for i in indices], pad_id=0), trunk, examples, indices, pad_id=0)
+    for indices, share in (([0, 1, 2, 3], False), ([2, 0, 3, 1], True)):  # the second batch reuses the kept states
+        rows = collate([examples[i] for i in indices], pad_id=0, share_prefix=share)
+        assert (rows.shared_prefix is not None) == share  # ... and runs the shared prompt start once above the trunk
+        batch = attach_states(rows, trunk, examples, indices, pad_id=0)
         loss = model(**batch_inputs(batch))
         assert loss.item() == pytest.approx(reference.item(), rel=1e-5)
         counts.append(calls.count)
@@ -116,7 +118,8 @@ def test_past_the_budget_states_are_computed_again_with_the_same_result(tiny_lla
     assert calls.count == 2 and trunk.kept_bytes == 0
 
 
-def test_a_recipe_with_last_layers_trains_through_the_trunk_like_the_whole_model(tmp_path, tiny_llama_dir):
+@pytest.mark.parametrize("metric", ["accuracy", "loss"])  # validation by label scoring, or by the loss pass
+def test_a_recipe_with_last_layers_trains_through_the_trunk_like_the_whole_model(tmp_path, tiny_llama_dir, metric):
     import json
 
     from recipe_helpers import tiny_recipe
@@ -128,15 +131,16 @@ def test_a_recipe_with_last_layers_trains_through_the_trunk_like_the_whole_model
     def run(name, cache_mb):
         raw = tiny_recipe(tmp_path / name, tiny_llama_dir, adapter={"last_layers": 1, "dropout": 0.0},
                           training={"max_steps": 3, "eval_every": 1, "frozen_cache_mb": cache_mb, "eval_base": True,
-                                    "early_stopping": {"metric": "accuracy"}})
+                                    "early_stopping": {"metric": metric}})
         result = train(raw, progress=False)
         history = json.loads((result.run_dir / "metrics.json").read_text())["history"]
-        return result, [r["loss"] for r in history["train"]], [(r["loss"], r["accuracy"]) for r in history["validation"]]
+        return result, [r["loss"] for r in history["train"]], [(r["loss"], r.get("accuracy")) for r in history["validation"]]
 
     kept, kept_train, kept_validation = run("kept", 64)
     whole, whole_train, whole_validation = run("whole", 0)
     assert kept_train == pytest.approx(whole_train, rel=1e-5)
     assert [loss for loss, _ in kept_validation] == pytest.approx([loss for loss, _ in whole_validation], abs=1e-5)
+    assert [accuracy for _, accuracy in kept_validation] == [accuracy for _, accuracy in whole_validation]
     assert kept.metrics["base"] == whole.metrics["base"]
     config = json.loads((kept.record.path / "adapter_config.json").read_text())
     assert config["layers_to_transform"] == [1] and sorted(config["target_modules"]) == [
