@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import os
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from .paths import home
 
 ENV = "ADAPTERHUB_THREADS"
-_USER_SETTINGS = (ENV, "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+USER_SETTINGS = (ENV, "OMP_NUM_THREADS", "MKL_NUM_THREADS")  # a user's explicit choice of threads
 REBALANCE_EVERY_S = 2.0  # rebalance() looks at the seats at most this often
 
 
@@ -114,6 +116,27 @@ def leave_seat() -> None:
     _Share.seat = _Share.seat_path = None
 
 
+def holds_seat() -> bool:
+    """Whether this process holds a seat."""
+    return _Share.seat is not None
+
+
+@contextmanager
+def seat_released() -> Iterator[None]:
+    """Hold no seat while the body runs, then take one again if this process held one.
+
+    For a process that only waits for child processes which take seats of their own
+    (the benchmark's concurrent trainings): its seat would make them take a smaller share.
+    """
+    held = holds_seat()
+    leave_seat()
+    try:
+        yield
+    finally:
+        if held:
+            take_seat()
+
+
 def idle_cores() -> int:
     """Usable cores minus the 1-minute load average, rounded, at least 1."""
     try:
@@ -153,7 +176,7 @@ def chosen_threads(requested: int | None = None) -> tuple[int | None, str]:
         if not text.isdigit() or int(text) < 1:
             raise ValueError(f"${ENV}={text!r} must be a positive number of threads")
         return int(text), f"${ENV}"
-    for name in _USER_SETTINGS[1:]:
+    for name in USER_SETTINGS[1:]:
         if os.environ.get(name):
             return None, f"${name}"
     sharing = sharers()  # once: listing and probing the seats is the costly part

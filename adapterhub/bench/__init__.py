@@ -2,7 +2,8 @@
 
 Measures switch and load latency, forward and generation throughput, training
 throughput and memory for our runtime and recipe trainer and for plain PEFT,
-on the same machine with the same adapters, and writes ``bench.json``,
+on the same machine with the same adapters, and two of our trainings at once
+before and after CPU seats (``concurrency.py``), and writes ``bench.json``,
 ``bench.md`` and PNG plots. Every figure is the median of repeated runs after
 warm-up; the report checks each promised target (met / MISSED).
 

@@ -19,7 +19,8 @@ from typing import Any
 
 from ..errors import ConfigError
 
-AREAS = ("switch", "load", "forward", "generation", "training", "memory", "serve", "encoder", "methods", "accuracy")
+AREAS = ("switch", "load", "forward", "generation", "training", "memory", "serve", "encoder", "methods", "accuracy",
+         "concurrency")
 DEFAULT_OUT = Path("bench-out")
 
 
@@ -61,6 +62,8 @@ class BenchConfig:
         serve_clients, serve_adapters: concurrent HTTP clients and the adapters they spread over.
         serve_prompt_tokens, serve_new_tokens: prompt length and generated tokens per request.
         serve_requests: requests each client sends, one after another.
+        concurrency_settle_s: the longest the concurrency area waits, before a leg whose threads adapterhub
+            chooses, for the 1-minute load average to stop counting the work that just ended (0: never).
         areas: which areas to run (subset of :data:`AREAS`).
     """
 
@@ -101,14 +104,16 @@ class BenchConfig:
     serve_prompt_tokens: int = 64
     serve_new_tokens: int = 32
     serve_requests: int = 2
+    concurrency_settle_s: float = 120.0
     areas: tuple[str, ...] = AREAS
 
     def __post_init__(self) -> None:
         unknown = [area for area in self.areas if area not in AREAS]
         if unknown:
             raise ConfigError(f"unknown bench area(s) {unknown}; choose from {', '.join(AREAS)}")
-        if self.warmup < 0 or self.repeats < 1:
-            raise ConfigError(f"need warmup >= 0 and repeats >= 1, got warmup={self.warmup}, repeats={self.repeats}")
+        if self.warmup < 0 or self.repeats < 1 or self.concurrency_settle_s < 0:
+            raise ConfigError(f"need warmup >= 0, repeats >= 1 and concurrency_settle_s >= 0, got warmup={self.warmup}, "
+                              f"repeats={self.repeats}, concurrency_settle_s={self.concurrency_settle_s}")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"threads must be a positive integer, got {self.threads}")
         if not 0.0 <= self.accuracy_threshold <= 1.0 or self.accuracy_eval_every < 1 or any(
@@ -132,7 +137,7 @@ class BenchConfig:
                           mixed_counts=(2, 8), generation_rows_per_domain=1, generation_new_tokens=4, decode_steps=4,
                           memory_counts=(1, 8), train_steps=2, train_batch=4, train_repeats=1, serve_clients=8,
                           serve_adapters=4, serve_prompt_tokens=16, serve_new_tokens=8, serve_requests=1,
-                          accuracy_eval_every=2, accuracy_eval_rows=8, accuracy_max_steps=4)
+                          accuracy_eval_every=2, accuracy_eval_rows=8, accuracy_max_steps=4, concurrency_settle_s=0.0)
         if gpu_sizes:
             values.update(forward_shapes=((8, 64), (64, 256)), mixed_counts=(2, 4, 8, 32),
                           generation_domains=(3, 32), memory_counts=(1, 8, 32), train_batch=32)

@@ -56,6 +56,12 @@ MISSED_NOTES: dict[str, str] = {
                         "can cross the threshold one evaluation later. Evaluating more often "
                         "(`accuracy_eval_every`) narrows that; a miss where ours never reached the threshold means "
                         f"the recipe itself regressed (see its best accuracy). {_NOISE}",
+    "concurrency": "after, each training holds a seat and takes its share of the cores; before, both run torch's "
+                   "default (every core), so twice as many threads as cores wait on each other at every matmul. "
+                   "Check the threads each process used: fewer than its share means the 1-minute load average "
+                   "still counted other work when it chose (the bench waits up to `concurrency_settle_s` for it to "
+                   "fall; see the leg's load average) or other adapterhub processes held seats (`sharers`). "
+                   f"{_NOISE}",
     "memory_resident": "per-slot padding or a second copy of the weights (e.g. a dtype-cast one kept beside the "
                        "original) inflates resident bytes.",
     "nf4_footprint": "bitsandbytes leaves embeddings, norms and the LM head unquantised; in a small model with a "

@@ -1,12 +1,13 @@
 """PNG plots of a benchmark report (matplotlib, Agg backend: no display needed).
 
 One figure per question: forward cost relative to the bare base, switch and
-load latency, memory, throughput (generation and training) and validation
-accuracy against training time. A figure whose data is absent is not drawn.
+load latency, memory, throughput (generation and training), validation
+accuracy against training time and concurrent trainings before and after CPU
+seats. A figure whose data is absent is not drawn.
 
 >>> paths = write_plots(report, "bench-out")  # doctest: +SKIP
 >>> [path.name for path in paths]  # doctest: +SKIP
-['forward.png', 'latency.png', 'memory.png', 'throughput.png', 'accuracy.png']
+['forward.png', 'latency.png', 'memory.png', 'throughput.png', 'accuracy.png', 'concurrency.png']
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ def write_plots(report: dict[str, Any], out: str | Path) -> list[Path]:
     out = Path(out)
     written = []
     for name, draw in (("forward.png", _forward), ("latency.png", _latency), ("memory.png", _memory),
-                       ("throughput.png", _throughput), ("accuracy.png", _accuracy)):
+                       ("throughput.png", _throughput), ("accuracy.png", _accuracy),
+                       ("concurrency.png", _concurrency)):
         figure = draw(plt, results)
         if figure is not None:
             figure.tight_layout()
@@ -154,4 +156,33 @@ def _accuracy(plt: Any, results: dict[str, Any]) -> Any:
     axis.set_ylabel(f"validation accuracy ({result[sides[0]]['eval_rows']} rows)")
     axis.set_title(f"time to {result['threshold']:.0%} validation accuracy (star: first evaluation at or above)")
     axis.legend(loc="lower right")
+    return figure
+
+
+def _concurrency(plt: Any, results: dict[str, Any]) -> Any:
+    """Per leg: each process's tokens/s and, where several ran, the aggregate."""
+    result = results.get("concurrency") or {}
+    legs = result.get("legs") or {}
+    if not legs:
+        return None
+    figure, axis = plt.subplots(figsize=(7, 4))
+    groups = []
+    for data in legs.values():
+        bars = [("each process", process["tokens_per_s"]) for process in data["processes"]]
+        groups.append(bars + [("aggregate", data["tokens_per_s"])] if len(bars) > 1 else bars)
+    width = 0.8 / max(len(bars) for bars in groups)
+    labelled = set()
+    for index, bars in enumerate(groups):
+        for slot, (label, value) in enumerate(bars):
+            axis.bar(index + (slot - (len(bars) - 1) / 2) * width, value, width=width,
+                     color=COLORS["ours"] if label == "aggregate" else "#aec7e8",
+                     label=None if label in labelled else label)
+            labelled.add(label)
+    axis.set_xticks(range(len(legs)), [f"{leg}\n{data['policy']}\nthreads "
+                                       f"{' + '.join(str(p['threads']) for p in data['processes'])}"
+                                       for leg, data in legs.items()], fontsize=8)
+    axis.set_ylabel("tokens/s")
+    ratio = result.get("after_over_before")
+    axis.set_title("concurrent trainings on the CPU" + ("" if ratio is None else f": after ÷ before = {ratio:.2f}×"))
+    axis.legend()
     return figure

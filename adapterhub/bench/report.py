@@ -252,6 +252,12 @@ def _encoder(result: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _concurrency(result: dict[str, Any]) -> list[str]:
+    from .concurrency import render
+
+    return render(result)
+
+
 _SECTIONS = (
     ("switch", "1. Switch latency", _switch),
     ("load", "2. Load latency", _load),
@@ -264,6 +270,7 @@ _SECTIONS = (
     ("encoder", "8. Encoder adapters", _encoder),
     ("methods", "9. Mixed methods in one batch", _methods),
     ("accuracy", "10. Time to accuracy", _accuracy),
+    ("concurrency", "11. Concurrent trainings", _concurrency),
 )
 
 

@@ -47,7 +47,8 @@ def run_bench(config: BenchConfig | None = None, *, progress: bool = True) -> di
 
     >>> report = run_bench(BenchConfig.preset(quick=True))  # doctest: +SKIP
     >>> sorted(report["results"])  # doctest: +SKIP
-    ['accuracy', 'encoder', 'forward', 'generation', 'load', 'memory', 'methods', 'serve', 'switch', 'training']
+    ['accuracy', 'concurrency', 'encoder', 'forward', 'generation', 'load', 'memory', 'methods', 'serve', 'switch',
+     'training']
     """
     started = time.perf_counter()
     config = config or BenchConfig.preset()
@@ -79,6 +80,11 @@ def run_bench(config: BenchConfig | None = None, *, progress: bool = True) -> di
 
         _timed(report, "accuracy", lambda: measure_time_to_accuracy(config, base_name=base_name, device=ctx.device,
                                                                     skipped=report["skipped"]))
+    if "concurrency" in config.areas:
+        from .concurrency import measure_concurrency
+
+        _timed(report, "concurrency", lambda: measure_concurrency(config, base_name=base_name,
+                                                                  skipped=report["skipped"]))
     report["targets"] = check_targets(report)
     report["seconds"] = time.perf_counter() - started
     write_report(report, config.out)

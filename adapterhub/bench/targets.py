@@ -137,6 +137,8 @@ TARGETS: tuple[Target, ...] = (
     Target("training_memory", "training peak memory ≤ PEFT + Trainer's", "×", False, _training_memory),
     Target("time_to_accuracy", "time to 85% validation accuracy (training seconds): ours ≤ PEFT + Trainer's "
            "(ours ÷ PEFT)", "×", False, _time_to_accuracy, kept_without_value=_reached_first),
+    Target("concurrency", "two concurrent trainings: after (CPU seats) ≥ before (torch's default threads in both) "
+           "aggregate tokens/s (after ÷ before)", "×", True, _fixed(1.0, "concurrency", "after_over_before")),
     Target("memory_resident", "resident adapter bytes ≤ 1.1× their files (worst count)", "×", False,
            _worst_memory),
     Target("serve_vs_peft", "serve: ≥ 4× a plain PEFT FastAPI server's tokens/s (concurrent clients, mixed adapters)",

@@ -14,7 +14,7 @@ True
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from ..paths import project_root
 from .config import BenchConfig
@@ -97,8 +97,11 @@ def _median_run(measured: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def train_with_recipe(*, recipe: str, overrides: Sequence[str], steps: int, warmup: int,
-                      threads: int | None = None) -> dict[str, Any]:
+                      threads: int | None = None, before_timing: Callable[[], None] | None = None) -> dict[str, Any]:
     """Our trainer on ``recipe``: ``warmup`` untimed steps, then ``steps`` timed ones (child-process entry).
+
+    ``threads``: ``torch.set_num_threads`` first (``None``: leave them); ``before_timing``: called
+    between the warm-up and the timed steps (see :func:`~adapterhub.training.dry_run.measure_throughput`).
 
     Returns:
         ``{"tokens_per_s", "tokens", "seconds", "steps", "peak_bytes"}`` as the baseline reports them.
@@ -109,7 +112,8 @@ def train_with_recipe(*, recipe: str, overrides: Sequence[str], steps: int, warm
 
     if threads:
         torch.set_num_threads(threads)
-    measured = measure_throughput(recipe, steps=steps, warmup=warmup, overrides=list(overrides))
+    measured = measure_throughput(recipe, steps=steps, warmup=warmup, overrides=list(overrides),
+                                  before_timing=before_timing)
     peak = measured["peak_memory_bytes"]
     return {"tokens_per_s": measured["tokens_per_second"], "tokens": measured["tokens"],
             "seconds": measured["seconds"], "steps": measured["steps"], "peak_bytes": peak}

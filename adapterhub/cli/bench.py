@@ -9,7 +9,7 @@ from pathlib import Path
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "bench", help="benchmark switching, loading, forward, generation, training, time to accuracy and memory "
-                         "against plain PEFT",
+                         "against plain PEFT, and concurrent trainings before and after CPU seats",
         description="Measure adapterhub and plain PEFT on the same machine in one run; write bench.json, "
                     "bench.md and PNG plots, and check every promised target (met / MISSED).")
     parser.add_argument("--quick", action="store_true",
@@ -25,12 +25,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch.set_num_threads (default: as every verb, the cores idle now, at least 1; "
-                             "--quick: 1); the report records it")
+                             "--quick: 1); the report records it; the concurrency area's legs set their own")
     parser.add_argument("--gpu-sizes", action="store_true",
                         help="add a 64 × 256 batch, 32-adapter mixed batches and 32-domain generation")
     parser.add_argument("--only", nargs="+", default=None, metavar="AREA",
                         help="run only these areas: switch, load, forward, generation, training, memory, serve, "
-                             "encoder, methods, accuracy (time to 85%% validation accuracy; minutes on a CPU)")
+                             "encoder, methods, accuracy (time to 85%% validation accuracy; minutes on a CPU), "
+                             "concurrency (two trainings at once, before and after CPU seats)")
     parser.add_argument("--repeats", type=int, default=None, help="timed runs per figure (median is reported)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(handler=_bench)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from .data import load_dataset
 from ..memory import peak_rss_bytes
@@ -21,14 +21,17 @@ from .trainer import Trainer
 
 
 def measure_throughput(recipe: str | Path | dict[str, Any] | Recipe, *, steps: int = 10, warmup: int = 2,
-                       overrides: Sequence[str] = ()) -> dict[str, Any]:
+                       overrides: Sequence[str] = (),
+                       before_timing: Callable[[], None] | None = None) -> dict[str, Any]:
     """Training speed of a recipe: tokens/s over ``steps`` optimizer steps after ``warmup`` steps.
 
     Nothing is evaluated, saved or registered. Tokens are real (non-padding) input tokens;
     the time is wall-clock around whole steps, batch building included. With a frozen trunk
     (``adapter.last_layers``) the trunk's one forward over the training rows happens in the first
     step; the timed seconds are charged their share of it, ``steps / the recipe's total steps``,
-    which is what it adds to each step of a real run.
+    which is what it adds to each step of a real run. ``before_timing`` is called after the
+    warm-up, right before the clock starts (the benchmark's concurrent trainings wait there for
+    each other).
 
     Returns:
         ``{"tokens_per_second", "tokens", "seconds", "steps", "trunk_seconds", "peak_memory_bytes", "memory",
@@ -54,6 +57,8 @@ def measure_throughput(recipe: str | Path | dict[str, Any] | Recipe, *, steps: i
             if cuda:
                 torch.cuda.synchronize()
                 torch.cuda.reset_peak_memory_stats()
+            if before_timing is not None:
+                before_timing()
             tokens, started = trainer.train_tokens, time.perf_counter()
             for _ in range(steps):
                 trainer.train_step()
