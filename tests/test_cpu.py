@@ -9,10 +9,12 @@ from adapterhub import cpu
 
 
 @pytest.fixture
-def machine(monkeypatch):
-    """A machine with ``cores`` cores and a 1-minute load average of ``load``; no thread settings."""
+def machine(monkeypatch, tmp_path):
+    """A machine with ``cores`` cores and a 1-minute load average of ``load``; no thread settings, and no
+    seat of an adapterhub process running outside the test (its own ``ADAPTERHUB_HOME``)."""
     for name in ("ADAPTERHUB_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("ADAPTERHUB_HOME", str(tmp_path / "home"))
 
     def set_machine(cores: int, load: float) -> None:
         monkeypatch.setattr(cpu, "usable_cores", lambda: cores)
