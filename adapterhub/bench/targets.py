@@ -132,8 +132,8 @@ TARGETS: tuple[Target, ...] = (
            _fixed(1.10, "generation", "decode", "ratio_to_single", "mixed_8")),
     Target("prefill_mixed_8", "prefill 8 × 64, rows over 8 adapters ≤ 1.15× bare base", "×", False,
            _fixed(1.15, "generation", "prefill", "ratio_to_bare", "mixed_8")),
-    Target("training_speed", "training ≥ 1.5× PEFT + Trainer tokens/s", "×", True,
-           _fixed(1.5, "training", "speedup_vs_peft")),
+    Target("training_speed", "training ≥ 2× PEFT + Trainer tokens/s (finance recipe)", "×", True,
+           _fixed(2.0, "training", "speedup_vs_peft")),
     Target("training_memory", "training peak memory ≤ PEFT + Trainer's", "×", False, _training_memory),
     Target("time_to_accuracy", "time to 85% validation accuracy (training seconds): ours ≤ PEFT + Trainer's "
            "(ours ÷ PEFT)", "×", False, _time_to_accuracy, kept_without_value=_reached_first),
