@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, NamedTuple
 
 from .._transformers import strip_peft_prefix
@@ -37,6 +38,7 @@ class LoraKey(NamedTuple):
     part: str | None  # A | B | bias | magnitude; None for what the runtime does not serve
 
 
+@lru_cache(maxsize=16384)  # the same few hundred keys in every adapter of a base: parsed once, not per check
 def parse_key(key: str) -> LoraKey | None:
     """Split a PEFT LoRA weight key; ``None`` when it is not a LoRA weight."""
     match = _KEY.match(strip_peft_prefix(key))

@@ -35,8 +35,8 @@ from ..errors import (AdapterHubError, AdapterNotFoundError, ConfigError, Integr
                       InvalidNameError, RegistryError, StorageError)
 from .manifest import (ADAPTER_FILES, CONFIG_FILE, MANIFEST_FILE, MAX_JSON_BYTES, WEIGHTS_FILE, AdapterRecord, LoadedAdapter,
                        NotARegularFileError, ObservedRead, check_file, new_manifest, parse_json, parse_ref,
-                       read_adapter_dir, read_observed, read_regular, recorded_fields, safetensors_shapes, validate_name,
-                       validate_tag)
+                       read_adapter_dir, read_observed, read_regular, recorded_fields, safetensors_layout,
+                       safetensors_shapes, safetensors_tensors, validate_name, validate_tag)
 from .rebuild import RebuildReport, rebuild_index, removed_versions, version_folders, write_removed_mark
 from ..paths import default_registry_root
 from .staging import StagingArea, fsync_dir, write_synced
@@ -303,15 +303,15 @@ class Registry:
 
         >>> Registry().load("legal", base=base).tensors.keys()  # doctest: +SKIP
         """
-        from safetensors.torch import load as load_safetensors
-
         record, known = self._get_with_verified(ref)
         files = self._read_verified(record, known)
         config = parse_json(files[CONFIG_FILE], where=str(record.path / CONFIG_FILE))
+        layout = safetensors_layout(files[WEIGHTS_FILE], where=str(record.path / WEIGHTS_FILE))
         if base is not None:
-            shapes = safetensors_shapes(files[WEIGHTS_FILE], where=str(record.path / WEIGHTS_FILE))
-            check_compatible(config, shapes, base, fingerprint=record.base_fingerprint)
-        return LoadedAdapter(record=record, config=config, tensors=load_safetensors(files[WEIGHTS_FILE]))
+            check_compatible(config, {name: span.shape for name, span in layout.items()}, base,
+                             fingerprint=record.base_fingerprint)
+        # views into the verified bytes just read (a private buffer), not a second copy of them
+        return LoadedAdapter(record=record, config=config, tensors=safetensors_tensors(files[WEIGHTS_FILE], layout))
 
     def verify(self, ref: str | None = None, *, progress: bool = False) -> list[str]:
         """Check every file of one entry (or all) against its checksums; ``[]`` means all is well.
@@ -439,7 +439,7 @@ class Registry:
         expected = record.manifest["files"][file]
         fix = f"remove the entry with `adapterhub registry rm {record.ref}` and import the adapter again"
         try:
-            read = read_observed(path)
+            read = read_observed(path, writable=file == WEIGHTS_FILE)  # the tensors will view it in place
         except FileNotFoundError:
             raise IntegrityError(f"{record.ref}: {path} is missing; {fix}") from None
         except NotARegularFileError as error:
