@@ -66,6 +66,14 @@ def decoder_layer_count(model: Any) -> int:
     return int(text_config(model.config).num_hidden_layers)
 
 
+def splittable(body: Any) -> bool:
+    """Whether :func:`layer_range` can run part of this decoder body (llama-style ``layers``, ``norm``, and
+    attention modules numbered by ``layer_idx``)."""
+    layers = getattr(body, "layers", None)
+    return (layers is not None and hasattr(body, "norm") and len(layers) > 0
+            and all(hasattr(getattr(layer, "self_attn", None), "layer_idx") for layer in layers))
+
+
 @contextmanager
 def layer_range(body: Any, start: int, stop: int, *, final_norm: bool = True) -> Iterator[None]:
     """A block in which the decoder ``body`` runs only its layers ``start`` to ``stop - 1``.

@@ -29,7 +29,7 @@ from typing import Any, Callable, Hashable, Sequence
 
 import torch
 
-from .._transformers import decoder_layer_count, layer_range, text_config
+from .._transformers import decoder_layer_count, layer_range, splittable, text_config
 
 
 def frozen_depth(model: Any) -> int:
@@ -43,7 +43,7 @@ def frozen_depth(model: Any) -> int:
         return 0
     causal = model.get_base_model()
     body = causal.get_decoder()
-    if any(p.requires_grad for p in body.get_input_embeddings().parameters()):
+    if not splittable(body) or any(p.requires_grad for p in body.get_input_embeddings().parameters()):
         return 0
     depth = next((i for i, layer in enumerate(body.layers) if any(p.requires_grad for p in layer.parameters())),
                  len(body.layers))
