@@ -34,9 +34,11 @@ def default_recipe() -> Path | None:
 
 
 def base_overrides(config: BenchConfig, *, base_name: str, device: str) -> list[str]:
-    """Overrides that put a trainer on the bench's base, dtype, quantisation and device."""
+    """Overrides that put a trainer on the bench's base, dtype, quantisation and device (``--quick``'s tiny
+    model has 2 layers: there the recipe's ``adapter.last_layers`` gives way to every layer)."""
+    tiny = ["adapter.last_layers=null"] if config.quick else []
     return [f"base.model={base_name}", f"base.dtype={config.dtype}", f"base.quantize={config.quantize or 'null'}",
-            f"base.device={device}"]
+            f"base.device={device}", *tiny]
 
 
 def recipe_overrides(config: BenchConfig, *, base_name: str, device: str) -> list[str]:
