@@ -215,8 +215,8 @@ class TrainingSection(_Section):
     eval_batch_size: int = Field(32, ge=1, description="rows per forward pass when evaluating")
     frozen_cache_mb: float = Field(
         2048, ge=0, description="with adapter.last_layers: memory for the frozen layers' outputs, computed once per "
-                                "row and reused every epoch and evaluation; rows past it run those layers each time; "
-                                "0 = never keep them")
+                                "row and reused every epoch and evaluation; when the training rows' outputs do not fit, "
+                                "every step runs the whole model; 0 = never keep them")
 
 
 class OutputSection(_Section):

@@ -250,9 +250,13 @@ class Trainer:
 
         if self.trunk is not None and self.step < self.total_steps:  # the frozen layers, once for every epoch
             seconds = self.trunk.seconds
-            self.trunk.prepare(self.data.train.examples, pad_id=self.pad_id,
-                               progress=self._progress_label(f"first {self.trunk.depth} layers, once"))
+            states = self.trunk.prepare(self.data.train.examples, pad_id=self.pad_id,
+                                        progress=self._progress_label(f"first {self.trunk.depth} layers, once"))
             self.train_seconds += self.trunk.seconds - seconds  # part of training's time (and of its tokens/s)
+            if states is None and self.progress and self.accelerator.is_main_process:
+                print(f"note: the frozen layers' outputs for {len(self.data.train.examples)} training rows do not fit "
+                      f"training.frozen_cache_mb={self.recipe.training.frozen_cache_mb:g}: every step runs the whole "
+                      f"model (raise it to keep them)", file=sys.stderr)
         self._bar = tqdm(total=self.total_steps, initial=self.step, unit="step", dynamic_ncols=True,
                          desc=f"train {self.recipe.name}", disable=not (self.progress and self.accelerator.is_main_process))
         try:

@@ -14,8 +14,9 @@ layers' *forward* is paid once instead of once per epoch and per evaluation.
 The outputs are those of the whole model: the adapted layers see exactly the
 hidden states the trunk would hand them (``tests/training/test_trunk.py``
 checks losses and label scores against the full model to 1e-5).
-Kept states are limited to ``training.frozen_cache_mb``; past it, inputs run
-the trunk each time as before.
+Kept states are limited to ``training.frozen_cache_mb``: training rows that
+would not fit are never computed ahead (every batch then runs the whole model,
+as without a trunk), and an evaluated chunk past it runs its trunk each time.
 
 >>> trunk = FrozenTrunk.of(peft_model, budget_mb=2048)  # doctest: +SKIP
 >>> trunk.depth  # doctest: +SKIP
@@ -98,14 +99,17 @@ class FrozenTrunk:
         return value
 
     def row_states(self, examples: Sequence[Any], indices: Sequence[int], *, pad_id: int,
-                   batch_size: int = 32) -> torch.Tensor:
-        """``[len(indices), T, H]`` trunk outputs of those examples (right-padded with zeros), ``T`` their longest.
+                   batch_size: int = 32) -> torch.Tensor | None:
+        """``[len(indices), T, H]`` trunk outputs of those examples (right-padded with zeros), ``T`` their longest;
+        ``None`` when the list's states do not fit the budget (the batch then runs the whole model).
 
         The first call for an ``examples`` list computes all of them once, length-sorted in
         batches whose shared prompt prefix runs once (the list is kept with them, so it is the
         same list that later calls name).
         """
         states = self.prepare(examples, pad_id=pad_id, batch_size=batch_size)
+        if states is None:
+            return None
         rows = [states[i] for i in indices]
         width = max(len(r) for r in rows)
         padded = rows[0].new_zeros(len(rows), width, rows[0].shape[-1])
@@ -114,11 +118,20 @@ class FrozenTrunk:
         return padded
 
     def prepare(self, examples: Sequence[Any], *, pad_id: int, batch_size: int = 32,
-                progress: str | None = None) -> list[torch.Tensor]:
+                progress: str | None = None) -> list[torch.Tensor] | None:
         """The trunk outputs ``[len, H]`` of every example, computed now if they are not kept yet
-        (``progress``: the label of a row-counting bar on stderr)."""
+        (``progress``: the label of a row-counting bar on stderr); ``None``, computing nothing, when
+        they would not fit the budget."""
+        key = ("rows", id(examples))
+        if key not in self._kept and self.kept_bytes + self._row_bytes(examples) > self.budget:
+            return None
         return self.kept(("rows", id(examples)), lambda: (examples, self._all_rows(examples, pad_id, batch_size,
                                                                                    progress)))[1]
+
+    def _row_bytes(self, examples: Sequence[Any]) -> int:
+        """The memory the trunk outputs of ``examples`` take (one ``[len, H]`` tensor each)."""
+        embeddings = self.body.get_input_embeddings().weight
+        return sum(len(e) for e in examples) * embeddings.shape[1] * embeddings.element_size()
 
     def _all_rows(self, examples: Sequence[Any], pad_id: int, batch_size: int,
                   progress: str | None) -> list[torch.Tensor]:
@@ -143,7 +156,7 @@ def attach_states(batch: Any, trunk: FrozenTrunk | None, examples: Sequence[Any]
                   pad_id: int) -> Any:
     """``batch`` (padded rows of ``examples[indices]``) carrying the trunk's outputs for the whole rows, if any."""
     if trunk is not None:
-        batch.trunk_hidden = trunk.row_states(examples, indices, pad_id=pad_id)
+        batch.trunk_hidden = trunk.row_states(examples, indices, pad_id=pad_id)  # None: past the budget
     return batch
 
 

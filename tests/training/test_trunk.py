@@ -9,7 +9,14 @@ from adapterhub.training.batching import collate
 from adapterhub.training.lm_loss import SupervisedLM, batch_inputs
 from adapterhub.training.trunk import FrozenTrunk, attach_states, frozen_depth
 
+from adapterhub.prompts import TaskSpec
+from adapterhub.training.evaluate import label_score_matrix
+
 from test_lm_loss import _examples
+
+_TASK = TaskSpec(type="classification", labels=("positive", "negative", "no opinion"), chat=False,
+                 prompt_template="Sentiment: {text}\n")
+_TEXTS = ["Revenue rose and margins widened.", "The bank cut jobs.", "Guidance was cut again after a weak quarter."]
 
 
 def _last_layer_lora(tiny_llama_dir, **options):
@@ -81,14 +88,9 @@ def test_training_loss_and_gradients_from_kept_states_equal_the_whole_model(tiny
 
 
 def test_label_scores_from_kept_states_equal_the_whole_model_with_and_without_the_adapter(tiny_llama_dir):
-    from adapterhub.prompts import TaskSpec
-    from adapterhub.training.evaluate import label_score_matrix
-
     base, peft_model = _last_layer_lora(tiny_llama_dir)
     trunk = FrozenTrunk.of(peft_model, budget_mb=100)
-    task = TaskSpec(type="classification", labels=("positive", "negative", "no opinion"), chat=False,
-                    prompt_template="Sentiment: {text}\n")
-    texts = ["Revenue rose and margins widened.", "The bank cut jobs.", "Guidance was cut again after a weak quarter."]
+    task, texts = _TASK, _TEXTS
     expected = label_score_matrix(peft_model, base.tokenizer, task, texts, batch_size=4)
     calls = _Calls(peft_model)
     for _ in range(2):
@@ -107,15 +109,26 @@ def test_label_scores_from_kept_states_equal_the_whole_model_with_and_without_th
     torch.testing.assert_close(label_score_matrix(peft_model, base.tokenizer, task, texts, batch_size=4), expected)
 
 
-def test_past_the_budget_states_are_computed_again_with_the_same_result(tiny_llama_dir):
+def test_rows_past_the_budget_are_not_computed_ahead_and_batches_run_the_whole_model(tiny_llama_dir):
     _, peft_model = _last_layer_lora(tiny_llama_dir)
     trunk = FrozenTrunk(peft_model, 1, budget_mb=1e-6)
     examples = _examples()
     calls = _Calls(peft_model)
-    first = trunk.row_states(examples, [0, 1], pad_id=0)
-    second = trunk.row_states(examples, [0, 1], pad_id=0)
-    torch.testing.assert_close(first, second)
-    assert calls.count == 2 and trunk.kept_bytes == 0
+    assert trunk.prepare(examples, pad_id=0) is None and trunk.row_states(examples, [0, 1], pad_id=0) is None
+    batch = attach_states(collate([examples[0], examples[1]], pad_id=0), trunk, examples, [0, 1], pad_id=0)
+    assert batch.trunk_hidden is None and calls.count == 0 and trunk.kept_bytes == 0
+
+
+def test_label_chunks_past_the_budget_are_computed_again_with_the_same_result(tiny_llama_dir):
+    base, peft_model = _last_layer_lora(tiny_llama_dir)
+    tokenizer = base.tokenizer
+    trunk = FrozenTrunk(peft_model, 1, budget_mb=1e-6)
+    calls = _Calls(peft_model)
+    first = label_score_matrix(peft_model, tokenizer, _TASK, _TEXTS, batch_size=4, trunk=trunk)
+    once = calls.count
+    torch.testing.assert_close(label_score_matrix(peft_model, tokenizer, _TASK, _TEXTS, batch_size=4, trunk=trunk),
+                               first)
+    assert once > 0 and calls.count == 2 * once and trunk.kept_bytes == 0
 
 
 @pytest.mark.parametrize("metric", ["accuracy", "loss"])  # validation by label scoring, or by the loss pass
