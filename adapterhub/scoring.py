@@ -9,9 +9,12 @@ tasks, each rendered with its own template — runs once (left-padded, behind an
 prefix cache), the vocabulary head only at each prompt's last position; that
 position scores the first token of every label. Each row's cache is then
 repeated once per label of its task and the labels' remaining tokens continue
-from it, all labels of all rows in one forward::
+from it, all labels of all rows in one forward. When every row of the chunk goes
+through one adapter, the tokens all its prompts start with (a template's
+instruction and label list) run once, and every row attends to their cache::
 
-    pass 1: [rows, prompt]                 -> log p(first label token)   (head at 1 position)
+    pass 0: [1, shared start]              -> cache viewed by every row  (uniform chunks only)
+    pass 1: [rows, rest of prompt]         -> log p(first label token)   (head at 1 position)
     pass 2: [sum of label counts, label-1] -> log p(each later token)    (cache rows repeated per label)
 
 The runtime's ``predict`` and training's evaluation both score this way; each
@@ -28,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from .prompts import TaskSpec, answer_ids, prompt_ids, render_prompt
-from .tokens import PrefixBatch, left_pad, pad_id_of, prefixed_inputs
+from .tokens import PrefixBatch, common_prefix, left_pad, pad_id_of, prefixed_inputs
 
 
 @dataclass
@@ -41,6 +44,7 @@ class Routing:
     """
 
     prefix: PrefixBatch | None = None
+    uniform: bool = True  # every row goes through the same adapter (rows may then share a computed prompt start)
 
     def applied(self, rows: Sequence[int] | None = None) -> AbstractContextManager[None]:
         """A block in which the model's adapter layers follow these rows.
@@ -65,7 +69,8 @@ def label_scores(model: Any, tokenizer: Any, tasks: Sequence[TaskSpec], texts: S
         tokenizer: the base tokenizer.
         tasks: one classification task per row (labels, template, system prompt).
         texts: one input per row.
-        routing_for: gives the routing of a chunk of rows (see :data:`RoutingFor`).
+        routing_for: gives the routing of a chunk of rows (see :data:`RoutingFor`). Rows of one task are
+            chunked together (in a mixed call, each adapter's rows then share their prompt start).
         batch_size: label rows (rows × their labels) per forward pass (a row with more labels
             than this still runs, alone).
         device: where the model runs.
@@ -81,13 +86,18 @@ def label_scores(model: Any, tokenizer: Any, tasks: Sequence[TaskSpec], texts: S
     label_ids = {task: [answer_ids(tokenizer, label) for label in task.labels] for task in dict.fromkeys(tasks)}
     prompts = [prompt_ids(tokenizer, render_prompt(tokenizer, task, text)) for task, text in zip(tasks, texts)]
     pad_id = pad_id_of(tokenizer)
-    scores: list[list[float]] = []
+    first_seen = {task: rank for rank, task in enumerate(label_ids)}
+    order = sorted(range(len(tasks)), key=lambda row: first_seen[tasks[row]])  # a task's rows side by side
+    scores: list[list[float]] = [[] for _ in tasks]
     with torch.inference_mode():
-        for chunk in chunks([len(task.labels) for task in tasks], batch_size):
-            scores.extend(_score_chunk(model, [prompts[i] for i in chunk], [label_ids[tasks[i]] for i in chunk],
-                                       routing_for(chunk), pad_id=pad_id, device=device, trunk=trunk))
+        for chunk in chunks([len(tasks[row].labels) for row in order], batch_size):
+            rows = [order[i] for i in chunk]
+            found = _score_chunk(model, [prompts[row] for row in rows], [label_ids[tasks[row]] for row in rows],
+                                 routing_for(rows), pad_id=pad_id, device=device, trunk=trunk)
+            for row, row_scores in zip(rows, found):
+                scores[row] = row_scores
             if on_rows is not None:
-                on_rows(len(chunk))
+                on_rows(len(rows))
     return scores
 
 
@@ -108,48 +118,43 @@ def chunks(label_counts: Sequence[int], batch_size: int) -> list[list[int]]:
     return groups
 
 
+@dataclass
+class _Pass:
+    """One forward pass of a chunk: its tokens and where they sit (see :func:`_chunk_passes`)."""
+
+    name: str  # "shared" (the prompt start every row has, batch 1), "prompts" or "labels"
+    tokens: Any  # [rows, T] token ids
+    attention_mask: Any  # [rows, cached + T]
+    position_ids: Any  # [rows, T]
+    rows: list[int] | None  # the routing row of each forward row (None: the chunk's rows, in order)
+    logits_to_keep: int  # 0: every position
+
+
 def _score_chunk(model: Any, prompts: list[list[int]], labels: list[list[list[int]]], routing: Routing, *,
                  pad_id: int, device: Any, trunk: Any = None) -> list[list[float]]:
     """Scores of ``labels[i]`` (token ids per label) after ``prompts[i]``, for one chunk of rows."""
     import torch
     from transformers import DynamicCache
 
-    input_ids, attention_mask = left_pad(prompts, pad_id=pad_id, device=device)
-    mask, positions, cache = prefixed_inputs(attention_mask, routing.prefix)
-    if cache is None:
-        cache = DynamicCache(config=model.config) if trunk is None else DynamicCache()
-    pairs = [(row, ids) for row, row_labels in enumerate(labels) for ids in row_labels]  # one per label row
-    source = torch.tensor([row for row, _ in pairs], device=device)
-    width = max(len(ids) for _, ids in pairs) - 1
-    fed = targets = label_mask = None
-    if width > 0:
-        fed = torch.full((len(pairs), width), pad_id, dtype=torch.long)  # tokens fed: label[:-1]
-        targets = torch.zeros((len(pairs), width), dtype=torch.long)  # tokens scored: label[1:]
-        label_mask = torch.zeros((len(pairs), width), dtype=torch.long)
-        for index, (_, ids) in enumerate(pairs):
-            fed[index, :len(ids) - 1] = torch.tensor(ids[:-1])
-            targets[index, :len(ids) - 1] = torch.tensor(ids[1:])
-            label_mask[index, :len(ids) - 1] = 1
-        fed, targets, label_mask = fed.to(device), targets.to(device), label_mask.to(device)
-    first_pass = {"attention_mask": mask, "position_ids": positions}
-    later_pass = {} if fed is None else {
-        "attention_mask": torch.cat([mask[source], label_mask], dim=1),
-        "position_ids": positions[source, -1:] + 1 + torch.arange(width, device=device)}
-    first_in, later_in, scope = {"input_ids": input_ids}, {"input_ids": fed}, nullcontext
+    passes, source, targets, label_mask = _chunk_passes(prompts, labels, routing, pad_id=pad_id, device=device)
+    cache = routing.prefix.cache if routing.prefix is not None else (
+        DynamicCache(config=model.config) if trunk is None else DynamicCache())
+    inputs, scope = [{"input_ids": p.tokens} for p in passes], nullcontext
     if trunk is not None:  # the frozen layers' outputs for these inputs, computed once; the layers above run now
-        key = ("labels", tuple(map(tuple, prompts)), tuple(tuple(map(tuple, row)) for row in labels))
-        first_hidden, later_hidden = trunk.kept(key, lambda: _trunk_passes(
-            trunk, {**first_pass, "input_ids": input_ids}, later_pass and {**later_pass, "input_ids": fed}, source))
-        first_in, later_in, scope = {"inputs_embeds": first_hidden}, {"inputs_embeds": later_hidden}, trunk.top
-    with routing.applied(), scope():
-        last = model(**first_in, **first_pass, cache=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
-    first = torch.log_softmax(last.float(), dim=-1)
-    scores = first[source, torch.tensor([ids[0] for _, ids in pairs], device=device)]  # [label rows]
-    if fed is not None:
-        cache.batch_select_indices(source)  # label row k continues row source[k]'s cache
-        with routing.applied([row for row, _ in pairs]), scope():
-            logits = model(**later_in, **later_pass, cache=cache, use_cache=True).logits
-        later = torch.log_softmax(logits.float(), dim=-1).gather(-1, targets[..., None]).squeeze(-1)
+        key = ("labels", tuple(map(tuple, prompts)), tuple(tuple(map(tuple, row)) for row in labels), len(passes))
+        hidden = trunk.kept(key, lambda: _trunk_passes(trunk, passes, source, len(prompts)))
+        inputs, scope = [{"inputs_embeds": states} for states in hidden], trunk.top
+
+    def forward(index: int, step: _Pass, cache: Any) -> Any:
+        with routing.applied(step.rows), scope():
+            return model(**inputs[index], attention_mask=step.attention_mask, position_ids=step.position_ids,
+                         cache=cache, use_cache=True, logits_to_keep=step.logits_to_keep).logits
+
+    logits = dict(zip((step.name for step in passes), _run_passes(passes, cache, source, len(prompts), forward)))
+    first = torch.log_softmax(logits["prompts"][:, -1].float(), dim=-1)
+    scores = first[source, torch.tensor([ids[0] for row in labels for ids in row], device=device)]  # [label rows]
+    if targets is not None:
+        later = torch.log_softmax(logits["labels"].float(), dim=-1).gather(-1, targets[..., None]).squeeze(-1)
         scores = scores + (later * label_mask).sum(-1)
     flat = scores.cpu().tolist()
     result, start = [], 0
@@ -159,17 +164,81 @@ def _score_chunk(model: Any, prompts: list[list[int]], labels: list[list[list[in
     return result
 
 
-def _trunk_passes(trunk: Any, first: dict[str, Any], later: dict[str, Any], source: Any) -> tuple[Any, Any]:
-    """The frozen trunk's outputs for both scoring passes (``later`` empty: labels of one token)."""
+def _chunk_passes(prompts: list[list[int]], labels: list[list[list[int]]], routing: Routing, *, pad_id: int,
+                  device: Any) -> tuple[list[_Pass], Any, Any, Any]:
+    """The forward passes scoring one chunk, and ``(source, targets, label_mask)`` of its label rows.
+
+    When every row goes through the same adapter and the prompts start alike (a template's
+    instruction), that start runs once as a batch of one (``"shared"``) and every row attends to
+    its keys/values; the prompts' remaining tokens follow, left-padded, then the labels.
+    """
+    import torch
+
+    rows = len(prompts)
+    shared = min(common_prefix(prompts), min(map(len, prompts)) - 1) if routing.uniform and rows > 1 else 0
+    input_ids, attention_mask = left_pad([prompt[shared:] for prompt in prompts], pad_id=pad_id, device=device)
+    prefix = routing.prefix
+    passes = []
+    if shared > 0:
+        offset = 0 if prefix is None else int(prefix.lengths[0])
+        ones = torch.ones(rows, shared, dtype=torch.long, device=device)
+        passes.append(_Pass("shared", input_ids.new_tensor([prompts[0][:shared]]),
+                            torch.cat([prefix.mask[:1], ones[:1]], 1) if prefix is not None else ones[:1],
+                            offset + torch.arange(shared, device=device)[None], [0], 1))
+        prefix = PrefixBatch(cache=None, mask=torch.cat([prefix.mask, ones], 1) if prefix is not None else ones,
+                             lengths=(prefix.lengths if prefix is not None else torch.zeros(rows, dtype=torch.long,
+                                                                                         device=device)) + shared)
+    mask, positions, _ = prefixed_inputs(attention_mask, prefix)
+    passes.append(_Pass("prompts", input_ids, mask, positions, None, 1))
+    pairs = [(row, ids) for row, row_labels in enumerate(labels) for ids in row_labels]  # one per label row
+    source = torch.tensor([row for row, _ in pairs], device=device)
+    width = max(len(ids) for _, ids in pairs) - 1
+    if width <= 0:
+        return passes, source, None, None
+    fed = torch.full((len(pairs), width), pad_id, dtype=torch.long)  # tokens fed: label[:-1]
+    targets = torch.zeros((len(pairs), width), dtype=torch.long)  # tokens scored: label[1:]
+    label_mask = torch.zeros((len(pairs), width), dtype=torch.long)
+    for index, (_, ids) in enumerate(pairs):
+        fed[index, :len(ids) - 1] = torch.tensor(ids[:-1])
+        targets[index, :len(ids) - 1] = torch.tensor(ids[1:])
+        label_mask[index, :len(ids) - 1] = 1
+    fed, targets, label_mask = fed.to(device), targets.to(device), label_mask.to(device)
+    passes.append(_Pass("labels", fed, torch.cat([mask[source], label_mask], dim=1),
+                        positions[source, -1:] + 1 + torch.arange(width, device=device), [row for row, _ in pairs], 0))
+    return passes, source, targets, label_mask
+
+
+def _run_passes(passes: list[_Pass], cache: Any, source: Any, rows: int,
+                forward: Callable[[int, _Pass, Any], Any]) -> list[Any]:
+    """``forward(index, pass, cache)`` of each pass in order, the cache carried between them: after the
+    shared prompt start every row views its one computed cache; label row ``k`` continues row ``source[k]``."""
+    import torch
+
+    from ._transformers import cache_layers
+
+    outputs = []
+    for index, step in enumerate(passes):
+        if step.name == "shared" and cache_layers(cache):
+            cache.batch_select_indices(torch.zeros(1, dtype=torch.long, device=source.device))  # rows' prefixes agree
+        if step.name == "labels":
+            cache.batch_select_indices(source)
+        outputs.append(forward(index, step, cache))
+        if step.name == "shared":
+            for layer in cache_layers(cache):
+                layer.keys, layer.values = layer.keys.expand(rows, -1, -1, -1), layer.values.expand(rows, -1, -1, -1)
+    return outputs
+
+
+def _trunk_passes(trunk: Any, passes: list[_Pass], source: Any, rows: int) -> list[Any]:
+    """The frozen trunk's outputs for each of the chunk's passes."""
     from transformers import DynamicCache
 
-    cache = DynamicCache()
+    def forward(index: int, step: _Pass, cache: Any) -> Any:
+        return trunk.body(input_ids=step.tokens, attention_mask=step.attention_mask, position_ids=step.position_ids,
+                          cache=cache, use_cache=True).last_hidden_state
+
     with trunk.trunk():
-        first_hidden = trunk.body(**first, cache=cache, use_cache=True).last_hidden_state
-        if not later:
-            return first_hidden, None
-        cache.batch_select_indices(source)
-        return first_hidden, trunk.body(**later, cache=cache, use_cache=True).last_hidden_state
+        return _run_passes(passes, DynamicCache(), source, rows, forward)
 
 
 def label_probabilities(scores: dict[str, float]) -> dict[str, float]:

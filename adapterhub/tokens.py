@@ -61,6 +61,19 @@ def prefixed_inputs(attention_mask: Any, prefix: PrefixBatch | None = None) -> t
     return mask, positions + prefix.lengths[:, None], prefix.cache
 
 
+def common_prefix(rows: Sequence[Sequence[int]]) -> int:
+    """How many leading tokens all ``rows`` share.
+
+    >>> common_prefix([[1, 2, 3], [1, 2, 5, 6]])
+    2
+    """
+    first = rows[0]
+    length = min(len(row) for row in rows)
+    for row in rows[1:]:
+        length = next((i for i in range(length) if row[i] != first[i]), length)
+    return length
+
+
 def pad_id_of(tokenizer: Any) -> int:
     """The id padded positions get: the tokenizer's pad token, else its end token, else 0 (always masked)."""
     for candidate in (tokenizer.pad_token_id, getattr(tokenizer, "eos_token_id", None)):

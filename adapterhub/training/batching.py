@@ -22,6 +22,7 @@ from typing import Any, Sequence
 import torch
 
 from ..errors import TrainingError
+from ..tokens import common_prefix
 from .data import IGNORE, Example
 
 
@@ -142,10 +143,7 @@ def common_prefix_length(examples: Sequence[Example]) -> int:
     >>> common_prefix_length([Example((1, 2, 3, 4), (-100, -100, -100, 4)), Example((1, 2, 5, 6), (-100,) * 3 + (6,))])
     2
     """
-    first = examples[0].input_ids
-    length = min(len(e) for e in examples)
-    for example in examples[1:]:
-        length = next((i for i in range(length) if example.input_ids[i] != first[i]), length)
+    length = common_prefix([e.input_ids for e in examples])
     first_target = min(next((i for i, label in enumerate(e.labels) if label != IGNORE), len(e)) for e in examples)
     return max(0, min(length, first_target - 1))
 
