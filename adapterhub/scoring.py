@@ -13,7 +13,7 @@ from it, all labels of all rows in one forward. When every row of the chunk goes
 through one adapter, the tokens all its prompts start with (a template's
 instruction and label list) run once, and every row attends to their cache::
 
-    pass 0: [1, shared start]              -> cache viewed by every row  (uniform chunks only)
+    pass 0: [1, shared start]              -> cache viewed by every row  (once per adapter and start)
     pass 1: [rows, rest of prompt]         -> log p(first label token)   (head at 1 position)
     pass 2: [sum of label counts, label-1] -> log p(each later token)    (cache rows repeated per label)
 
@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Hashable, Sequence
 
 from .prompts import TaskSpec, answer_ids, prompt_ids, render_prompt
 from .tokens import PrefixBatch, common_prefix, left_pad, pad_id_of, prefixed_inputs
@@ -44,7 +44,8 @@ class Routing:
     """
 
     prefix: PrefixBatch | None = None
-    uniform: bool = True  # every row goes through the same adapter (rows may then share a computed prompt start)
+    adapter: Hashable | None = "model"  # what every row goes through (None: rows differ); rows going through
+    # one adapter share a computed prompt start, across the chunks of a call whose routings name the same
 
     def applied(self, rows: Sequence[int] | None = None) -> AbstractContextManager[None]:
         """A block in which the model's adapter layers follow these rows.
@@ -89,11 +90,12 @@ def label_scores(model: Any, tokenizer: Any, tasks: Sequence[TaskSpec], texts: S
     first_seen = {task: rank for rank, task in enumerate(label_ids)}
     order = sorted(range(len(tasks)), key=lambda row: first_seen[tasks[row]])  # a task's rows side by side
     scores: list[list[float]] = [[] for _ in tasks]
+    starts: dict[Hashable, list[tuple[Any, Any]]] = {}  # a shared prompt start's cache, computed once per call
     with torch.inference_mode():
         for chunk in chunks([len(tasks[row].labels) for row in order], batch_size):
             rows = [order[i] for i in chunk]
             found = _score_chunk(model, [prompts[row] for row in rows], [label_ids[tasks[row]] for row in rows],
-                                 routing_for(rows), pad_id=pad_id, device=device, trunk=trunk)
+                                 routing_for(rows), pad_id=pad_id, device=device, trunk=trunk, starts=starts)
             for row, row_scores in zip(rows, found):
                 scores[row] = row_scores
             if on_rows is not None:
@@ -131,8 +133,10 @@ class _Pass:
 
 
 def _score_chunk(model: Any, prompts: list[list[int]], labels: list[list[list[int]]], routing: Routing, *,
-                 pad_id: int, device: Any, trunk: Any = None) -> list[list[float]]:
-    """Scores of ``labels[i]`` (token ids per label) after ``prompts[i]``, for one chunk of rows."""
+                 pad_id: int, device: Any, trunk: Any = None,
+                 starts: dict[Hashable, Any] | None = None) -> list[list[float]]:
+    """Scores of ``labels[i]`` (token ids per label) after ``prompts[i]``, for one chunk of rows
+    (``starts``: the caches of shared prompt starts already run in this call, by adapter and tokens)."""
     import torch
     from transformers import DynamicCache
 
@@ -150,7 +154,10 @@ def _score_chunk(model: Any, prompts: list[list[int]], labels: list[list[list[in
             return model(**inputs[index], attention_mask=step.attention_mask, position_ids=step.position_ids,
                          cache=cache, use_cache=True, logits_to_keep=step.logits_to_keep).logits
 
-    logits = dict(zip((step.name for step in passes), _run_passes(passes, cache, source, len(prompts), forward)))
+    start = None if passes[0].name != "shared" or starts is None else starts.setdefault(
+        (routing.adapter, tuple(prompts[0][:passes[0].tokens.shape[1]])), [])
+    logits = dict(zip((step.name for step in passes),
+                      _run_passes(passes, cache, source, len(prompts), forward, start=start)))
     first = torch.log_softmax(logits["prompts"][:, -1].float(), dim=-1)
     scores = first[source, torch.tensor([ids[0] for row in labels for ids in row], device=device)]  # [label rows]
     if targets is not None:
@@ -175,7 +182,7 @@ def _chunk_passes(prompts: list[list[int]], labels: list[list[list[int]]], routi
     import torch
 
     rows = len(prompts)
-    shared = min(common_prefix(prompts), min(map(len, prompts)) - 1) if routing.uniform and rows > 1 else 0
+    shared = min(common_prefix(prompts), min(map(len, prompts)) - 1) if routing.adapter is not None and rows > 1 else 0
     input_ids, attention_mask = left_pad([prompt[shared:] for prompt in prompts], pad_id=pad_id, device=device)
     prefix = routing.prefix
     passes = []
@@ -209,24 +216,49 @@ def _chunk_passes(prompts: list[list[int]], labels: list[list[list[int]]], routi
 
 
 def _run_passes(passes: list[_Pass], cache: Any, source: Any, rows: int,
-                forward: Callable[[int, _Pass, Any], Any]) -> list[Any]:
+                forward: Callable[[int, _Pass, Any], Any], *, start: list[tuple[Any, Any]] | None = None) -> list[Any]:
     """``forward(index, pass, cache)`` of each pass in order, the cache carried between them: after the
-    shared prompt start every row views its one computed cache; label row ``k`` continues row ``source[k]``."""
+    shared prompt start every row views its one computed cache; label row ``k`` continues row ``source[k]``.
+
+    ``start``: the cache ``(keys, values)`` per layer after this shared start, from an earlier chunk
+    (then the shared pass is skipped, its output ``None``), or an empty list to fill.
+    """
     import torch
 
     from ._transformers import cache_layers
 
     outputs = []
     for index, step in enumerate(passes):
-        if step.name == "shared" and cache_layers(cache):
-            cache.batch_select_indices(torch.zeros(1, dtype=torch.long, device=source.device))  # rows' prefixes agree
+        if step.name == "shared":
+            if start:  # run by an earlier chunk: its cache, as it left the shared pass
+                _fill_cache(cache, [(keys.expand(rows, -1, -1, -1), values.expand(rows, -1, -1, -1))
+                                    for keys, values in start])
+                outputs.append(None)
+                continue
+            if cache_layers(cache):  # a prefix in front: the rows' prefixes agree, the start needs one
+                cache.batch_select_indices(torch.zeros(1, dtype=torch.long, device=source.device))
         if step.name == "labels":
             cache.batch_select_indices(source)
         outputs.append(forward(index, step, cache))
         if step.name == "shared":
+            if start is not None:
+                start.extend((layer.keys, layer.values) for layer in cache_layers(cache))
             for layer in cache_layers(cache):
                 layer.keys, layer.values = layer.keys.expand(rows, -1, -1, -1), layer.values.expand(rows, -1, -1, -1)
     return outputs
+
+
+def _fill_cache(cache: Any, layers: list[tuple[Any, Any]]) -> None:
+    """Make ``cache`` hold exactly ``layers`` (``(keys, values)`` per layer), whatever it held before."""
+    from ._transformers import cache_layers
+
+    filled = {id(layer): layer for layer in cache_layers(cache)}
+    for index, (keys, values) in enumerate(layers):
+        layer = cache.layers[index] if index < len(cache.layers) else None
+        if layer is not None and id(layer) in filled:
+            layer.keys, layer.values = keys, values
+        else:
+            cache.update(keys, values, index)
 
 
 def _trunk_passes(trunk: Any, passes: list[_Pass], source: Any, rows: int) -> list[Any]:

@@ -12,19 +12,21 @@ from adapterhub.training.lm_loss import causal_lm
 
 TASK = TaskSpec(type="classification", labels=("positive", "negative", "no opinion"), chat=False,
                 prompt_template="Classify the sentiment of this sentence as one of: {labels}.\nSentence: {text}\n")
-TEXTS = ["Revenue rose and margins widened.", "The bank cut jobs.", "Guidance was cut again after a weak quarter."]
+TEXTS = ["Revenue rose and margins widened.", "The bank cut jobs.", "Guidance was cut again after a weak quarter.",
+         "The board meets on Tuesday."]
 
 
 class _FirstLayerTokens:
-    """Counts the token positions the first decoder layer computes."""
+    """Counts the token positions the first decoder layer computes, and its passes over one row."""
 
     def __init__(self, model):
-        self.tokens = 0
+        self.tokens = self.single_rows = 0
         causal_lm(model).get_decoder().layers[0].register_forward_hook(self._seen)
 
     def _seen(self, module, args, output):
         hidden = args[0]
         self.tokens += hidden.shape[0] * hidden.shape[1]
+        self.single_rows += hidden.shape[0] == 1
 
 
 def _reference(model, tokenizer):
@@ -44,15 +46,17 @@ def _peft(tiny_base, method):
 
 
 @pytest.mark.parametrize("method", ["lora", "prefix"])
-def test_shared_prompt_start_gives_the_scores_of_one_forward_per_label(tiny_base, method, monkeypatch):
+@pytest.mark.parametrize("batch_size", [32, 6])  # 6: two chunks of two rows, the second reusing the start's cache
+def test_shared_prompt_start_gives_the_scores_of_one_forward_per_label(tiny_base, method, batch_size, monkeypatch):
     model = _peft(tiny_base, method)
     try:
         expected = _reference(model, tiny_base.tokenizer)
         counter = _FirstLayerTokens(model)
-        shared = label_score_matrix(model, tiny_base.tokenizer, TASK, TEXTS, batch_size=32)
+        shared = label_score_matrix(model, tiny_base.tokenizer, TASK, TEXTS, batch_size=batch_size)
         shared_tokens, counter.tokens = counter.tokens, 0
+        assert counter.single_rows == 1  # the instruction ran once for the whole call, whatever the chunks
         monkeypatch.setattr("adapterhub.scoring.common_prefix", lambda rows: 0)  # every prompt in full
-        separate = label_score_matrix(model, tiny_base.tokenizer, TASK, TEXTS, batch_size=32)
+        separate = label_score_matrix(model, tiny_base.tokenizer, TASK, TEXTS, batch_size=batch_size)
         torch.testing.assert_close(shared, expected, atol=1e-4, rtol=0)
         torch.testing.assert_close(shared, separate, atol=1e-5, rtol=0)
         assert shared_tokens < counter.tokens  # the instruction ran once, not once per row
@@ -71,7 +75,7 @@ def test_rows_of_different_adapters_share_nothing_and_score_the_same(tiny_base):
 
     counter = _FirstLayerTokens(tiny_base.model)
     shared, shared_tokens = scores(Routing())
-    separate, separate_tokens = scores(Routing(uniform=False))  # e.g. a mixed batch: every row's prompt in full
+    separate, separate_tokens = scores(Routing(adapter=None))  # e.g. a mixed batch: every row's prompt in full
     torch.testing.assert_close(shared, separate, atol=1e-5, rtol=0)
     torch.testing.assert_close(shared, _reference(tiny_base.model, tiny_base.tokenizer), atol=1e-4, rtol=0)
     assert shared_tokens < separate_tokens

@@ -74,7 +74,7 @@ def route(methods: dict[str, AdapterMethod], rows: Sequence[tuple[str, int] | No
             slots = [BARE if row is None or row[0] != method.name else row[1] for row in rows]
             if any(s != BARE for s in slots):
                 prefix = method.batch(slots, repeat=repeat)
-    return RowRouting(prefix=prefix, layers=layers, uniform=len(set(rows)) <= 1)
+    return RowRouting(prefix=prefix, layers=layers, adapter=("rows", rows[0]) if len(set(rows)) == 1 else None)
 
 
 _PATCH_LOCK = threading.Lock()  # hubs sharing a base patch each linear exactly once per method
