@@ -44,8 +44,8 @@ class Routing:
     """
 
     prefix: PrefixBatch | None = None
-    adapter: Hashable | None = "model"  # what every row goes through (None: rows differ); rows going through
-    # one adapter share a computed prompt start, across the chunks of a call whose routings name the same
+    adapter: Hashable | None = "model"  # the one adapter every row goes through (None: rows differ): such rows
+    # run their common prompt start once per call, for every chunk whose routing names the same adapter
 
     def applied(self, rows: Sequence[int] | None = None) -> AbstractContextManager[None]:
         """A block in which the model's adapter layers follow these rows.
@@ -154,10 +154,10 @@ def _score_chunk(model: Any, prompts: list[list[int]], labels: list[list[list[in
             return model(**inputs[index], attention_mask=step.attention_mask, position_ids=step.position_ids,
                          cache=cache, use_cache=True, logits_to_keep=step.logits_to_keep).logits
 
-    start = None if passes[0].name != "shared" or starts is None else starts.setdefault(
+    shared_start = None if passes[0].name != "shared" or starts is None else starts.setdefault(
         (routing.adapter, tuple(prompts[0][:passes[0].tokens.shape[1]])), [])
     logits = dict(zip((step.name for step in passes),
-                      _run_passes(passes, cache, source, len(prompts), forward, start=start)))
+                      _run_passes(passes, cache, source, len(prompts), forward, start=shared_start)))
     first = torch.log_softmax(logits["prompts"][:, -1].float(), dim=-1)
     scores = first[source, torch.tensor([ids[0] for row in labels for ids in row], device=device)]  # [label rows]
     if targets is not None:
