@@ -14,7 +14,7 @@ MAY_USE = {  # wing -> wings it may import (itself always)
     "errors": set(), "paths": set(), "_transformers": set(), "memory": set(), "tokens": set(), "cpu": {"paths"},
     "prompts": {"errors"},
     "entities": {"errors"},
-    "scoring": {"prompts", "tokens"},
+    "scoring": {"prompts", "tokens", "_transformers"},  # the README: "the above" leaves
     "methods": {"errors", "_transformers"},
     "base": LEAVES | {"hf.client"},  # Hugging Face ids load through the Hub client (itself a leaf)
     "registry": SHARED | {"base"},
