@@ -118,6 +118,12 @@ def cache_layers(cache: Any) -> list[Any]:
     return [layer for layer in cache.layers if getattr(layer, "is_initialized", True)]
 
 
+def broadcast_cache(cache: Any, rows: int) -> None:
+    """Every filled layer of a one-row ``DynamicCache`` viewed as ``rows`` rows (no copy: later updates make new tensors)."""
+    for layer in cache_layers(cache):
+        layer.keys, layer.values = layer.keys.expand(rows, -1, -1, -1), layer.values.expand(rows, -1, -1, -1)
+
+
 # --- dependency notices a user can neither act on nor avoid ------------------------------------------------
 _BNB_CPU_LOGGER = "bitsandbytes.backends.cpu.ops"
 _BNB_KERNEL_NOTICE = "Failed to load CPU gemm_4bit_forward from kernels-community"

@@ -186,15 +186,14 @@ def _chunk_passes(prompts: list[list[int]], labels: list[list[list[int]]], routi
     input_ids, attention_mask = left_pad([prompt[shared:] for prompt in prompts], pad_id=pad_id, device=device)
     prefix = routing.prefix
     passes = []
-    if shared > 0:
-        offset = 0 if prefix is None else int(prefix.lengths[0])
+    if shared > 0:  # the start goes behind the rows' prefix (none: an empty one) and becomes part of it
+        before_mask = attention_mask.new_zeros(rows, 0) if prefix is None else prefix.mask
+        before = attention_mask.new_zeros(rows) if prefix is None else prefix.lengths
         ones = torch.ones(rows, shared, dtype=torch.long, device=device)
         passes.append(_Pass("shared", input_ids.new_tensor([prompts[0][:shared]]),
-                            torch.cat([prefix.mask[:1], ones[:1]], 1) if prefix is not None else ones[:1],
-                            offset + torch.arange(shared, device=device)[None], [0], 1))
-        prefix = PrefixBatch(cache=None, mask=torch.cat([prefix.mask, ones], 1) if prefix is not None else ones,
-                             lengths=(prefix.lengths if prefix is not None else torch.zeros(rows, dtype=torch.long,
-                                                                                         device=device)) + shared)
+                            torch.cat([before_mask[:1], ones[:1]], 1),
+                            before[:1, None] + torch.arange(shared, device=device)[None], [0], 1))
+        prefix = PrefixBatch(cache=None, mask=torch.cat([before_mask, ones], 1), lengths=before + shared)
     mask, positions, _ = prefixed_inputs(attention_mask, prefix)
     passes.append(_Pass("prompts", input_ids, mask, positions, None, 1))
     pairs = [(row, ids) for row, row_labels in enumerate(labels) for ids in row_labels]  # one per label row
@@ -225,14 +224,14 @@ def _run_passes(passes: list[_Pass], cache: Any, source: Any, rows: int,
     """
     import torch
 
-    from ._transformers import cache_layers
+    from ._transformers import broadcast_cache, cache_layers
 
     outputs = []
     for index, step in enumerate(passes):
         if step.name == "shared":
             if start:  # run by an earlier chunk: its cache, as it left the shared pass
-                _fill_cache(cache, [(keys.expand(rows, -1, -1, -1), values.expand(rows, -1, -1, -1))
-                                    for keys, values in start])
+                _fill_cache(cache, start)
+                broadcast_cache(cache, rows)
                 outputs.append(None)
                 continue
             if cache_layers(cache):  # a prefix in front: the rows' prefixes agree, the start needs one
@@ -243,8 +242,7 @@ def _run_passes(passes: list[_Pass], cache: Any, source: Any, rows: int,
         if step.name == "shared":
             if start is not None:
                 start.extend((layer.keys, layer.values) for layer in cache_layers(cache))
-            for layer in cache_layers(cache):
-                layer.keys, layer.values = layer.keys.expand(rows, -1, -1, -1), layer.values.expand(rows, -1, -1, -1)
+            broadcast_cache(cache, rows)
     return outputs
 
 

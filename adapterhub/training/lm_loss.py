@@ -27,7 +27,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .._transformers import cache_argument, cache_layers, cache_of
+from .._transformers import broadcast_cache, cache_argument, cache_of
 
 
 def causal_lm(model: Any) -> Any:
@@ -63,8 +63,7 @@ def decoder_hidden_states(model: Any, input_ids: torch.Tensor, attention_mask: t
         output = body(**{key: shared_prefix[None]}, attention_mask=mask, use_cache=True,
                       **({cache_argument(body): cache} if cache is not None else {}))
         cache, prefix_hidden = cache_of(output), output.last_hidden_state
-        for layer in cache_layers(cache):  # one computed prefix, viewed by every row
-            layer.keys, layer.values = layer.keys.expand(rows, -1, -1, -1), layer.values.expand(rows, -1, -1, -1)
+        broadcast_cache(cache, rows)  # one computed prefix, viewed by every row
         cached += shared_prefix.shape[0]
     if cache is None:
         return body(**{key: input_ids}, attention_mask=attention_mask, position_ids=position_ids,

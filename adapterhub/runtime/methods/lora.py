@@ -412,12 +412,7 @@ class _InPlace:
         rows, columns = matrix.shape
         source = torch.as_strided(self.scratch, (rows, columns), (columns, 1))
         source.copy_(matrix)
-        view = torch.as_strided(matrix, (rows, columns), (1, rows), matrix.storage_offset())
-        if gain is None:
-            view.copy_(source)
-        else:  # float32 throughout: the product rounded once, as transposed_into forms it
-            torch.mul(source, gain[:, None] if isinstance(gain, torch.Tensor) else gain, out=view)
-        return view
+        return transposed_into(matrix, matrix.storage_offset(), source, gain)  # back over its own bytes
 
 
 def transposed_into(store: Any, offset: int, matrix: Any, gain: Any = None) -> Any:
