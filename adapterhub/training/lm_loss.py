@@ -13,8 +13,9 @@ It works for LoRA (the adapters live inside the body's linear layers), for
 prefix tuning (the prefix enters as the body's key/value cache, exactly as
 PEFT's own forward builds it) and for a plain model. When every row of a
 batch starts with the same tokens (a prompt template's instruction, a chat template's system block), the
-batch may carry them once as ``shared_prefix``: they run once, and every row
-attends to their keys/values — the same attention, computed once.
+batch may carry them once as ``shared_prefix``: they go through the layers once, packed in one
+sequence with the rows behind them, and every row attends to their keys/values — the same
+attention, computed once (:mod:`adapterhub.training.packed_prefix`).
 
 >>> model = SupervisedLM(peft_model)  # doctest: +SKIP
 >>> loss_sum = model(**batch_inputs(batch))  # doctest: +SKIP
@@ -27,7 +28,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .._transformers import broadcast_cache, cache_argument, cache_of
+from .._transformers import cache_argument
+from .packed_prefix import PackedLayout, packed_rows
 
 
 def causal_lm(model: Any) -> Any:
@@ -55,27 +57,26 @@ def decoder_hidden_states(model: Any, input_ids: torch.Tensor, attention_mask: t
     config = getattr(model, "active_peft_config", None)
     key = "inputs_embeds" if embedded else "input_ids"
     rows, length, cache, cached = input_ids.shape[0], input_ids.shape[1], None, 0
+    if attention_mask is None and (shared_prefix is not None or getattr(config, "is_prompt_learning", False)):
+        attention_mask = torch.ones(rows, length, dtype=torch.long, device=input_ids.device)
     if getattr(config, "is_prompt_learning", False):  # prefix tuning: the prefix is a key/value cache
         cached = config.num_virtual_tokens
-        cache = model.get_prompt(1 if shared_prefix is not None else rows, max_cache_len=length + cached)
-    if shared_prefix is not None:
-        mask = torch.ones(1, cached + shared_prefix.shape[0], dtype=torch.long, device=input_ids.device)
-        output = body(**{key: shared_prefix[None]}, attention_mask=mask, use_cache=True,
-                      **({cache_argument(body): cache} if cache is not None else {}))
-        cache, prefix_hidden = cache_of(output), output.last_hidden_state
-        broadcast_cache(cache, rows)  # one computed prefix, viewed by every row
-        cached += shared_prefix.shape[0]
+        shared = 0 if shared_prefix is None else shared_prefix.shape[0]
+        cache = model.get_prompt(1 if shared else rows, max_cache_len=cached + shared + rows * length)
+    cache_kwargs = {cache_argument(body): cache} if cache is not None else {"use_cache": False}
+    if shared_prefix is not None:  # one packed pass: the shared start, then every row (see packed_prefix)
+        layout = PackedLayout.of(prefix=shared_prefix.shape[0], attention_mask=attention_mask, cached=cached)
+        with packed_rows(body, layout):
+            packed = body(**{key: layout.pack(shared_prefix, input_ids)}, position_ids=layout.positions(input_ids.device),
+                          **cache_kwargs).last_hidden_state
+        start, hidden = layout.unpack(packed)
+        return torch.cat([start.expand(rows, -1, -1), hidden], dim=1) if keep_prefix else hidden
     if cache is None:
         return body(**{key: input_ids}, attention_mask=attention_mask, position_ids=position_ids,
                     use_cache=False).last_hidden_state
-    if attention_mask is None:
-        attention_mask = torch.ones(rows, length, dtype=torch.long, device=input_ids.device)
     attention_mask = torch.cat([attention_mask.new_ones(rows, cached), attention_mask], dim=1)
-    hidden = body(**{key: input_ids}, attention_mask=attention_mask, position_ids=position_ids,
-                  **{cache_argument(body): cache}).last_hidden_state
-    if keep_prefix and shared_prefix is not None:
-        hidden = torch.cat([prefix_hidden.expand(rows, -1, -1), hidden], dim=1)
-    return hidden
+    return body(**{key: input_ids}, attention_mask=attention_mask, position_ids=position_ids,
+                **cache_kwargs).last_hidden_state
 
 
 class SupervisedLM(torch.nn.Module):
