@@ -28,8 +28,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .._transformers import cache_argument
-from .packed_prefix import PackedLayout, packed_rows
+from .._transformers import broadcast_cache, cache_argument, cache_of
+from .packed_prefix import PackedLayout, packable, packed_rows
 
 
 def causal_lm(model: Any) -> Any:
@@ -47,8 +47,9 @@ def decoder_hidden_states(model: Any, input_ids: torch.Tensor, attention_mask: t
         input_ids: ``[R, T]`` token ids.
         attention_mask: ``[R, T]`` 1 for real tokens (right padding), or ``None`` for packed rows.
         position_ids: ``[R, T]`` per-example positions for packed rows, else ``None``.
-        shared_prefix: ``[P]`` tokens that precede every row: run once, their keys/values
-            are shared by all rows (only the hidden states of ``input_ids`` are returned).
+        shared_prefix: ``[P]`` tokens that precede every (right-padded, unpacked) row: they run once, in one
+            packed pass with the rows, and every row attends to their keys/values (only the hidden states of
+            ``input_ids`` are returned).
         keep_prefix: return ``[R, P + T, H]``: the shared prefix's hidden states in front of every row's.
         embedded: ``input_ids`` and ``shared_prefix`` are hidden states (``[R, T, H]``, ``[P, H]``) entering
             the body's first layer, e.g. a frozen trunk's outputs under :meth:`FrozenTrunk.top`.
@@ -64,19 +65,28 @@ def decoder_hidden_states(model: Any, input_ids: torch.Tensor, attention_mask: t
         shared = 0 if shared_prefix is None else shared_prefix.shape[0]
         cache = model.get_prompt(1 if shared else rows, max_cache_len=cached + shared + rows * length)
     cache_kwargs = {cache_argument(body): cache} if cache is not None else {"use_cache": False}
-    if shared_prefix is not None:  # one packed pass: the shared start, then every row (see packed_prefix)
+    if shared_prefix is not None and packable(body):  # one packed pass: the start, then every row
         layout = PackedLayout.of(prefix=shared_prefix.shape[0], attention_mask=attention_mask, cached=cached)
+        positions = layout.positions(input_ids.device)
         with packed_rows(body, layout):
-            packed = body(**{key: layout.pack(shared_prefix, input_ids)}, position_ids=layout.positions(input_ids.device),
+            packed = body(**{key: layout.pack(shared_prefix, input_ids)}, position_ids=positions,
                           **cache_kwargs).last_hidden_state
         start, hidden = layout.unpack(packed)
         return torch.cat([start.expand(rows, -1, -1), hidden], dim=1) if keep_prefix else hidden
-    if cache is None:
-        return body(**{key: input_ids}, attention_mask=attention_mask, position_ids=position_ids,
-                    use_cache=False).last_hidden_state
-    attention_mask = torch.cat([attention_mask.new_ones(rows, cached), attention_mask], dim=1)
-    return body(**{key: input_ids}, attention_mask=attention_mask, position_ids=position_ids,
-                **cache_kwargs).last_hidden_state
+    start = None
+    if shared_prefix is not None:  # an attention the packed pass does not know: the start as a batch of one
+        mask = torch.ones(1, cached + shared_prefix.shape[0], dtype=torch.long, device=input_ids.device)
+        output = body(**{key: shared_prefix[None]}, attention_mask=mask, use_cache=True,
+                      **({cache_argument(body): cache} if cache is not None else {}))
+        cache, start = cache_of(output), output.last_hidden_state[0]
+        broadcast_cache(cache, rows)  # one computed start, viewed by every row
+        cached += shared_prefix.shape[0]
+        cache_kwargs = {cache_argument(body): cache}
+    if cache is not None:
+        attention_mask = torch.cat([attention_mask.new_ones(rows, cached), attention_mask], dim=1)
+    hidden = body(**{key: input_ids}, attention_mask=attention_mask, position_ids=position_ids,
+                  **cache_kwargs).last_hidden_state
+    return torch.cat([start.expand(rows, -1, -1), hidden], dim=1) if keep_prefix and start is not None else hidden
 
 
 class SupervisedLM(torch.nn.Module):

@@ -10,6 +10,8 @@ rows themselves. Here the start and the rows travel as one packed sequence
 them apart — the start attends causally to itself (behind any cached tokens, e.g.
 a prefix-tuning prefix), each row to the cache, the whole start and its own
 earlier, unpadded tokens. The same numbers as the two passes (to float rounding).
+Only for model types whose attention is known to be plain causal attention
+through transformers' attention interface (:func:`packable`); others keep the two passes.
 
 >>> with packed_rows(body, PackedLayout.of(prefix=20, attention_mask=mask, cached=0)):  # doctest: +SKIP
 ...     hidden = body(inputs_embeds=packed, position_ids=positions).last_hidden_state
@@ -17,15 +19,19 @@ earlier, unpadded tokens. The same numbers as the two passes (to float rounding)
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
 NAME = "adapterhub_packed_prefix"
 """The attention implementation a body uses inside :func:`packed_rows`."""
+
+PLAIN_CAUSAL = frozenset({"llama", "mistral", "qwen2", "qwen3"})
+"""Model types whose attention is rotary, fully causal, without biases, soft-capping or sinks."""
 
 _LAYOUT: ContextVar[PackedLayout | None] = ContextVar("adapterhub_packed_layout", default=None)
 
@@ -72,6 +78,14 @@ class PackedLayout:
     def unpack(self, packed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``[1, P + R·T, ...]`` back to the start ``[P, ...]`` and the rows ``[R, T, ...]``."""
         return packed[0, :self.prefix], packed[0, self.prefix:].unflatten(0, (self.rows, self.length))
+
+
+def packable(body: Any) -> bool:
+    """Whether a packed pass through this decoder ``body`` computes what separate passes would
+    (a :data:`PLAIN_CAUSAL` model type, no sliding window in use)."""
+    config = body.config
+    window = getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window", True)
+    return getattr(config, "model_type", None) in PLAIN_CAUSAL and not window
 
 
 @contextmanager

@@ -44,25 +44,32 @@ CONFIGS = {
 
 
 CASES = [  # (method, layout); packing is LoRA-only (the recipe rejects prefix + packing)
-    ("lora", "padded"), ("lora", "packed"), ("lora", "shared"), ("dora", "padded"), ("dora", "packed"),
-    ("prefix", "padded"), ("prefix", "shared"), ("prefix-projection", "padded"),
+    ("lora", "padded"), ("lora", "packed"), ("lora", "shared"), ("lora", "shared-apart"), ("dora", "padded"),
+    ("dora", "packed"), ("prefix", "padded"), ("prefix", "shared"), ("prefix", "shared-apart"),
+    ("prefix-projection", "padded"),
 ]
-LAYOUTS = {"padded": {}, "packed": {"pack_length": 30}, "shared": {"share_prefix": True}}
+LAYOUTS = {"padded": {}, "packed": {"pack_length": 30}, "shared": {"share_prefix": True},
+           "shared-apart": {"share_prefix": True}}  # apart: the start as its own pass (a model the packed pass
+# does not know), else in one packed pass with the rows
 
 
 @pytest.mark.parametrize("method, layout", CASES)
-def test_supervised_loss_and_gradients_match_peft_forward(tiny_llama_dir, method, layout):
+def test_supervised_loss_and_gradients_match_peft_forward(tiny_llama_dir, method, layout, monkeypatch):
     from peft import get_peft_model
 
     from adapterhub import load_base
+    from adapterhub.training import lm_loss
 
     torch.manual_seed(0)
     peft_model = get_peft_model(load_base(str(tiny_llama_dir), device="cpu").model, CONFIGS[method]())
     examples = _examples(common=5)
     batch = collate(examples, pad_id=0, **LAYOUTS[layout])
-    assert (batch.shared_prefix is not None) == (layout == "shared")
+    assert (batch.shared_prefix is not None) == layout.startswith("shared")
+    packed = []
+    monkeypatch.setattr(lm_loss, "packable", lambda body: packed.append(layout == "shared") or packed[-1])
     ours = SupervisedLM(peft_model)(**batch_inputs(batch))
     ours.backward()
+    assert packed == ([layout == "shared"] if layout.startswith("shared") else [])
     ours_grads = [p.grad.clone() for p in peft_model.parameters() if p.requires_grad]
     peft_model.zero_grad()
     reference = _reference_loss(peft_model, examples)
@@ -88,3 +95,19 @@ def test_prefix_from_text_behaves_like_that_text_in_context(tiny_llama_dir):
     with torch.no_grad():
         prefixed = peft_model(input_ids=inputs, attention_mask=torch.ones_like(inputs)).logits
     torch.testing.assert_close(prefixed, in_context, rtol=1e-4, atol=1e-4)
+
+
+def test_packed_pass_only_for_attention_it_knows(tiny_llama_dir):
+    from types import SimpleNamespace
+
+    from adapterhub import load_base
+    from adapterhub.training.packed_prefix import packable
+
+    assert packable(load_base(str(tiny_llama_dir), device="cpu").model.get_decoder())
+
+    def body(**config):
+        return SimpleNamespace(config=SimpleNamespace(**config))
+
+    assert not packable(body(model_type="gpt2"))
+    assert not packable(body(model_type="mistral", sliding_window=4096))
+    assert packable(body(model_type="qwen2", sliding_window=4096, use_sliding_window=False))
