@@ -140,6 +140,8 @@ def _score_chunk(model: Any, prompts: list[list[int]], labels: list[list[list[in
     import torch
     from transformers import DynamicCache
 
+    from ._transformers import last_positions
+
     passes, source, targets, label_mask = _chunk_passes(prompts, labels, routing, pad_id=pad_id, device=device)
     cache = routing.prefix.cache if routing.prefix is not None else (
         DynamicCache(config=model.config) if trunk is None else DynamicCache())
@@ -149,10 +151,13 @@ def _score_chunk(model: Any, prompts: list[list[int]], labels: list[list[list[in
         hidden = trunk.kept(key, lambda: _trunk_passes(trunk, passes, source, len(prompts)))
         inputs, scope = [{"inputs_embeds": states} for states in hidden], trunk.top
 
+    def kept(step: _Pass) -> Any:  # the last positions as indices (see last_positions), or 0 for every one
+        return step.logits_to_keep and last_positions(step.tokens.shape[1], step.logits_to_keep, device=device)
+
     def forward(index: int, step: _Pass, cache: Any) -> Any:
         with routing.applied(step.rows), scope():
             return model(**inputs[index], attention_mask=step.attention_mask, position_ids=step.position_ids,
-                         cache=cache, use_cache=True, logits_to_keep=step.logits_to_keep).logits
+                         cache=cache, use_cache=True, logits_to_keep=kept(step)).logits
 
     shared_start = None if passes[0].name != "shared" or starts is None else starts.setdefault(
         (routing.adapter, tuple(prompts[0][:passes[0].tokens.shape[1]])), [])

@@ -29,7 +29,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from .._transformers import cache_layers, text_config
+from .._transformers import cache_layers, last_positions, text_config
 from ..errors import ConfigError
 from ..prompts import TaskSpec, prompt_ids, render_prompt
 from ..tokens import left_pad, pad_id_of, prefixed_inputs
@@ -225,8 +225,9 @@ class Stepper:
         if cache is None:
             cache = DynamicCache(config=self.model.config)
         with routing.applied(), torch.inference_mode():
+            last = last_positions(input_ids.shape[1], device=self.device)
             logits = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, cache=cache,
-                                use_cache=True, logits_to_keep=1).logits[:, -1]
+                                use_cache=True, logits_to_keep=last).logits[:, -1]
         batch = StepBatch(cache=cache, mask=mask.long(), positions=positions[:, -1] + 1, entries=list(entries),
                           rows=list(rows), lora=routing.layers)
         return batch, logits
