@@ -31,7 +31,8 @@ NAME = "adapterhub_packed_prefix"
 """The attention implementation a body uses inside :func:`packed_rows`."""
 
 PLAIN_CAUSAL = frozenset({"llama", "mistral", "qwen2", "qwen3"})
-"""Model types whose attention is rotary, fully causal, without biases, soft-capping or sinks."""
+"""Model types whose attention is rotary and fully causal: no position biases (ALiBi), soft-capping or sinks
+(a sliding window, where configured, is checked by :func:`packable`)."""
 
 _LAYOUT: ContextVar[PackedLayout | None] = ContextVar("adapterhub_packed_layout", default=None)
 
