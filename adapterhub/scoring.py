@@ -7,15 +7,18 @@ one row per label would run each prompt once per label and project every
 position onto the vocabulary. Here a chunk of prompts — rows of any adapters and
 tasks, each rendered with its own template — runs once (left-padded, behind any
 prefix cache), the vocabulary head only at each prompt's last position; that
-position scores the first token of every label. Each row's cache is then
-repeated once per label of its task and the labels' remaining tokens continue
-from it, all labels of all rows in one forward. When every row of the chunk goes
+position scores the first token of every label. The labels' remaining tokens
+continue from each row's cache, all labels of all rows in one forward: a row's
+labels sit side by side in one forward row, each attending to the prompt and its
+own earlier tokens (a ``[rows, 1, queries, keys]`` mask), so nothing is copied per
+label and no label is padded to the longest (under an attention that takes no such
+mask, one forward row per label over a copy of its row's cache). When every row of the chunk goes
 through one adapter, the tokens all its prompts start with (a template's
 instruction and label list) run once, and every row attends to their cache::
 
-    pass 0: [1, shared start]              -> cache viewed by every row  (once per adapter and start)
-    pass 1: [rows, rest of prompt]         -> log p(first label token)   (head at 1 position)
-    pass 2: [sum of label counts, label-1] -> log p(each later token)    (cache rows repeated per label)
+    pass 0: [1, shared start]               -> cache viewed by every row  (once per adapter and start)
+    pass 1: [rows, rest of prompt]          -> log p(first label token)   (head at 1 position)
+    pass 2: [rows, labels' tokens but last] -> log p(each later token)    (a row's labels side by side)
 
 The runtime's ``predict`` and training's evaluation both score this way; each
 says how rows reach their adapters through a :class:`Routing`.
@@ -142,7 +145,8 @@ def _score_chunk(model: Any, prompts: list[list[int]], labels: list[list[list[in
 
     from ._transformers import last_positions
 
-    passes, source, targets, label_mask = _chunk_passes(prompts, labels, routing, pad_id=pad_id, device=device)
+    passes, source, targets, owner = _chunk_passes(prompts, labels, routing, pad_id=pad_id, device=device,
+                                                   side_by_side=_side_by_side_mask(model))
     cache = routing.prefix.cache if routing.prefix is not None else (
         DynamicCache(config=model.config) if trunk is None else DynamicCache())
     inputs, scope = [{"input_ids": p.tokens} for p in passes], nullcontext
@@ -165,9 +169,10 @@ def _score_chunk(model: Any, prompts: list[list[int]], labels: list[list[list[in
                       _run_passes(passes, cache, source, len(prompts), forward, start=shared_start)))
     first = torch.log_softmax(logits["prompts"][:, -1].float(), dim=-1)
     scores = first[source, torch.tensor([ids[0] for row in labels for ids in row], device=device)]  # [label rows]
-    if targets is not None:
+    if targets is not None:  # each later token's log-probability, added to its label's score
         later = torch.log_softmax(logits["labels"].float(), dim=-1).gather(-1, targets[..., None]).squeeze(-1)
-        scores = scores + (later * label_mask).sum(-1)
+        scored = owner >= 0
+        scores = scores.index_add(0, owner[scored], later[scored])
     flat = scores.cpu().tolist()
     result, start = [], 0
     for row_labels in labels:
@@ -177,12 +182,15 @@ def _score_chunk(model: Any, prompts: list[list[int]], labels: list[list[list[in
 
 
 def _chunk_passes(prompts: list[list[int]], labels: list[list[list[int]]], routing: Routing, *, pad_id: int,
-                  device: Any) -> tuple[list[_Pass], Any, Any, Any]:
-    """The forward passes scoring one chunk, and ``(source, targets, label_mask)`` of its label rows.
+                  device: Any, side_by_side: Any = None) -> tuple[list[_Pass], Any, Any, Any]:
+    """The forward passes scoring one chunk, the prompt row of each label (``source``), and the tokens the
+    labels pass scores (``targets``) with the label each belongs to (``owner``; see :func:`_label_tokens`).
 
     When every row goes through the same adapter and the prompts start alike (a template's
     instruction), that start runs once as a batch of one (``"shared"``) and every row attends to
-    its keys/values; the prompts' remaining tokens follow, left-padded, then the labels.
+    its keys/values; the prompts' remaining tokens follow, left-padded, then the labels: with
+    ``side_by_side`` (a mask kind, see :func:`_side_by_side_mask`) all labels of a row in one
+    forward row over its own cache, else one forward row per label over a copy of its row's cache.
     """
     import torch
 
@@ -203,20 +211,70 @@ def _chunk_passes(prompts: list[list[int]], labels: list[list[list[int]]], routi
     passes.append(_Pass("prompts", input_ids, mask, positions, None, 1))
     pairs = [(row, ids) for row, row_labels in enumerate(labels) for ids in row_labels]  # one per label row
     source = torch.tensor([row for row, _ in pairs], device=device)
-    width = max(len(ids) for _, ids in pairs) - 1
-    if width <= 0:
+    if max(len(ids) for _, ids in pairs) <= 1:
         return passes, source, None, None
-    fed = torch.full((len(pairs), width), pad_id, dtype=torch.long)  # tokens fed: label[:-1]
-    targets = torch.zeros((len(pairs), width), dtype=torch.long)  # tokens scored: label[1:]
-    label_mask = torch.zeros((len(pairs), width), dtype=torch.long)
-    for index, (_, ids) in enumerate(pairs):
-        fed[index, :len(ids) - 1] = torch.tensor(ids[:-1])
-        targets[index, :len(ids) - 1] = torch.tensor(ids[1:])
-        label_mask[index, :len(ids) - 1] = 1
-    fed, targets, label_mask = fed.to(device), targets.to(device), label_mask.to(device)
-    passes.append(_Pass("labels", fed, torch.cat([mask[source], label_mask], dim=1),
-                        positions[source, -1:] + 1 + torch.arange(width, device=device), [row for row, _ in pairs], 0))
-    return passes, source, targets, label_mask
+    if side_by_side is None:  # one forward row per label row, continuing a copy of its prompt's cache
+        fed, targets, owner, offsets = _label_tokens([[ids] for _, ids in pairs], pad_id=pad_id, device=device)
+        passes.append(_Pass("labels", fed, torch.cat([mask[source], (owner >= 0).long()], dim=1),
+                            positions[source, -1:] + 1 + offsets, source.tolist(), 0))
+    else:  # one forward row per prompt: its labels side by side, each seeing the prompt and its own tokens
+        fed, targets, owner, offsets = _label_tokens(labels, pad_id=pad_id, device=device)
+        passes.append(_Pass("labels", fed, _labels_beside(mask, owner, side_by_side),
+                            positions[:, -1:] + 1 + offsets, None, 0))
+    return passes, source, targets, owner
+
+
+def _label_tokens(rows: list[list[list[int]]], *, pad_id: int, device: Any) -> tuple[Any, Any, Any, Any]:
+    """``(fed, targets, owner, offsets)``, each ``[len(rows), W]``, for forward rows that each carry the
+    labels listed for them (token ids per label) one after another, right-padded.
+
+    A label's tokens but its last are fed, its tokens but its first are scored; ``owner`` numbers each
+    position's label (counting labels across all rows in order; -1: padding), ``offsets`` its place within it.
+
+    >>> [t.tolist() for t in _label_tokens([[[5, 6, 7], [8, 9]], [[4]]], pad_id=0, device="cpu")]
+    [[[5, 6, 8], [0, 0, 0]], [[6, 7, 9], [0, 0, 0]], [[0, 0, 1], [-1, -1, -1]], [[0, 1, 0], [0, 0, 0]]]
+    """
+    import torch
+
+    width = max(sum(len(ids) - 1 for ids in row) for row in rows)
+    fed = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    targets = torch.zeros((len(rows), width), dtype=torch.long)
+    owner = torch.full((len(rows), width), -1, dtype=torch.long)
+    offsets = torch.zeros((len(rows), width), dtype=torch.long)
+    label = 0
+    for index, row in enumerate(rows):
+        start = 0
+        for ids in row:
+            stop = start + len(ids) - 1
+            fed[index, start:stop], targets[index, start:stop] = torch.tensor(ids[:-1]), torch.tensor(ids[1:])
+            owner[index, start:stop], offsets[index, start:stop] = label, torch.arange(stop - start)
+            start, label = stop, label + 1
+    return fed.to(device), targets.to(device), owner.to(device), offsets.to(device)
+
+
+def _labels_beside(prompt_mask: Any, owner: Any, kind: Any) -> Any:
+    """The ``[rows, 1, W, cached + W]`` attention mask of labels side by side: every position sees its row's
+    prompt (``prompt_mask`` ``[rows, cached]``) and the earlier tokens of its own label; ``kind``: ``torch.bool``
+    (True: attend) or a float dtype (0 / its lowest value, added to the scores)."""
+    import torch
+
+    width = owner.shape[1]
+    earlier = torch.ones(width, width, dtype=torch.bool, device=owner.device).tril()
+    own = (owner[:, :, None] == owner[:, None, :]) & (owner[:, None, :] >= 0) & earlier
+    allowed = torch.cat([prompt_mask.bool()[:, None, :].expand(-1, width, -1), own], dim=2)[:, None]
+    if kind is torch.bool:
+        return allowed
+    return torch.zeros(allowed.shape, dtype=kind, device=owner.device).masked_fill_(~allowed, torch.finfo(kind).min)
+
+
+def _side_by_side_mask(model: Any) -> Any:
+    """The mask kind that lets labels sit side by side in one row under this model's attention (``torch.bool``
+    for SDPA, ``float32`` added to eager attention's scores), or ``None``: one row per label (others take no
+    custom ``[rows, 1, queries, keys]`` mask)."""
+    import torch
+
+    implementation = getattr(getattr(model, "config", None), "_attn_implementation", None)
+    return {"sdpa": torch.bool, "eager": torch.float32}.get(implementation)
 
 
 def _run_passes(passes: list[_Pass], cache: Any, source: Any, rows: int,
@@ -241,7 +299,7 @@ def _run_passes(passes: list[_Pass], cache: Any, source: Any, rows: int,
                 continue
             if cache_layers(cache):  # a prefix in front: the rows' prefixes agree, the start needs one
                 cache.batch_select_indices(torch.zeros(1, dtype=torch.long, device=source.device))
-        if step.name == "labels":
+        if step.name == "labels" and step.rows is not None:  # one row per label: each continues its prompt's
             cache.batch_select_indices(source)
         outputs.append(forward(index, step, cache))
         if step.name == "shared":

@@ -79,3 +79,34 @@ def test_rows_of_different_adapters_share_nothing_and_score_the_same(tiny_base):
     torch.testing.assert_close(shared, separate, atol=1e-5, rtol=0)
     torch.testing.assert_close(shared, _reference(tiny_base.model, tiny_base.tokenizer), atol=1e-4, rtol=0)
     assert shared_tokens < separate_tokens
+
+
+class _FirstLayerRows:
+    """Records the rows × tokens of every pass through the first decoder layer."""
+
+    def __init__(self, model):
+        self.shapes = []
+        causal_lm(model).get_decoder().layers[0].register_forward_hook(
+            lambda module, args, output: self.shapes.append(tuple(args[0].shape[:2])))
+
+
+@pytest.mark.parametrize("method", ["lora", "prefix"])
+@pytest.mark.parametrize("attention", ["sdpa", "eager", "one row per label"])
+def test_labels_side_by_side_give_the_scores_of_one_forward_per_label(tiny_base, method, attention, monkeypatch):
+    """A row's labels share one forward row (each masked to the prompt and its own tokens) under SDPA's boolean
+    and eager attention's additive mask; another attention gets one row per label, over a copy of the cache."""
+    model = _peft(tiny_base, method)
+    try:
+        expected = _reference(model, tiny_base.tokenizer)
+        if attention == "one row per label":
+            monkeypatch.setattr("adapterhub.scoring._side_by_side_mask", lambda model: None)
+        else:
+            monkeypatch.setattr(model.config, "_attn_implementation", attention)
+        passes = _FirstLayerRows(model)
+        found = label_score_matrix(model, tiny_base.tokenizer, TASK, TEXTS, batch_size=32)
+        torch.testing.assert_close(found, expected, atol=1e-4, rtol=0)
+        label_rows = passes.shapes[-1][0]  # the last pass: the labels' later tokens
+        assert label_rows == len(TEXTS) * (len(TASK.labels) if attention == "one row per label" else 1)
+    finally:
+        if method == "lora":
+            model.unload()
