@@ -106,7 +106,7 @@ def run(*, recipes: str | Path | None = None, registry: Any = None, say: Callabl
     missing = [domain for domain in DOMAINS if domain not in registered]
     if missing:
         say(f"    not registered here: {', '.join(missing)}. Training them now (first run only: the three shipped "
-            f"recipes take about 10 min on 2 quiet CPU cores); run folders go to {runs}")
+            f"recipes take about 8 min on 2 quiet CPU cores); run folders go to {runs}")
         installed = project_root(Path(__file__).resolve().parent)  # the checkout adapterhub runs from
         if (registry_arg is None and installed is not None and (installed / "registry").resolve() != root.resolve()
                 and any((installed / "registry" / ADAPTERS_DIR).glob("*/*"))):
