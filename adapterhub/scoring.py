@@ -280,7 +280,8 @@ def _side_by_side_mask(model: Any) -> Any:
 def _run_passes(passes: list[_Pass], cache: Any, source: Any, rows: int,
                 forward: Callable[[int, _Pass, Any], Any], *, start: list[tuple[Any, Any]] | None = None) -> list[Any]:
     """``forward(index, pass, cache)`` of each pass in order, the cache carried between them: after the
-    shared prompt start every row views its one computed cache; label row ``k`` continues row ``source[k]``.
+    shared prompt start every row views its one computed cache; labels side by side continue their rows'
+    caches, one row per label (a pass with ``rows``) continues a copy of row ``source[k]``'s.
 
     ``start``: the cache ``(keys, values)`` per layer after this shared start, from an earlier chunk
     (then the shared pass is skipped, its output ``None``), or an empty list to fill.
@@ -299,7 +300,7 @@ def _run_passes(passes: list[_Pass], cache: Any, source: Any, rows: int,
                 continue
             if cache_layers(cache):  # a prefix in front: the rows' prefixes agree, the start needs one
                 cache.batch_select_indices(torch.zeros(1, dtype=torch.long, device=source.device))
-        if step.name == "labels" and step.rows is not None:  # one row per label: each continues its prompt's
+        if step.name == "labels" and step.rows is not None:  # one row per label: a copy of its prompt's cache
             cache.batch_select_indices(source)
         outputs.append(forward(index, step, cache))
         if step.name == "shared":
