@@ -75,8 +75,8 @@ def label_scores(model: Any, tokenizer: Any, tasks: Sequence[TaskSpec], texts: S
         texts: one input per row.
         routing_for: gives the routing of a chunk of rows (see :data:`RoutingFor`). Rows of one task are
             chunked together (in a mixed call, each adapter's rows then share their prompt start).
-        batch_size: label rows (rows × their labels) per forward pass (a row with more labels
-            than this still runs, alone).
+        batch_size: label rows (rows × their labels) per chunk, the rows scored by one set of forward
+            passes (a row with more labels than this still runs, alone).
         device: where the model runs.
         on_rows: called with the number of rows scored after each chunk (e.g. a progress bar's ``update``).
         trunk: a :class:`~adapterhub.training.trunk.FrozenTrunk` of ``model`` (training's evaluation): its

@@ -61,7 +61,7 @@ def merge_adapters(refs: Sequence[str], *, name: str, weights: Sequence[float] |
         base: a loaded base (default: the one the parents' manifests name); it is returned unchanged.
         domain, description, tags: for the new version (domain default: the first parent's).
         evaluate: score classification parents' validation rows with parent and merge.
-        batch_size: label rows per forward pass when evaluating.
+        batch_size: label rows (texts × their labels) per chunk of forward passes when evaluating.
 
     Returns:
         A :class:`MergeResult`; the task recorded is the first parent's.

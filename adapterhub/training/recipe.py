@@ -213,7 +213,7 @@ class TrainingSection(_Section):
     load_best: bool = Field(True, description="register the adapter from the best validation evaluation")
     eval_base: bool = Field(False, description="also score the bare base zero-shot with the same prompt (for comparison)")
     eval_batch_size: int = Field(128, ge=1, description="rows per forward pass when evaluating (when scoring labels: "
-                                                         "one row per text and label)")
+                                                         "texts × their labels per chunk of passes)")
     frozen_cache_mb: float = Field(
         2048, ge=0, description="with adapter.last_layers: memory for the frozen layers' outputs, computed once per "
                                 "row and reused every epoch and evaluation; when the training rows' outputs do not fit, "
