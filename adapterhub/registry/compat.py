@@ -5,6 +5,7 @@ Works from the adapter's ``adapter_config.json`` and its tensor shapes alone
 What "fits" means per method lives in :mod:`adapterhub.methods`.
 
 >>> check_compatible(config, shapes, base, fingerprint=None)  # doctest: +SKIP
+'lora'
 """
 
 from __future__ import annotations
@@ -18,14 +19,19 @@ from ..methods.heads import check_task_fits
 
 
 def check_compatible(config: Mapping[str, Any], tensor_shapes: Mapping[str, tuple[int, ...]], base: Any, *,
-                     fingerprint: str | None) -> None:
-    """Raise unless the adapter fits ``base``.
+                     fingerprint: str | None, method: str | None = None) -> str:
+    """Raise unless the adapter fits ``base``; return the name of the method that checked it.
 
     Args:
         config: the adapter's ``adapter_config.json``.
         tensor_shapes: ``{PEFT weight key: shape}`` from ``adapter_model.safetensors``.
         base: an :class:`adapterhub.Base` (uses ``fingerprint``, ``linear_shapes`` and ``model.config``).
         fingerprint: the base fingerprint recorded with the adapter, if any.
+        method: the method name when the caller already read it from ``config``
+            (:func:`adapterhub.methods.method_from_config`); read here otherwise.
+
+    Returns:
+        The method name (``"lora"``, ...): a loader installs the adapter with it without reading ``config`` again.
 
     Raises:
         IncompatibleBaseError: another base's fingerprint, a decoder adapter on an encoder base (or the
@@ -42,4 +48,6 @@ def check_compatible(config: Mapping[str, Any], tensor_shapes: Mapping[str, tupl
         raise IncompatibleBaseError(
             f"adapter was made for base {fingerprint!r} but this base is {base.fingerprint!r}; "
             "load the base it was trained on, or train the adapter again on this one")
-    methods.get(methods.method_from_config(config)).check_fits(config, tensor_shapes, base)
+    name = method or methods.method_from_config(config)
+    methods.get(name).check_fits(config, tensor_shapes, base)
+    return name

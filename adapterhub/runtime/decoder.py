@@ -1,6 +1,6 @@
 """Decoder calls: ``generate``, ``predict``, ``label_scores`` and ``logits`` — one routed causal-LM pass per call,
-each row through its own adapter. ``AdapterHub`` gets these methods from :class:`DecoderCalls`; residency,
-switching and routing stay in :mod:`adapterhub.runtime.hub`.
+each row through its own adapter. ``AdapterHub`` gets these methods from :class:`DecoderCalls`; pins and
+routing come from its :class:`~adapterhub.runtime.residency.Residency`, switching from :mod:`adapterhub.runtime.hub`.
 
 >>> hub.generate(["Summarise ...", "Is this clause ..."], domains=["finance", "legal"])  # doctest: +SKIP
 """
@@ -9,16 +9,20 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+from .._transformers import text_config
 from ..errors import ConfigError, TaskMismatchError
 from ..prompts import TaskSpec
 from ..scoring import label_probabilities, label_scores
 from ..tokens import left_pad, pad_id_of
-from . import generation, scoring
+from . import generation, mixing, scoring
 from .batch import BARE, UNSET as _UNSET
 
 
 class DecoderCalls:
-    """The causal-LM calls of :class:`~adapterhub.runtime.AdapterHub` (see each method)."""
+    """The causal-LM calls of :class:`~adapterhub.runtime.AdapterHub` (see each method).
+
+    Uses the hub's public ``base``, ``tokenizer``, ``domain`` and ``residency``.
+    """
 
     def generate(self, prompt: str | Sequence[str], *, domain: Any = _UNSET, domains: Sequence[str | None] | None = None,
                  max_new_tokens: int = 64, chat: bool = True, **generate_kwargs: Any) -> Any:
@@ -30,7 +34,8 @@ class DecoderCalls:
                 weighted mix of LoRA-family adapters is ``{"finance": 0.7, "legal": 0.3}`` or
                 ``"finance:0.7+legal:0.3"``: it equals PEFT's ``cat`` merge of them with those weights,
                 computed from the resident adapters (see :mod:`adapterhub.runtime.mixing`).
-            domains: one adapter, mix (or ``None``) per prompt, for a mixed batch.
+            domains: one adapter, mix (or ``None``) per prompt, for a mixed batch. A pin the caller
+                holds (``hub.residency.pin(...)``) may stand for a name: it is used as it is.
             max_new_tokens: new tokens per answer.
             chat: render each prompt the way its adapter was taught (template, system
                 prompt, chat template); ``False`` feeds the raw text.
@@ -55,7 +60,7 @@ class DecoderCalls:
                                     "use hub.classify or hub.tag")
         single = isinstance(prompt, str)
         prompts = [prompt] if single else list(prompt)
-        names = self._row_names(len(prompts), domain, domains)
+        names = mixing.call_rows(len(prompts), domain, domains, default=self.domain)
         _check_count("max_new_tokens", max_new_tokens)
         for key in ("num_beams", "num_return_sequences"):
             if generate_kwargs.get(key) is not None:
@@ -64,13 +69,13 @@ class DecoderCalls:
             return []
         generate_kwargs.setdefault("do_sample", False)
         generate_kwargs.setdefault("pad_token_id", self.tokenizer.pad_token_id)
-        with self._pinned(names) as rows:
+        with self.residency.pinned(names) as rows:
             order = generation.grouped_order([BARE if entry is None else entry.slot for entry in rows])
             rows, prompts = [rows[i] for i in order], [prompts[i] for i in order]
             tasks = [entry.task if entry else TaskSpec() for entry in rows]
             input_ids, attention_mask = left_pad(generation.encode(self.tokenizer, prompts, tasks, chat=chat),
-                                                 pad_id=pad_id_of(self.tokenizer), device=self._device)
-            routing = self._routing(rows, repeat=generation.expansion(self.base.model, generate_kwargs))
+                                                 pad_id=pad_id_of(self.tokenizer), device=self.residency.device)
+            routing = self.residency.routing(rows, repeat=generation.expansion(self.base.model, generate_kwargs))
             prefix = 0 if routing.prefix is None else int(routing.prefix.mask.shape[1])
             self._check_context(input_ids.shape[1] + prefix + max_new_tokens,
                                 f"the longest prompt ({input_ids.shape[1]} tokens"
@@ -134,10 +139,10 @@ class DecoderCalls:
         """
         single = isinstance(texts, str)
         items = [texts] if single else list(texts)
-        names = self._row_names(len(items), domain, domains)
+        names = mixing.call_rows(len(items), domain, domains, default=self.domain)
         _check_count("batch_size", batch_size)
-        with self._pinned(names) as rows:
-            tasks = [scoring.classification_task(entry, name) for entry, name in zip(rows, names)]
+        with self.residency.pinned(names) as rows:
+            tasks = [scoring.classification_task(entry, mixing.row_label(name)) for entry, name in zip(rows, names)]
             if items:
                 lengths = [len(ids) for ids in generation.encode(self.tokenizer, items, tasks, chat=True)]
                 longest = max(range(len(items)), key=lengths.__getitem__)
@@ -145,8 +150,8 @@ class DecoderCalls:
                 self._check_context(lengths[longest] + label,
                                     f"text {longest} ({lengths[longest]} prompt tokens + its longest label)")
             scores = label_scores(self.base.model, self.tokenizer, tasks, items,
-                                  lambda chunk: self._routing([rows[i] for i in chunk]),
-                                  batch_size=batch_size, device=self._device)
+                                  lambda chunk: self.residency.routing([rows[i] for i in chunk]),
+                                  batch_size=batch_size, device=self.residency.device)
         found = [dict(zip(task.labels, row)) for task, row in zip(tasks, scores)]
         if normalize:
             found = [label_probabilities(row) for row in found]
@@ -173,13 +178,21 @@ class DecoderCalls:
         if attention_mask.shape != input_ids.shape:
             raise ConfigError(f"attention_mask has shape {tuple(attention_mask.shape)} but input_ids has "
                               f"{tuple(input_ids.shape)}; they must match")
-        names = self._row_names(input_ids.shape[0], domain, domains)
+        names = mixing.call_rows(input_ids.shape[0], domain, domains, default=self.domain)
         self._check_context(input_ids.shape[1], f"input_ids ({input_ids.shape[1]} tokens)")
-        with self._pinned(names) as rows, torch.no_grad():
-            routing = self._routing(rows)
+        with self.residency.pinned(names) as rows, torch.no_grad():
+            routing = self.residency.routing(rows)
             with routing.applied():
-                return generation.forward_logits(self.base.model, input_ids.to(self._device),
-                                                 attention_mask.to(self._device), routing.prefix)
+                device = self.residency.device
+                return generation.forward_logits(self.base.model, input_ids.to(device), attention_mask.to(device),
+                                                 routing.prefix)
+
+    def _check_context(self, tokens: int, what: str) -> None:
+        """One clear error instead of positions past what the base was trained on (garbage, and slow)."""
+        limit = getattr(text_config(self.base.model.config), "max_position_embeddings", None)
+        if limit and tokens > limit:
+            raise ConfigError(f"{what} needs {tokens} positions but base {self.base.spec.name!r} has a context of "
+                              f"{limit} tokens; shorten the input or ask for fewer new tokens")
 
 
 def _check_count(name: str, value: Any) -> None:

@@ -19,7 +19,8 @@ from typing import Any, Sequence
 
 from ..entities import entities_from_logits, words_of
 from ..errors import TaskMismatchError
-from .batch import BARE, UNSET, RowSlots
+from . import mixing
+from .batch import UNSET
 
 MAX_TOKENS = 512
 
@@ -60,7 +61,10 @@ def classification_result(logits: Any, labels: Sequence[str]) -> dict[str, Any]:
 
 
 class EncoderCalls:
-    """``classify`` / ``tag`` / ``analyze`` / ``head_logits`` for :class:`~adapterhub.runtime.AdapterHub`."""
+    """``classify`` / ``tag`` / ``analyze`` / ``head_logits`` for :class:`~adapterhub.runtime.AdapterHub`.
+
+    Uses the hub's public ``base``, ``tokenizer``, ``domain`` and ``residency``.
+    """
 
     def classify(self, texts: str | Sequence[str], *, domain: Any = None, domains: Sequence[str | None] | None = None,
                  batch_size: int = 32) -> Any:
@@ -119,11 +123,11 @@ class EncoderCalls:
                                   only=None, raw=True)
 
     # --- internals ---------------------------------------------------------------------------------
-    def _encoder_names(self, count: int, domain: Any, domains: Any) -> list[str | None]:
+    def _encoder_names(self, count: int, domain: Any, domains: Any) -> list[mixing.RowDomain]:
         if getattr(self.base, "kind", "decoder") != "encoder":
             raise TaskMismatchError(f"classify/tag need an encoder base (e.g. AdapterHub('minilm-l6')); "
                                     f"{self.base.spec.name!r} is a decoder: use predict or generate")
-        return self._row_names(count, UNSET if domain is None else domain, domains)
+        return mixing.call_rows(count, UNSET if domain is None else domain, domains, default=self.domain)
 
     def _encoder_call(self, texts: Any, domain: Any, domains: Any, batch_size: int, *, only: str | None) -> Any:
         single = isinstance(texts, str)
@@ -131,13 +135,13 @@ class EncoderCalls:
         results = self._encoder_rows(items, self._encoder_names(len(items), domain, domains), batch_size, only=only)
         return results[0] if single else results
 
-    def _encoder_rows(self, texts: list[str], names: list[str | None], batch_size: int, *, only: str | None,
+    def _encoder_rows(self, texts: list[str], names: list[mixing.RowDomain], batch_size: int, *, only: str | None,
                       raw: bool = False) -> list[Any]:
         import torch
 
         results: list[Any] = []
         limit = min(MAX_TOKENS, int(getattr(self.base.model.config, "max_position_embeddings", MAX_TOKENS)))
-        with self._pinned(names) as rows:
+        with self.residency.pinned(names) as rows:
             for entry, name in zip(rows, names):
                 if raw and entry is None:
                     continue
@@ -145,16 +149,15 @@ class EncoderCalls:
                 if task is None or not task.is_encoder_task or (only and task.type != only):
                     wanted = only or "sequence or token classification"
                     have = "the bare base" if entry is None else f"a {task.type} adapter"
-                    raise TaskMismatchError(f"row adapter {name!r} is {have}; this call needs {wanted} adapters "
+                    raise TaskMismatchError(f"row adapter {mixing.row_label(name)!r} is {have}; this call needs {wanted} adapters "
                                             "(classify: sequence_classification, tag: token_classification)")
             for start in range(0, len(texts), batch_size):
                 chunk, chunk_rows = texts[start:start + batch_size], rows[start:start + batch_size]
-                encoded = encode_texts(self.tokenizer, chunk, device=self._device, max_length=limit)
-                routing = self._routing(chunk_rows)
-                heads = RowSlots.build([BARE if e is None else e.slot for e in chunk_rows], device=self._device)
+                encoded = encode_texts(self.tokenizer, chunk, device=self.residency.device, max_length=limit)
+                routing = self.residency.routing(chunk_rows)
                 with routing.applied(), torch.inference_mode():
                     hidden, pooled = body_forward(self.base.model, encoded.input_ids, encoded.attention_mask)
-                    logits = self._heads.apply(hidden, pooled, heads)
+                    logits = self.residency.head_logits(hidden, pooled, chunk_rows)
                 for row, (text, entry) in enumerate(zip(chunk, chunk_rows)):
                     if raw or entry is None:
                         results.append(None if logits[row] is None else logits[row].cpu())

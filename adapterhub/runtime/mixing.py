@@ -27,12 +27,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Sequence, Union
 
 from ..errors import ConfigError
 from ..prompts import TaskSpec
+from .batch import UNSET, row_names
+from .slots import ResidentAdapter
 
 MIXABLE = ("lora", "adalora")
 """Methods whose adapters can join a weighted mix (their layers add low-rank deltas)."""
@@ -112,9 +114,16 @@ def format_mix(weights: Mapping[str, float]) -> str:
     return "+".join(f"{name}:{weight:g}" for name, weight in weights.items())
 
 
-def as_row(value: Any) -> str | Mix | None:
-    """One row's ``domain``: ``None``, an adapter name, or a :class:`Mix` (from a dict or a mix string)."""
-    if value is None or isinstance(value, Mix):
+def as_row(value: Any) -> RowDomain:
+    """One row's ``domain``: ``None``, an adapter name, a :class:`Mix` (from a dict or a mix string), or a held pin.
+
+    A held pin (a :class:`~adapterhub.runtime.slots.ResidentAdapter` or :class:`MixLease` from
+    ``Residency.pin`` / ``pin_mix``) is used as it is: the call does not pin it again.
+
+    Raises:
+        ConfigError: any other type, or a malformed mix.
+    """
+    if value is None or isinstance(value, (Mix, ResidentAdapter, MixLease)):
         return value
     if isinstance(value, Mapping):
         return Mix.of(value)
@@ -123,18 +132,84 @@ def as_row(value: Any) -> str | Mix | None:
     raise ConfigError(f"a domain is an adapter name, a {{name: weight}} mix or None, not {type(value).__name__}")
 
 
+def call_rows(count: int, domain: Any, domains: Sequence[Any] | None, *, default: Any) -> list[RowDomain]:
+    """One entry per row of a call from its ``domain=`` / ``domains=`` arguments (see :func:`as_row`).
+
+    Args:
+        count: rows in the call.
+        domain: one domain for every row, or :data:`~adapterhub.runtime.batch.UNSET` (then ``default``).
+        domains: one domain per row, or ``None``.
+        default: the hub's current domain, used when neither is given.
+
+    Raises:
+        ConfigError: both ``domain`` and ``domains`` given, or ``domains`` of another length than ``count``.
+
+    >>> call_rows(2, UNSET, None, default="legal")
+    ['legal', 'legal']
+    """
+    if domains is None:
+        return [as_row(default if domain is UNSET else domain)] * count
+    if domain is not UNSET:
+        raise ConfigError("pass domain= (one adapter for all rows) or domains= (one per row), not both")
+    return [as_row(name) for name in row_names(domains, count)]
+
+
+def row_label(row: RowDomain) -> str | None:
+    """How error messages name a row's domain: the adapter name, the mix string, or ``None`` (bare base).
+
+    >>> row_label(parse_mix("finance:0.7+legal:0.3"))
+    'finance:0.7+legal:0.3'
+    """
+    return None if row is None else row if isinstance(row, str) else str(row) if isinstance(row, Mix) else row.name
+
+
 @dataclass
 class MixRow:
     """A mix resolved for one call: resident entries and weights, and the virtual slot its rows use."""
 
     mix: Mix
-    parts: list[tuple[Any, float]]  # (ResidentAdapter, weight)
+    parts: list[tuple[ResidentAdapter, float]]
     slot: int
     method: str = "lora"  # its rows are routed like LoRA rows (through the layers)
     task: TaskSpec = field(default_factory=TaskSpec)
 
+    @property
+    def name(self) -> str:
+        """The mix string (what error messages and reports name the mix by)."""
+        return str(self.mix)
+
     def __repr__(self) -> str:
         return f"'{self.mix}'"
+
+
+@dataclass
+class MixLease:
+    """A weighted mix held by a caller (``Residency.pin_mix``): its rows route like LoRA rows through a
+    virtual slot until ``Residency.unpin`` releases it and every adapter it pinned."""
+
+    row: MixRow
+    parts: list[ResidentAdapter]  # each pinned until the release
+    installed: ExitStack  # the virtual slot in every layer its adapters touch
+
+    @property
+    def name(self) -> str:
+        return self.row.name
+
+    @property
+    def slot(self) -> int:
+        return self.row.slot
+
+    @property
+    def method(self) -> str:
+        return self.row.method
+
+    @property
+    def task(self) -> TaskSpec:
+        return self.row.task
+
+
+RowDomain = Union[str, Mix, ResidentAdapter, MixLease, None]
+"""One row of a call as the caller names it: an adapter name, a weighted mix, a held pin, or ``None``."""
 
 
 def resolve(rows: Sequence[Any], resolved: Mapping[str, Any], *, new_slot: Any) -> dict[Mix, MixRow]:

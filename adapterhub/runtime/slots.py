@@ -1,13 +1,13 @@
-"""Residency: which adapters are loaded into which slot, their LRU order and the budgets.
+"""The slot table: which adapters are loaded into which slot, their LRU order and the budgets.
 
-Pure bookkeeping — the tensors live in the methods' slot storage. An entry is
-*pinned* while a call uses it, so eviction never pulls an adapter out from
-under a running forward.
+Pure bookkeeping, with no lock of its own — :class:`~adapterhub.runtime.residency.Residency`
+holds it under its lock, and the tensors live in the methods' slot storage. An entry is
+*pinned* while a call uses it, so eviction never pulls an adapter out from under a running forward.
 
->>> residency = Residency(max_resident=1)
->>> residency.add(ResidentAdapter(name="legal", slot=residency.new_slot(), method="lora", source="legal@1",
-...                               nbytes=10, file_bytes=10))
->>> [entry.name for entry in residency.evictions_for(10, name="finance")]
+>>> table = SlotTable(max_resident=1)
+>>> table.add(ResidentAdapter(name="legal", slot=table.new_slot(), method="lora", source="legal@1",
+...                           nbytes=10, file_bytes=10))
+>>> [entry.name for entry in table.evictions_for(10, name="finance")]
 ['legal']
 """
 
@@ -28,11 +28,11 @@ _SLOT_IDS = itertools.count()  # unique across hubs: LoRA layers are shared by e
 
 @dataclass
 class ResidentAdapter:
-    """One loaded adapter (internal, mutable)."""
+    """One loaded adapter: what :meth:`Residency.pin` hands out (mutable; only the residency changes it)."""
 
     name: str
     slot: int
-    method: str  # "lora" | "prefix"
+    method: str  # a registered method name (a key of ``runtime.methods.build_methods``)
     source: str  # registry reference ("legal@2") or directory it was read from
     nbytes: int  # bytes held in slot storage
     file_bytes: int  # bytes of its adapter_model.safetensors
@@ -53,10 +53,11 @@ class ResidentInfo:
     last_used: datetime
     source: str
     domain: str | None
-    task: str  # "generation" | "classification"
+    task: str  # a TaskSpec type: one of ``adapterhub.prompts.TASK_TYPES``
+    pins: int = 0  # running calls (and served rows) holding it now; it cannot be evicted or unloaded while > 0
 
 
-class Residency:
+class SlotTable:
     """Resident adapters in LRU order (least recently used first) under optional budgets.
 
     Args:
@@ -151,7 +152,7 @@ class Residency:
         return [
             ResidentInfo(name=e.name, method=e.method, bytes=e.nbytes, file_bytes=e.file_bytes,
                          last_used=datetime.fromtimestamp(e.last_used, tz=timezone.utc), source=e.source,
-                         domain=e.domain, task=e.task.type)
+                         domain=e.domain, task=e.task.type, pins=e.pins)
             for e in reversed(self._entries.values())
         ]
 

@@ -26,6 +26,7 @@ class AdapterPayload:
 
     name: str
     source: str  # "legal@2" for registry entries, the absolute directory otherwise
+    method: str  # the method that checked it against the base (``compat.check_compatible``)
     config: dict[str, Any]
     tensors: dict[str, Any]  # CPU tensors as stored
     file_bytes: int
@@ -93,24 +94,27 @@ def fetch(source: str, *, registry: Any, base: Any, name: str) -> AdapterPayload
         IncompatibleBaseError: it was made for another base (fingerprint, modules or shapes).
         IntegrityError: a registry file does not match its checksum.
     """
+    from ..registry.compat import check_compatible
+
     if not is_path(source):
-        loaded = registry.load(source, base=base)
+        loaded = registry.load(source)  # checked against the base here, so the method is read once
         record = loaded.record
+        shapes = {key: tuple(tensor.shape) for key, tensor in loaded.tensors.items()}
+        method = check_compatible(loaded.config, shapes, base, fingerprint=record.base_fingerprint)
         size = record.manifest["files"][WEIGHTS_FILE]["size"]
-        return AdapterPayload(name=name, source=record.ref, config=dict(loaded.config), tensors=loaded.tensors,
-                              file_bytes=int(size), task=record.task, domain=record.domain)
+        return AdapterPayload(name=name, source=record.ref, method=method, config=dict(loaded.config),
+                              tensors=loaded.tensors, file_bytes=int(size), task=record.task, domain=record.domain)
     from safetensors.torch import load
 
-    from ..registry.compat import check_compatible
     from ..registry.manifest import read_adapter_dir, recorded_fields
 
     adapter = read_adapter_dir(source)
     manifest = recorded_fields(adapter.manifest or {}, where=str(adapter.path / MANIFEST_FILE))
-    check_compatible(adapter.config, adapter.tensor_shapes, base,
-                     fingerprint=(manifest.get("base") or {}).get("fingerprint"))
+    method = check_compatible(adapter.config, adapter.tensor_shapes, base, method=adapter.method,
+                              fingerprint=(manifest.get("base") or {}).get("fingerprint"))
     weights = adapter.files[WEIGHTS_FILE]
-    return AdapterPayload(name=name, source=str(adapter.path), config=adapter.config, tensors=load(weights),
-                          file_bytes=len(weights), task=TaskSpec.from_dict(manifest.get("task")),
+    return AdapterPayload(name=name, source=str(adapter.path), method=method, config=adapter.config,
+                          tensors=load(weights), file_bytes=len(weights), task=TaskSpec.from_dict(manifest.get("task")),
                           domain=manifest.get("domain"))
 
 

@@ -14,7 +14,11 @@ next position, so a row computes what it computes alone::
     positions:                   [rows]      next position id of each row
 
 Layer-method rows (LoRA) are routed per row (``batch.routed``); a prefix adapter's virtual
-tokens are cache entries put in at prefill, so later steps need nothing more.
+tokens are cache entries put in at prefill, so later steps need nothing more. Which rows go
+through the layers is decided once, at prefill, by the residency's routing
+(``runtime.methods.route``); merging, reordering and dropping rows carries those row slots along.
+Pins go through the hub's :class:`~adapterhub.runtime.residency.Residency` only: every release
+wakes the loads waiting for a slot.
 
 >>> stepper = hub.stepper()  # doctest: +SKIP
 >>> entry = stepper.acquire("finance")  # doctest: +SKIP
@@ -25,9 +29,8 @@ tokens are cache entries put in at prefill, so later steps need nothing more.
 
 from __future__ import annotations
 
-from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence, Union
 
 from .._transformers import cache_layers, last_positions, text_config
 from ..errors import ConfigError
@@ -35,7 +38,14 @@ from ..prompts import TaskSpec, prompt_ids, render_prompt
 from ..tokens import left_pad, pad_id_of, prefixed_inputs
 from . import generation, mixing
 from .batch import BARE, RowSlots, routed
+from .mixing import MixLease
 from .slots import ResidentAdapter
+
+if TYPE_CHECKING:
+    from .hub import AdapterHub
+
+Held = Union[ResidentAdapter, MixLease]
+"""What :meth:`Stepper.acquire` pins for a row: one adapter, or a weighted mix of them."""
 
 
 @dataclass
@@ -49,9 +59,9 @@ class StepBatch:
     cache: Any  # DynamicCache, [rows, kv_heads, T, head_dim] per layer
     mask: Any  # [rows, T] long
     positions: Any  # [rows] long
-    entries: list[ResidentAdapter | None]
+    entries: list[Held | None]
     rows: list[Any]
-    lora: RowSlots | None = None
+    lora: RowSlots | None = None  # the layer slot of every row (from the routing at prefill), None: no layer rows
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -62,31 +72,6 @@ class StepBatch:
         return int(self.mask.shape[1])
 
 
-@dataclass
-class MixLease:
-    """A weighted mix held by a running request: its rows route like LoRA rows through a virtual slot."""
-
-    row: mixing.MixRow
-    parts: list[ResidentAdapter]  # each pinned until release
-    installed: ExitStack  # the virtual slot in every layer its adapters touch
-
-    @property
-    def name(self) -> str:
-        return str(self.row.mix)
-
-    @property
-    def slot(self) -> int:
-        return self.row.slot
-
-    @property
-    def method(self) -> str:
-        return self.row.method
-
-    @property
-    def task(self) -> TaskSpec:
-        return self.row.task
-
-
 class Stepper:
     """Prefill, decode, merge and drop rows of a running batch on one hub's base.
 
@@ -94,11 +79,12 @@ class Stepper:
     :meth:`acquire` to :meth:`release`, so eviction never removes them mid-answer.
     """
 
-    def __init__(self, hub: Any) -> None:
+    def __init__(self, hub: AdapterHub) -> None:
         self.hub = hub
+        self.residency = hub.residency
         self.model = hub.base.model
         self.tokenizer = hub.tokenizer
-        self.device = hub._device
+        self.device = self.residency.device
         text = text_config(self.model.config)
         self.context_length = int(getattr(text, "max_position_embeddings", 0) or 2048)
         generation_config = getattr(self.model, "generation_config", None)  # encoders have none
@@ -109,8 +95,9 @@ class Stepper:
         self.pad_id = pad_id_of(self.tokenizer)
 
     # --- adapters -----------------------------------------------------------------
-    def acquire(self, ref: str | None) -> ResidentAdapter | None:
-        """Resolve ``ref`` (a resident name, a registry reference, ``None`` for the bare base) and pin it.
+    def acquire(self, ref: str | None) -> Held | None:
+        """Resolve ``ref`` (a resident name, a registry reference, a weighted mix string, ``None`` for the
+        bare base) and pin it until :meth:`release`.
 
         A versioned reference (``legal@2``) or ``hf://`` reference stays resident under that
         exact string, so it never displaces another version a running row uses.
@@ -123,64 +110,26 @@ class Stepper:
             return None
         mix = mixing.parse_mix(ref)
         if mix is not None:
-            return self._acquire_mix(mix)
-        hub = self.hub
-        with hub._lock:
-            entry = hub._residency.get(ref)
-            if entry is None:
-                exact = "@" in ref or ref.startswith("hf://")
-                entry = hub._load(ref, name=ref, protect=frozenset()) if exact else \
-                    hub._resolve(ref, protect=frozenset())
-            entry.pins += 1
-            hub._residency.touch(entry)
-            return entry
+            return self.residency.pin_mix(mix, exact=True)
+        return self.residency.pin(ref, exact=True)
 
-    def _acquire_mix(self, mix: mixing.Mix) -> MixLease:
-        """Pin every adapter of a weighted mix and give the mix a virtual slot in their layers until release."""
-        parts: list[ResidentAdapter] = []
-        stack = ExitStack()
-        try:
-            for name, _ in mix.parts:
-                parts.append(self.acquire(name))
-            resolved = {name: entry for (name, _), entry in zip(mix.parts, parts)}
-            with self.hub._lock:
-                row = mixing.resolve([mix], resolved, new_slot=self.hub._residency.new_slot)[mix]
-                stack.enter_context(mixing.installed(self.hub._methods, [row]))
-        except BaseException:
-            stack.close()
-            for entry in parts:
-                self.release(entry)
-            raise
-        return MixLease(row=row, parts=parts, installed=stack)
+    def release(self, entry: Held | None) -> None:
+        """Unpin what :meth:`acquire` returned (``None`` is a no-op); loads waiting for a slot wake at once."""
+        self.residency.unpin(entry)
 
-    def release(self, entry: ResidentAdapter | MixLease | None) -> None:
-        """Unpin an adapter :meth:`acquire` returned (``None`` is a no-op)."""
-        if isinstance(entry, MixLease):
-            with self.hub._lock:
-                entry.installed.close()
-            for part in entry.parts:
-                self.release(part)
-            return
-        if entry is not None:
-            with self.hub._lock:
-                entry.pins -= 1
-
-    def prefix_tokens(self, entry: ResidentAdapter | None) -> int:
+    def prefix_tokens(self, entry: Held | None) -> int:
         """Virtual tokens a row of ``entry`` carries in its cache (0 unless it is a prefix adapter)."""
-        method = None if entry is None else self.hub._methods[entry.method]
-        if method is None or method.routes != "prefix":
-            return 0
-        return method.tokens(entry.slot)
+        return self.residency.prefix_tokens(entry)
 
     # --- prompts ------------------------------------------------------------------
-    def task(self, entry: ResidentAdapter | None) -> TaskSpec:
+    def task(self, entry: Held | None) -> TaskSpec:
         return entry.task if entry is not None else TaskSpec()
 
-    def encode(self, text: str, entry: ResidentAdapter | None, *, chat: bool = True) -> list[int]:
+    def encode(self, text: str, entry: Held | None, *, chat: bool = True) -> list[int]:
         """Token ids of ``text`` rendered as ``hub.generate(text, chat=chat)`` renders it for this adapter."""
         return generation.encode(self.tokenizer, [text], [self.task(entry)], chat=chat)[0]
 
-    def encode_messages(self, messages: Sequence[dict[str, str]], entry: ResidentAdapter | None) -> list[int]:
+    def encode_messages(self, messages: Sequence[dict[str, str]], entry: Held | None) -> list[int]:
         """Token ids of a chat conversation, rendered the way the adapter was taught.
 
         One user message (with no system message) is exactly ``hub.generate(content)``'s prompt.
@@ -209,7 +158,7 @@ class Stepper:
         return prompt_ids(self.tokenizer, rendered)
 
     # --- steps --------------------------------------------------------------------
-    def prefill(self, prompts: Sequence[Sequence[int]], entries: Sequence[ResidentAdapter | None], *,
+    def prefill(self, prompts: Sequence[Sequence[int]], entries: Sequence[Held | None], *,
                 rows: Sequence[Any]) -> tuple[StepBatch, Any]:
         """Run new prompts (left-padded together) and return their batch and next-token logits ``[n, vocab]``."""
         import torch
@@ -220,7 +169,7 @@ class Stepper:
         if any(len(ids) == 0 for ids in prompts):
             raise ConfigError("a prompt must hold at least one token")
         input_ids, attention_mask = left_pad(prompts, pad_id=self.pad_id, device=self.device)
-        routing = self.hub._routing(list(entries))
+        routing = self.residency.routing(list(entries))
         mask, positions, cache = prefixed_inputs(attention_mask, routing.prefix)
         if cache is None:
             cache = DynamicCache(config=self.model.config)
@@ -260,7 +209,8 @@ class Stepper:
         mask = torch.cat([_pad_left(running.mask, width, dim=1), _pad_left(joining.mask, width, dim=1)], dim=0)
         merged = StepBatch(cache=self._cache(keys, values), mask=mask,
                            positions=torch.cat([running.positions, joining.positions]),
-                           entries=running.entries + joining.entries, rows=running.rows + joining.rows)
+                           entries=running.entries + joining.entries, rows=running.rows + joining.rows,
+                           lora=self._lora(_layer_slots(running) + _layer_slots(joining)))
         return self._ordered(merged)
 
     def keep(self, batch: StepBatch, rows: Sequence[Any]) -> StepBatch | None:
@@ -282,14 +232,14 @@ class Stepper:
         start = int(used[0]) if used.numel() else 0
         keys = [layer[0].index_select(0, picked)[:, :, start:] for layer in _layers(batch.cache)]
         values = [layer[1].index_select(0, picked)[:, :, start:] for layer in _layers(batch.cache)]
-        entries = [batch.entries[i] for i in index]
+        slots = _layer_slots(batch)
         return StepBatch(cache=self._cache(keys, values), mask=mask[:, start:].contiguous(),
-                         positions=batch.positions.index_select(0, picked), entries=entries,
-                         rows=[batch.rows[i] for i in index], lora=self._lora(entries))
+                         positions=batch.positions.index_select(0, picked), entries=[batch.entries[i] for i in index],
+                         rows=[batch.rows[i] for i in index], lora=self._lora([slots[i] for i in index]))
 
     # --- internals ----------------------------------------------------------------
     def _ordered(self, batch: StepBatch) -> StepBatch:
-        """Rows of one adapter side by side (each LoRA layer then works on views), routing rebuilt."""
+        """Rows of one adapter side by side (each LoRA layer then works on views), their layer slots along."""
         import torch
 
         order = sorted(range(len(batch)), key=lambda i: _slot(batch.entries[i]))
@@ -297,16 +247,15 @@ class Stepper:
             picked = torch.tensor(order, dtype=torch.long, device=self.device)
             keys = [layer[0].index_select(0, picked) for layer in _layers(batch.cache)]
             values = [layer[1].index_select(0, picked) for layer in _layers(batch.cache)]
+            slots = _layer_slots(batch)
             batch = StepBatch(cache=self._cache(keys, values), mask=batch.mask.index_select(0, picked),
                               positions=batch.positions.index_select(0, picked),
-                              entries=[batch.entries[i] for i in order], rows=[batch.rows[i] for i in order])
-        batch.lora = self._lora(batch.entries)
+                              entries=[batch.entries[i] for i in order], rows=[batch.rows[i] for i in order],
+                              lora=self._lora([slots[i] for i in order]))
         return batch
 
-    def _lora(self, entries: Sequence[ResidentAdapter | None]) -> RowSlots | None:
-        methods = self.hub._methods
-        slots = [e.slot if e is not None and getattr(methods[e.method], "routes", "layers") == "layers" else BARE
-                 for e in entries]
+    def _lora(self, slots: Sequence[int]) -> RowSlots | None:
+        """The layer routing of rows whose layer slots (as the prefill's routing gave them) are ``slots``."""
         return RowSlots.build(slots, device=self.device) if any(s != BARE for s in slots) else None
 
     def _cache(self, keys: list[Any], values: list[Any]) -> Any:
@@ -318,8 +267,13 @@ class Stepper:
         return cache
 
 
-def _slot(entry: ResidentAdapter | None) -> int:
+def _slot(entry: Held | None) -> int:
     return BARE if entry is None else entry.slot
+
+
+def _layer_slots(batch: StepBatch) -> list[int]:
+    """Each row's slot in the adapter layers (``BARE`` for bare and prefix rows), as routed at prefill."""
+    return list(batch.lora.slots) if batch.lora is not None else [BARE] * len(batch)
 
 
 def _layers(cache: Any) -> list[tuple[Any, Any]]:

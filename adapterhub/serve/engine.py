@@ -1,5 +1,10 @@
-"""What the routes ask of the model, independent of HTTP: resolve a model name, check a request
-against the limits, run it through the scheduler as a stream of events, classify, load and unload.
+"""What the routes ask of the model: resolve a model name, check a request against the limits, run it
+through the scheduler as a stream of events, classify, tag, load and unload.
+
+No request or response object reaches it (the routes parse and render), but its refusals are already
+HTTP answers: a :class:`~adapterhub.serve.protocol.ServeError` carries the status (400, 403, 404, 503)
+and the error code the routes send back; library errors pass through to
+:func:`~adapterhub.serve.protocol.from_exception`.
 
 >>> engine = Engine(hub, ServeOptions(max_rows=16))  # doctest: +SKIP
 >>> job, events = engine.submit(engine.prepare("finance", engine.acquire("finance"), text="Revenue fell",
@@ -13,12 +18,16 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import TYPE_CHECKING, Any, AsyncIterator
 
 from ..runtime.sampling import Sampler
+from ..runtime.stepping import Held
 from .metrics import Metrics
 from .protocol import ServeError
 from .scheduler import Job, Scheduler
+
+if TYPE_CHECKING:
+    from ..runtime.hub import AdapterHub
 
 
 @dataclass
@@ -41,7 +50,7 @@ class Prepared:
     """A checked generation request, holding its adapter's pin until it is submitted or dropped."""
 
     ref: str | None
-    entry: Any
+    entry: Held | None
     prompt: list[int]
     max_new_tokens: int
     sampler: Sampler
@@ -56,7 +65,7 @@ class Prepared:
 class Engine:
     """One hub, its stepper, the scheduler thread and the metrics."""
 
-    def __init__(self, hub: Any, options: ServeOptions | None = None, metrics: Metrics | None = None) -> None:
+    def __init__(self, hub: AdapterHub, options: ServeOptions | None = None, metrics: Metrics | None = None) -> None:
         self.hub = hub
         self.options = options or ServeOptions()
         self.metrics = metrics or Metrics()
@@ -104,8 +113,10 @@ class Engine:
                 for name in ids]
 
     # --- adapters -----------------------------------------------------------------------
-    def acquire(self, ref: str | None) -> Any:
+    def acquire(self, ref: str | None) -> Held | None:
         """Pin (loading on first use) the adapter for a request; blocking, run it in a worker thread.
+
+        Release it with ``engine.stepper.release`` (or hand it to :meth:`prepare`, which passes it on).
 
         Raises:
             ServeError: 404 ``model_not_found`` for a name that is neither the base, loaded nor registered;
@@ -140,7 +151,7 @@ class Engine:
                 self.metrics.residency(before, {info.name for info in self.hub.resident()})
 
     # --- generation -----------------------------------------------------------------------
-    def prepare(self, ref: str | None, entry: Any, *, text: str | None = None, messages: list[dict] | None = None,
+    def prepare(self, ref: str | None, entry: Held | None, *, text: str | None = None, messages: list[dict] | None = None,
                 chat: bool = False, max_tokens: int | None, temperature: float | None, top_p: float | None,
                 top_k: int | None = None, seed: int | None, stops: list[str],
                 stop_at_eos: bool = True) -> Prepared:
@@ -215,7 +226,10 @@ class Engine:
 
     # --- classification -------------------------------------------------------------------
     def classify(self, ref: str | None, texts: list[str]) -> list[dict[str, Any]]:
-        """Label log-likelihoods and probability shares per text (the adapter's label order)."""
+        """Label log-likelihoods and probability shares per text (the adapter's label order).
+
+        The adapter is pinned once, for the whole call (the hub call uses that pin).
+        """
         from ..scoring import label_probabilities
 
         if ref is None:
@@ -225,7 +239,7 @@ class Engine:
         try:
             if entry.task.is_encoder_task:
                 return self._classify_encoder(entry, texts)
-            scores = self.hub.label_scores(texts, domain=entry.name)
+            scores = self.hub.label_scores(texts, domain=entry)
         finally:
             self.stepper.release(entry)
         rows = []
@@ -235,7 +249,7 @@ class Engine:
                          "probs": [shares[label] for label in labels], "label": max(labels, key=row.get)})
         return rows
 
-    def _classify_encoder(self, entry: Any, texts: list[str]) -> list[dict[str, Any]]:
+    def _classify_encoder(self, entry: Held, texts: list[str]) -> list[dict[str, Any]]:
         """An encoder classifier's answer in the same shape (``scores`` are log-probabilities)."""
         import math
 
@@ -243,7 +257,7 @@ class Engine:
             raise ServeError(400, f"{entry.name!r} is a {entry.task.type} adapter; ask /v1/tag for its entities",
                              code="task_mismatch")
         rows = []
-        for answer in self.hub.classify(texts, domain=entry.name):
+        for answer in self.hub.classify(texts, domain=entry):
             labels = list(answer["scores"])
             probs = [answer["scores"][label] for label in labels]
             rows.append({"labels": labels, "probs": probs, "label": answer["label"],
@@ -260,6 +274,6 @@ class Engine:
             if entry.task.type != "token_classification":
                 raise ServeError(400, f"{entry.name!r} is a {entry.task.type} adapter, not a token-classification "
                                  "(NER) one; /v1/tag needs a tagger", code="task_mismatch")
-            return self.hub.tag(texts, domain=entry.name)
+            return self.hub.tag(texts, domain=entry)
         finally:
             self.stepper.release(entry)

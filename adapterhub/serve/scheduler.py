@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ..cpu import rebalance
+from ..runtime.stepping import Held
 from .protocol import ServeError, from_exception
 
 log = logging.getLogger("adapterhub.serve")
@@ -39,7 +40,7 @@ class Job:
     """One generation request as the scheduler sees it (the caller already holds ``entry``'s pin)."""
 
     prompt: list[int]
-    entry: Any  # ResidentAdapter or None (bare base); released by the scheduler when the job ends
+    entry: Held | None  # None: the bare base; released by the scheduler when the job ends
     max_new_tokens: int
     sampler: Any  # adapterhub.runtime.sampling.Sampler
     emit: Callable[[dict[str, Any]], None]

@@ -97,7 +97,7 @@ def test_greedy_generation_of_a_mixed_batch_equals_each_row_alone(hub):
 
 
 def _stacked_slots(hub, name):
-    return {slot for layer in hub._methods["lora"].slot_layers(hub._residency.get(name).slot)
+    return {slot for layer in hub.residency.methods["lora"].slot_layers(hub.residency.get(name).slot)
             for slots, _ in layer.weights.stacks for slot in slots}
 
 
@@ -113,7 +113,7 @@ def test_stacked_pairs_are_built_once_per_set_and_dropped_with_a_member(hub, tin
     assert layers > 0
     hub.generate(PROMPTS[:4], domains=rows, max_new_tokens=4)
     assert len(built) == layers  # the same set again: nothing rebuilt
-    old = hub._residency.get("y").slot
+    old = hub.residency.get("y").slot
     assert old in _stacked_slots(hub, "a-r4")
     hub.load(make_random_adapters(tiny_base, tmp_path, prefix="y-new", r=4, seed=99)[0], name="y")  # a new version
     assert old not in _stacked_slots(hub, "a-r4")  # the stacked copy of the old one is gone
@@ -128,7 +128,7 @@ def test_stacked_pairs_are_built_once_per_set_and_dropped_with_a_member(hub, tin
     finally:
         for entry in entries:
             stepper.release(entry)
-    members = {hub._residency.get(name).slot for name in ("x", "y")}
+    members = {hub.residency.get(name).slot for name in ("x", "y")}
     assert members <= _stacked_slots(hub, "a-r4")
     hub.unload("x")
     hub.unload("y")

@@ -101,8 +101,8 @@ def test_bare_rows_leave_the_body_untouched(hub, bert_base):
     encoded = encode_texts(bert_base.tokenizer, TEXTS[:2])
     with torch.no_grad():
         plain, _ = body_forward(bert_base.model, encoded.input_ids, encoded.attention_mask)
-        entries = [hub._residency.get(NAMES[0]), None]
-        with hub._routing(entries).applied():
+        entries = [hub.residency.get(NAMES[0]), None]
+        with hub.residency.routing(entries).applied():
             routed, _ = body_forward(bert_base.model, encoded.input_ids, encoded.attention_mask)
     torch.testing.assert_close(routed[1], plain[1], atol=0, rtol=0)
     assert (routed[0] - plain[0]).abs().max() > 1e-3

@@ -259,7 +259,7 @@ def test_resident_bytes_stay_within_file_bytes(hub, adapter_dirs):
 def _slot_storage_bytes(hub):
     seen, total = set(), 0
     tensors = []
-    for method in hub._methods.values():
+    for method in hub.residency.methods.values():
         for slot, layers in getattr(method, "_slot_layers", {}).items():
             for layer in layers:
                 weights = layer.weights[slot]

@@ -46,9 +46,9 @@ IDS = torch.arange(4, 16)
 
 def test_load_is_idempotent_and_reports_residency(hub, dirs):
     first = hub.load(dirs["lora-0"])
-    slot = hub._residency.get("lora-0").slot
+    slot = hub.residency.get("lora-0").slot
     again = hub.load(dirs["lora-0"])
-    assert hub._residency.get("lora-0").slot == slot  # not reloaded
+    assert hub.residency.get("lora-0").slot == slot  # not reloaded
     assert first.name == again.name == "lora-0" and first.method == "lora" and first.task == "generation"
     hub.load(dirs["prefix-0"], name="short")
     report = hub.resident()
@@ -235,10 +235,10 @@ def test_unload_and_close_free_every_slot(hub, dirs):
     hub.switch("lora-0")
     assert hub.unload("lora-0") is True and hub.unload("lora-0") is False
     assert hub.domain is None and [info.name for info in hub.resident()] == ["prefix-0"]
-    layers = hub._methods["lora"]._slot_layers
+    layers = hub.residency.methods["lora"]._slot_layers
     assert layers == {}
     hub.close()
-    assert hub.resident() == [] and hub._methods["prefix"]._slots == {}
+    assert hub.resident() == [] and hub.residency.methods["prefix"]._slots == {}
 
 
 def test_two_hubs_share_one_base_without_interfering(tiny_base, dirs):
@@ -329,7 +329,7 @@ def test_a_bare_name_is_a_registry_reference_even_beside_a_folder(tiny_base, reg
 
 def test_an_adapter_in_use_is_its_own_error(hub, dirs):
     hub.load(dirs["lora-0"])
-    with hub._pinned(["lora-0"]):  # what a running call holds
+    with hub.residency.pinned(["lora-0"]):  # what a running call holds
         with pytest.raises(AdapterInUseError, match="in use by a running call") as caught:
             hub.unload("lora-0")
         assert not isinstance(caught.value, ConfigError)

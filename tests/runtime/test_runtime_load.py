@@ -38,8 +38,8 @@ def lora_dirs(tiny_base, tmp_path_factory):
 
 
 def _slot_weights(hub: AdapterHub, name: str) -> dict[int, object]:
-    slot = hub._residency.get(name).slot
-    return {id(layer): layer.weights[slot] for layer in hub._methods["lora"].slot_layers(slot)}
+    slot = hub.residency.get(name).slot
+    return {id(layer): layer.weights[slot] for layer in hub.residency.methods["lora"].slot_layers(slot)}
 
 
 @pytest.mark.parametrize("name", list(LORAS))

@@ -87,10 +87,10 @@ def test_resident_tensors_use_the_base_dtype(tiny_llama_dir, adapter_dirs):
     with AdapterHub(base) as hub:
         for path in adapter_dirs.values():
             hub.load(path)
-        layers = hub._methods["lora"]._slot_layers
+        layers = hub.residency.methods["lora"]._slot_layers
         dtypes = {w.dtype for slot, ls in layers.items() for layer in ls for w in (layer.weights[slot].A,
                                                                                      layer.weights[slot].B)}
-        prefix_dtypes = {p.keys.dtype for p in hub._methods["prefix"]._slots.values()}
+        prefix_dtypes = {p.keys.dtype for p in hub.residency.methods["prefix"]._slots.values()}
         assert dtypes == prefix_dtypes == {torch.bfloat16}
         report = hub.resident()
         assert all(info.bytes <= 0.55 * info.file_bytes for info in report)  # float32 files, bf16 slots

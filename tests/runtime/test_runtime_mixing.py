@@ -87,9 +87,9 @@ def test_mixes_per_row_beside_adapters_and_the_bare_base(hub, tiny_base, adapter
     with torch.no_grad():
         assert torch.allclose(got[3], merged(input_ids=ids[3:4]).logits[0], atol=ATOL)
     # nothing stays behind: the virtual slots are gone from every layer after the call
-    assert all(set(layer.weights) <= {e.slot for e in hub._residency.entries()}
-               for method in ("lora", "adalora") for slot in hub._methods[method]._slot_layers
-               for layer in hub._methods[method].slot_layers(slot))
+    assert all(set(layer.weights) <= {hub.residency.get(info.name).slot for info in hub.resident()}
+               for method in ("lora", "adalora") for slot in hub.residency.methods[method]._slot_layers
+               for layer in hub.residency.methods[method].slot_layers(slot))
 
 
 def test_a_mix_may_hold_adalora_and_equals_the_sum_of_deltas(hub):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from adapterhub.errors import ConfigError, MemoryBudgetError
-from adapterhub.runtime.slots import Residency, ResidentAdapter
+from adapterhub.runtime.slots import ResidentAdapter, SlotTable
 
 
 def add(residency, name, nbytes=100):
@@ -16,7 +16,7 @@ def add(residency, name, nbytes=100):
 
 
 def test_least_recently_used_is_evicted_first():
-    residency = Residency(max_resident=3)
+    residency = SlotTable(max_resident=3)
     a, b, c = (add(residency, n) for n in "abc")
     residency.touch(a)
     assert [e.name for e in residency.evictions_for(100, name="d")] == ["b"]
@@ -24,7 +24,7 @@ def test_least_recently_used_is_evicted_first():
 
 
 def test_pinned_entries_are_never_evicted():
-    residency = Residency(max_resident=2)
+    residency = SlotTable(max_resident=2)
     a, b = add(residency, "a"), add(residency, "b")
     a.pins = 1
     assert residency.evictions_for(100, name="c") == [b]
@@ -34,7 +34,7 @@ def test_pinned_entries_are_never_evicted():
 
 
 def test_byte_budget_evicts_as_many_as_needed():
-    residency = Residency(budget_bytes=300)
+    residency = SlotTable(budget_bytes=300)
     for name in "abc":
         add(residency, name)
     assert [e.name for e in residency.evictions_for(250, name="big")] == ["a", "b", "c"][:3]
@@ -43,14 +43,14 @@ def test_byte_budget_evicts_as_many_as_needed():
 
 def test_an_adapter_larger_than_the_budget_is_refused():
     with pytest.raises(MemoryBudgetError, match="needs 1.0 MiB"):
-        Residency(budget_bytes=2**19).evictions_for(2**20, name="big")
+        SlotTable(budget_bytes=2**19).evictions_for(2**20, name="big")
 
 
 @pytest.mark.parametrize("kwargs", [dict(max_resident=0), dict(budget_bytes=0)])
 def test_limits_must_be_positive(kwargs):
     with pytest.raises(ConfigError):
-        Residency(**kwargs)
+        SlotTable(**kwargs)
 
 
 def test_slots_are_unique_across_residencies():
-    assert Residency.new_slot() != Residency.new_slot()
+    assert SlotTable.new_slot() != SlotTable.new_slot()

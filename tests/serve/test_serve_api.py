@@ -183,7 +183,7 @@ def test_client_disconnect_frees_its_row(server, monkeypatch):
             http.post(srv.url + "/v1/completions", json={"model": "legal", "prompt": "x", "max_tokens": 64,
                                                          "temperature": 0})
     _wait(lambda: engine.scheduler.cancelled_rows == before + 2 and engine.scheduler.running == 0)
-    assert all(entry.pins == 0 for entry in hub._residency.entries())  # no pin left behind
+    assert all(info.pins == 0 for info in hub.resident())  # no pin left behind
 
 
 def test_readme_serve_examples_run(server, tmp_path):
