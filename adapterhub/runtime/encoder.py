@@ -149,7 +149,8 @@ class EncoderCalls:
                 if task is None or not task.is_encoder_task or (only and task.type != only):
                     wanted = only or "sequence or token classification"
                     have = "the bare base" if entry is None else f"a {task.type} adapter"
-                    raise TaskMismatchError(f"row adapter {mixing.row_label(name)!r} is {have}; this call needs {wanted} adapters "
+                    raise TaskMismatchError(f"row adapter {mixing.row_label(name)!r} is {have}; this call needs "
+                                            f"{wanted} adapters "
                                             "(classify: sequence_classification, tag: token_classification)")
             for start in range(0, len(texts), batch_size):
                 chunk, chunk_rows = texts[start:start + batch_size], rows[start:start + batch_size]

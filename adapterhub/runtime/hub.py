@@ -18,8 +18,8 @@ from ..errors import ConfigError
 from .batch import UNSET
 from .decoder import DecoderCalls
 from .encoder import EncoderCalls
-from .residency import Residency, check_limits
-from .slots import ResidentInfo
+from .residency import Residency
+from .slots import ResidentInfo, check_limits
 
 if TYPE_CHECKING:
     from .stepping import Stepper

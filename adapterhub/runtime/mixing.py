@@ -182,30 +182,17 @@ class MixRow:
         return f"'{self.mix}'"
 
 
-@dataclass
-class MixLease:
-    """A weighted mix held by a caller (``Residency.pin_mix``): its rows route like LoRA rows through a
-    virtual slot until ``Residency.unpin`` releases it and every adapter it pinned."""
+@dataclass(repr=False)
+class MixLease(MixRow):
+    """A weighted mix held by a caller (``Residency.pin_mix``): a :class:`MixRow` whose adapters stay pinned,
+    and whose virtual slot stays installed, until ``Residency.unpin`` releases it."""
 
-    row: MixRow
-    parts: list[ResidentAdapter]  # each pinned until the release
-    installed: ExitStack  # the virtual slot in every layer its adapters touch
+    installed: ExitStack = field(default_factory=ExitStack)  # the virtual slot in every layer its adapters touch
 
-    @property
-    def name(self) -> str:
-        return self.row.name
-
-    @property
-    def slot(self) -> int:
-        return self.row.slot
-
-    @property
-    def method(self) -> str:
-        return self.row.method
-
-    @property
-    def task(self) -> TaskSpec:
-        return self.row.task
+    @classmethod
+    def holding(cls, row: MixRow, installed: ExitStack) -> MixLease:
+        """``row`` held until release: ``installed`` closes then (its adapters are pinned by the caller)."""
+        return cls(mix=row.mix, parts=row.parts, slot=row.slot, method=row.method, task=row.task, installed=installed)
 
 
 RowDomain = Union[str, Mix, ResidentAdapter, MixLease, None]

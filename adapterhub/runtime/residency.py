@@ -24,14 +24,13 @@ from contextlib import ExitStack, contextmanager
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence, Union
 
-from ..errors import AdapterInUseError, AdapterNotFoundError, ConfigError, InvalidNameError, MemoryBudgetError, \
-    UnknownDomainError
+from ..errors import AdapterInUseError, AdapterNotFoundError, InvalidNameError, MemoryBudgetError
 from . import mixing, sources
-from .batch import UNSET, RowRouting, RowSlots, BARE
+from .batch import BARE, UNSET, RowRouting, RowSlots
 from .heads import HeadBank, default_task, split_payload
 from .methods import AdapterMethod, build_methods, route
 from .mixing import Mix, MixLease, MixRow, RowDomain
-from .slots import ResidentAdapter, ResidentInfo, SlotsBusyError, SlotTable
+from .slots import ResidentAdapter, ResidentInfo, SlotsBusyError, SlotTable, budget_bytes, check_limits
 
 if TYPE_CHECKING:
     from ..base.loading import Base
@@ -39,19 +38,8 @@ if TYPE_CHECKING:
 Held = Union[ResidentAdapter, MixLease]
 """A pin a caller holds until it passes it to :meth:`Residency.unpin`."""
 
-Routed = Union[ResidentAdapter, MixRow, MixLease, None]
+Routed = Union[ResidentAdapter, MixRow, None]
 """One row as routing sees it: anything with a ``method`` and a ``slot`` (``None``: the bare base)."""
-
-
-def check_limits(*, max_resident: int | None, memory_budget_mb: float | None, slot_wait_s: float) -> None:
-    """Raise unless the residency limits are usable (checked before a base is loaded for them).
-
-    Raises:
-        ConfigError: ``max_resident`` below 1, a budget that is not positive, or a negative ``slot_wait_s``.
-    """
-    SlotTable(max_resident=max_resident, budget_bytes=_budget_bytes(memory_budget_mb))
-    if isinstance(slot_wait_s, bool) or not (isinstance(slot_wait_s, (int, float)) and slot_wait_s >= 0):
-        raise ConfigError(f"slot_wait_s={slot_wait_s!r} must be a number of seconds >= 0")
 
 
 class Residency:
@@ -67,7 +55,7 @@ class Residency:
             :class:`~adapterhub.errors.MemoryBudgetError`.
 
     Raises:
-        ConfigError: bad limits (see :func:`check_limits`).
+        ConfigError: bad limits (see :func:`~adapterhub.runtime.slots.check_limits`).
 
     >>> residency = Residency(base, max_resident=4)  # doctest: +SKIP
     >>> residency.load("legal@2").source             # doctest: +SKIP
@@ -78,7 +66,7 @@ class Residency:
                  memory_budget_mb: float | None = None, slot_wait_s: float = 30.0) -> None:
         check_limits(max_resident=max_resident, memory_budget_mb=memory_budget_mb, slot_wait_s=slot_wait_s)
         self.base = base
-        self._table = SlotTable(max_resident=max_resident, budget_bytes=_budget_bytes(memory_budget_mb))
+        self._table = SlotTable(max_resident=max_resident, budget_bytes=budget_bytes(memory_budget_mb))
         self._slot_wait_s = float(slot_wait_s)
         self._methods = build_methods(base)
         self._heads = HeadBank()  # encoder adapters' task heads, by slot
@@ -217,7 +205,7 @@ class Residency:
                 stack.close()
                 self._release(parts)
                 raise
-            return MixLease(row=row, parts=parts, installed=stack)
+            return MixLease.holding(row, stack)
 
     def unpin(self, held: Held | None) -> None:
         """Release a pin from :meth:`pin` or :meth:`pin_mix` (``None`` is a no-op) and wake waiting loads."""
@@ -226,7 +214,7 @@ class Residency:
         with self._lock:
             if isinstance(held, MixLease):
                 held.installed.close()
-                self._release(held.parts)
+                self._release([entry for entry, _ in held.parts])
             else:
                 self._release([held])
 
@@ -337,13 +325,7 @@ class Residency:
         except (AdapterNotFoundError, InvalidNameError) as error:
             if sources.is_path(name):
                 raise  # a folder: the error says it is missing, not that a domain is unknown
-            resident = ", ".join(self._table.names()) or "none"
-            registered = ", ".join(sources.registered_names(self.registry)) or "none"
-            raise UnknownDomainError(
-                f"unknown domain {name!r}: resident adapters: {resident}; registered: {registered} "
-                f"(registry {self.registry.root})", fix=f"load it with hub.load(ref_or_path, name={name!r})",
-                cli_fix="`adapterhub registry list` shows the registered adapters (--registry picks another "
-                        f"registry); a PEFT folder is written as a path, e.g. ./{name}") from error
+            raise sources.unknown_domain(name, resident=self._table.names(), registry=self.registry) from error
 
     def _load(self, ref: str | os.PathLike, *, name: str | None, protect: frozenset[str]) -> ResidentAdapter:
         name, source = sources.identify(ref, registry=self._registry_for(ref), name=name)
@@ -412,17 +394,11 @@ class Residency:
 
 def _entry_of(row: RowDomain, resolved: Mapping[str, ResidentAdapter],
               mixes: Mapping[Mix, MixRow]) -> ResidentAdapter | MixRow | None:
-    if row is None or isinstance(row, ResidentAdapter):
+    if row is None or isinstance(row, (ResidentAdapter, MixLease)):
         return row
-    if isinstance(row, MixLease):
-        return row.row
     return mixes[row] if isinstance(row, Mix) else resolved[row]
 
 
 def _versioned(ref: str) -> bool:
     """Whether ``ref`` names one version (``legal@2``, ``hf://...``) rather than a name's latest."""
     return "@" in ref or ref.startswith("hf://")
-
-
-def _budget_bytes(memory_budget_mb: float | None) -> int | None:
-    return None if memory_budget_mb is None else int(memory_budget_mb * 2**20)

@@ -12,9 +12,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
-from ..errors import AdapterNotFoundError
+from ..errors import AdapterNotFoundError, UnknownDomainError
 from ..hf.sync import is_hub_ref, pull
 from ..registry.manifest import MANIFEST_FILE, WEIGHTS_FILE, parse_json, read_regular
 from ..prompts import TaskSpec
@@ -133,3 +133,13 @@ def registered_names(registry: Any) -> list[str]:
         return sorted({record.name for record in registry.list()})
     except Exception:  # noqa: BLE001 - only used to enrich an error message
         return []
+
+
+def unknown_domain(name: str, *, resident: Sequence[str], registry: Any) -> UnknownDomainError:
+    """The error for a domain that is neither resident nor registered, listing both (and the registry's root)."""
+    registered = ", ".join(registered_names(registry)) or "none"
+    return UnknownDomainError(
+        f"unknown domain {name!r}: resident adapters: {', '.join(resident) or 'none'}; registered: {registered} "
+        f"(registry {registry.root})", fix=f"load it with hub.load(ref_or_path, name={name!r})",
+        cli_fix="`adapterhub registry list` shows the registered adapters (--registry picks another "
+                f"registry); a PEFT folder is written as a path, e.g. ./{name}")

@@ -30,7 +30,7 @@ wakes the loads waiting for a slot.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Sequence, Union
+from typing import TYPE_CHECKING, Any, Sequence
 
 from .._transformers import cache_layers, last_positions, text_config
 from ..errors import ConfigError
@@ -38,14 +38,10 @@ from ..prompts import TaskSpec, prompt_ids, render_prompt
 from ..tokens import left_pad, pad_id_of, prefixed_inputs
 from . import generation, mixing
 from .batch import BARE, RowSlots, routed
-from .mixing import MixLease
-from .slots import ResidentAdapter
+from .residency import Held
 
 if TYPE_CHECKING:
     from .hub import AdapterHub
-
-Held = Union[ResidentAdapter, MixLease]
-"""What :meth:`Stepper.acquire` pins for a row: one adapter, or a weighted mix of them."""
 
 
 @dataclass

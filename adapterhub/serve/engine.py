@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, AsyncIterator
 
 from ..runtime.sampling import Sampler
-from ..runtime.stepping import Held
+from ..runtime.residency import Held
 from .metrics import Metrics
 from .protocol import ServeError
 from .scheduler import Job, Scheduler
@@ -151,7 +151,8 @@ class Engine:
                 self.metrics.residency(before, {info.name for info in self.hub.resident()})
 
     # --- generation -----------------------------------------------------------------------
-    def prepare(self, ref: str | None, entry: Held | None, *, text: str | None = None, messages: list[dict] | None = None,
+    def prepare(self, ref: str | None, entry: Held | None, *, text: str | None = None,
+                messages: list[dict] | None = None,
                 chat: bool = False, max_tokens: int | None, temperature: float | None, top_p: float | None,
                 top_k: int | None = None, seed: int | None, stops: list[str],
                 stop_at_eos: bool = True) -> Prepared:

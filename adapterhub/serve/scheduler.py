@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ..cpu import rebalance
-from ..runtime.stepping import Held
+from ..runtime.residency import Held
 from .protocol import ServeError, from_exception
 
 log = logging.getLogger("adapterhub.serve")
