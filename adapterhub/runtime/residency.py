@@ -98,19 +98,10 @@ class Residency:
 
     # --- loading and unloading ------------------------------------------------------------
     def load(self, ref_or_path: str | os.PathLike, *, name: str | None = None) -> ResidentInfo:
-        """Make an adapter resident (idempotent) and report it.
-
-        Args:
-            ref_or_path: a registry reference (``"legal"``, ``"legal@2"``, ``"hf://org/repo"``) or a PEFT folder.
-            name: the name calls use (default: the registry name, the manifest's name or the folder's name).
-
-        Returns:
-            Its :class:`~adapterhub.runtime.slots.ResidentInfo`.
+        """Make an adapter resident (idempotent) and report it: what :meth:`AdapterHub.load` does.
 
         Raises:
-            AdapterNotFoundError: no such folder or registry entry.
-            IncompatibleBaseError: the adapter was made for another base.
-            InvalidAdapterError: the method or one of its options is not served.
+            AdapterNotFoundError, IncompatibleBaseError, InvalidAdapterError: as :meth:`AdapterHub.load`.
             MemoryBudgetError: it does not fit the limits, or running calls held the slots for ``slot_wait_s``.
             AdapterInUseError: another version under ``name`` is in use by a running call.
 
@@ -194,18 +185,11 @@ class Residency:
         >>> lease = residency.pin_mix(mixing.parse_mix("finance:0.7+legal:0.3"))  # doctest: +SKIP
         >>> residency.unpin(lease)                                                # doctest: +SKIP
         """
+        names = [name for name, _ in mix.parts]
         with self._lock:
-            parts = self._pin_all([name for name, _ in mix.parts], exact=exact)
-            stack = ExitStack()
-            try:
-                row = mixing.resolve([mix], {name: e for (name, _), e in zip(mix.parts, parts)},
-                                     new_slot=self._table.new_slot)[mix]
-                stack.enter_context(mixing.installed(self._methods, [row]))
-            except BaseException:
-                stack.close()
-                self._release(parts)
-                raise
-            return MixLease.holding(row, stack)
+            parts = self._pin_all(names, exact=exact)
+            mixes, installed = self._mix_slots([mix], dict(zip(names, parts)), pinned=parts)
+            return MixLease.holding(mixes[mix], installed)
 
     def unpin(self, held: Held | None) -> None:
         """Release a pin from :meth:`pin` or :meth:`pin_mix` (``None`` is a no-op) and wake waiting loads."""
@@ -238,22 +222,15 @@ class Residency:
         """
         names = [*rows, *(part for row in rows if isinstance(row, Mix) for part, _ in row.parts)]
         distinct = list(dict.fromkeys(name for name in names if isinstance(name, str)))
-        stack = ExitStack()
         with self._lock:
             entries = self._pin_all(distinct, exact=False)
             resolved = dict(zip(distinct, entries))
-            try:
-                mixes = mixing.resolve(rows, resolved, new_slot=self._table.new_slot)
-                stack.enter_context(mixing.installed(self._methods, list(mixes.values())))
-            except BaseException:
-                stack.close()
-                self._release(entries)
-                raise
+            mixes, installed = self._mix_slots(rows, resolved, pinned=entries)
         try:
             yield [_entry_of(row, resolved, mixes) for row in rows]
         finally:
             with self._lock:
-                stack.close()
+                installed.close()
                 self._release(entries)
 
     # --- what pinned rows need --------------------------------------------------------------
@@ -306,6 +283,22 @@ class Residency:
         for entry in pinned:
             self._table.touch(entry)
         return pinned
+
+    def _mix_slots(self, rows: Sequence[RowDomain], resolved: Mapping[str, ResidentAdapter], *,
+                   pinned: Sequence[ResidentAdapter]) -> tuple[dict[Mix, MixRow], ExitStack]:
+        """A virtual slot for each mix among ``rows``, installed in its adapters' layers until the stack closes.
+
+        On failure (an adapter that cannot mix) the ``pinned`` entries are released before the error propagates.
+        """
+        installed = ExitStack()
+        try:
+            mixes = mixing.resolve(rows, resolved, new_slot=self._table.new_slot)
+            installed.enter_context(mixing.installed(self._methods, list(mixes.values())))
+        except BaseException:
+            installed.close()
+            self._release(pinned)
+            raise
+        return mixes, installed
 
     def _release(self, entries: Sequence[ResidentAdapter]) -> None:
         for entry in entries:
