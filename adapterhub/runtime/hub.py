@@ -88,6 +88,7 @@ class AdapterHub(DecoderCalls, EncoderCalls):
             IncompatibleBaseError: the adapter was made for another base.
             InvalidAdapterError: the method or one of its options is not served.
             MemoryBudgetError: it does not fit the residency limits.
+            AdapterInUseError: another version under ``name`` is in use by a running call.
 
         >>> hub.load("/adapters/finance-r16", name="finance").method  # doctest: +SKIP
         'lora'
