@@ -1,4 +1,4 @@
-"""The wings of ``adapterhub/`` import only what DESIGN.md's "may use" column allows: arrows run down."""
+"""The wings of ``adapterhub/`` import only what README's "Code layout" ("may use") allows: arrows run down."""
 
 from __future__ import annotations
 
@@ -72,7 +72,7 @@ MODULES = sorted(path for path in PACKAGE.rglob("*.py") if _wing_of(path) in MAY
 def test_imports_run_down_the_wings(path):
     wing = _wing_of(path)
     upward = sorted(target for target in _imports(path) if not _allowed(wing, target))
-    assert not upward, f"{path.relative_to(PACKAGE)} ({wing}) imports {upward}; see DESIGN.md's 'may use'"
+    assert not upward, f"{path.relative_to(PACKAGE)} ({wing}) imports {upward}; see README's 'Code layout' (may use)"
 
 
 def test_every_module_belongs_to_a_wing():

@@ -10,7 +10,7 @@ import yaml
 from adapterhub.cli import main
 from adapterhub.quickstart import DOMAINS, FRESH_INPUTS, run
 from adapterhub.registry import Registry
-from tests.recipe_helpers import LABELS, classification_rows, tiny_recipe, write_jsonl
+from tests.helpers.recipes import LABELS, classification_rows, tiny_recipe, write_jsonl
 
 
 @pytest.fixture(scope="module")

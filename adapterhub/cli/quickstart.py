@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..paths import REGISTRY_HELP
-from ._options import add_threads_option
+from ._options import add_registry_option, add_threads_option
 from ._output import print_json, print_table
 
 
@@ -14,7 +13,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("quickstart", help="train (once), load and serve the medical, finance and "
                                                       "legal adapters on one base")
     parser.add_argument("--recipes", default=None, help="folder with the shipped recipes (default: ./recipes)")
-    parser.add_argument("--registry", default=None, help=REGISTRY_HELP)
+    add_registry_option(parser)
     parser.add_argument("--recheck", default="12", metavar="N|all",
                         help="validation rows per domain re-scored through the runtime now (default 12; "
                              "'all' re-scores every row and gives back the recorded accuracy)")

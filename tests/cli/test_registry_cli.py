@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from peft_adapters import lora_dir, prefix_dir  # noqa: F401
 
 from adapterhub.cli import main
 from adapterhub.registry.manifest import WEIGHTS_FILE

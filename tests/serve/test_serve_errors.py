@@ -11,7 +11,7 @@ import time
 import httpx
 import pytest
 
-from serve_fixtures import serve_registry, server, start_server  # noqa: F401
+from tests.helpers.serving import start_server
 
 GOOD = {"model": "legal", "prompt": "Patient reports chest pain", "max_tokens": 4, "temperature": 0}
 
