@@ -198,6 +198,8 @@ def _verify(args: argparse.Namespace) -> int:
         for problem in problems:
             print(f"problem: {problem}")
         print(f"{checked} entr{'y' if checked == 1 else 'ies'} checked, {len(problems)} problem(s)")
+        if problems:
+            print("a damaged entry: remove it with `adapterhub registry rm REF` and import the adapter again")
     return 1 if problems else 0
 
 

@@ -16,7 +16,8 @@ OPENS_A_REGISTRY = {"registry", *(f"registry {verb}" for verb in REGISTRY_VERBS)
                     "evaluate", "merge", "quickstart", "generate", "predict", "chat", "classify", "tag", "serve"}
 
 
-def _commands(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> Iterator[tuple[str, argparse.ArgumentParser]]:
+def _commands(parser: argparse.ArgumentParser,
+              path: tuple[str, ...] = ()) -> Iterator[tuple[str, argparse.ArgumentParser]]:
     """Every (sub)command's parser, the top one left out, named by its words (``"registry list"``)."""
     if path:
         yield " ".join(path), parser
