@@ -500,7 +500,7 @@ class Registry:
             return self._record(manifest, tags)
         except (ValueError, KeyError, TypeError) as error:
             raise IntegrityError(f"{row['name']}@{row['version']}: its row in the index {self._index.path} is damaged "
-                                 f"({type(error).__name__}); run `adapterhub registry rebuild-index --root "
+                                 f"({type(error).__name__}); run `adapterhub registry rebuild-index --registry "
                                  f"{self.root}` to index the version folders' manifests again") from None
 
     def _not_found(self, db: sqlite3.Connection, ref: str, name: str, *, action: str = "") -> AdapterNotFoundError:
