@@ -19,21 +19,36 @@ from __future__ import annotations
 class AdapterHubError(Exception):
     """Root of every error adapterhub raises on purpose.
 
+    An error carries one message and a fix per audience, and each surface shows its own:
+    ``str(error)`` (Python callers), :attr:`cli_message` (the ``adapterhub`` command) and
+    :attr:`http_message` (the HTTP server's error body). A fix names what that audience can
+    do: a call for Python, a flag or verb for the command line, what to send for HTTP.
+
     Args:
         message: what went wrong, worded for any caller.
         fix: how a Python caller fixes it (``hub.load(...)``, ``data=``); appended to ``str(error)``.
         cli_fix: how a command-line user fixes it (a flag, another ``adapterhub`` verb); the
             ``adapterhub`` command prints :attr:`cli_message`, which uses it in place of ``fix``.
+        http_fix: what an HTTP client can do (what to send, which route lists the choices); a
+            class may set a default. An HTTP client never sees ``fix`` or ``cli_fix``.
 
-    >>> error = AdapterHubError("no adapter 'x'", fix="load it with hub.load('./x')", cli_fix="pass --domain ./x")
+    >>> error = AdapterHubError("no adapter 'x'", fix="load it with hub.load('./x')", cli_fix="pass --domain ./x",
+    ...                         http_fix="send a model GET /v1/models lists")
     >>> str(error)
     "no adapter 'x'; load it with hub.load('./x')"
     >>> error.cli_message
     "no adapter 'x'; pass --domain ./x"
+    >>> error.http_message
+    "no adapter 'x'; send a model GET /v1/models lists"
     """
 
-    def __init__(self, message: str = "", *args: object, fix: str | None = None, cli_fix: str | None = None) -> None:
+    http_fix: str | None = None  # a class's default for :attr:`http_message`
+
+    def __init__(self, message: str = "", *args: object, fix: str | None = None, cli_fix: str | None = None,
+                 http_fix: str | None = None) -> None:
         self.message, self.fix, self.cli_fix = message, fix, cli_fix
+        if http_fix is not None:
+            self.http_fix = http_fix
         super().__init__(_joined(message, fix), *args)
 
     @property
@@ -43,9 +58,17 @@ class AdapterHubError(Exception):
             return str(self)
         return _joined(self.message, self.cli_fix)
 
+    @property
+    def http_message(self) -> str:
+        """The message for an HTTP client: the HTTP fix when there is one, else the bare message."""
+        return _joined(self.message, self.http_fix)
+
 
 def _joined(message: str, fix: str | None) -> str:
     return f"{message}; {fix}" if fix else message
+
+
+_MODELS_HINT = "send as model one of the ids GET /v1/models lists"
 
 
 # --- bad configuration or arguments -----------------------------------------
@@ -98,13 +121,34 @@ class RegistryError(AdapterHubError):
 class AdapterNotFoundError(RegistryError, LookupError):
     """No adapter matches the given reference."""
 
+    http_fix = _MODELS_HINT
+
 
 class InvalidAdapterError(RegistryError, ValueError):
     """An adapter directory is malformed, pickle-only or of an unknown method."""
 
 
 class IntegrityError(RegistryError, CorruptFileError):
-    """A registered file was tampered with or truncated."""
+    """A registered file was tampered with or truncated.
+
+    With ``ref`` (the damaged entry) each audience is told how to replace it, unless a fix is given.
+
+    >>> error = IntegrityError("legal@1: weights do not match their sha256", ref="legal@1")
+    >>> error.cli_message.endswith("remove it with `adapterhub registry rm legal@1` and import the adapter again")
+    True
+    >>> "registry.remove('legal@1')" in str(error) and "adapterhub" not in str(error)
+    True
+    """
+
+    http_fix = ("the server's stored copy of this adapter is damaged: other models are still served, and this one "
+                "is served again once the server's operator imports it again")
+
+    def __init__(self, message: str = "", *args: object, ref: str | None = None, **fixes: str | None) -> None:
+        if ref is not None:
+            fixes.setdefault("fix", f"remove it with registry.remove({ref!r}) and add the adapter again "
+                                    "(registry.add(folder, name))")
+            fixes.setdefault("cli_fix", f"remove it with `adapterhub registry rm {ref}` and import the adapter again")
+        super().__init__(message, *args, **fixes)
 
 
 class IndexLostError(RegistryError, OSError):
@@ -132,6 +176,8 @@ class TrainingError(AdapterHubError, RuntimeError):
 class UnknownDomainError(AdapterHubError, LookupError):
     """A domain/adapter name is neither resident nor registered."""
 
+    http_fix = _MODELS_HINT
+
 
 class MemoryBudgetError(AdapterHubError, MemoryError):
     """An adapter does not fit the configured residency budget."""
@@ -139,6 +185,8 @@ class MemoryBudgetError(AdapterHubError, MemoryError):
 
 class TaskMismatchError(AdapterHubError, ValueError):
     """An operation does not fit the adapter's task (e.g. predict on a generation adapter)."""
+
+    http_fix = "send a model whose task fits this route (GET /v1/models gives each resident model's task)"
 
 
 class AdapterInUseError(AdapterHubError, RuntimeError):

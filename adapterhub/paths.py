@@ -51,7 +51,7 @@ def project_root(start: Path | None = None) -> Path | None:
 
 REGISTRY_DEFAULT = ("$ADAPTERHUB_REGISTRY if set, else registry/ of the adapterhub checkout you run inside, "
                     "else $ADAPTERHUB_HOME/registry")
-"""The rule :func:`default_registry_root` follows, in words: every ``--registry``/``--root`` help says this."""
+"""The rule :func:`default_registry_root` follows, in words: every ``--registry`` help says this."""
 
 REGISTRY_HELP = f"registry folder (default: {REGISTRY_DEFAULT})"
 

@@ -10,7 +10,7 @@ import yaml
 from adapterhub.cli import main
 from adapterhub.quickstart import DOMAINS, FRESH_INPUTS, run
 from adapterhub.registry import Registry
-from tests.recipe_helpers import LABELS, classification_rows, tiny_recipe, write_jsonl
+from tests.helpers.recipes import LABELS, classification_rows, tiny_recipe, write_jsonl
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,8 @@ def test_first_run_trains_the_three_recipes_and_a_second_run_reuses_them(recipes
     assert first["mixed"] == [(d, FRESH_INPUTS[d][0], alone[d]) for d in DOMAINS]  # mixed rows answer as alone
     assert set(first["accuracy"]) == set(first["live_accuracy"]) == set(DOMAINS)
     assert all(0 <= first["live_accuracy"][d] <= 1 and first["load_ms"][d] > 0 for d in DOMAINS)
-    assert first["live_rows"] == first["validation_rows"] == {d: 6 for d in DOMAINS}  # 12 asked, 6 there
+    assert first["live_rows"] == first["validation_rows"] == {d: 6 for d in DOMAINS}  # every row, by default
+    assert first["live_accuracy"] == pytest.approx(first["accuracy"], abs=1e-4)  # like with like: the same figure
 
     # before any training it says which registry is used and why, and where run folders go
     assert lines[0].startswith("1/5 base: loading ")  # the tiny base is a folder: nothing to fetch
@@ -62,14 +63,6 @@ def test_first_run_trains_the_three_recipes_and_a_second_run_reuses_them(recipes
     assert second["answers"] == first["answers"] and second["accuracy"] == first["accuracy"]
     assert len(registry.list()) == 3  # nothing registered twice
     assert not any("fetching" in line for line in lines)
-
-
-def test_rechecking_every_row_gives_back_the_recorded_accuracy(recipes, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    registry = Registry(tmp_path / "registry")
-    run(recipes=recipes, registry=registry, say=lambda line: None, progress=False)
-    report = run(recipes=recipes, registry=registry, say=lambda line: None, progress=False, live_rows=None)
-    assert report["live_accuracy"] == pytest.approx(report["accuracy"], abs=1e-4)
 
 
 def test_the_default_registry_and_why_are_said_outside_a_checkout(recipes, tmp_path, monkeypatch):
@@ -92,7 +85,12 @@ def test_cli_prints_the_report_as_json(recipes, tmp_path, capsys, monkeypatch):
     assert report["trained"] == ["medical@1", "finance@1", "legal@1"] and report["live_rows"] == {d: 6 for d in DOMAINS}
     assert "1/5 base" in captured.err and report["runs"] == str(tmp_path / "runs")
 
+    assert main(["quickstart", "--recipes", str(recipes), "--registry", str(tmp_path / "r")]) == 0
+    out = capsys.readouterr().out
+    assert "validation accuracy (at training)" in out and "re-scored now" in out and " of first" not in out
+    assert out.count(" of 6") == 6 and "every validation row again" in out  # recorded and re-scored: the same rows
+
     assert main(["quickstart", "--recipes", str(recipes), "--registry", str(tmp_path / "r"), "--recheck", "4"]) == 0
     out = capsys.readouterr().out
-    assert "validation accuracy (at training)" in out and "re-scored now" in out
-    assert " of 6" in out and " of 4" in out and "first 4 validation rows" in out and "--recheck all" in out
+    assert out.count(" of 6") == 3 and out.count(" of first 4") == 3  # a sample says so, in every row
+    assert "a sample of the first validation rows" in out and "--recheck all" in out

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
+
+from ..paths import REGISTRY_HELP
 
 
 def add_threads_option(parser: argparse.ArgumentParser) -> None:
@@ -10,3 +13,14 @@ def add_threads_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None, metavar="N",
                         help="CPU threads for torch (default: $ADAPTERHUB_THREADS, else $OMP_NUM_THREADS, else "
                              "the cores idle now, at least 1: on a busy machine that is 1)")
+
+
+def add_registry_option(parser: argparse.ArgumentParser, *, default: Any = None, help: str = REGISTRY_HELP) -> None:
+    """``--registry DIR`` (into ``args.registry``) for every verb that opens a registry.
+
+    ``--root DIR``, its older name, is kept as a hidden alias with the same destination.
+    ``default=argparse.SUPPRESS`` leaves a value set by an enclosing parser untouched
+    (``adapterhub registry --registry DIR list`` and ``adapterhub registry list --registry DIR`` both work).
+    """
+    parser.add_argument("--registry", dest="registry", default=default, metavar="DIR", help=help)
+    parser.add_argument("--root", dest="registry", default=default, metavar="DIR", help=argparse.SUPPRESS)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..paths import REGISTRY_HELP
+from ._options import add_registry_option
 from ._output import print_json
 
 
@@ -36,7 +36,7 @@ def _options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--base", default=None, help="encoder base: alias, local directory or Hugging Face id "
                                                      "(default: minilm-l6)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--registry", default=None, help=REGISTRY_HELP)
+    add_registry_option(parser)
     parser.add_argument("--json", action="store_true", help="print JSON")
 
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 from dataclasses import asdict
 
-from ..paths import REGISTRY_HELP
+from ._options import add_registry_option
 from ._output import print_fields, print_json
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--root", default=None, help=REGISTRY_HELP)
+    add_registry_option(common)
     common.add_argument("--json", action="store_true", help="machine-readable output")
     pull = subparsers.add_parser(
         "pull", parents=[common], help="download an adapter from the Hugging Face Hub into the registry",
@@ -46,7 +46,7 @@ def _pull(args: argparse.Namespace) -> int:
         from ..base.loading import load_base
 
         base = load_base(args.base)
-    record = pull(args.repo, registry=Registry(args.root), name=args.name, domain=args.domain, base=base)
+    record = pull(args.repo, registry=Registry(args.registry), name=args.name, domain=args.domain, base=base)
     source = record.manifest.get("source") or {}
     if args.json:
         print_json(record.to_dict())
@@ -60,7 +60,7 @@ def _push(args: argparse.Namespace) -> int:
     from ..hf import push
     from ..registry import Registry
 
-    result = push(args.ref, args.repo, registry=Registry(args.root), private=args.private,
+    result = push(args.ref, args.repo, registry=Registry(args.registry), private=args.private,
                   revision=args.revision, commit_message=args.message)
     if args.json:
         print_json(asdict(result))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..paths import REGISTRY_HELP
+from ._options import add_registry_option
 from ._output import print_fields, print_json, print_table
 
 
@@ -23,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     merge.add_argument("--how", choices=HOWS, default="cat", help="PEFT combination type (default: cat)")
     merge.add_argument("--density", type=float, default=None,
                        help="share of values ties/dare_* keep (default 0.5 for those)")
-    merge.add_argument("--registry", default=None, help=REGISTRY_HELP)
+    add_registry_option(merge)
     merge.add_argument("--base", default=None, help="base model (default: the one the adapters name)")
     merge.add_argument("--domain", default=None, help="domain of the merge (default: the first adapter's)")
     merge.add_argument("--description", default="", help="one line for people")

@@ -6,19 +6,18 @@ import argparse
 import sys
 from typing import Any, Sequence
 
-from ..paths import REGISTRY_HELP
+from ._options import add_registry_option
 from ._output import human_bytes, print_fields, print_json, print_table
 
 LIST_COLUMNS = ("ref", "domain", "method", "task", "tags", "base", "created")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    root_help = REGISTRY_HELP
     parser = subparsers.add_parser("registry", help="list, import, verify and export registered adapters")
-    parser.add_argument("--root", default=None, help=root_help)
-    # --root is also accepted after the verb; SUPPRESS keeps the group's value when it is not repeated there
+    add_registry_option(parser)
+    # --registry is also accepted after the verb; SUPPRESS keeps the group's value when it is not repeated there
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--root", default=argparse.SUPPRESS, help=root_help)
+    add_registry_option(common, default=argparse.SUPPRESS)
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
 
     def verb(name: str, handler: Any, help: str, *, ref: str | None = None,
@@ -66,7 +65,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _registry(args: argparse.Namespace) -> Any:
     from ..registry.store import Registry
 
-    return Registry(args.root)
+    return Registry(args.registry)
 
 
 def _task_label(task: dict[str, Any]) -> str:
@@ -199,6 +198,8 @@ def _verify(args: argparse.Namespace) -> int:
         for problem in problems:
             print(f"problem: {problem}")
         print(f"{checked} entr{'y' if checked == 1 else 'ies'} checked, {len(problems)} problem(s)")
+        if problems:
+            print("a damaged entry: remove it with `adapterhub registry rm REF` and import the adapter again")
     return 1 if problems else 0
 
 

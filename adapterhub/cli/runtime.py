@@ -11,8 +11,7 @@ import sys
 from typing import Any
 
 from ..errors import AdapterHubError
-from ..paths import REGISTRY_HELP
-from ._options import add_threads_option
+from ._options import add_registry_option, add_threads_option
 from ._output import human_bytes, print_fields, print_json, print_table
 
 CHAT_HELP = """commands:
@@ -55,7 +54,7 @@ def _hub_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--base", default=None, help="base model: alias, local directory or Hugging Face id")
     parser.add_argument("--quantize", choices=["nf4", "fp4", "int8"], default=None, help="load the base quantised")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--registry", default=None, help=REGISTRY_HELP)
+    add_registry_option(parser)
     add_threads_option(parser)
 
 

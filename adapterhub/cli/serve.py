@@ -7,8 +7,7 @@ import json
 import sys
 from typing import Any
 
-from ..paths import REGISTRY_HELP
-from ._options import add_threads_option
+from ._options import add_registry_option, add_threads_option
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -21,7 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--device", default="auto")
     serve.add_argument("--adapters", nargs="*", default=[], metavar="REF",
                        help="preload these registry references or folders (others load on first use)")
-    serve.add_argument("--registry", default=None, help=REGISTRY_HELP)
+    add_registry_option(serve)
     add_threads_option(serve)
     serve.add_argument("--auth", action="store_true", help="require 'Authorization: Bearer <key>' (adapterhub keys)")
     serve.add_argument("--insecure", action="store_true", help="allow a non-loopback --host without --auth")

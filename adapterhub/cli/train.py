@@ -6,7 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ._options import add_threads_option
+from ..paths import REGISTRY_DEFAULT
+from ._options import add_registry_option, add_threads_option
 from ._output import print_fields, print_json, print_table
 
 
@@ -21,6 +22,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--run-dir", default=None, help="run folder (default: runs/<name>-<timestamp>)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.add_argument("--json", action="store_true", help="print the final metrics as JSON")
+    add_registry_option(train, help="registry folder to register the adapter in (default: the recipe's "
+                                    f"output.registry, else {REGISTRY_DEFAULT})")
     add_threads_option(train)
     train.set_defaults(handler=_train)
 
@@ -46,6 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                           help="score on that base loaded quantised (bitsandbytes), e.g. an fp32-trained adapter "
                                "served on the 4-bit base")
     evaluate.add_argument("--batch-size", type=int, default=32)
+    add_registry_option(evaluate)
     evaluate.add_argument("--json", action="store_true", help="machine-readable output")
     add_threads_option(evaluate)
     evaluate.set_defaults(handler=_evaluate)
@@ -60,7 +64,7 @@ def _train(args: argparse.Namespace) -> int:
     from ..training import train
 
     result = train(args.recipe, overrides=args.overrides, resume=args.resume, run_dir=args.run_dir,
-                   progress=not args.no_progress)
+                   registry=_registry(args), progress=not args.no_progress)
     if not _is_main_process():
         return 0  # under accelerate launch / torchrun only rank 0 reports
     record, run_dir, metrics = result.record, result.run_dir, result.metrics
@@ -79,6 +83,13 @@ def _train(args: argparse.Namespace) -> int:
                           f"{train_info.get('seconds')} s")
     print_fields(fields)
     return 0
+
+
+def _registry(args: argparse.Namespace) -> Any:
+    """The registry ``--registry`` names (``None``: the library's default)."""
+    from ..registry import Registry
+
+    return Registry(args.registry) if args.registry is not None else None
 
 
 def _is_main_process() -> bool:
@@ -145,8 +156,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     from ..training.evaluate import evaluate_file
 
     base = load_base(args.base, quantize=args.quantize) if args.base else None
-    metrics = evaluate_file(args.ref, args.data, base=base, adapter=not args.no_adapter, batch_size=args.batch_size,
-                            progress=True, quantize=args.quantize)
+    metrics = evaluate_file(args.ref, args.data, registry=_registry(args), base=base, adapter=not args.no_adapter,
+                            batch_size=args.batch_size, progress=True, quantize=args.quantize)
     if args.json:
         print_json(metrics)
         return 0

@@ -103,7 +103,7 @@ class RegistryIndex:
             if self.read_only:
                 if write:
                     raise ReadOnlyRegistryError(f"registry {self.path.parent} is read-only; nothing was changed. "
-                                                "Write to a registry in a writable folder (--root DIR)")
+                                                "Write to a registry in a writable folder (--registry DIR)")
                 return self._open_read_only()
             try:
                 return self._open("rw")
@@ -341,7 +341,7 @@ def _is_read_only(error: BaseException) -> bool:
 
 
 def _root_option(path: Path) -> str:
-    return f" --root {path.parent}"
+    return f" --registry {path.parent}"
 
 
 def next_version(db: sqlite3.Connection, name: str) -> int:

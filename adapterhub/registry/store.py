@@ -351,7 +351,7 @@ class Registry:
             record = self._record_from_row(row, [])
             files = dict(record.manifest["files"])
         except (IntegrityError, KeyError, TypeError, AttributeError) as error:
-            return [str(error) if isinstance(error, IntegrityError) else
+            return [error.message if isinstance(error, IntegrityError) else
                     f"{row['name']}@{row['version']}: the index row's manifest lacks {error}; "
                     "run `adapterhub registry rebuild-index`"]
         problems, seen = [], []
@@ -362,7 +362,7 @@ class Registry:
                     safetensors_shapes(read.data, where=str(record.path / file))
                 seen += [(file, files[file]["sha256"], stamp)] if stamp else []
             except (IntegrityError, InvalidAdapterError) as error:
-                problems.append(str(error) if isinstance(error, IntegrityError) else f"{record.ref}: {error}")
+                problems.append(error.message if isinstance(error, IntegrityError) else f"{record.ref}: {error}")
             except (KeyError, TypeError, ValueError) as error:
                 problems.append(f"{record.ref}: the index's record of {file} is damaged ({error!r}); "
                                 "run `adapterhub registry rebuild-index`")
@@ -437,15 +437,15 @@ class Registry:
         """
         path = record.path / file
         expected = record.manifest["files"][file]
-        fix = f"remove the entry with `adapterhub registry rm {record.ref}` and import the adapter again"
         try:
             read = read_observed(path, writable=file == WEIGHTS_FILE)  # the tensors will view it in place
         except FileNotFoundError:
-            raise IntegrityError(f"{record.ref}: {path} is missing; {fix}") from None
+            raise IntegrityError(f"{record.ref}: {path} is missing", ref=record.ref) from None
         except NotARegularFileError as error:
-            raise IntegrityError(f"{record.ref}: {error} (replaced after it was stored); {fix}") from None
+            raise IntegrityError(f"{record.ref}: {error} (replaced after it was stored)", ref=record.ref) from None
         except OSError as error:
-            raise IntegrityError(f"{record.ref}: {path} cannot be read ({error.strerror or error}); {fix}") from None
+            raise IntegrityError(f"{record.ref}: {path} cannot be read ({error.strerror or error})",
+                                 ref=record.ref) from None
         if verified.trusted(read, recorded, expected["sha256"]) and len(read.data) == expected["size"]:
             return read, None
         check_file(read.data, expected, where=str(path), ref=record.ref)
@@ -500,7 +500,7 @@ class Registry:
             return self._record(manifest, tags)
         except (ValueError, KeyError, TypeError) as error:
             raise IntegrityError(f"{row['name']}@{row['version']}: its row in the index {self._index.path} is damaged "
-                                 f"({type(error).__name__}); run `adapterhub registry rebuild-index --root "
+                                 f"({type(error).__name__}); run `adapterhub registry rebuild-index --registry "
                                  f"{self.root}` to index the version folders' manifests again") from None
 
     def _not_found(self, db: sqlite3.Connection, ref: str, name: str, *, action: str = "") -> AdapterNotFoundError:

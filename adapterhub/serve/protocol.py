@@ -39,10 +39,10 @@ class ServeError(Exception):
 
 
 def from_exception(error: BaseException) -> ServeError:
-    """The HTTP answer for an exception the library raised (never a traceback)."""
+    """The HTTP answer for an exception the library raised: its HTTP message, never a traceback or a Python/CLI fix."""
     if isinstance(error, ServeError):
         return error
-    message = str(error) or type(error).__name__
+    message = (error.http_message if isinstance(error, errors.AdapterHubError) else str(error)) or type(error).__name__
     table: list[tuple[type, int, str]] = [
         (errors.UnknownDomainError, 404, "model_not_found"),
         (errors.AdapterNotFoundError, 404, "model_not_found"),

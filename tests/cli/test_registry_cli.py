@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from peft_adapters import lora_dir, prefix_dir  # noqa: F401
 
 from adapterhub.cli import main
 from adapterhub.registry.manifest import WEIGHTS_FILE
@@ -72,9 +71,9 @@ def test_verify_exit_codes(filled, capsys):
     assert report["checked"] == 2 and len(report["problems"]) == 1
 
 
-def test_root_option_before_or_after_the_verb(tmp_path, lora_dir, capsys):
+def test_registry_option_before_or_after_the_verb(tmp_path, lora_dir, capsys):
     root = tmp_path / "elsewhere"
-    assert run(capsys, "--root", str(root), "import", str(lora_dir), "--name", "a")[0] == 0
+    assert run(capsys, "--registry", str(root), "import", str(lora_dir), "--name", "a")[0] == 0
     assert run(capsys, "import", str(lora_dir), "--name", "a", "--root", str(root))[0] == 0
     assert [r.ref for r in Registry(root).list()] == ["a@1", "a@2"]
 

@@ -102,25 +102,6 @@ def test_python_callers_keep_the_python_fix(tiny_base, adapters, registry_root):
         hub.predict("text", domain=str(adapters["legal"]))
 
 
-def test_every_registry_option_states_the_one_default_rule():
-    import argparse
-
-    from adapterhub.cli import build_parser
-    from adapterhub.paths import REGISTRY_DEFAULT
-
-    def walk(parser, path=()):
-        for action in parser._actions:
-            if isinstance(action, argparse._SubParsersAction):
-                for name, sub in action.choices.items():
-                    yield from walk(sub, (*path, name))
-            elif {"--registry", "--root"} & set(action.option_strings):
-                yield " ".join(path), action.help
-
-    found = dict(walk(build_parser()))
-    assert {"predict", "generate", "chat", "quickstart", "serve", "pull", "push", "registry list"} <= set(found)
-    assert all(REGISTRY_DEFAULT in text for text in found.values()), found
-
-
 def test_chat_switches_domains_and_survives_errors(capsys, monkeypatch, tiny_llama_dir, adapters, registry_root):
     script = "\n".join([
         "hello", f"/domain {adapters['legal']}", "/domains", "hi there", "/domain nope", "/base",

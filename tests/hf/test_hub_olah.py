@@ -4,7 +4,7 @@ Two repos: one made by plain PEFT and one of ours (manifest + model card). The
 weights are committed as Git LFS pointers with the objects in ``.git/lfs``, as
 on the real Hub. olah resolves HEAD only through its cache, so every pull names
 a revision; it maps some errors poorly, so error paths are tested in
-test_hubsync.py against tests/hubserver.py.
+test_hubsync.py against tests/helpers/hubserver.py.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from tests.peft_adapters import save_lora
+from tests.helpers.peft_adapters import save_lora
 
 from adapterhub.hf.modelcard import render_model_card
 from adapterhub.hf import pull

@@ -1,4 +1,4 @@
-"""Push and pull against the small Hub-compatible server in tests/hubserver.py (127.0.0.1 only)."""
+"""Push and pull against the small Hub-compatible server in tests/helpers/hubserver.py (127.0.0.1 only)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from tests.hubserver import HubServer
-from tests.peft_adapters import lora_dir, save_lora, three_layer_lora_dir  # noqa: F401 (fixtures)
+from tests.helpers.hubserver import HubServer
+from tests.helpers.peft_adapters import save_lora
 
 from adapterhub import errors
 from adapterhub.hf.sync import HubRef, is_hub_ref, parse_hub_ref
@@ -202,7 +202,7 @@ def test_adapter_pushed_by_plain_peft_pulls_and_matches(hub_env, fresh, tiny_lla
     """PeftModel.push_to_hub, pointed at the test server through HF_ENDPOINT, in a child process."""
     script = textwrap.dedent(f"""
         import sys
-        from tests.peft_adapters import save_lora
+        from tests.helpers.peft_adapters import save_lora
         from peft import PeftModel
         from transformers import AutoModelForCausalLM
         local = save_lora({str(tiny_llama_dir)!r}, {str(tmp_path / "local")!r}, seed=11)

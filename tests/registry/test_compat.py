@@ -6,7 +6,6 @@ import dataclasses
 import json
 
 import pytest
-from tests.peft_adapters import lora_dir, prefix_dir  # noqa: F401
 
 from adapterhub.methods.prefix import prefix_dims
 from adapterhub.registry.compat import check_compatible

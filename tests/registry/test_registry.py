@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from tests.peft_adapters import lora_dir, prefix_dir, three_layer_lora_dir  # noqa: F401
 from safetensors.torch import load_file
 
 from adapterhub.errors import (AdapterNotFoundError, ConfigError, IncompatibleBaseError, IntegrityError,

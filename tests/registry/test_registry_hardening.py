@@ -24,7 +24,6 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from tests.peft_adapters import lora_dir, prefix_dir  # noqa: F401
 
 from adapterhub.cli import main
 from adapterhub.errors import (IndexLostError, IntegrityError, InvalidAdapterError, InvalidNameError,

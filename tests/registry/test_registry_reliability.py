@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 import pytest
-from tests.peft_adapters import lora_dir  # noqa: F401
 
 from adapterhub.registry import Registry
 from adapterhub.registry.store import ADAPTERS_DIR, STAGING_DIR

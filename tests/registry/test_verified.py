@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 import pytest
-from tests.peft_adapters import lora_dir  # noqa: F401
 from tests.registry.test_registry_hardening import read_only
 
 from adapterhub.errors import IntegrityError

@@ -11,7 +11,6 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from serve_fixtures import serve_registry, server  # noqa: F401
 
 PROMPTS = ["Patient reports chest pain", "The quarterly revenue of the company rose while margins narrowed",
            "This Agreement shall be governed by the laws of the State of New York", "What is the capital of France?",

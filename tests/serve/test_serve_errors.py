@@ -11,7 +11,7 @@ import time
 import httpx
 import pytest
 
-from serve_fixtures import serve_registry, server, start_server  # noqa: F401
+from tests.helpers.serving import start_server
 
 GOOD = {"model": "legal", "prompt": "Patient reports chest pain", "max_tokens": 4, "temperature": 0}
 
@@ -93,6 +93,20 @@ def test_method_not_allowed_and_stream_errors_are_shaped(server):
     streamed = post(srv.url, "/v1/chat/completions", {"model": "nope", "stream": True,
                                                       "messages": [{"role": "user", "content": "x"}]})
     assert_error(streamed, 404, "model_not_found")
+
+
+def test_errors_speak_http_not_python_or_the_command_line(server):
+    hub, srv = server
+    unknown = post(srv.url, "/v1/completions", {**GOOD, "model": "nope"})
+    assert_error(unknown, 404, "model_not_found", "servable: tiny")  # which models exist, the base first
+    assert all(name in unknown.json()["error"]["message"] for name in ("legal", "finance", "medical"))
+    corrupt = post(srv.url, "/v1/completions", {**GOOD, "model": "broken"})
+    assert_error(corrupt, 500, "adapter_corrupt", "other models are still served")
+    mismatch = post(srv.url, "/v1/classify", {"model": "legal", "input": ["x"]})
+    assert_error(mismatch, 400, "task_mismatch", "GET /v1/models")
+    for answer in (unknown, corrupt, mismatch):
+        message = answer.json()["error"]["message"]
+        assert not any(word in message for word in ("hub.", "registry.", "adapterhub ", "--")), message
 
 
 def test_full_queue_answers_503_with_retry_after(tiny_base, serve_registry):

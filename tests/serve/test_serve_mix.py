@@ -8,7 +8,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
-from serve_fixtures import serve_registry, server  # noqa: F401
 
 PROMPT = "The quarterly revenue of the company rose while margins narrowed"
 MIX = "legal:0.7+finance:0.3"

@@ -15,7 +15,7 @@ from collections import defaultdict
 
 import pytest
 
-from tests.hubserver import HubServer
+from tests.helpers.hubserver import HubServer
 
 ray = pytest.importorskip("ray")
 serve = pytest.importorskip("ray.serve")

@@ -12,7 +12,7 @@ from adapterhub.errors import DataError
 from adapterhub.prompts import TaskSpec, answer_ids, prompt_ids, render_prompt
 from adapterhub.training import load_recipe
 from adapterhub.training.recipe import Source
-from tests.recipe_helpers import LABELS, classification_rows, tiny_recipe, write_jsonl
+from tests.helpers.recipes import LABELS, classification_rows, tiny_recipe, write_jsonl
 
 ROWS = classification_rows(4)
 TASK = TaskSpec(type="classification", labels=tuple(LABELS), prompt_template="Sentiment?\n{text}")

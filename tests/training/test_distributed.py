@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import load_file
 
 from adapterhub.registry import Registry
-from tests.recipe_helpers import tiny_recipe
+from tests.helpers.recipes import tiny_recipe
 
 REPO = Path(__file__).resolve().parents[2]
 WORKER = Path(__file__).with_name("ddp_worker.py")

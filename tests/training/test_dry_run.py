@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from adapterhub.training.dry_run import check_recipe, measure_throughput
 from adapterhub.registry import Registry
-from tests.recipe_helpers import tiny_recipe
+from tests.helpers.recipes import tiny_recipe
 
 
 def test_check_and_throughput_do_not_train_or_register(tmp_path, tiny_llama_dir):

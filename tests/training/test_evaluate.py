@@ -11,7 +11,7 @@ from adapterhub.training.data import Split, encode_split
 from adapterhub.training.evaluate import (classify, evaluate_split, label_metrics, label_score_matrix, loss_metrics,
                                  zero_shot_metrics)
 from adapterhub.prompts import TaskSpec, score_labels
-from tests.recipe_helpers import LABELS, classification_rows
+from tests.helpers.recipes import LABELS, classification_rows
 
 TASK = TaskSpec(type="classification", labels=tuple(LABELS), prompt_template="Sentiment?\n{text}")
 

@@ -12,7 +12,7 @@ from adapterhub.errors import ConfigError, IncompatibleBaseError
 from adapterhub.registry import Registry
 from adapterhub.training import merge_adapters
 from adapterhub.training.trainer import train
-from tests.recipe_helpers import tiny_recipe
+from tests.helpers.recipes import tiny_recipe
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ from adapterhub.errors import DataError, HubError, TrainingError
 from adapterhub.training import load_recipe
 from adapterhub.registry import Registry
 from adapterhub.training.trainer import Trainer, train
-from tests.recipe_helpers import tiny_recipe, write_jsonl
+from tests.helpers.recipes import tiny_recipe, write_jsonl
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -13,7 +13,7 @@ from adapterhub.errors import DataError, RecipeError
 from adapterhub.registry import Registry
 from adapterhub.runtime import AdapterHub
 from adapterhub.training import load_recipe, train
-from tests.recipe_helpers import write_jsonl
+from tests.helpers.recipes import write_jsonl
 
 SEQ_ROWS = [{"text": "Revenue rose and margins widened.", "label": "positive"},
             {"text": "The bank cut jobs after a loss.", "label": "negative"},

@@ -11,7 +11,7 @@ from adapterhub.errors import RecipeError
 from adapterhub.registry import Registry
 from adapterhub.training import load_recipe
 from adapterhub.training.trainer import train
-from tests.recipe_helpers import tiny_recipe
+from tests.helpers.recipes import tiny_recipe
 
 METHODS = {
     "adalora": {"method": "adalora", "init_r": 6, "target_r": 2, "tinit": 1, "tfinal": 2, "deltaT": 1},

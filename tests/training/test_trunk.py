@@ -135,7 +135,7 @@ def test_label_chunks_past_the_budget_are_computed_again_with_the_same_result(ti
 def test_a_recipe_with_last_layers_trains_through_the_trunk_like_the_whole_model(tmp_path, tiny_llama_dir, metric):
     import json
 
-    from recipe_helpers import tiny_recipe
+    from tests.helpers.recipes import tiny_recipe
     from safetensors import safe_open
 
     from adapterhub.training.trainer import Trainer, train
@@ -169,7 +169,7 @@ def test_a_recipe_with_last_layers_trains_through_the_trunk_like_the_whole_model
 
 
 def test_last_layers_beyond_the_base_or_with_another_method_is_a_recipe_error(tmp_path, tiny_llama_dir):
-    from recipe_helpers import tiny_recipe
+    from tests.helpers.recipes import tiny_recipe
 
     from adapterhub.errors import RecipeError
     from adapterhub.training.recipe_files import load_recipe

@@ -1,6 +1,7 @@
 """Real PEFT adapters on the tiny llama, saved by plain PEFT, as fixtures for registry tests.
 
-Import the fixtures you need into a test module: ``from tests.peft_adapters import lora_dir  # noqa: F401``.
+Its fixtures (``lora_dir``, ``prefix_dir``, ``three_layer_lora_dir``) are registered in ``tests/conftest.py``;
+request them by name. ``save_lora`` / ``save_prefix``: ``from tests.helpers.peft_adapters import save_lora``.
 """
 
 from __future__ import annotations

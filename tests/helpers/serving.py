@@ -1,6 +1,7 @@
 """A real uvicorn server on 127.0.0.1 over the tiny llama, with a registry of LoRA, prefix and broken adapters.
 
-Import the fixtures a test module needs: ``from serve_fixtures import server, registry_dirs  # noqa: F401``.
+Its fixtures (``serve_registry``, ``server``) are registered in ``tests/conftest.py``; request them by name.
+``start_server`` (another server over the same registry): ``from tests.helpers.serving import start_server``.
 """
 
 from __future__ import annotations
