@@ -26,8 +26,9 @@ from typing import Any
 
 from ..errors import AdapterHubError
 from .index import Rebuilt, RegistryIndex
-from .manifest import (ADAPTER_FILES, MANIFEST_FILE, MAX_JSON_BYTES, check_file, parse_json, read_adapter_dir,
-                       read_regular, validate_name, validate_tag)
+from .files import MAX_JSON_BYTES, parse_json, read_regular
+from .manifest import ADAPTER_FILES, MANIFEST_FILE, check_file, read_adapter_dir
+from .refs import validate_name, validate_tag
 from .staging import fsync_dir, write_synced
 
 REMOVED_DIR = ".removed"  # <name> -> the highest version ever removed (read by rebuild only)

@@ -33,10 +33,11 @@ from . import index, verified
 from .compat import check_compatible
 from ..errors import (AdapterHubError, AdapterNotFoundError, ConfigError, IntegrityError, InvalidAdapterError,
                       InvalidNameError, RegistryError, StorageError)
-from .manifest import (ADAPTER_FILES, CONFIG_FILE, MANIFEST_FILE, MAX_JSON_BYTES, WEIGHTS_FILE, AdapterRecord, LoadedAdapter,
-                       NotARegularFileError, ObservedRead, check_file, new_manifest, parse_json, parse_ref,
-                       read_adapter_dir, read_observed, read_regular, recorded_fields, safetensors_layout,
-                       safetensors_shapes, safetensors_tensors, validate_name, validate_tag)
+from .files import MAX_JSON_BYTES, NotARegularFileError, ObservedRead, parse_json, read_observed, read_regular
+from .manifest import (ADAPTER_FILES, CONFIG_FILE, MANIFEST_FILE, WEIGHTS_FILE, AdapterRecord, LoadedAdapter,
+                       check_file, new_manifest, read_adapter_dir, recorded_fields)
+from .refs import parse_ref, validate_name, validate_tag
+from .safetensors_file import safetensors_layout, safetensors_shapes, safetensors_tensors
 from .rebuild import RebuildReport, rebuild_index, removed_versions, version_folders, write_removed_mark
 from ..paths import default_registry_root
 from .staging import StagingArea, fsync_dir, write_synced
