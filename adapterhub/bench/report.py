@@ -224,10 +224,10 @@ def _encoder(result: dict[str, Any]) -> list[str]:
              *table(["case", "ms", "× bare"], rows)]
     sides = [("encoder (`classify`, head)", result.get("encoder")), ("decoder (`predict`, label scoring)",
                                                                      result.get("decoder"))]
-    table = [[name, side["texts"], format_value(side["texts_per_second"]), _mib(side["base_bytes"]),
+    side_rows = [[name, side["texts"], format_value(side["texts_per_second"]), _mib(side["base_bytes"]),
               _mib(side["adapter_bytes"]), _mib(side["total_bytes"])] for name, side in sides if side]
     lines += ["Finance sentiment texts, one adapter:", "",
-              *table(["", "texts", "texts/s", "base", "adapter", "base + adapter"], table)]
+              *table(["", "texts", "texts/s", "base", "adapter", "base + adapter"], side_rows)]
     versus = result.get("encoder_over_decoder")
     if versus:
         lines += [f"The encoder classifies **{format_value(versus['texts_per_second'], '×')}** the decoder's texts/s "
