@@ -189,7 +189,7 @@ def train_in_leg(*, recipe: str, overrides: Sequence[str], steps: int, warmup: i
 
 def render(result: dict[str, Any]) -> list[str]:
     """The report section: one row per leg, then after ÷ before."""
-    from .report import _table, format_value
+    from .markdown import format_value, table
 
     legs = result.get("legs") or {}
     if not legs:
@@ -207,7 +207,7 @@ def render(result: dict[str, Any]) -> list[str]:
              "holding a seat and taking its share. Aggregate: all tokens ÷ the time from the first timed step to "
              "the last; slowdown: alone's tokens/s ÷ the process's; threads a → b: rebalanced during the steps. "
              "One run per leg, so on a shared machine the figures are noisy.", "",
-             *_table(["leg", "policy", "threads", "tokens/s per process", "aggregate tokens/s",
+             *table(["leg", "policy", "threads", "tokens/s per process", "aggregate tokens/s",
                       "slowdown vs alone", "timed together", "load average at start"], rows)]
     ratio = result.get("after_over_before")
     if ratio is not None:

@@ -172,3 +172,18 @@ class BenchConfig:
         data["work"] = str(self.work_dir)
         data["train_recipe"] = None if self.train_recipe is None else str(self.train_recipe)
         return data
+
+
+def default_base(config: BenchConfig, work: Path) -> str:
+    """The base a run uses when ``config.base`` is unset: the embedded default, or with ``quick`` the tiny Llama
+    (made once under ``work``)."""
+    from ..base import embedded
+
+    if not config.quick:
+        return embedded.DEFAULT_ALIAS
+    from ..base.tiny import make_tiny_llama
+
+    path = work / "tiny-llama"
+    if not (path / "config.json").is_file():
+        make_tiny_llama(path)
+    return str(path)

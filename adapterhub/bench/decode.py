@@ -95,18 +95,18 @@ def measure_decode(ctx: Any) -> dict[str, Any]:
 
 def render(result: dict[str, Any]) -> list[str]:
     """The decode and prefill tables of the generation section."""
-    from .report import _stats_cell, _table, format_value
+    from .markdown import format_value, stats_cell, table
 
     if not result:
         return []
     decode, prefill = result["decode"], result["prefill"]
-    rows = [[case.replace("_", " "), _stats_cell(stats), format_value(decode["ratio_to_single"][case], "×"),
+    rows = [[case.replace("_", " "), stats_cell(stats), format_value(decode["ratio_to_single"][case], "×"),
              format_value(decode["ratio_to_bare"][case], "×")] for case, stats in decode["ms_per_token"].items()]
     lines = [f"Decode (ours, step API): {decode['rows']} rows, {decode['steps']} greedy steps per timed run, rows "
              "of one adapter side by side, bare = our hub's rows without an adapter; ms per generated token.", "",
-             *_table(["case", "ms / token", "÷ single", "÷ bare"], rows)]
-    rows = [[case.replace("_", " "), _stats_cell(stats), format_value(prefill["ratio_to_bare"][case], "×")]
+             *table(["case", "ms / token", "÷ single", "÷ bare"], rows)]
+    rows = [[case.replace("_", " "), stats_cell(stats), format_value(prefill["ratio_to_bare"][case], "×")]
             for case, stats in prefill["ms"].items()]
     lines += [f"Prefill (ours): {prefill['rows']} rows × {prefill['tokens']} tokens; mixed rows interleaved over "
-              f"{prefill['mixed']} adapters.", "", *_table(["case", "ms", "÷ bare"], rows)]
+              f"{prefill['mixed']} adapters.", "", *table(["case", "ms", "÷ bare"], rows)]
     return lines

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .config import BenchConfig
+from .config import BenchConfig, default_base
 from .harness import Stats, Timer, ratio, time_interleaved
 
 FINANCE_TASK = {"type": "classification", "labels": ["positive", "negative", "neutral"], "chat": False,
@@ -102,10 +102,9 @@ def _decoder_side(config: BenchConfig, work: Path, timer: Timer, skipped: list[d
     from ..errors import AdapterHubError
     from ..runtime import AdapterHub
     from ..runtime.testing import make_random_adapters, write_manifest
-    from .runner import _default_base
 
     try:
-        base = load_base(config.base or _default_base(config, config.work_dir), dtype=config.dtype,
+        base = load_base(config.base or default_base(config, config.work_dir), dtype=config.dtype,
                          device=config.device, quantize=config.quantize, progress=False)
     except (AdapterHubError, RuntimeError) as error:
         skipped.append({"area": "encoder", "case": "decoder comparison", "reason": str(error)})

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
+from .markdown import format_value, stats_cell, table
 from .targets import MISSED
 
 SIDE_NAMES = {"bare": "bare base", "ours": "adapterhub", "peft": "plain PEFT"}
@@ -38,9 +39,9 @@ def render_markdown(report: dict[str, Any], *, plots: Sequence[str] = ()) -> str
     if report.get("config", {}).get("quick"):
         parts += ["> **Quick smoke run on the tiny model**: it checks that the bench works; its numbers are not "
                   "claims about speed.", ""]
-    parts += _table(["", ""], _machine_rows(report))
+    parts += table(["", ""], _machine_rows(report))
     parts += ["## Targets", ""]
-    parts += _table(["target", "measured", "limit", "status"], [
+    parts += table(["target", "measured", "limit", "status"], [
         [check["target"], format_value(check["value"], check["unit"]), format_value(check["limit"], check["unit"]),
          f"**{check['status']}**" if check["status"] == MISSED else check["status"]]
         for check in report.get("targets", [])])
@@ -51,20 +52,6 @@ def render_markdown(report: dict[str, Any], *, plots: Sequence[str] = ()) -> str
     if plots:
         parts += ["## Plots", "", *(f"![{name}]({name})" for name in plots), ""]
     return "\n".join(parts)
-
-
-def _table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join("" if cell is None else str(cell) for cell in row) + " |" for row in rows]
-    return [*lines, ""]
-
-
-def format_value(value: float | None, unit: str = "") -> str:
-    """``1.234 ms``, ``1.05×``, ``12,345``; ``–`` for no value."""
-    if value is None:
-        return "–"
-    text = f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"
-    return f"{text} {unit}".strip() if unit not in ("×", "") else f"{text}{unit}"
 
 
 def _mib(count: float | None) -> str:
@@ -93,10 +80,6 @@ def _machine_rows(report: dict[str, Any]) -> list[list[Any]]:
     ]
 
 
-def _stats_cell(stats: dict[str, float] | None, key: str = "median") -> str:
-    return format_value(None if stats is None else stats[key])
-
-
 def _speedup_line(result: dict[str, Any]) -> list[str]:
     speedup = result.get("speedup_vs_peft")
     if speedup is None:
@@ -105,43 +88,43 @@ def _speedup_line(result: dict[str, Any]) -> list[str]:
 
 
 def _switch(result: dict[str, Any]) -> list[str]:
-    rows = [[SIDE_NAMES[label], _stats_cell(stats, "p50"), _stats_cell(stats, "p99")]
+    rows = [[SIDE_NAMES[label], stats_cell(stats, "p50"), stats_cell(stats, "p99")]
             for label, stats in result["ms"].items()]
     return [f"{result['calls']} switches cycling over {result['resident']} resident adapters "
-            "(`hub.switch` vs PEFT `set_adapter`).", "", *_table(["", "p50 ms", "p99 ms"], rows),
+            "(`hub.switch` vs PEFT `set_adapter`).", "", *table(["", "p50 ms", "p99 ms"], rows),
             *_speedup_line(result)]
 
 
 def _load(result: dict[str, Any]) -> list[str]:
-    rows = [[SIDE_NAMES[label], _stats_cell(stats["first"]), _stats_cell(stats["last"])]
+    rows = [[SIDE_NAMES[label], stats_cell(stats["first"]), stats_cell(stats["last"])]
             for label, stats in result["ms"].items()]
     fresh = result["ms"].get("ours", {}).get("new_process")
     first_call = ([f"A new process's first `hub.load` (imports, the registry's first connection and first "
-                   f"allocations included; the file in the page cache): {_stats_cell(fresh)} ms "
-                   f"({_stats_cell(fresh, 'min')}–{_stats_cell(fresh, 'max')}), median of {fresh['n']} processes.", ""] if fresh else [])
+                   f"allocations included; the file in the page cache): {stats_cell(fresh)} ms "
+                   f"({stats_cell(fresh, 'min')}–{stats_cell(fresh, 'max')}), median of {fresh['n']} processes.", ""] if fresh else [])
     return [f"Registry → resident (ours) vs `PeftModel.from_pretrained` / `load_adapter` (PEFT), "
             f"{_mib(result['file_bytes'])} per adapter, median of {result['repeats']} series after a warm-up, "
-            "in one process.", "", *_table(["", "1st ms", f"{result['count']}th ms"], rows), *first_call,
+            "in one process.", "", *table(["", "1st ms", f"{result['count']}th ms"], rows), *first_call,
             *_speedup_line(result)]
 
 
 def _forward(result: dict[str, Any]) -> list[str]:
     lines = []
     for shape in result["shapes"]:
-        rows = [[name.replace("_", " "), _stats_cell(stats), format_value(shape["ratio_to_bare"].get(name, 1.0), "×"),
+        rows = [[name.replace("_", " "), stats_cell(stats), format_value(shape["ratio_to_bare"].get(name, 1.0), "×"),
                  format_value(shape["tokens_per_s"][name])] for name, stats in shape["ms"].items()]
         lines += [f"Batch {shape['batch']} × {shape['tokens']} tokens ({result['resident']} adapters resident).", "",
-                  *_table(["case", "ms", "× bare", "tokens/s"], rows)]
+                  *table(["case", "ms", "× bare", "tokens/s"], rows)]
     return lines
 
 
 def _methods(result: dict[str, Any]) -> list[str]:
     if not result:
         return ["Not measured."]
-    rows = [[name.replace("_", " "), _stats_cell(stats), format_value(result["ratio_to_bare"].get(name, 1.0), "×")]
+    rows = [[name.replace("_", " "), stats_cell(stats), format_value(result["ratio_to_bare"].get(name, 1.0), "×")]
             for name, stats in result["ms"].items()]
     return [f"Batch {result['batch']} × {result['tokens']} tokens; mixed rows: {', '.join(result['rows'])}.", "",
-            *_table(["case", "ms", "× bare"], rows)]
+            *table(["case", "ms", "× bare"], rows)]
 
 
 def _generation(result: dict[str, Any]) -> list[str]:
@@ -151,7 +134,7 @@ def _generation(result: dict[str, Any]) -> list[str]:
              format_value(run["tokens_per_s"].get("peft")), format_value(run.get("speedup_vs_peft"), "×")]
             for run in result["runs"]]
     return ["Greedy, exactly `new tokens` per row, rows interleaved across domains.", "",
-            *_table(["domains", "rows", "new tokens", "ours tokens/s", "PEFT tokens/s", "speed-up"], rows),
+            *table(["domains", "rows", "new tokens", "ours tokens/s", "PEFT tokens/s", "speed-up"], rows),
             *render(result)]
 
 
@@ -164,7 +147,7 @@ def _training(result: dict[str, Any]) -> list[str]:
             "tokens; each trainer in its own process (peak: CUDA max allocated, or the process's peak RSS on CPU), "
             f"{result.get('repeats', 1)} runs each alternating, median run shown (peak: the highest).",
             "",
-            *_table(["", "tokens/s", "peak memory", "time", "tokens"], rows), *_speedup_line(result)]
+            *table(["", "tokens/s", "peak memory", "time", "tokens"], rows), *_speedup_line(result)]
 
 
 def _accuracy(result: dict[str, Any]) -> list[str]:
@@ -189,7 +172,7 @@ def _accuracy(result: dict[str, Any]) -> list[str]:
         rows.append([SIDE_NAMES[label], "yes" if side["reached"] else "**no**", format_value(side["seconds"], "s"),
                      format_value(side["wall_seconds"], "s"), side["steps"] or "–", side["tokens"] or "–",
                      f"{format_value(side['best_accuracy'])} (step {side['best_step']})", side["evaluations"]])
-    lines += _table(["", f"reached {threshold}", "training time", "wall (with eval)", "steps", "tokens",
+    lines += table(["", f"reached {threshold}", "training time", "wall (with eval)", "steps", "tokens",
                      "best accuracy", "evaluations"], rows)
     ours, peft = result.get("ours") or {}, result.get("peft") or {}
     if result.get("time_ratio") is not None:
@@ -201,7 +184,7 @@ def _accuracy(result: dict[str, Any]) -> list[str]:
     curves = {label: {point["step"]: point for point in result[label]["curve"]} for label in sides}
     steps = sorted({step for curve in curves.values() for step in curve})
     lines += ["Accuracy curve (training seconds at each evaluation):", "",
-              *_table(["step", *(f"{SIDE_NAMES[label]} {column}" for label in sides for column in ("accuracy", "s"))],
+              *table(["step", *(f"{SIDE_NAMES[label]} {column}" for label in sides for column in ("accuracy", "s"))],
                       [[step, *(cell for label in sides for cell in _curve_cells(curves[label].get(step)))]
                        for step in steps])]
     return lines
@@ -223,7 +206,7 @@ def _memory(result: dict[str, Any]) -> list[str]:
         rows.append(cells)
     columns = ["resident", "÷ files", "CUDA allocated"] if measured else ["resident", "÷ files"]
     header = ["adapters", "files", *(f"{side} {column}" for side in ("ours", "PEFT") for column in columns)]
-    lines = _table(header, rows)
+    lines = table(header, rows)
     footprint = result.get("base_footprint") or {}
     if footprint.get("fp32"):
         lines += [f"Base footprint: fp32 {_mib(footprint['fp32'])}, NF4 {_mib(footprint.get('nf4'))} "
@@ -234,17 +217,17 @@ def _memory(result: dict[str, Any]) -> list[str]:
 
 def _encoder(result: dict[str, Any]) -> list[str]:
     forward = result["forward"]
-    rows = [[case.replace("_", " "), _stats_cell(stats), format_value(forward["ratio_to_bare"].get(case, 1.0), "×")]
+    rows = [[case.replace("_", " "), stats_cell(stats), format_value(forward["ratio_to_bare"].get(case, 1.0), "×")]
             for case, stats in forward["ms"].items()]
     lines = [f"Encoder `{result['base']}`, batch {forward['batch']} × {forward['tokens']} tokens; {result['adapters']} "
              f"LoRA r{result['rank']} adapters (4 sequence-, 4 token-classification), each row with its own head.", "",
-             *_table(["case", "ms", "× bare"], rows)]
+             *table(["case", "ms", "× bare"], rows)]
     sides = [("encoder (`classify`, head)", result.get("encoder")), ("decoder (`predict`, label scoring)",
                                                                      result.get("decoder"))]
-    table = [[name, side["texts"], format_value(side["texts_per_second"]), _mib(side["base_bytes"]),
+    side_rows = [[name, side["texts"], format_value(side["texts_per_second"]), _mib(side["base_bytes"]),
               _mib(side["adapter_bytes"]), _mib(side["total_bytes"])] for name, side in sides if side]
     lines += ["Finance sentiment texts, one adapter:", "",
-              *_table(["", "texts", "texts/s", "base", "adapter", "base + adapter"], table)]
+              *table(["", "texts", "texts/s", "base", "adapter", "base + adapter"], side_rows)]
     versus = result.get("encoder_over_decoder")
     if versus:
         lines += [f"The encoder classifies **{format_value(versus['texts_per_second'], '×')}** the decoder's texts/s "

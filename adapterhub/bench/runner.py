@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 from .adapters import lora_targets, make_adapters
 from .areas import BenchContext, measure_forward, measure_generation, measure_load, measure_memory, measure_switch
-from .config import BenchConfig
+from .config import BenchConfig, default_base
 from .environment import describe_machine
 from .harness import Timer
 from .methods import measure_methods
@@ -54,7 +54,7 @@ def run_bench(config: BenchConfig | None = None, *, progress: bool = True) -> di
     config = config or BenchConfig.preset()
     _quiet_and_threads(config)
     Path(config.out).mkdir(parents=True, exist_ok=True)
-    base_name = config.base or _default_base(config, config.work_dir)
+    base_name = config.base or default_base(config, config.work_dir)
     ctx, report = _open(config, base_name, progress=progress)
     for area, measure in IN_PROCESS_AREAS.items():
         if area in config.areas:
@@ -143,19 +143,6 @@ def _close(ctx: BenchContext) -> None:
         import torch
 
         torch.cuda.empty_cache()
-
-
-def _default_base(config: BenchConfig, work: Path) -> str:
-    from ..base import embedded
-
-    if not config.quick:
-        return embedded.DEFAULT_ALIAS
-    from ..base.tiny import make_tiny_llama
-
-    path = work / "tiny-llama"
-    if not (path / "config.json").is_file():
-        make_tiny_llama(path)
-    return str(path)
 
 
 def _load(base_name: str, config: BenchConfig, *, progress: bool = False, **changes: Any) -> Any:

@@ -150,7 +150,7 @@ async def _whole(http: Any, url: str, body: dict[str, Any]) -> tuple[float | Non
 
 def render(result: dict[str, Any]) -> list[str]:
     """The report section: one row per side, and the speed-ups."""
-    from .report import _table, format_value
+    from .markdown import format_value, table
 
     names = {"ours": "adapterhub (batching)", "ours-unbatched": "adapterhub, batching off", "peft": "plain PEFT server"}
     rows = []
@@ -164,6 +164,6 @@ def render(result: dict[str, Any]) -> list[str]:
             f"{result['adapters']} LoRA adapters; {result['prompt_tokens']}-token prompts, exactly "
             f"{result['new_tokens']} new tokens, greedy. The plain PEFT server does not stream: its first token "
             "arrives with the whole answer.", "",
-            *_table(["server", "req/s", "tokens/s", "p50 ms", "p99 ms", "TTFT p50 ms", "TTFT p99 ms", "errors"], rows),
+            *table(["server", "req/s", "tokens/s", "p50 ms", "p99 ms", "TTFT p50 ms", "TTFT p99 ms", "errors"], rows),
             f"adapterhub is **{format_value(speedup.get('vs_peft'), '×')}** plain PEFT's tokens/s and "
             f"**{format_value(speedup.get('vs_unbatched'), '×')}** its own with batching off.", ""]

@@ -39,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _bench(args: argparse.Namespace) -> int:
     from ..bench import BenchConfig, run_bench
-    from ..bench.report import format_value
+    from ..bench.markdown import format_value
     from ..bench.targets import MISSED
     from ._output import print_table
 

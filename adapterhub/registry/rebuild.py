@@ -2,7 +2,7 @@
 
 The index is the registry's only list of what exists, so losing it (deleted,
 truncated to zero bytes, replaced) must never read as "a new, empty registry":
-:class:`~adapterhub.registry.index.RegistryIndex` refuses such an index while
+:class:`~adapterhub.registry.database.RegistryIndex` refuses such an index while
 version folders exist, and :func:`rebuild_index` indexes them again.
 
 A folder is indexed only if it verifies: its ``adapterhub.json`` names this
@@ -25,9 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import AdapterHubError
-from .index import Rebuilt, RegistryIndex
-from .manifest import (ADAPTER_FILES, MANIFEST_FILE, MAX_JSON_BYTES, check_file, parse_json, read_adapter_dir,
-                       read_regular, validate_name, validate_tag)
+from .database import Rebuilt, RegistryIndex
+from .files import MAX_JSON_BYTES, parse_json, read_regular
+from .manifest import ADAPTER_FILES, MANIFEST_FILE, check_file, read_adapter_dir
+from .refs import validate_name, validate_tag
 from .staging import fsync_dir, write_synced
 
 REMOVED_DIR = ".removed"  # <name> -> the highest version ever removed (read by rebuild only)

@@ -24,19 +24,19 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from . import index, verified
+from . import index, integrity
 from .compat import check_compatible
-from ..errors import (AdapterHubError, AdapterNotFoundError, ConfigError, IntegrityError, InvalidAdapterError,
-                      InvalidNameError, RegistryError, StorageError)
-from .manifest import (ADAPTER_FILES, CONFIG_FILE, MANIFEST_FILE, MAX_JSON_BYTES, WEIGHTS_FILE, AdapterRecord, LoadedAdapter,
-                       NotARegularFileError, ObservedRead, check_file, new_manifest, parse_json, parse_ref,
-                       read_adapter_dir, read_observed, read_regular, recorded_fields, safetensors_layout,
-                       safetensors_shapes, safetensors_tensors, validate_name, validate_tag)
+from ..errors import AdapterHubError, AdapterNotFoundError, ConfigError, InvalidNameError, RegistryError, StorageError
+from .database import RegistryIndex
+from .files import parse_json
+from .manifest import (ADAPTER_FILES, CONFIG_FILE, MANIFEST_FILE, WEIGHTS_FILE, AdapterRecord, LoadedAdapter,
+                       new_manifest, read_adapter_dir, recorded_fields)
+from .refs import parse_ref, validate_name, validate_tag
+from .safetensors_file import safetensors_layout, safetensors_tensors
 from .rebuild import RebuildReport, rebuild_index, removed_versions, version_folders, write_removed_mark
 from ..paths import default_registry_root
 from .staging import StagingArea, fsync_dir, write_synced
@@ -60,7 +60,7 @@ class Registry:
 
     def __init__(self, root: str | os.PathLike[str] | None = None):
         self.root = Path(root).expanduser() if root is not None else default_registry_root()
-        self._index = index.RegistryIndex(self.root / INDEX_FILE,
+        self._index = RegistryIndex(self.root / INDEX_FILE,
                                           entries=lambda: version_folders(self.root / ADAPTERS_DIR))
         self._staging = StagingArea(self.root / STAGING_DIR)
 
@@ -117,23 +117,9 @@ class Registry:
                 raise
             raise StorageError(f"could not write {name} into registry {self.root}: {error}; free disk space or make "
                                "the folder writable, then retry (nothing was registered)") from error
-        record = self._record(manifest, tags)
-        self._remember_new(record)
+        record = index.record(manifest, tags, adapters=self.root / ADAPTERS_DIR)
+        integrity.remember_new(self._index, record)
         return record
-
-    def _remember_new(self, record: AdapterRecord) -> None:
-        """Hash the new entry's files once more, as stored, and record them so the first load need not.
-
-        Only when their timestamps have already settled (see :mod:`.verified`; writing and fsyncing
-        a large file takes longer than that): an add never waits for it, and an entry written faster is
-        recorded by its first load. Never fails the add, which is committed.
-        """
-        try:
-            infos = [os.stat(record.path / file) for file in record.manifest["files"]]
-            if verified.wait_ns(infos, time.time_ns()) == 0:
-                self._index.remember(record.name, record.version, self._read_checked(record, {})[1])
-        except (AdapterHubError, OSError):
-            return  # a load hashes and reports it
 
     def _write_entry(self, adapter: Any, manifest: dict[str, Any], name: str, tags: list[str]) -> None:
         """Stage the files, then allocate the version, place the folder and index it in one transaction."""
@@ -304,7 +290,7 @@ class Registry:
         >>> Registry().load("legal", base=base).tensors.keys()  # doctest: +SKIP
         """
         record, known = self._get_with_verified(ref)
-        files = self._read_verified(record, known)
+        files = integrity.read_verified(self._index, record, known)
         config = parse_json(files[CONFIG_FILE], where=str(record.path / CONFIG_FILE))
         layout = safetensors_layout(files[WEIGHTS_FILE], where=str(record.path / WEIGHTS_FILE))
         if base is not None:
@@ -328,47 +314,18 @@ class Registry:
         >>> Registry().verify()  # doctest: +SKIP
         []
         """
-        from tqdm.auto import tqdm
-
-        problems = [] if ref is not None else self._index_problems()
-        if ref is not None:
+        if ref is None:
+            with self._index.read() as db:
+                rows = index.rows(db)
+        else:
             name, selector = parse_ref(ref)
             with self._index.read() as db:
                 row = index.resolve(db, name, selector)
                 if row is None:
                     raise self._not_found(db, ref, name)
                 rows = [row]
-        else:
-            with self._index.read() as db:
-                rows = index.rows(db)
-        for row in tqdm(rows, desc="verify", unit="entry", disable=not progress):
-            problems += self._entry_problems(row)
-        return problems
-
-    def _entry_problems(self, row: sqlite3.Row) -> list[str]:
-        """Every problem of one indexed entry: its index row, each file, its on-disk manifest."""
-        try:
-            record = self._record_from_row(row, [])
-            files = dict(record.manifest["files"])
-        except (IntegrityError, KeyError, TypeError, AttributeError) as error:
-            return [error.message if isinstance(error, IntegrityError) else
-                    f"{row['name']}@{row['version']}: the index row's manifest lacks {error}; "
-                    "run `adapterhub registry rebuild-index`"]
-        problems, seen = [], []
-        for file in files:
-            try:
-                read, stamp = self._read_checked_file(record, file, None)
-                if file == WEIGHTS_FILE:
-                    safetensors_shapes(read.data, where=str(record.path / file))
-                seen += [(file, files[file]["sha256"], stamp)] if stamp else []
-            except (IntegrityError, InvalidAdapterError) as error:
-                problems.append(error.message if isinstance(error, IntegrityError) else f"{record.ref}: {error}")
-            except (KeyError, TypeError, ValueError) as error:
-                problems.append(f"{record.ref}: the index's record of {file} is damaged ({error!r}); "
-                                "run `adapterhub registry rebuild-index`")
-        if not problems:
-            self._index.remember(record.name, record.version, seen)
-        return problems + self._manifest_problems(record)
+        return integrity.verify_rows(self._index, rows, adapters=self.root / ADAPTERS_DIR, whole_index=ref is None,
+                                     progress=progress)
 
     def export(self, ref: str, directory: str | os.PathLike[str]) -> Path:
         """Write a verified copy of an entry (plain PEFT dir + ``adapterhub.json``) to ``directory``.
@@ -384,7 +341,7 @@ class Registry:
         PosixPath('out/legal-v2')
         """
         record, known = self._get_with_verified(ref)
-        files = self._read_verified(record, known)
+        files = integrity.read_verified(self._index, record, known)
         target = Path(directory).expanduser()
         if target.exists() and (not target.is_dir() or any(target.iterdir())):
             raise ConfigError(f"export folder {target} already exists and is not empty; choose a new or empty folder")
@@ -429,79 +386,8 @@ class Registry:
             record = self._record_from_row(row, index.tags_of(db, name, row["version"]))
             return record, index.verified_files(db, name, row["version"])
 
-    def _read_checked_file(self, record: AdapterRecord, file: str,
-                           recorded: tuple[str, str] | None) -> tuple[ObservedRead, str | None]:
-        """Read one file and check it against the manifest, hashing it unless ``recorded`` vouches for it.
-
-        Returns the read and, for a file it hashed, the identity to record (``None`` when it must not be).
-        """
-        path = record.path / file
-        expected = record.manifest["files"][file]
-        try:
-            read = read_observed(path, writable=file == WEIGHTS_FILE)  # the tensors will view it in place
-        except FileNotFoundError:
-            raise IntegrityError(f"{record.ref}: {path} is missing", ref=record.ref) from None
-        except NotARegularFileError as error:
-            raise IntegrityError(f"{record.ref}: {error} (replaced after it was stored)", ref=record.ref) from None
-        except OSError as error:
-            raise IntegrityError(f"{record.ref}: {path} cannot be read ({error.strerror or error})",
-                                 ref=record.ref) from None
-        if verified.trusted(read, recorded, expected["sha256"]) and len(read.data) == expected["size"]:
-            return read, None
-        check_file(read.data, expected, where=str(path), ref=record.ref)
-        return read, verified.recordable(read)
-
-    def _read_checked(self, record: AdapterRecord,
-                      known: Mapping[str, tuple[str, str]]) -> tuple[dict[str, bytes], list[tuple[str, str, str]]]:
-        """Every file of ``record``, checked; and ``(file, sha256, identity)`` for each one hashed that may be recorded."""
-        files, seen = {}, []
-        for file, expected in record.manifest["files"].items():
-            read, stamp = self._read_checked_file(record, file, known.get(file))
-            files[file] = read.data
-            seen += [(file, expected["sha256"], stamp)] if stamp else []
-        return files, seen
-
-    def _read_verified(self, record: AdapterRecord, known: Mapping[str, tuple[str, str]]) -> dict[str, bytes]:
-        """Every file of ``record``, checked; files it had to hash are recorded for the next read."""
-        files, seen = self._read_checked(record, known)
-        self._index.remember(record.name, record.version, seen)
-        return files
-
-    def _manifest_problems(self, record: AdapterRecord) -> list[str]:
-        path = record.path / MANIFEST_FILE
-        try:
-            on_disk = json.loads(read_regular(path, limit=MAX_JSON_BYTES))
-            same = all(on_disk.get(key) == record.manifest.get(key) for key in ("name", "version", "files"))
-            rest = _canonical(on_disk) == _canonical(record.manifest)
-        except (OSError, ValueError, AttributeError, RecursionError) as error:
-            return [f"{record.ref}: {path} is unreadable ({type(error).__name__}); the index still describes the entry"]
-        if not same:
-            return [f"{record.ref}: {path} disagrees with the index about name, version or files"]
-        return [] if rest else [f"{record.ref}: the index row differs from {path} (a damaged row?); run "
-                                "`adapterhub registry rebuild-index` to index the manifest on disk again"]
-
-    def _index_problems(self) -> list[str]:
-        with self._index.read() as db:
-            result = [row[0] for row in db.execute("PRAGMA quick_check")]
-        return [] if result == ["ok"] else [f"index {self._index.path}: {line}" for line in result]
-
-    def _record(self, manifest: dict[str, Any], tags: Iterable[str]) -> AdapterRecord:
-        tags = sorted(tags)
-        return AdapterRecord(name=manifest["name"], version=manifest["version"], domain=manifest["domain"],
-                             method=manifest["method"], path=self.root / ADAPTERS_DIR / manifest["name"] /
-                             str(manifest["version"]), manifest={**manifest, "tags": tags}, tags=tuple(tags))
-
     def _record_from_row(self, row: sqlite3.Row, tags: Iterable[str]) -> AdapterRecord:
-        try:
-            manifest = json.loads(row["manifest"])
-            if not (isinstance(manifest, dict) and manifest.get("name") == row["name"]
-                    and manifest.get("version") == row["version"] and isinstance(manifest.get("files"), dict)):
-                raise ValueError("name, version or files do not match the row")
-            return self._record(manifest, tags)
-        except (ValueError, KeyError, TypeError) as error:
-            raise IntegrityError(f"{row['name']}@{row['version']}: its row in the index {self._index.path} is damaged "
-                                 f"({type(error).__name__}); run `adapterhub registry rebuild-index --registry "
-                                 f"{self.root}` to index the version folders' manifests again") from None
+        return index.record_from_row(row, tags, adapters=self.root / ADAPTERS_DIR, index_path=self._index.path)
 
     def _not_found(self, db: sqlite3.Connection, ref: str, name: str, *, action: str = "") -> AdapterNotFoundError:
         versions = [row["version"] for row in index.rows(db, name=name)]
@@ -509,10 +395,6 @@ class Registry:
                  else "run `adapterhub registry list` to see what is registered")
         note = f" ({action})" if action else ""
         return AdapterNotFoundError(f"no adapter {ref!r} in registry {self.root}{note}; {known}")
-
-
-def _canonical(manifest: Mapping[str, Any]) -> str:
-    return json.dumps({key: value for key, value in manifest.items() if key != "tags"}, sort_keys=True)
 
 
 def _manifest_bytes(manifest: Mapping[str, Any]) -> bytes:

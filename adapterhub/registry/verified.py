@@ -25,7 +25,7 @@ from __future__ import annotations
 import os
 from typing import Iterable
 
-from .manifest import ObservedRead
+from .files import ObservedRead
 
 SETTLE_NS = 50_000_000  # well past the kernel's coarse clock tick (1-10 ms) that file timestamps come from
 COARSE_SETTLE_NS = 3_000_000_000  # filesystems that keep whole (FAT: even) seconds

@@ -16,7 +16,8 @@ from typing import Any, Sequence
 
 from ..errors import AdapterNotFoundError, UnknownDomainError
 from ..hf.sync import is_hub_ref, pull
-from ..registry.manifest import MANIFEST_FILE, WEIGHTS_FILE, parse_json, read_regular
+from ..registry.files import parse_json, read_regular
+from ..registry.manifest import MANIFEST_FILE, WEIGHTS_FILE
 from ..prompts import TaskSpec
 
 

@@ -23,7 +23,7 @@ import torch
 
 from ..errors import TrainingError
 from ..tokens import common_prefix
-from .data import IGNORE, Example
+from .examples import IGNORE, Example
 
 
 @dataclass

@@ -30,52 +30,15 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import DataError
 from ..prompts import TaskSpec, answer_ids, prompt_ids, render_prompt
+from .examples import IGNORE, Dataset, Example, Split
 
 if TYPE_CHECKING:
     from .recipe import Recipe, Source
-
-IGNORE = -100
-"""Label of a position without loss (a prompt token)."""
-
-
-@dataclass(frozen=True)
-class Example:
-    """One tokenized example: ``labels[i]`` is ``input_ids[i]`` where supervised, else :data:`IGNORE`."""
-
-    input_ids: tuple[int, ...]
-    labels: tuple[int, ...]
-
-    def __len__(self) -> int:
-        return len(self.input_ids)
-
-
-@dataclass
-class Split:
-    """The rows of one split (canonical field names) and their encoded examples."""
-
-    origin: str
-    rows: list[dict[str, Any]]
-    examples: list[Example]
-
-    @property
-    def num_tokens(self) -> int:
-        return sum(len(example) for example in self.examples)
-
-
-@dataclass
-class Dataset:
-    """Everything the trainer needs from ``data:``."""
-
-    task: TaskSpec
-    train: Split
-    validation: Split | None
-    test: Split | None
 
 
 # --- reading rows -----------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from typing import Any
 from ..entities import IGNORE, check_entities, conll_to_text, word_tags, words_of
 from ..errors import DataError
 from ..prompts import TaskSpec
-from .data import Example
+from .examples import Example
 
 
 def canonical_token_rows(rows: list[dict[str, Any]], *, origin: str) -> list[dict[str, Any]]:

@@ -1,7 +1,7 @@
 """What the trainer does differently for encoder tasks: the model, the batches, the loss, the evaluation.
 
 The trainer (:mod:`adapterhub.training.trainer`) stays one loop; for ``sequence_classification`` and
-``token_classification`` recipes it asks here for
+``token_classification`` recipes its :class:`EncoderTask` (see :mod:`adapterhub.training.task`) asks here for
 
 * the PEFT model: LoRA on ``AutoModelFor{Sequence,Token}Classification`` over the base's weights, the
   new head trained in full and saved with the adapter (PEFT's ``modules_to_save``);
@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from ..entities import IGNORE, entities_from_logits, words_of
 from ..prompts import TaskSpec
-from .data import Example, Split
+from .examples import Example, Split
 from .encoder_metrics import classification_report, entity_report, plot_confusion
 
 
@@ -137,6 +137,49 @@ def evaluate_split(model: ClassifierLoss, tokenizer: Any, task: TaskSpec, split:
         predicted.append(entities_from_logits(logits[firsts], row["text"], words, labels))
     metrics.update(entity_report(predicted, [r["entities"] for r in split.rows], types=task.labels))
     return metrics
+
+
+class EncoderTask:
+    """The encoder half of a training run; :class:`~adapterhub.training.task.TrainingTask` lists the methods."""
+
+    trunk = None  # every layer of an encoder runs each step
+    reuses_validation = False  # validation tracks loss only; the final metrics score every split again
+
+    def __init__(self, recipe: Any, base: Any):
+        self.recipe, self.base = recipe, base
+        self.pad_id = base.tokenizer.pad_token_id
+        self.token = recipe.task.type == "token_classification"
+
+    def build_model(self) -> Any:
+        from .. import methods
+
+        model = peft_model(self.base, self.recipe, methods.get(self.recipe.adapter.method))
+        model.train()
+        return model
+
+    def loss_model(self, peft_model: Any) -> ClassifierLoss:
+        return ClassifierLoss(peft_model)
+
+    def before_training(self, examples: Sequence[Example]) -> float:
+        return 0.0
+
+    def batch(self, examples: Sequence[Example], indices: Sequence[int]) -> EncoderBatch:
+        return collate([examples[i] for i in indices], pad_id=self.pad_id, token=self.token)
+
+    def batch_inputs(self, batch: EncoderBatch) -> dict[str, torch.Tensor]:
+        return batch_inputs(batch)
+
+    def evaluate(self, model: ClassifierLoss, split: Split, *, batch_size: int, device: Any, accuracy: bool = True,
+                 progress: str | None = None, leave: bool = True) -> dict[str, Any]:
+        return evaluate_split(model, self.base.tokenizer, self.recipe.task, split, batch_size=batch_size,
+                              device=device, accuracy=accuracy)
+
+    def base_metrics(self, peft_model: Any, splits: dict[str, Split], *, batch_size: int,
+                     device: Any) -> dict[str, Any] | None:
+        return None  # a bare encoder has no head for the task: nothing to compare
+
+    def write_plots(self, run_dir: Path, metrics: dict[str, Any]) -> None:
+        write_plots(run_dir, metrics, name=self.recipe.name)
 
 
 def write_plots(run_dir: Path, metrics: dict[str, Any], *, name: str) -> list[Path]:

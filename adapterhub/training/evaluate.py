@@ -20,7 +20,8 @@ from ..errors import DataError
 from ..prompts import TaskSpec, answer_ids
 from ..tokens import pad_id_of
 from .batching import collate, plan_batches
-from .data import Example, Split
+from .examples import Example, Split
+from .progress import row_bar
 
 
 def loss_metrics(model: Any, examples: Sequence[Example], *, pad_id: int, batch_size: int = 32,
@@ -151,10 +152,10 @@ def evaluate_split(model: Any, tokenizer: Any, task: TaskSpec, split: Split, *, 
         leave: keep the finished bar on screen.
     """
     if not (accuracy and task.is_classification):
-        with _bar(progress, len(split.examples), leave=leave) as bar:
+        with row_bar(progress, len(split.examples), leave=leave) as bar:
             return loss_metrics(model, split.examples, pad_id=pad_id_of(tokenizer), batch_size=batch_size,
                                 device=device, on_rows=bar.update)
-    with _bar(progress, len(split.rows), leave=leave) as bar:
+    with row_bar(progress, len(split.rows), leave=leave) as bar:
         scores = label_score_matrix(model.model, tokenizer, task, [str(r["text"]) for r in split.rows],
                                     batch_size=batch_size, device=device, on_rows=bar.update,
                                     trunk=getattr(model, "trunk", None))
@@ -170,19 +171,9 @@ def zero_shot_metrics(peft_model: Any, tokenizer: Any, task: TaskSpec, split: Sp
                       device: Any = "cpu", progress: str | None = None, trunk: Any = None) -> dict[str, Any]:
     """Label metrics of the bare base (adapter disabled) with the same prompt (``progress``: a bar's label;
     ``trunk``: the adapter's frozen trunk, whose kept outputs are the bare base's too)."""
-    with peft_model.disable_adapter(), _bar(progress, len(split.rows)) as bar:  # a prefix lives only in the PeftModel
+    with peft_model.disable_adapter(), row_bar(progress, len(split.rows)) as bar:  # a prefix lives only in the PeftModel
         return _split_label_metrics(peft_model.get_base_model(), tokenizer, task, split, batch_size=batch_size,
                                     device=device, on_rows=bar.update, trunk=trunk)
-
-
-def _bar(label: str | None, total: int, *, leave: bool = True) -> Any:
-    """A row-counting progress bar on stderr (disabled when ``label`` is ``None``)."""
-    import sys
-
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=label, unit="row", disable=label is None, leave=leave, dynamic_ncols=True,
-                file=sys.stderr)
 
 
 def _split_label_metrics(model: Any, tokenizer: Any, task: TaskSpec, split: Split, *, batch_size: int,

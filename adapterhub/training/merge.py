@@ -75,7 +75,7 @@ def merge_adapters(refs: Sequence[str], *, name: str, weights: Sequence[float] |
     >>> merge_adapters(["finance", "medical"], how="svd", name="fin-med").record.ref  # doctest: +SKIP
     'fin-med@1'
     """
-    from ..registry.manifest import validate_name
+    from ..registry.refs import validate_name
     from ..registry.store import Registry
 
     validate_name(name)

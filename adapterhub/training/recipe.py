@@ -234,7 +234,7 @@ class OutputSection(_Section):
     @field_validator("tags")
     @classmethod
     def _registry_tags(cls, value: list[str]) -> list[str]:
-        from ..registry.manifest import validate_tag
+        from ..registry.refs import validate_tag
 
         return [validate_tag(tag) for tag in value]
 
@@ -258,21 +258,21 @@ class Recipe(_Section):
     @classmethod
     def _registry_name(cls, value: str) -> str:
         """The registry's own rule, checked now so a finished training run never fails to register."""
-        from ..registry.manifest import validate_name
+        from ..registry.refs import validate_name
 
         return validate_name(value)
 
     @field_validator("domain")
     @classmethod
     def _registry_domain(cls, value: str | None) -> str | None:
-        from ..registry.manifest import validate_name
+        from ..registry.refs import validate_name
 
         return None if value is None else validate_name(value, what="domain")
 
     @field_validator("tags")
     @classmethod
     def _registry_tags(cls, value: list[str]) -> list[str]:
-        from ..registry.manifest import validate_tag
+        from ..registry.refs import validate_tag
 
         return [validate_tag(tag) for tag in value]
 

@@ -19,9 +19,10 @@ Read it top to bottom, like the run itself:
    registered when anything before this fails.
 4. **cleanup** — restore the Ctrl-C handler, close the progress bar.
 
-Encoder recipes (``sequence_classification``, ``token_classification``) run the same loop; what
-differs — the task model with its new head, batches, loss, evaluation, plots — is
-:mod:`adapterhub.training.encoder_task`.
+Decoder and encoder recipes run the same loop; what differs — the model, batches, loss, evaluation,
+plots — is the run's task (:mod:`adapterhub.training.task`: :mod:`~adapterhub.training.decoder_task` or
+:mod:`~adapterhub.training.encoder_task`). What a data-parallel run shares between processes is
+:mod:`adapterhub.training.distributed`.
 
 Data-parallel multi-GPU needs no changes: ``accelerate launch -m adapterhub train RECIPE``.
 
@@ -33,9 +34,7 @@ Data-parallel multi-GPU needs no changes: ``accelerate launch -m adapterhub trai
 from __future__ import annotations
 
 import math
-import signal
 import sys
-import threading
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -43,16 +42,17 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .. import methods
-from .._transformers import quiet_peft_wrapping
 from ..cpu import rebalance
-from ..errors import RecipeError, TrainingError
+from ..errors import TrainingError
 from . import checkpoint, run_dir as runs
-from .batching import collate, plan_batches, plan_steps
+from .batching import plan_batches, plan_steps
 from .data import load_dataset
-from .dropout import use_sparse_dropout
+from .distributed import any_process, from_main, sum_over_processes
+from .interrupt import CtrlC
 from .publish import describe_adapter_dir, push_adapter, register_adapter
 from .recipe import Recipe
 from .recipe_files import load_recipe
+from .task import training_task
 
 
 @dataclass(frozen=True)
@@ -111,8 +111,7 @@ class Trainer:
         self.best_state = None
         self.stopped_early = False
         self.train_seconds, self.train_tokens = 0.0, 0
-        self._interrupt_requested = False
-        self._previous_sigint: Any = None
+        self.ctrl_c = CtrlC(self._note_interrupt)
         self._bar: Any = None
         self._epoch_plan: tuple[int, list[list[int]]] | None = None
         self.hook: methods.TrainingHook | None = None
@@ -125,31 +124,19 @@ class Trainer:
         self.accelerator = self._setup_accelerator()
         torch.manual_seed(training.seed)
         self.base = self._setup_base()
-        self.encoder = self.recipe.task.is_encoder_task
-        if self.recipe.task.base_kind != self.base.kind:
-            raise RecipeError(f"data.format {self.recipe.data.format!r} needs a{'n' if self.encoder else ''} "
-                              f"{self.recipe.task.base_kind} base, but base.model {self.recipe.base.model!r} is a"
-                              f"{'n' if self.base.kind == 'encoder' else ''} {self.base.kind}; set base.model to "
-                              f"{'minilm-l6' if self.encoder else 'smollm2-135m-instruct'} (or another "
-                              f"{self.recipe.task.base_kind})")
+        self.task = training_task(self.recipe, self.base, label=self._progress_label)  # decoder or encoder
         self.data = load_dataset(self.recipe, self.base.tokenizer)
-        self.pad_id = self.base.tokenizer.pad_token_id
         self.peft_model = self._setup_adapter()
         self.optimizer, self.scheduler = self._setup_optimizer()
         self.hook = methods.training_hook(methods.get(self.recipe.adapter.method), self.peft_model, self.recipe,
                                           self.total_steps)  # per-step work of the method (AdaLoRA's budget)
-        from .encoder_task import ClassifierLoss
-        from .lm_loss import SupervisedLM
-        from .trunk import FrozenTrunk
-
-        self.trunk = None if self.encoder or self.recipe.data.packing else FrozenTrunk.of(
-            self.peft_model, budget_mb=training.frozen_cache_mb)  # frozen first layers: run once per row, kept
-        loss_model = ClassifierLoss(self.peft_model) if self.encoder else SupervisedLM(self.peft_model, self.trunk)
+        loss_model = self.task.loss_model(self.peft_model)
+        self.trunk = self.task.trunk  # frozen first layers (decoders): run once per row, kept
         self.model, self.optimizer = self.accelerator.prepare(loss_model, self.optimizer)
         self.run_dir = self._setup_run_dir()
         if self.resume:
             self._restore(checkpoint.latest_checkpoint(self.run_dir))  # last: it also restores the RNG
-        self._install_interrupt_handler()
+        self.ctrl_c.install()
 
     def _setup_accelerator(self) -> Any:
         from accelerate import Accelerator
@@ -171,28 +158,8 @@ class Trainer:
         return base
 
     def _setup_adapter(self) -> Any:
-        from peft import prepare_model_for_kbit_training
-
-        method = methods.get(self.recipe.adapter.method)
-        if self.encoder:
-            from .encoder_task import peft_model
-
-            model = peft_model(self.base, self.recipe, method)
-            model.train()
-            return model
-        checkpointing = self.recipe.training.gradient_checkpointing
-        model = self.base.model
-        with quiet_peft_wrapping():
-            if self.base.spec.quantize is not None:
-                model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing,
-                                                        gradient_checkpointing_kwargs={"use_reentrant": False})
-            elif checkpointing:
-                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-            peft_model = methods.build_trainable(method, model, self.recipe, self.base)
-        use_sparse_dropout(peft_model)  # same masks' distribution, a random draw per dropped element only
-        method.initialise(peft_model, self.base.tokenizer, self.recipe)
-        peft_model.train()
-        return peft_model
+        """The trainable model: the task's PEFT model over the base, in train mode."""
+        return self.task.build_model()
 
     def _setup_optimizer(self) -> tuple[Any, Any]:
         import torch
@@ -219,11 +186,7 @@ class Trainer:
         if self.accelerator.is_main_process:
             path = runs.new_run_dir(self.recipe.name, self.requested_run_dir, root=self.runs_root)
             runs.write_recipe(path, self.recipe.to_yaml())
-        if self.accelerator.num_processes > 1:
-            from accelerate.utils import broadcast_object_list
-
-            path = broadcast_object_list([path])[0]
-        return path
+        return from_main(self.accelerator, path)
 
     def _restore(self, folder: Path) -> None:
         state, self.best_state = checkpoint.load_checkpoint(folder, peft_model=self.peft_model,
@@ -232,31 +195,16 @@ class Trainer:
         self.stopped_early = state["stopped_early"]
         self.train_seconds, self.train_tokens = state["train_seconds"], state["train_tokens"]
 
-    def _install_interrupt_handler(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return
-
-        def request_stop(signum: int, frame: Any) -> None:
-            self._interrupt_requested = True
-            signal.signal(signal.SIGINT, self._previous_sigint)  # a second Ctrl-C stops at once
-            if self._bar is not None:
-                self._bar.write("interrupt: finishing this step and saving a checkpoint (Ctrl-C again to abort)")
-
-        self._previous_sigint = signal.signal(signal.SIGINT, request_stop)
+    def _note_interrupt(self) -> None:
+        if self._bar is not None:
+            self._bar.write("interrupt: finishing this step and saving a checkpoint (Ctrl-C again to abort)")
 
     # --- 2. train -------------------------------------------------------------------------------------------
     def train(self) -> None:
         from tqdm.auto import tqdm
 
-        if self.trunk is not None and self.step < self.total_steps:  # the frozen layers, once for every epoch
-            seconds = self.trunk.seconds
-            states = self.trunk.prepare(self.data.train.examples, pad_id=self.pad_id,
-                                        progress=self._progress_label(f"first {self.trunk.depth} layers, once"))
-            self.train_seconds += self.trunk.seconds - seconds  # part of training's time (and of its tokens/s)
-            if states is None and self.progress and self.accelerator.is_main_process:
-                print(f"note: the frozen layers' outputs for {len(self.data.train.examples)} training rows do not fit "
-                      f"training.frozen_cache_mb={self.recipe.training.frozen_cache_mb:g}: every step runs the whole "
-                      f"model (raise it to keep them)", file=sys.stderr)
+        if self.step < self.total_steps:  # e.g. the frozen layers, once for every epoch
+            self.train_seconds += self.task.before_training(self.data.train.examples)  # part of training's time
         self._bar = tqdm(total=self.total_steps, initial=self.step, unit="step", dynamic_ncols=True,
                          desc=f"train {self.recipe.name}", disable=not (self.progress and self.accelerator.is_main_process))
         try:
@@ -268,7 +216,7 @@ class Trainer:
                 last = self.step == self.total_steps
                 if self._due(self.recipe.training.eval_every) or last:
                     self._validate()
-                if self._stop_requested():
+                if any_process(self.accelerator, self.ctrl_c.requested):
                     path = self._save_checkpoint()
                     raise TrainingError(f"interrupted at step {self.step}/{self.total_steps}; nothing was registered. "
                                         f"Checkpoint saved in {path}; continue with --resume --run-dir {self.run_dir}")
@@ -285,30 +233,16 @@ class Trainer:
         """One optimizer step (all its micro-batches); appends to and returns the history row."""
         import torch
 
-        from . import encoder_task, lm_loss
-        from .trunk import attach_states
-
         rebalance()  # other adapterhub processes came or went: keep this one at its share of the cores
         started = time.perf_counter()
-        data, training = self.recipe.data, self.recipe.training
-        share = training.share_prompt_prefix and not (training.gradient_checkpointing or data.packing)
-        token = self.recipe.task.type == "token_classification"
-        examples = self.data.train.examples
-        batches = [encoder_task.collate([examples[i] for i in indices], pad_id=self.pad_id, token=token)
-                   if self.encoder else
-                   attach_states(collate([examples[i] for i in indices], pad_id=self.pad_id,
-                                         share_prefix=share,
-                                         pack_length=data.max_length if data.packing else None),
-                                 self.trunk, examples, indices, pad_id=self.pad_id)
-                   for indices in self._micro_batches()]
-        batch_inputs = encoder_task.batch_inputs if self.encoder else lm_loss.batch_inputs
-        targets = self._sum_over_processes(sum(int(batch.targets.numel()) for batch in batches))
+        batches = [self.task.batch(self.data.train.examples, indices) for indices in self._micro_batches()]
+        targets = sum_over_processes(self.accelerator, sum(int(batch.targets.numel()) for batch in batches))
         scale = self.accelerator.num_processes / targets  # DDP averages gradients over processes
         loss_sum = 0.0
         for number, batch in enumerate(batches, 1):
             sync = number == len(batches)
             with nullcontext() if sync else self.accelerator.no_sync(self.model):
-                loss = self.model(**batch_inputs(batch.to(self.accelerator.device)))
+                loss = self.model(**self.task.batch_inputs(batch.to(self.accelerator.device)))
                 if not torch.isfinite(loss):
                     raise TrainingError(f"loss became {loss.item()} at step {self.step + 1}; nothing was registered. "
                                         f"Lower training.lr (now {self.recipe.training.lr}) or set training.max_grad_norm")
@@ -316,7 +250,7 @@ class Trainer:
                 extra = self.hook.extra_loss() if sync and self.hook is not None else None
                 self.accelerator.backward(scaled if extra is None else scaled + extra)
             loss_sum += float(loss.detach())
-        loss_sum = self._sum_over_processes(loss_sum)
+        loss_sum = sum_over_processes(self.accelerator, loss_sum)
         grad_norm = None
         if self.recipe.training.max_grad_norm is not None:
             grad_norm = float(self.accelerator.clip_grad_norm_(self.trainable, self.recipe.training.max_grad_norm))
@@ -328,23 +262,13 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         seconds = time.perf_counter() - started
-        tokens = int(self._sum_over_processes(sum(batch.num_tokens for batch in batches)))
+        tokens = int(sum_over_processes(self.accelerator, sum(batch.num_tokens for batch in batches)))
         self.train_seconds += seconds
         self.train_tokens += tokens
         row = {"step": self.step, "epoch": round(self.step / self.steps_per_epoch, 4), "loss": loss_sum / targets,
                "lr": lr, "grad_norm": grad_norm, "tokens": tokens, "tokens_per_second": tokens / max(seconds, 1e-9)}
         self.history["train"].append(row)
         return row
-
-    def _sum_over_processes(self, value: float) -> float:
-        """``value`` summed over every process of a data-parallel run (itself in a single process)."""
-        if self.accelerator.num_processes == 1:
-            return value
-        import torch
-
-        total = self.accelerator.reduce(torch.tensor(float(value), dtype=torch.float64,
-                                                     device=self.accelerator.device), reduction="sum")
-        return float(total.item())
 
     def _micro_batches(self) -> list[list[int]]:
         """This process's micro-batches (example indices) for the current step: a pure function of the step."""
@@ -384,26 +308,14 @@ class Trainer:
                                 file=sys.stderr)  # stdout stays clean for --json
 
     def _evaluate(self, split: Any, *, accuracy: bool = True, progress: str | None = None,
-                  leave: bool = True) -> dict[str, Any]:
-        """Metrics of the current adapter on one split (the decoder's evaluation with a progress bar, or the
-        encoder task's)."""
-        from . import encoder_task, evaluate
-
+                  leave: bool = True, bare: bool = False) -> dict[str, Any]:
+        """Every evaluation pass of the run: metrics of the current adapter on one split (``bare``: of the
+        bare base on the named splits, ``None`` where the task has no such comparison)."""
+        options = {"batch_size": self.recipe.training.eval_batch_size, "device": self.accelerator.device}
+        if bare:
+            return self.task.base_metrics(self.peft_model, split, **options)
         model = self.accelerator.unwrap_model(self.model)
-        options = {"batch_size": self.recipe.training.eval_batch_size, "device": self.accelerator.device,
-                   "accuracy": accuracy}
-        if self.encoder:
-            return encoder_task.evaluate_split(model, self.base.tokenizer, self.data.task, split, **options)
-        return evaluate.evaluate_split(model, self.base.tokenizer, self.data.task, split, **options,
-                                       progress=progress, leave=leave)
-
-    def _stop_requested(self) -> bool:
-        if self.accelerator.num_processes == 1:
-            return self._interrupt_requested
-        import torch
-
-        flag = torch.tensor([int(self._interrupt_requested)], device=self.accelerator.device)
-        return bool(self.accelerator.reduce(flag, reduction="sum").item())
+        return self.task.evaluate(model, split, **options, accuracy=accuracy, progress=progress, leave=leave)
 
     def _save_checkpoint(self) -> Path:
         path = None
@@ -414,11 +326,7 @@ class Trainer:
                                               optimizer=self.optimizer, scheduler=self.scheduler, state=state,
                                               best=self.best_state, keep=self.recipe.training.keep_checkpoints)
         self.accelerator.wait_for_everyone()
-        if self.accelerator.num_processes > 1:  # every process reports the same folder
-            from accelerate.utils import broadcast_object_list
-
-            path = broadcast_object_list([path])[0]
-        return path
+        return from_main(self.accelerator, path)  # every process reports the same folder
 
     # --- 3. finish ------------------------------------------------------------------------------------------
     def finish(self, *, registry: Any = None) -> TrainResult:
@@ -438,14 +346,11 @@ class Trainer:
             runs.write_metrics(self.run_dir, {"name": self.recipe.name, "run_dir": str(self.run_dir),
                                               "metrics": metrics, "history": self.history})
             runs.plot_losses(self.run_dir, self.history, title=f"{self.recipe.name} ({self.recipe.adapter.method})")
-            if self.encoder:
-                from .encoder_task import write_plots
-
-                write_plots(self.run_dir, metrics, name=self.recipe.name)
+            self.task.write_plots(self.run_dir, metrics)
             describe_adapter_dir(adapter_dir, self.recipe, metrics=metrics, base=self.base)  # loads with its task
         except KeyboardInterrupt:
-            self._interrupt_requested = True
-        if self._interrupt_requested:
+            self.ctrl_c.requested = True
+        if self.ctrl_c.requested:
             saved = self.run_dir / "adapter"
             keep = (f"The trained adapter is in {saved}: register it with `adapterhub registry import {saved} --name "
                     f"{self.recipe.name}`" if (saved / "adapter_model.safetensors").is_file() else
@@ -464,20 +369,14 @@ class Trainer:
 
     def final_metrics(self) -> dict[str, Any]:
         """Validation and test metrics of the current adapter (plus base zero-shot with ``eval_base``)."""
-        from .evaluate import zero_shot_metrics
-
-        task = self.data.task
-        options = {"batch_size": self.recipe.training.eval_batch_size, "device": self.accelerator.device}
         splits = {name: split for name in ("validation", "test") if (split := getattr(self.data, name)) is not None}
         metrics: dict[str, Any] = {}
         for name, split in splits.items():
             metrics[name] = self._scored_already(name) or self._evaluate(
                 split, progress=self._progress_label(f"evaluate {name}"))
-        if self.recipe.training.eval_base and task.is_classification:
-            metrics["base"] = {name: zero_shot_metrics(self.peft_model, self.base.tokenizer, task, split, **options,
-                                                       progress=self._progress_label(f"bare base on {name}"),
-                                                       trunk=self.trunk)
-                               for name, split in splits.items()}
+        base = self._evaluate(splits, bare=True)
+        if base is not None:
+            metrics["base"] = base
         metrics["train"] = {
             "steps": self.step, "epochs": round(self.step / self.steps_per_epoch, 3), "stopped_early": self.stopped_early,
             "best_step": self.best["step"], "final_loss": self.history["train"][-1]["loss"] if self.history["train"] else None,
@@ -493,7 +392,7 @@ class Trainer:
         if split != "validation" or best is None or not (self.recipe.training.load_best or self.best["step"] == self.step):
             return None
         complete = not self.data.task.is_classification or "accuracy" in best
-        return best if complete and not self.encoder else None
+        return best if complete and self.task.reuses_validation else None
 
     def _progress_label(self, label: str) -> str | None:
         """``label`` for an evaluation's progress bar (on stderr), or ``None`` where no bar is shown."""
@@ -501,8 +400,6 @@ class Trainer:
 
     # --- 4. cleanup -----------------------------------------------------------------------------------------
     def cleanup(self) -> None:
-        if self._previous_sigint is not None and threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGINT, self._previous_sigint)
-            self._previous_sigint = None
+        self.ctrl_c.restore()
         if self._bar is not None:
             self._bar.close()

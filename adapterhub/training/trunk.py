@@ -136,12 +136,12 @@ class FrozenTrunk:
     def _all_rows(self, examples: Sequence[Any], pad_id: int, batch_size: int,
                   progress: str | None) -> list[torch.Tensor]:
         from .batching import collate, plan_batches
-        from .evaluate import _bar
         from .lm_loss import decoder_hidden_states
+        from .progress import row_bar
 
         device = self.body.get_input_embeddings().weight.device
         states: list[Any] = [None] * len(examples)
-        with self.trunk(), _bar(progress, len(examples), leave=False) as bar:
+        with self.trunk(), row_bar(progress, len(examples), leave=False) as bar:
             for indices in plan_batches([len(e) for e in examples], batch_size=batch_size, seed=None):
                 batch = collate([examples[i] for i in indices], pad_id=pad_id, share_prefix=True).to(device)
                 hidden = decoder_hidden_states(self.model, batch.input_ids, batch.attention_mask, None,

@@ -10,7 +10,8 @@ import pytest
 from adapterhub.methods.prefix import prefix_dims
 from adapterhub.registry.compat import check_compatible
 from adapterhub.errors import IncompatibleBaseError, InvalidAdapterError
-from adapterhub.registry.manifest import CONFIG_FILE, WEIGHTS_FILE, safetensors_shapes
+from adapterhub.registry.manifest import CONFIG_FILE, WEIGHTS_FILE
+from adapterhub.registry.safetensors_file import safetensors_shapes
 
 LORA = {"peft_type": "LORA"}
 Q = "base_model.model.model.layers.0.self_attn.q_proj"

@@ -6,7 +6,8 @@ import pytest
 
 from adapterhub.errors import IntegrityError, InvalidAdapterError, InvalidNameError
 from adapterhub.methods import method_from_config
-from adapterhub.registry.manifest import check_file, file_entry, parse_ref, validate_tag
+from adapterhub.registry.manifest import check_file, file_entry
+from adapterhub.registry.refs import parse_ref, validate_tag
 
 
 @pytest.mark.parametrize("ref, expected", [

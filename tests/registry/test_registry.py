@@ -121,11 +121,11 @@ def test_load_verifies_and_returns_config_and_tensors(seeded, lora_dir, tiny_bas
 
 
 def test_load_reads_each_file_once(seeded, monkeypatch):
-    import adapterhub.registry.store as store
+    import adapterhub.registry.integrity as integrity
 
     reads: list[str] = []
-    original = store.read_observed
-    monkeypatch.setattr(store, "read_observed", lambda path, **kw: reads.append(Path(path).name) or original(path, **kw))
+    original = integrity.read_observed
+    monkeypatch.setattr(integrity, "read_observed", lambda path, **kw: reads.append(Path(path).name) or original(path, **kw))
     seeded.load("legal@1")
     assert sorted(reads) == [CONFIG_FILE, WEIGHTS_FILE]
 

@@ -29,8 +29,8 @@ from adapterhub.cli import main
 from adapterhub.errors import (IndexLostError, IntegrityError, InvalidAdapterError, InvalidNameError,
                                ReadOnlyRegistryError, StorageError)
 from adapterhub.registry import Registry
-from adapterhub.registry.manifest import (CONFIG_FILE, MANIFEST_FILE, WEIGHTS_FILE, file_entry, parse_ref,
-                                          validate_name)
+from adapterhub.registry.manifest import CONFIG_FILE, MANIFEST_FILE, WEIGHTS_FILE, file_entry
+from adapterhub.registry.refs import parse_ref, validate_name
 from adapterhub.registry.store import ADAPTERS_DIR, INDEX_FILE, STAGING_DIR
 
 

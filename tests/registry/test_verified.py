@@ -22,7 +22,8 @@ from tests.registry.test_registry_hardening import read_only
 
 from adapterhub.errors import IntegrityError
 from adapterhub.registry import Registry, index, verified
-from adapterhub.registry.manifest import CONFIG_FILE, WEIGHTS_FILE, ObservedRead
+from adapterhub.registry.files import ObservedRead
+from adapterhub.registry.manifest import CONFIG_FILE, WEIGHTS_FILE
 from adapterhub.registry.store import INDEX_FILE
 
 

@@ -14,8 +14,9 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import load_file, save
 
 from adapterhub.registry import Registry
-from adapterhub.registry.manifest import (WEIGHTS_FILE, SafetensorsViews, _read_writable, read_observed,
-                                          safetensors_layout, safetensors_tensors)
+from adapterhub.registry.files import _read_writable, read_observed
+from adapterhub.registry.manifest import WEIGHTS_FILE
+from adapterhub.registry.safetensors_file import SafetensorsViews, safetensors_layout, safetensors_tensors
 from adapterhub.runtime import AdapterHub
 from adapterhub.runtime.methods.lora import LoraMethod
 from adapterhub.runtime.testing import make_random_adapters

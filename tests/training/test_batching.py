@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from adapterhub.training.batching import collate, common_prefix_length, plan_batches
-from adapterhub.training.data import IGNORE, Example
+from adapterhub.training.examples import IGNORE, Example
 
 
 LENGTHS = [5, 17, 3, 9, 12, 4, 8, 15, 6, 11, 2, 14]

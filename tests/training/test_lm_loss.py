@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from adapterhub.training.batching import collate
-from adapterhub.training.data import IGNORE, Example
+from adapterhub.training.examples import IGNORE, Example
 from adapterhub.training.lm_loss import SupervisedLM, batch_inputs
 
 

@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 from ...errors import IncompatibleBaseError, InvalidAdapterError
 from ...memory import fresh_tensor
 from ...methods.lora import parse_key
-from ...registry.manifest import SafetensorsViews
+from ...registry.safetensors_file import SafetensorsViews
 from ..batch import active_rows, routed
 from . import PatchedLayers, owned, tensor_bytes
 

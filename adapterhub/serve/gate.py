@@ -1,0 +1,65 @@
+"""Who may ask for what: the ``Authorization: Bearer`` key, its rate limit, admin rights and the models
+it may use. Every refusal is a :class:`~.protocol.ServeError` in OpenAI's shape.
+
+>>> gate = Gate(engine, KeyStore(path))  # doctest: +SKIP
+>>> key = gate.authenticate(request)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Request
+
+from .access import note
+from .auth import ApiKey, KeyStore, RateLimiter
+from .protocol import ServeError
+
+
+class Gate:
+    """Checks each request's key (``keys=None``: no auth, everyone may use every model)."""
+
+    def __init__(self, engine: Any, keys: KeyStore | None):
+        self.engine = engine
+        self.keys = keys
+        self.limiter = RateLimiter()
+
+    def authenticate(self, request: Request, *, admin: bool = False) -> ApiKey | None:
+        """The request's valid key (``None`` without auth), noted for the access log.
+
+        Raises:
+            ServeError: 401 no or bad key, 403 not an admin key where one is needed, 429 over its limit.
+        """
+        if self.keys is None:
+            return None
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if not header:
+            raise ServeError(401, "missing API key: send 'Authorization: Bearer <key>'", code="missing_api_key",
+                             headers={"WWW-Authenticate": "Bearer"})
+        key = self.keys.verify(token.strip()) if scheme.lower() == "bearer" else None
+        if key is None:
+            raise ServeError(401, "invalid or revoked API key", code="invalid_api_key",
+                             headers={"WWW-Authenticate": "Bearer"})
+        note(request, key=key.name)
+        if admin and not key.admin:
+            raise ServeError(403, f"key {key.name!r} is not an admin key (adapterhub keys create NAME --admin)",
+                             code="admin_required")
+        wait = self.limiter.check(key.name, key.rpm)
+        if wait is not None:
+            raise ServeError(429, f"key {key.name!r} is over its limit of {key.rpm} requests per minute",
+                             code="rate_limit_exceeded", headers={"Retry-After": str(wait)})
+        return key
+
+    def permit(self, request: Request, key: ApiKey | None, model: str) -> str | None:
+        """The adapter reference ``model`` means (``None``: the bare base), if ``key`` may use it.
+
+        Raises:
+            ServeError: 403 the key's allow list does not cover it (or the engine's errors for ``model``).
+        """
+        note(request, model=model[:200])
+        ref = self.engine.model_ref(model)
+        if key is not None and not key.may_use(ref):
+            raise ServeError(403, f"key {key.name!r} may not use {model!r} (allowed: {', '.join(key.allow)})",
+                             code="model_not_allowed")
+        return ref
