@@ -15,7 +15,7 @@ MAY_USE = {  # wing -> wings it may import (itself always)
     "prompts": {"errors"},
     "entities": {"errors"},
     "scoring": {"prompts", "tokens", "_transformers"},  # the README: "the above" leaves
-    "methods": {"errors", "_transformers"},
+    "methods": {"errors", "_transformers", "memory", "tokens"},  # each method's folder serves it too (leaves only)
     "base": LEAVES | {"hf.client"},  # Hugging Face ids load through the Hub client (itself a leaf)
     "registry": SHARED | {"base"},
     "hf": SHARED | {"base", "registry"},

@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 
 from .. import methods
 from ..errors import ConfigError, IntegrityError, InvalidAdapterError, InvalidNameError
-from ..memory import fresh_buffer
+from ..memory import OwnedViews, fresh_buffer
 from ..prompts import TaskSpec
 
 FORMAT = 1
@@ -284,7 +284,7 @@ def _safetensors_layout(data: Any) -> dict[str, TensorSpan]:
 _SPAN_KEYS = frozenset({"dtype", "shape", "data_offsets"})
 
 
-class SafetensorsViews(dict):
+class SafetensorsViews(OwnedViews):
     """``{name: tensor}`` viewing one private, writable buffer that was read for its holder alone.
 
     Whoever holds it owns that memory: the tensors may be kept as they are, or overwritten (the

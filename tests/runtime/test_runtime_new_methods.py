@@ -115,9 +115,9 @@ def test_every_row_of_a_mixed_batch_matches(hub, references, tiny_base, order):
 
 def test_patches_chain_on_a_shared_linear_layer(hub, tiny_base):
     """down_proj carries LoRA, IA³ and bottleneck patches at once, each wrapping the one before."""
-    from adapterhub.runtime.methods.bottleneck import BottleneckLayer
-    from adapterhub.runtime.methods.ia3 import IA3Layer
-    from adapterhub.runtime.methods.lora import LoraLayer
+    from adapterhub.methods.bottleneck.serving import BottleneckLayer
+    from adapterhub.methods.ia3.serving import IA3Layer
+    from adapterhub.methods.lora.layer import LoraLayer
 
     down_proj = tiny_base.model.model.layers[0].mlp.down_proj
     chain, layer = [], down_proj.forward

@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from ...errors import IncompatibleBaseError, InvalidAdapterError
-from ...methods.bottleneck import BottleneckConfig, parse_key
-from ..batch import active_rows
-from . import PatchedLayers, owned, tensor_bytes
+from ...memory import owned, tensor_bytes
+from ..rows import active_rows
+from ..serving import PatchedLayers
+from .config import BottleneckConfig, parse_key
 
 _ATTR = "_adapterhub_bottleneck_layer"
 
@@ -97,7 +98,7 @@ class BottleneckMethod(PatchedLayers):
         self._device = next(self.base.model.parameters()).device
 
     def prepare(self, config: dict[str, Any], tensors: dict[str, Any]) -> PreparedBottleneck:
-        from ...methods.bottleneck_model import ACTIVATIONS
+        from .model import ACTIVATIONS
 
         try:
             parsed_config = BottleneckConfig.from_dict(config)

@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from ...errors import IncompatibleBaseError, InvalidAdapterError
-from ...methods.ia3 import is_feedforward, parse_key
-from ..batch import active_rows
-from . import PatchedLayers, owned, tensor_bytes
+from ...memory import owned, tensor_bytes
+from ..rows import active_rows
+from ..serving import PatchedLayers
+from .spec import is_feedforward, parse_key
 
 _ATTR = "_adapterhub_ia3_layer"
 

@@ -1,0 +1,8 @@
+"""AdaLoRA: ``spec`` (what it is, its training hook), ``options`` (its recipe section), ``serving`` (LoRA's layers)."""
+
+from .. import register
+from .spec import ADALORA, AdaLoraHook, parse_key, ranks
+
+register(ADALORA)
+
+__all__ = ["ADALORA", "AdaLoraHook", "parse_key", "ranks"]

@@ -1,0 +1,90 @@
+"""How a method is served, behind one small interface (each method's ``serving.py`` implements it).
+
+Each method turns a PEFT adapter (its ``adapter_config.json`` dict and its
+tensors) into *prepared* tensors — validated against the base, converted to
+the base dtype and device, constants folded — and installs them in numbered
+slots. Residency (which slot holds what, LRU, budgets) lives in the runtime;
+the methods never know adapter names.
+
+A method reaches its rows one of two ways (its ``routes``):
+
+* ``"layers"``: it patched some modules once; they read the row→slot mapping
+  (:class:`~adapterhub.methods.rows.RowSlots`) of the running forward;
+* ``"prefix"``: it contributes cache entries in front of its rows (``batch``).
+
+Shared here: the :class:`AdapterMethod` protocol and :class:`PatchedLayers` (layers patched once,
+per-slot entries) that LoRA, IA³ and the bottleneck build on.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, ClassVar, Literal, Protocol
+
+
+class Prepared(Protocol):
+    """An adapter ready to install: its tensors, and the bytes they hold."""
+
+    nbytes: int
+
+
+class AdapterMethod(Protocol):
+    """What the runtime asks of a method."""
+
+    name: str
+    routes: Literal["layers", "prefix"]
+
+    def prepare(self, config: dict[str, Any], tensors: dict[str, Any]) -> Prepared:
+        """Validate and convert; raises IncompatibleBaseError / InvalidAdapterError."""
+
+    def install(self, slot: int, prepared: Prepared) -> None:
+        """Make ``prepared`` answer for ``slot`` (slot storage only; no module traversal)."""
+
+    def remove(self, slot: int) -> None:
+        """Free ``slot``; a no-op when it is empty."""
+
+
+_PATCH_LOCK = threading.Lock()  # hubs sharing a base patch each linear exactly once per method
+
+
+class PatchedLayers:
+    """What every layer method (LoRA, IA³, bottleneck) keeps: per-slot entries in layers patched once.
+
+    A subclass (a dataclass with ``_linears: {name: nn.Linear}`` and ``_slot_layers: {slot: [layer]}``)
+    names its ``layer_class`` (built around a linear, holding ``weights: {slot: entry}``) and the
+    ``patch_attr`` it marks a patched linear with. Patching replaces the linear's ``forward`` by an
+    instance attribute that wraps the forward found (plain, or another method's patch): the module
+    tree and state_dict stay as they were, and nothing is traversed on a switch.
+    """
+
+    layer_class: ClassVar[type]
+    patch_attr: ClassVar[str]
+    _linears: dict[str, Any]
+    _slot_layers: dict[int, list[Any]]
+
+    def install(self, slot: int, prepared: Any) -> None:
+        """Put ``prepared.layers`` (module name -> entry) in ``slot`` of each module's patched layer."""
+        layers = []
+        for module_name, entry in prepared.layers.items():
+            layer = self._patched(module_name)
+            layer.weights[slot] = entry
+            layers.append(layer)
+        self._slot_layers[slot] = layers
+
+    def remove(self, slot: int) -> None:
+        for layer in self._slot_layers.pop(slot, []):
+            layer.weights.pop(slot, None)
+
+    def slot_layers(self, slot: int) -> list[Any]:
+        """The patched layers holding ``slot``'s entries (weighted mixes read them; see ``runtime/mixing.py``)."""
+        return list(self._slot_layers.get(slot, []))
+
+    def _patched(self, module_name: str) -> Any:
+        linear = self._linears[module_name]
+        with _PATCH_LOCK:
+            layer = getattr(linear, self.patch_attr, None)
+            if layer is None:
+                layer = self.layer_class(linear)
+                linear.forward = layer
+                object.__setattr__(linear, self.patch_attr, layer)
+        return layer
