@@ -31,7 +31,6 @@ from typing import Any
 from ..._transformers import strip_peft_prefix
 from ...errors import IncompatibleBaseError, InvalidAdapterError, RecipeError
 from ..spec import MethodBase
-from .options import AdaLoraOptions
 
 _KEY = re.compile(r"^(?P<module>.+)\.(?P<kind>lora_A|lora_B|lora_E)$")
 
@@ -62,9 +61,15 @@ class AdaLoraSpec(MethodBase):
     peft_type: str = "ADALORA"
     title: str = "AdaLoRA"
     summary: str = "LoRA with a learned rank budget"
-    options: type = AdaLoraOptions
     mixable: bool = True
     noise_std: float = 0.1
+
+    @property
+    def options(self) -> type:
+        """Its recipe options (imported when a recipe is read, not when the registry is)."""
+        from .options import AdaLoraOptions
+
+        return AdaLoraOptions
 
     def check_files(self, config: Mapping[str, Any], tensor_shapes: Mapping[str, tuple[int, ...]], *,
                     where: str) -> None:

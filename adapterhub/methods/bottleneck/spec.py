@@ -13,7 +13,6 @@ from typing import Any
 from ...errors import IncompatibleBaseError, InvalidAdapterError
 from ..spec import MethodBase
 from .config import NON_LINEARITIES, PEFT_TYPE, PLACEMENTS, BottleneckConfig, parse_key
-from .options import BottleneckOptions
 
 
 @dataclass(frozen=True)
@@ -22,8 +21,14 @@ class BottleneckSpec(MethodBase):
     peft_type: str = PEFT_TYPE
     title: str = "bottleneck"
     summary: str = "Houlsby/Pfeiffer adapters; adapterhub only, plain PEFT cannot load them"
-    options: type = BottleneckOptions
     peft_loads: bool = False
+
+    @property
+    def options(self) -> type:
+        """Its recipe options (imported when a recipe is read, not when the registry is)."""
+        from .options import BottleneckOptions
+
+        return BottleneckOptions
 
     def check_files(self, config: Mapping[str, Any], tensor_shapes: Mapping[str, tuple[int, ...]], *,
                     where: str) -> None:

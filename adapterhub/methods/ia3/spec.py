@@ -24,7 +24,6 @@ from typing import Any
 from ..._transformers import strip_peft_prefix
 from ...errors import IncompatibleBaseError, InvalidAdapterError
 from ..spec import MethodBase
-from .options import IA3Options
 
 SUFFIX = ".ia3_l"
 DEFAULT_TARGETS = ("k_proj", "v_proj", "down_proj")
@@ -48,7 +47,13 @@ class IA3Spec(MethodBase):
     peft_type: str = "IA3"
     title: str = "IA³"
     summary: str = "learned scaling vectors"
-    options: type = IA3Options
+
+    @property
+    def options(self) -> type:
+        """Its recipe options (imported when a recipe is read, not when the registry is)."""
+        from .options import IA3Options
+
+        return IA3Options
 
     def check_files(self, config: Mapping[str, Any], tensor_shapes: Mapping[str, tuple[int, ...]], *,
                     where: str) -> None:

@@ -24,7 +24,6 @@ from ..._transformers import strip_peft_prefix
 from ...errors import IncompatibleBaseError, InvalidAdapterError
 from ..checks import config_problem
 from ..spec import MethodBase
-from .options import LoraOptions
 
 _KEY = re.compile(r"^(?P<module>.+)\.(?P<kind>lora_A|lora_B|lora_embedding_A|lora_embedding_B|lora_magnitude_vector)"
                   r"(?P<rest>(?:\.[^.]+)*)$")
@@ -55,12 +54,18 @@ class LoraSpec(MethodBase):
     peft_type: str = "LORA"
     title: str = "LoRA"
     summary: str = "low-rank update; DoRA / rsLoRA flags"
-    options: type = LoraOptions
     default: bool = True
     mergeable: bool = True
     mixable: bool = True
     encoder: bool = True
     noise_std: float = 0.1
+
+    @property
+    def options(self) -> type:
+        """Its recipe options (imported when a recipe is read, not when the registry is)."""
+        from .options import LoraOptions
+
+        return LoraOptions
 
     def check_files(self, config: Mapping[str, Any], tensor_shapes: Mapping[str, tuple[int, ...]], *,
                     where: str) -> None:

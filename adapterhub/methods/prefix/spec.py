@@ -19,7 +19,6 @@ from ..._transformers import cache_layers, cache_of, kv_geometry
 from ...errors import IncompatibleBaseError, InvalidAdapterError, RecipeError
 from ..checks import config_problem
 from ..spec import MethodBase
-from .options import PrefixOptions
 
 WEIGHTS_KEY = "prompt_embeddings"
 
@@ -36,7 +35,13 @@ class PrefixSpec(MethodBase):
     peft_type: str = "PREFIX_TUNING"
     title: str = "prefix tuning"
     summary: str = "learned key/value prefix per layer"
-    options: type = PrefixOptions
+
+    @property
+    def options(self) -> type:
+        """Its recipe options (imported when a recipe is read, not when the registry is)."""
+        from .options import PrefixOptions
+
+        return PrefixOptions
 
     def check_files(self, config: Mapping[str, Any], tensor_shapes: Mapping[str, tuple[int, ...]], *,
                     where: str) -> None:
