@@ -36,7 +36,7 @@ BAD_RECIPES = [
     (with_("adapter.r", 0), r"adapter.r: Input should be greater than or equal to 1"),
     (with_("training.epochs", [1]), r"training.epochs: Input should be a valid number"),
     (with_("base.quantize", "nf8"), r"base.quantize: use none \(full precision\), nf4, fp4 or int8"),
-    (with_("adapter.method", "vera"), r"adapter.method: unknown method 'vera'; use one of adalora, bottleneck, ia3, lora, prefix"),
+    (with_("adapter.method", "vera"), "adapter.method: unknown method 'vera'; use one of " + ", ".join(methods.names())),
     ({"data": {"train": "x.jsonl", "labels": ["a", "b"]}}, r"name: required key is missing"),
     ({"name": "demo"}, r"data: required key is missing"),
     (with_("name", "Bad Name"), r"name: String should match pattern"),
