@@ -19,6 +19,7 @@ per-slot entries) that LoRA, IA³ and the bottleneck build on.
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, Protocol
 
 
@@ -44,6 +45,18 @@ class AdapterMethod(Protocol):
         """Free ``slot``; a no-op when it is empty."""
 
 
+@dataclass
+class PreparedLayers:
+    """A layer method's prepared adapter: one entry per module name, and the bytes they hold."""
+
+    layers: dict[str, Any]  # module name -> entry (with .nbytes)
+    nbytes: int = 0
+
+    @classmethod
+    def of(cls, layers: dict[str, Any]) -> PreparedLayers:
+        return cls(layers=layers, nbytes=sum(entry.nbytes for entry in layers.values()))
+
+
 _PATCH_LOCK = threading.Lock()  # hubs sharing a base patch each linear exactly once per method
 
 
@@ -59,8 +72,20 @@ class PatchedLayers:
 
     layer_class: ClassVar[type]
     patch_attr: ClassVar[str]
+    base: Any
     _linears: dict[str, Any]
     _slot_layers: dict[int, list[Any]]
+
+    def __post_init__(self) -> None:
+        self.bind(self.base.model.named_modules())
+
+    def bind(self, modules: Any) -> None:
+        """Index the linear layers among ``modules`` (``(name, module)`` pairs), and the base's dtype and device."""
+        import torch
+
+        self._linears = {name: module for name, module in modules if isinstance(module, torch.nn.Linear)}
+        self._dtype = getattr(torch, self.base.spec.dtype)
+        self._device = next(self.base.model.parameters()).device
 
     def install(self, slot: int, prepared: Any) -> None:
         """Put ``prepared.layers`` (module name -> entry) in ``slot`` of each module's patched layer."""

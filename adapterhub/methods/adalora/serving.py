@@ -67,4 +67,4 @@ class AdaLoraMethod(LoraMethod):
             B32 = B.to(self._device, torch.float32) * factor
             layers[module_name] = LoraWeights(A=owned(A32, dtype=self._dtype, device=self._device),
                                               B=owned(B32, dtype=self._dtype, device=self._device))
-        return PreparedLora(layers=layers, nbytes=sum(w.nbytes for w in layers.values()))
+        return PreparedLora.of(layers)

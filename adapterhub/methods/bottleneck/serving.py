@@ -6,7 +6,7 @@ For the rows of one adapter, after a targeted linear layer (``o_proj`` and/or
     h = linear(x)                                  # [rows, ..., H]
     h = h + act(h @ down.T + b_down) @ up.T + b_up # down: [b, H], up: [H, b]
 
-the computation of :class:`adapterhub.methods.bottleneck_model.Bottleneck` in
+the computation of :class:`adapterhub.methods.bottleneck.model.Bottleneck` in
 eval mode (no dropout). The linear layer's ``forward`` is replaced once by a
 :class:`BottleneckLayer` that wraps whatever forward it finds, so LoRA and IA³
 patches on the same layer chain with it.
@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 from ...errors import IncompatibleBaseError, InvalidAdapterError
 from ...memory import owned, tensor_bytes
 from ..rows import active_rows
-from ..serving import PatchedLayers
+from ..serving import PatchedLayers, PreparedLayers
 from .config import BottleneckConfig, parse_key
 
 _ATTR = "_adapterhub_bottleneck_layer"
@@ -73,12 +73,6 @@ class BottleneckLayer:
 
 
 @dataclass
-class PreparedBottleneck:
-    layers: dict[str, BottleneckWeights]  # module name -> weights
-    nbytes: int = 0
-
-
-@dataclass
 class BottleneckMethod(PatchedLayers):
     """Bottleneck slots over one base; layers are patched on first use and shared by every hub on that base."""
 
@@ -89,15 +83,7 @@ class BottleneckMethod(PatchedLayers):
     patch_attr: ClassVar[str] = _ATTR
     _slot_layers: dict[int, list[BottleneckLayer]] = field(default_factory=dict)
 
-    def __post_init__(self) -> None:
-        import torch
-
-        self._linears = {name: module for name, module in self.base.model.named_modules()
-                         if isinstance(module, torch.nn.Linear)}
-        self._dtype = getattr(torch, self.base.spec.dtype)
-        self._device = next(self.base.model.parameters()).device
-
-    def prepare(self, config: dict[str, Any], tensors: dict[str, Any]) -> PreparedBottleneck:
+    def prepare(self, config: dict[str, Any], tensors: dict[str, Any]) -> PreparedLayers:
         from .model import ACTIVATIONS
 
         try:
@@ -132,4 +118,4 @@ class BottleneckMethod(PatchedLayers):
                                                     act=act)
         if not layers:
             raise InvalidAdapterError("the bottleneck adapter holds no weights")
-        return PreparedBottleneck(layers=layers, nbytes=sum(w.nbytes for w in layers.values()))
+        return PreparedLayers.of(layers)

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 from ...errors import IncompatibleBaseError, InvalidAdapterError
 from ...memory import tensor_bytes
 from ..rows import active_rows
-from ..serving import PatchedLayers
+from ..serving import PatchedLayers, PreparedLayers
 from .spec import FACTORS, parse_key, scaling
 
 _ATTR = "_adapterhub_loha_layer"
@@ -64,12 +64,6 @@ class LohaLayer:
 
 
 @dataclass
-class PreparedLoha:
-    layers: dict[str, LohaDelta]  # module name -> delta
-    nbytes: int = 0
-
-
-@dataclass
 class LohaMethod(PatchedLayers):
     """LoHa slots over one base; layers are patched on first use and shared by every hub on that base."""
 
@@ -80,15 +74,7 @@ class LohaMethod(PatchedLayers):
     patch_attr: ClassVar[str] = _ATTR
     _slot_layers: dict[int, list[LohaLayer]] = field(default_factory=dict)
 
-    def __post_init__(self) -> None:
-        import torch
-
-        self._linears = {name: module for name, module in self.base.model.named_modules()
-                         if isinstance(module, torch.nn.Linear)}
-        self._dtype = getattr(torch, self.base.spec.dtype)
-        self._device = next(self.base.model.parameters()).device
-
-    def prepare(self, config: dict[str, Any], tensors: dict[str, Any]) -> PreparedLoha:
+    def prepare(self, config: dict[str, Any], tensors: dict[str, Any]) -> PreparedLayers:
         from .spec import LOHA
 
         LOHA.check_files(config, {key: tuple(t.shape) for key, t in tensors.items()}, where="the adapter")
@@ -100,7 +86,7 @@ class LohaMethod(PatchedLayers):
                                           "hada_w1/w2 factors)")
             factors.setdefault(parsed[0], {})[parsed[1]] = tensor
         layers = {name: self._delta(name, parts, config) for name, parts in factors.items()}
-        return PreparedLoha(layers=layers, nbytes=sum(delta.nbytes for delta in layers.values()))
+        return PreparedLayers.of(layers)
 
     def _delta(self, module_name: str, parts: dict[str, Any], config: dict[str, Any]) -> LohaDelta:
         import torch

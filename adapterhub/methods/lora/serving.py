@@ -26,17 +26,12 @@ from typing import Any, ClassVar
 from ...errors import IncompatibleBaseError, InvalidAdapterError
 from ...memory import InPlace, NewStorage, OwnedViews, owned
 from ..rows import routed
-from ..serving import PatchedLayers
+from ..serving import PatchedLayers, PreparedLayers
 from .layer import LoraLayer, LoraWeights
 from .spec import check_served_config, parse_key
 
 _ATTR = "_adapterhub_lora_layer"
-
-
-@dataclass
-class PreparedLora:
-    layers: dict[str, LoraWeights]  # module name -> weights
-    nbytes: int = 0
+PreparedLora = PreparedLayers  # module name -> LoraWeights
 
 
 @dataclass
@@ -51,13 +46,8 @@ class LoraMethod(PatchedLayers):
     _slot_layers: dict[int, list[LoraLayer]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        import torch
-
-        self._linears = {name: module for name, module in self.base.named_modules()
-                         if isinstance(module, torch.nn.Linear)}
+        self.bind(self.base.named_modules())  # under the names adapters use
         self.base.linear_shapes  # noqa: B018 - computed once per base here, not inside the first load's checks
-        self._dtype = getattr(torch, self.base.spec.dtype)
-        self._device = next(self.base.model.parameters()).device
 
     def prepare(self, config: dict[str, Any], tensors: dict[str, Any]) -> PreparedLora:
         check_served_config(config, where="the adapter")
@@ -70,7 +60,7 @@ class LoraMethod(PatchedLayers):
                  NewStorage(sum(matrix.numel() for matrix in matrices), dtype=self._dtype, device=self._device))
         layers = {module_name: self._prepare_layer(module_name, module, parts, config, place)
                   for module_name, (module, parts) in checked}
-        return PreparedLora(layers=layers, nbytes=sum(w.nbytes for w in layers.values()))
+        return PreparedLora.of(layers)
 
     def _reuses(self, tensors: dict[str, Any], matrices: list[Any]) -> bool:
         """Whether the prepared weights can live in the memory ``tensors`` were read into (no new storage).
