@@ -7,8 +7,10 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
+
+from ..errors import IncompatibleBaseError
 
 
 def config_problem(config: Mapping[str, Any], key: str, kind: str, *, required: bool = False,
@@ -37,3 +39,25 @@ def config_problem(config: Mapping[str, Any], key: str, kind: str, *, required: 
     if minimum is not None and value < minimum:
         return f"{key} must be at least {minimum:g}, not {shown}"
     return None
+
+
+def adapted_linears(tensor_shapes: Mapping[str, tuple[int, ...]], base: Any,
+                    parse: Callable[[str], Any]) -> Iterator[tuple[str, tuple[int, ...], Any, int, int]]:
+    """``(key, shape, parsed, in_features, out_features)`` of every tensor ``parse`` recognises.
+
+    ``parse(key)`` gives the module name, or a tuple that starts with it (``None``: not a weight of the
+    method). The module must be a linear layer of ``base``.
+
+    Raises:
+        IncompatibleBaseError: the base has no such linear layer.
+    """
+    linear = base.linear_shapes
+    for key, shape in tensor_shapes.items():
+        parsed = parse(key)
+        if parsed is None:
+            continue
+        module = parsed if isinstance(parsed, str) else parsed[0]
+        if module not in linear:
+            raise IncompatibleBaseError(f"adapter targets module {module!r}, which this base does not have; "
+                                        "use the base the adapter was made for")
+        yield key, tuple(shape), parsed, *linear[module]

@@ -22,6 +22,8 @@ import threading
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, Protocol
 
+from .rows import active_rows
+
 
 class Prepared(Protocol):
     """An adapter ready to install: its tensors, and the bytes they hold."""
@@ -43,6 +45,35 @@ class AdapterMethod(Protocol):
 
     def remove(self, slot: int) -> None:
         """Free ``slot``; a no-op when it is empty."""
+
+
+class AddedLayer:
+    """A linear layer's replacement ``forward`` that adds, to each row's output, what its slot's entry adds.
+
+    Entries implement ``added(x, out)`` (``x``: the layer's input rows, ``out``: its output rows; the
+    result is added to ``out``). Bottleneck adapters add a function of the output, LoHa one of the input.
+    """
+
+    def __init__(self, linear: Any) -> None:
+        self.linear = linear
+        self.inner_forward = linear.forward
+        self.weights: dict[int, Any] = {}  # slot -> entry
+
+    def __call__(self, x: Any, *args: Any, **kwargs: Any) -> Any:
+        out = self.inner_forward(x, *args, **kwargs)
+        rows = active_rows()
+        if rows is None or not self.weights:
+            return out
+        rows = rows.for_batch(x.shape[0])
+        if rows.uniform is not None:
+            entry = self.weights.get(rows.uniform)
+            return out if entry is None else out + entry.added(x, out)
+        for slot, index in rows.groups:
+            entry = self.weights.get(slot)
+            if entry is not None:
+                part = out[index]
+                out[index] = part + entry.added(x[index], part)
+        return out
 
 
 @dataclass

@@ -30,6 +30,7 @@ from typing import Any
 
 from ..._transformers import strip_peft_prefix
 from ...errors import IncompatibleBaseError, InvalidAdapterError, RecipeError
+from ..checks import adapted_linears
 from ..spec import MethodBase
 
 _KEY = re.compile(r"^(?P<module>.+)\.(?P<kind>lora_A|lora_B|lora_E)$")
@@ -82,16 +83,7 @@ class AdaLoraSpec(MethodBase):
 
     def check_fits(self, config: Mapping[str, Any], tensor_shapes: Mapping[str, tuple[int, ...]],
                    base: Any) -> None:
-        linear = base.linear_shapes
-        for key, shape in tensor_shapes.items():
-            parsed = parse_key(key)
-            if parsed is None:
-                continue
-            module, kind = parsed
-            if module not in linear:
-                raise IncompatibleBaseError(f"adapter targets module {module!r}, which this base does not have; "
-                                            "use the base the adapter was made for")
-            in_features, out_features = linear[module]
+        for key, shape, (module, kind), in_features, out_features in adapted_linears(tensor_shapes, base, parse_key):
             if kind == "lora_A" and (len(shape) != 2 or shape[1] != in_features):
                 raise IncompatibleBaseError(f"adapter tensor {key} has shape {tuple(shape)} but base module {module} "
                                             f"has in_features={in_features}; it belongs to another architecture")

@@ -19,8 +19,7 @@ from typing import Any, ClassVar
 
 from ...errors import IncompatibleBaseError, InvalidAdapterError
 from ...memory import owned, tensor_bytes
-from ..rows import active_rows
-from ..serving import PatchedLayers, PreparedLayers
+from ..serving import AddedLayer, PatchedLayers, PreparedLayers
 from .config import BottleneckConfig, parse_key
 
 _ATTR = "_adapterhub_bottleneck_layer"
@@ -46,30 +45,13 @@ class BottleneckWeights:
 
         return F.linear(self.act(F.linear(h, self.down, self.down_bias)), self.up, self.up_bias)
 
+    def added(self, x: Any, out: Any) -> Any:
+        """What the layer adds to ``out``: the residual of its own output."""
+        return self.residual(out)
 
-class BottleneckLayer:
+
+class BottleneckLayer(AddedLayer):
     """The replacement ``forward`` of one linear layer: each bottleneck row adds its adapter's residual."""
-
-    def __init__(self, linear: Any) -> None:
-        self.linear = linear
-        self.inner_forward = linear.forward
-        self.weights: dict[int, BottleneckWeights] = {}  # slot -> weights
-
-    def __call__(self, x: Any, *args: Any, **kwargs: Any) -> Any:
-        out = self.inner_forward(x, *args, **kwargs)
-        rows = active_rows()
-        if rows is None or not self.weights:
-            return out
-        rows = rows.for_batch(x.shape[0])
-        if rows.uniform is not None:
-            weights = self.weights.get(rows.uniform)
-            return out if weights is None else out + weights.residual(out)
-        for slot, index in rows.groups:
-            weights = self.weights.get(slot)
-            if weights is not None:
-                part = out[index]
-                out[index] = part + weights.residual(part)
-        return out
 
 
 @dataclass

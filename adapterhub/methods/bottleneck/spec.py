@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...errors import IncompatibleBaseError, InvalidAdapterError
+from ..checks import adapted_linears
 from ..spec import MethodBase
 from .config import NON_LINEARITIES, PEFT_TYPE, PLACEMENTS, BottleneckConfig, parse_key
 
@@ -52,16 +53,8 @@ class BottleneckSpec(MethodBase):
 
     def check_fits(self, config: Mapping[str, Any], tensor_shapes: Mapping[str, tuple[int, ...]],
                    base: Any) -> None:
-        linear = base.linear_shapes
-        for key, shape in tensor_shapes.items():
-            parsed = parse_key(key)
-            if parsed is None:
-                continue
-            module, part, kind = parsed
-            if module not in linear:
-                raise IncompatibleBaseError(f"adapter adapts module {module!r}, which this base does not have; "
-                                            "use the base the adapter was made for")
-            width = linear[module][1]  # the adapter reads and writes the module's output
+        for key, shape, (module, part, kind), _, width in adapted_linears(tensor_shapes, base, parse_key):
+            # the adapter reads and writes the module's output (width = out_features)
             if kind == "weight":
                 ok = len(shape) == 2 and shape[1 if part == "down" else 0] == width
             else:

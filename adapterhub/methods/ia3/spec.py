@@ -23,6 +23,7 @@ from typing import Any
 
 from ..._transformers import strip_peft_prefix
 from ...errors import IncompatibleBaseError, InvalidAdapterError
+from ..checks import adapted_linears
 from ..spec import MethodBase
 
 SUFFIX = ".ia3_l"
@@ -63,15 +64,7 @@ class IA3Spec(MethodBase):
 
     def check_fits(self, config: Mapping[str, Any], tensor_shapes: Mapping[str, tuple[int, ...]],
                    base: Any) -> None:
-        linear = base.linear_shapes
-        for key, shape in tensor_shapes.items():
-            module = parse_key(key)
-            if module is None:
-                continue
-            if module not in linear:
-                raise IncompatibleBaseError(f"adapter targets module {module!r}, which this base does not have; "
-                                            "use the base the adapter was made for")
-            in_features, out_features = linear[module]
+        for key, shape, module, in_features, out_features in adapted_linears(tensor_shapes, base, parse_key):
             if tuple(shape) not in ((1, in_features), (out_features, 1)):
                 raise IncompatibleBaseError(f"adapter tensor {key} has shape {tuple(shape)} but base module {module} "
                                             f"needs (1, {in_features}) or ({out_features}, 1); it belongs to another "

@@ -16,8 +16,7 @@ from typing import Any, ClassVar
 
 from ...errors import IncompatibleBaseError, InvalidAdapterError
 from ...memory import tensor_bytes
-from ..rows import active_rows
-from ..serving import PatchedLayers, PreparedLayers
+from ..serving import AddedLayer, PatchedLayers, PreparedLayers
 from .spec import FACTORS, parse_key, scaling
 
 _ATTR = "_adapterhub_loha_layer"
@@ -33,34 +32,15 @@ class LohaDelta:
     def nbytes(self) -> int:
         return tensor_bytes(self.weight)
 
-    def __call__(self, x: Any) -> Any:
+    def added(self, x: Any, out: Any) -> Any:
+        """``x @ dW.T`` in the output's dtype (PEFT: ``F.linear`` in the delta's dtype, then the input's)."""
         import torch.nn.functional as F
 
-        return F.linear(x.to(self.weight.dtype), self.weight)
+        return F.linear(x.to(self.weight.dtype), self.weight).to(out.dtype)
 
 
-class LohaLayer:
+class LohaLayer(AddedLayer):
     """The replacement ``forward`` of one linear layer: base output plus each LoHa row's ``x @ dW.T``."""
-
-    def __init__(self, linear: Any) -> None:
-        self.linear = linear
-        self.inner_forward = linear.forward
-        self.weights: dict[int, LohaDelta] = {}  # slot -> delta
-
-    def __call__(self, x: Any, *args: Any, **kwargs: Any) -> Any:
-        out = self.inner_forward(x, *args, **kwargs)
-        rows = active_rows()
-        if rows is None or not self.weights:
-            return out
-        rows = rows.for_batch(x.shape[0])
-        for slot, index in rows.groups:
-            delta = self.weights.get(slot)
-            if delta is None:
-                continue
-            if rows.uniform is not None:
-                return out + delta(x).to(out.dtype)
-            out[index] = out[index] + delta(x[index]).to(out.dtype)
-        return out
 
 
 @dataclass

@@ -26,7 +26,7 @@ from typing import Any
 
 from ..._transformers import strip_peft_prefix
 from ...errors import IncompatibleBaseError, InvalidAdapterError
-from ..checks import config_problem
+from ..checks import adapted_linears, config_problem
 from ..spec import MethodBase
 
 FACTORS = ("hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b")
@@ -94,16 +94,7 @@ class LohaSpec(MethodBase):
 
     def check_fits(self, config: Mapping[str, Any], tensor_shapes: Mapping[str, tuple[int, ...]],
                    base: Any) -> None:
-        linear = base.linear_shapes
-        for key, shape in tensor_shapes.items():
-            parsed = parse_key(key)
-            if parsed is None:
-                continue
-            module, factor = parsed
-            if module not in linear:
-                raise IncompatibleBaseError(f"adapter targets module {module!r}, which this base does not have; "
-                                            "use the base the adapter was made for")
-            in_features, out_features = linear[module]
+        for key, shape, (module, factor), in_features, out_features in adapted_linears(tensor_shapes, base, parse_key):
             side, want, got = (("out_features", out_features, shape[0]) if factor.endswith("_a") else
                                ("in_features", in_features, shape[-1]))
             if len(shape) != 2 or got != want:
