@@ -34,7 +34,7 @@ __all__ = ["MethodSpec", "attach_weights", "build_serving", "build_trainable", "
 
 
 class MethodSpec(Protocol):
-    """The questions every method answers (see ``lora.py`` for a full example)."""
+    """The questions every method answers (see ``lora/spec.py`` for a full example; defaults in ``spec.py``)."""
 
     name: str  # our name, used in recipes and manifests: "lora"
     peft_type: str  # PEFT's adapter_config.json "peft_type": "LORA"

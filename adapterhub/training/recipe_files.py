@@ -53,6 +53,7 @@ def load_recipe(recipe: str | Path | dict[str, Any] | Recipe, *, overrides: Sequ
         label, raw, root = str(path), _read_yaml(path), root or path.resolve().parent
     for override in overrides:
         _apply_override(raw, override)
+    _switch_method(raw, overrides)
     try:
         check_bounds(raw, label=label)
     except _Unbounded as error:
@@ -209,6 +210,24 @@ def _conflicts_beside(raw: dict[str, Any], error: ValidationError) -> list[str]:
     return []
 
 
+def _switch_method(raw: dict[str, Any], overrides: Sequence[str]) -> None:
+    """``--set adapter.method=X``: the file's options of its own method give way to X's (keys set too stay).
+
+    >>> raw = {"adapter": {"method": "ia3", "r": 16, "alpha": 32}}
+    >>> _switch_method(raw, ["adapter.method=ia3", "adapter.alpha=8"]); raw["adapter"]
+    {'method': 'ia3', 'alpha': 8}
+    """
+    from .. import methods
+
+    adapter = raw.get("adapter")
+    keys = [override.partition("=")[0].strip() for override in overrides]
+    if not isinstance(adapter, dict) or "adapter.method" not in keys or adapter.get("method") not in methods.names():
+        return
+    own = methods.get(adapter["method"]).options.model_fields
+    kept = {key.removeprefix("adapter.") for key in keys if key.startswith("adapter.")}
+    raw["adapter"] = {key: value for key, value in adapter.items() if key in own or key in kept}
+
+
 def _describe(item: dict[str, Any]) -> str:
     """One readable line for one pydantic error."""
     location = _location(item["loc"])
@@ -298,6 +317,14 @@ def starter_yaml(method: str | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _method_choices() -> str:
+    """``adapter.method``'s comment: every registered method, in a phrase each."""
+    from .. import methods
+
+    listed = ", ".join(f"{name} ({methods.get(name).summary})" for name in methods.names())
+    return f"{listed}; `adapterhub recipe new --method NAME` lists another method's options"
+
+
 def _emit(model: type[BaseModel], prefix: str, indent: int, lines: list[str], adapter: type[BaseModel]) -> None:
     import yaml
 
@@ -318,4 +345,4 @@ def _emit(model: type[BaseModel], prefix: str, indent: int, lines: list[str], ad
             value = field.get_default(call_default_factory=True)
         value = list(value) if isinstance(value, tuple) else value
         rendered = yaml.safe_dump(value, default_flow_style=True, width=1000).strip().removesuffix("\n...").strip()
-        lines.append(f"{pad}{name}: {rendered}  # {field.description}")
+        lines.append(f"{pad}{name}: {rendered}  # {_method_choices() if dotted == 'adapter.method' else field.description}")

@@ -256,3 +256,12 @@ def test_huge_recipe_files_and_values_are_refused_without_echoing(tmp_path):
     with pytest.raises(RecipeError) as caught:
         load_recipe(with_("training.lr", "fast" * 100_000))
     assert len(str(caught.value)) < 400
+
+
+def test_setting_another_method_drops_the_files_options_of_the_old_one():
+    """``--set adapter.method=ia3`` on a LoRA recipe trains IA³ with its defaults; a key set for it stays."""
+    raw = with_("adapter", {"method": "lora", "r": 8, "alpha": 16, "target_modules": ["q_proj"]})
+    recipe = load_recipe(raw, overrides=["adapter.method=ia3"])
+    assert recipe.adapter.model_dump() == {"method": "ia3", "target_modules": ["q_proj"], "feedforward_modules": None}
+    with pytest.raises(RecipeError, match="unknown key 'adapter.r'; known keys: method, target_modules"):
+        load_recipe(raw, overrides=["adapter.method=ia3", "adapter.r=4"])  # what the command line says, it means
