@@ -213,9 +213,9 @@ def _conflicts_beside(raw: dict[str, Any], error: ValidationError) -> list[str]:
 def _switch_method(raw: dict[str, Any], overrides: Sequence[str]) -> None:
     """``--set adapter.method=X``: the file's options of its own method give way to X's (keys set too stay).
 
-    >>> raw = {"adapter": {"method": "ia3", "r": 16, "alpha": 32}}
-    >>> _switch_method(raw, ["adapter.method=ia3", "adapter.alpha=8"]); raw["adapter"]
-    {'method': 'ia3', 'alpha': 8}
+    >>> raw = {"adapter": {"method": "ia3", "r": 16, "target_modules": ["q_proj"]}}  # overrides applied
+    >>> _switch_method(raw, ["adapter.method=ia3"]); raw["adapter"]
+    {'method': 'ia3', 'target_modules': ['q_proj']}
     """
     from .. import methods
 
