@@ -1,4 +1,5 @@
-"""How much memory this process has used: the peak resident set size, measured honestly.
+"""Memory: how much this process has used (the peak resident set size, measured honestly), fresh
+buffers, and how adapter weights are stored (compact copies, transposed placement, owned buffers).
 
 >>> peak_rss_bytes() > 0
 True
@@ -57,3 +58,93 @@ def fresh_tensor(numel: int, *, dtype: Any, device: Any) -> Any:
         return torch.empty(numel, dtype=dtype, device=device)
     size = torch.empty((), dtype=dtype).element_size()
     return torch.frombuffer(fresh_buffer(numel * size), dtype=dtype, count=numel)
+
+
+class OwnedViews(dict):
+    """``{name: tensor}`` viewing one private, writable buffer that was read for its holder alone.
+
+    Whoever holds it owns that memory: the tensors may be kept as they are, or overwritten (the
+    LoRA runtime stores its transposed weights in the very bytes it read). A plain ``dict`` of
+    tensors promises nothing of the kind.
+    """
+
+
+def tensor_bytes(*tensors: Any) -> int:
+    """Bytes held by the given tensors (``None`` entries are skipped)."""
+    return sum(t.numel() * t.element_size() for t in tensors if t is not None)
+
+
+def owned(tensor: Any, *, dtype: Any, device: Any) -> Any:
+    """``tensor`` as ``dtype`` on ``device`` in its own compact storage.
+
+    Tensors deserialised from one buffer may be views into it; keeping such a
+    view would keep the whole file alive, so those are copied.
+    """
+    converted = tensor.to(device=device, dtype=dtype)
+    if converted.untyped_storage().nbytes() != converted.numel() * converted.element_size() \
+            or not converted.is_contiguous():
+        converted = converted.contiguous().clone()
+    return converted
+
+
+class NewStorage:
+    """Places prepared matrices one after another in one new storage (one allocation for an adapter)."""
+
+    def __init__(self, numel: int, *, dtype: Any, device: Any) -> None:
+        self.store = fresh_tensor(numel, dtype=dtype, device=device)
+        self.offset = 0
+
+    def __call__(self, matrix: Any, gain: Any = None) -> Any:
+        view = transposed_into(self.store, self.offset, matrix, gain)
+        self.offset += matrix.numel()
+        return view
+
+
+class InPlace:
+    """Places each prepared matrix in the memory it was read into, through a small reused scratch copy.
+
+    The matrix's own bytes then hold its compact transposed form: nothing new is allocated, and
+    the copies run on data already in the CPU caches (a new storage costs a page fault per 4 KiB
+    and a second pass over memory).
+    """
+
+    def __init__(self, matrices: list[Any]) -> None:
+        import torch
+
+        self.scratch = torch.empty(max(matrix.numel() for matrix in matrices), dtype=torch.float32)
+
+    def __call__(self, matrix: Any, gain: Any = None) -> Any:
+        import torch
+
+        rows, columns = matrix.shape
+        source = torch.as_strided(self.scratch, (rows, columns), (columns, 1))
+        source.copy_(matrix)
+        return transposed_into(matrix, matrix.storage_offset(), source, gain)  # back over its own bytes
+
+
+def transposed_into(store: Any, offset: int, matrix: Any, gain: Any = None) -> Any:
+    """``matrix`` ``[m, n]`` (times ``gain``: a number, or a ``[m]`` tensor) written into ``store``'s storage
+    from element ``offset`` as compact, contiguous ``[n, m]``; returns the ``[m, n]`` view of it.
+
+    The per-row path stacks ``A.t()`` / ``B.t()`` of several adapters for ``bmm``: stored this way
+    the stack copies contiguous blocks and ``bmm`` reads its operands as laid out (measured on
+    CPU: a mixed 8-adapter LoRA update 35% faster than from ``[r, in]`` storage); ``F.linear`` and
+    ``addmm_`` take the transposed view at no cost.
+
+    One strided copy from the stored ``matrix`` (on CPU, writing through the strided view is about
+    twice as fast as ``.t().contiguous()``), converting to ``store``'s dtype and device with the same
+    result as ``(matrix.to(float32) * gain).to(dtype)``: the product is formed in float32 and rounded once.
+    """
+    import torch
+
+    rows, columns = matrix.shape
+    view = torch.as_strided(store, (rows, columns), (1, rows), offset)
+    if matrix.device != store.device:
+        matrix = matrix.to(store.device)  # one contiguous transfer, then the strided copy on the device
+    if matrix.dtype not in (torch.float32, store.dtype):
+        matrix = matrix.to(torch.float32)  # e.g. float64 weights: rounded once, to float32, as before
+    if gain is None:
+        view.copy_(matrix)
+    else:
+        torch.mul(matrix.to(torch.float32), gain[:, None] if isinstance(gain, torch.Tensor) else gain, out=view)
+    return view

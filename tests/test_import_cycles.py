@@ -30,7 +30,11 @@ def _edges(module: str) -> set[str]:
     path = MODULES[module]
     package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
     found = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    type_only = _type_checking_only(tree)
+    for node in ast.walk(tree):
+        if node in type_only:
+            continue
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -42,6 +46,13 @@ def _edges(module: str) -> set[str]:
             found.update(f"{target}.{alias.name}" if f"{target}.{alias.name}" in MODULES else target
                          for alias in node.names)
     return {target for target in found if target in MODULES and target != module}
+
+
+def _type_checking_only(tree: ast.AST) -> set[ast.AST]:
+    """Nodes under ``if TYPE_CHECKING:``: imports for annotations, never run, so no edge at run time."""
+    return {child for node in ast.walk(tree)
+            if isinstance(node, ast.If) and ast.unparse(node.test).endswith("TYPE_CHECKING")
+            for statement in node.body for child in ast.walk(statement)}
 
 
 def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:

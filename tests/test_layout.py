@@ -16,7 +16,7 @@ MAY_USE = {  # wing -> wings it may import (itself always)
     "prompts": {"errors"},
     "entities": {"errors"},
     "scoring": {"prompts", "tokens", "_transformers"},  # the README: "the above" leaves
-    "methods": {"errors", "_transformers"},
+    "methods": {"errors", "_transformers", "memory", "tokens"},  # each method's folder serves it too (leaves only)
     "base": LEAVES | {"hf.client"},  # Hugging Face ids load through the Hub client (itself a leaf)
     "registry": SHARED | {"base"},
     "hf": SHARED | {"base", "registry"},
@@ -140,6 +140,23 @@ def _base_files(path: Path, tree: ast.AST) -> dict[str, Path]:
     return found
 
 
+def _ancestor_files(node: ast.ClassDef, imported: dict[str, Path]) -> set[Path]:
+    """The package files that define ``node``'s base classes, their base classes, and so on up the chain."""
+    files: set[Path] = set()
+    pending = [(base.id, imported[base.id]) for base in node.bases if isinstance(base, ast.Name) and base.id in imported]
+    while pending:
+        name, path = pending.pop()
+        if path in files:
+            continue
+        files.add(path)
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        parents = _base_files(path, tree)
+        for cls in (n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == name):
+            pending += [(base.id, parents[base.id]) for base in cls.bases
+                        if isinstance(base, ast.Name) and base.id in parents]
+    return files
+
+
 PRIVATE_OWNERS: dict[str, set[Path]] = {}  # private name -> package files that define it
 for _path in PACKAGE.rglob("*.py"):
     for _name in _defined(ast.parse(_path.read_text(encoding="utf-8"))):
@@ -156,10 +173,10 @@ def private_reaches(path: Path, *, source: str | None = None) -> list[str]:
     file) uses that belongs to another module."""
     tree = ast.parse(path.read_text(encoding="utf-8") if source is None else source)
     own, imported = _defined(tree), _base_files(path, tree)
-    inherited: dict[ast.AST, set[str]] = {}  # class -> names its base classes' files define
+    inherited: dict[ast.AST, set[str]] = {}  # class -> names its ancestor classes' files define
     for node in ast.walk(tree):
         if isinstance(node, ast.ClassDef):
-            files = [imported[base.id] for base in node.bases if isinstance(base, ast.Name) and base.id in imported]
+            files = _ancestor_files(node, imported)
             names = set().union(*(_defined(ast.parse(f.read_text(encoding="utf-8"))) for f in files))
             for child in ast.walk(node):
                 inherited.setdefault(child, set()).update(names)

@@ -37,6 +37,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     new = verbs.add_parser("new", help="write a commented starter recipe with every key and its default")
     new.add_argument("path", nargs="?", default=None, help="file to write (default: print to stdout)")
     new.add_argument("--force", action="store_true", help="overwrite an existing file")
+    new.add_argument("--method", default=None, help="adapter method whose options the recipe lists (default: lora; "
+                                                     "see README: Adapter methods)")
     new.set_defaults(handler=_new)
 
     evaluate = subparsers.add_parser("evaluate", help="score a registered adapter (or the bare base) on a data file")
@@ -138,7 +140,7 @@ def _new(args: argparse.Namespace) -> int:
     from ..errors import RecipeError
     from ..training.recipe_files import starter_yaml
 
-    text = starter_yaml()
+    text = starter_yaml(args.method)
     if args.path is None:
         print(text.replace("THIS_FILE", "recipe.yaml"), end="")
         return 0

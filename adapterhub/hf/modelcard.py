@@ -52,14 +52,14 @@ def hub_base_model(manifest: Mapping[str, Any], adapter_config: Mapping[str, Any
 
 def card_metadata(manifest: Mapping[str, Any], adapter_config: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The YAML front matter as a dict (keys the Hub indexes)."""
-    tags = ["adapterhub", "peft", manifest.get("method") or "lora", manifest.get("domain"),
+    tags = ["adapterhub", "peft", manifest.get("method") or methods.default(), manifest.get("domain"),
             *(manifest.get("tags") or [])]
     metadata: dict[str, Any] = {}
     base_model = hub_base_model(manifest, adapter_config)
     if base_model:
         metadata["base_model"] = base_model
     task_type = (manifest.get("task") or {}).get("type")
-    peft_loads = manifest.get("method") != "bottleneck"  # adapterhub's own method: PEFT cannot load it
+    peft_loads = _peft_loads(manifest)  # False for adapterhub's own methods: PEFT cannot load them
     metadata.update(library_name="peft" if peft_loads else "adapterhub",
                     pipeline_tag=PIPELINE_TAGS.get(task_type, "text-generation"),
                     tags=list(dict.fromkeys(tag for tag in tags if tag and (peft_loads or tag != "peft"))))
@@ -86,7 +86,8 @@ def render_model_card(manifest: Mapping[str, Any], adapter_config: Mapping[str, 
 
 
 def _summary(manifest: Mapping[str, Any], adapter_config: Mapping[str, Any]) -> str:
-    name, domain, method = manifest.get("name", "adapter"), manifest.get("domain"), manifest.get("method", "lora")
+    name, domain = manifest.get("name", "adapter"), manifest.get("domain")
+    method = manifest.get("method") or methods.default()
     base = (manifest.get("base") or {}).get("name") or adapter_config.get("base_model_name_or_path") or "unknown"
     lines = [f"# {name}" + (f" — {domain} adapter" if domain and domain != name else ""), ""]
     if manifest.get("description"):
@@ -97,6 +98,14 @@ def _summary(manifest: Mapping[str, Any], adapter_config: Mapping[str, Any]) -> 
     if fingerprint:
         lines.append(f"Base fingerprint: `{fingerprint}` (adapterhub refuses to load it on other weights).")
     return "\n".join(lines)
+
+
+def _peft_loads(manifest: Mapping[str, Any]) -> bool:
+    """Whether plain PEFT loads the entry's method (an unknown method, from a newer adapterhub: assumed so)."""
+    try:
+        return methods.get(manifest.get("method") or methods.default()).peft_loads
+    except InvalidAdapterError:
+        return True
 
 
 def _describe(method: str, adapter_config: Mapping[str, Any]) -> str:
@@ -164,10 +173,11 @@ def _recipe_section(manifest: Mapping[str, Any]) -> str:
 
 def _usage_section(manifest: Mapping[str, Any], repo_id: str, base_model: str | None) -> str:
     base = base_model or "<the base model>"
-    if manifest.get("method") == "bottleneck":  # adapterhub's own method: no PEFT snippet that could not work
+    if not _peft_loads(manifest):  # adapterhub's own method: no PEFT snippet that could not work
+        spec = methods.get(manifest["method"])
         return f"""## Usage
 
-A bottleneck adapter (`peft_type: ADAPTERHUB_BOTTLENECK`): adapterhub's own method, which **plain PEFT
+A {spec.title} adapter (`peft_type: {spec.peft_type}`): adapterhub's own method, which **plain PEFT
 cannot load**. Use adapterhub:
 
 ```bash

@@ -1,35 +1,51 @@
-"""What each adapter method *is*, apart from how it is served: one file per method.
+"""Adapter methods: one self-registering folder per method, found here by name or PEFT type.
 
-A method's file here knows its PEFT ``adapter_config.json`` (``peft_type``,
-its options), the keys of its weights, whether an adapter fits a base, how a
-recipe builds its PEFT config and how it reads in a model card. The registry,
-the Hub sync and training ask through :func:`get` / :func:`method_from_config`;
-the runtime's per-row math for the same method lives in
-``adapterhub/runtime/methods/<name>.py``.
+Each folder ``adapterhub/methods/<name>/`` holds everything that knows its method:
 
-Adding a method means one file here, one under ``runtime/methods/``, a line
-in each ``_register`` table, and its tests.
+* ``spec.py`` — what it is: its PEFT ``adapter_config.json`` (``peft_type``, options), its weight keys,
+  whether an adapter is valid and fits a base, how a recipe builds its PEFT config, its model-card line;
+* ``options.py`` — its recipe options (the ``adapter:`` section when ``method:`` names it), a pydantic model;
+* ``serving.py`` (and helpers) — how the runtime serves it per row (:mod:`adapterhub.methods.serving`);
+* ``__init__.py`` — ``register(SPEC, serving="<module>:<Class>")``: the spec and where its served form is.
+
+The package finds its folders with :mod:`pkgutil` on first use: adding a method is adding a folder
+(and its tests); nothing outside the folder names it. The registry, Hub sync, training and the
+runtime ask through :func:`get` / :func:`method_from_config` / :func:`build_serving`.
 
 >>> method_from_config({"peft_type": "PREFIX_TUNING"})
 'prefix'
->>> names()
-('lora', 'prefix', 'adalora', 'ia3', 'bottleneck')
+>>> "lora" in names() and get("lora").title
+'LoRA'
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
+import threading
 from collections.abc import Mapping
 from typing import Any, Protocol
 
 from ..errors import InvalidAdapterError
+from .checks import config_problem
+
+__all__ = ["MethodSpec", "attach_weights", "build_serving", "build_trainable", "config_problem", "default",
+           "get", "method_from_config", "names", "register", "training_hook"]
 
 
 class MethodSpec(Protocol):
-    """The questions every method answers (see ``lora.py`` for a full example)."""
+    """The questions every method answers (see ``lora/spec.py`` for a full example; defaults in ``spec.py``)."""
 
     name: str  # our name, used in recipes and manifests: "lora"
     peft_type: str  # PEFT's adapter_config.json "peft_type": "LORA"
     title: str  # for people: "LoRA"
+    summary: str  # one phrase for the recipe's method list: "low-rank update"
+    options: type  # its recipe options: a pydantic model whose ``method`` is Literal[name] (see options.py)
+    default: bool  # the method a recipe gets when it names none (exactly one has it)
+    peft_loads: bool  # plain PEFT loads its adapters (False: adapterhub's own format)
+    mergeable: bool  # PEFT's add_weighted_adapter merges it (``adapterhub merge``)
+    mixable: bool  # its served layers add low-rank deltas that weighted mixes combine
+    encoder: bool  # it trains and serves on encoder bases (with a task head)
 
     def check_files(self, config: Mapping[str, Any], tensor_shapes: Mapping[str, tuple[int, ...]], *,
                     where: str) -> None:
@@ -51,35 +67,59 @@ class MethodSpec(Protocol):
     def initialise(self, peft_model: Any, tokenizer: Any, recipe: Any) -> None:
         """Set up the fresh adapter's weights beyond PEFT's own initialisation (often a no-op)."""
 
+    def random_model(self, model: Any, **options: Any) -> Any:
+        """A fresh trainable adapter on ``model`` for tests and benchmarks (``runtime/testing.py``)."""
+
     # Optional (see build_trainable / training_hook / attach_weights below):
     #   build_model(model, recipe, base)            -> a trainable wrapper, for methods PEFT lacks
     #   training_hook(peft_model, recipe, steps)    -> an object with extra_loss() and after_step(step)
     #   attach(model, config, tensors)              -> a wrapper holding stored weights, for evaluation
 
 
-def _register() -> dict[str, MethodSpec]:
-    from .adalora import ADALORA
-    from .bottleneck import BOTTLENECK
-    from .ia3 import IA3
-    from .lora import LORA
-    from .prefix import PREFIX
-
-    return {spec.name: spec for spec in (LORA, PREFIX, ADALORA, IA3, BOTTLENECK)}
+_SPECS: dict[str, MethodSpec] = {}
+_SERVING: dict[str, str] = {}  # name -> "module:Class" of its served form
+_FOUND = False
+_LOCK = threading.RLock()
 
 
-_SPECS: dict[str, MethodSpec] | None = None
+def register(spec: MethodSpec, *, serving: str) -> MethodSpec:
+    """Add a method (called by its folder's ``__init__.py``); returns ``spec``.
+
+    Args:
+        spec: what the method is (its checks, PEFT config, recipe options).
+        serving: ``"module:Class"`` of its served form, an :class:`~adapterhub.methods.serving.AdapterMethod`
+            built as ``Class(base)``; imported only when a hub binds the methods to a base, so reading the
+            registry never imports serving code (and a spec never imports its own serving half).
+
+    Raises:
+        InvalidAdapterError: another method already has its name or PEFT type.
+    """
+    with _LOCK:
+        for other in _SPECS.values():
+            if other is not spec and (other.name == spec.name or other.peft_type == spec.peft_type):
+                raise InvalidAdapterError(f"method {spec.name!r} ({spec.peft_type}) clashes with the registered "
+                                          f"method {other.name!r} ({other.peft_type}); rename one")
+        _SPECS[spec.name] = spec
+        _SERVING[spec.name] = serving
+    return spec
 
 
 def _specs() -> dict[str, MethodSpec]:
-    global _SPECS
-    if _SPECS is None:
-        _SPECS = _register()
+    """Every method, once each subfolder of this package has been imported (it registers itself)."""
+    global _FOUND
+    if not _FOUND:
+        with _LOCK:
+            if not _FOUND:
+                for module in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+                    if module.ispkg:
+                        importlib.import_module(f"{__name__}.{module.name}")
+                _FOUND = True
     return _SPECS
 
 
 def names() -> tuple[str, ...]:
-    """The methods adapterhub trains and serves."""
-    return tuple(_specs())
+    """The methods adapterhub trains and serves, in name order."""
+    return tuple(sorted(_specs()))
 
 
 def get(name: str) -> MethodSpec:
@@ -114,34 +154,6 @@ def method_from_config(config: Mapping[str, Any]) -> str:
                               f"adapterhub supports {supported}")
 
 
-def config_problem(config: Mapping[str, Any], key: str, kind: str, *, required: bool = False,
-                   minimum: float | None = None, nullable: bool = True) -> str | None:
-    """Why ``config[key]`` is unusable as ``kind`` (``"int"``, ``"number"``, ``"bool"``, ``"str"``), or ``None``.
-
-    Numbers must be finite (no NaN or infinity, which JSON allows through Python); booleans are no numbers.
-    A missing key is fine unless ``required``; so is ``null`` unless ``required`` or not ``nullable``.
-
-    >>> config_problem({"lora_alpha": float("nan")}, "lora_alpha", "number")
-    'lora_alpha must be a finite number, not nan'
-    """
-    import math
-
-    value = config.get(key)
-    if value is None and key in config and not nullable:
-        return f"{key} is null"
-    if value is None:
-        return f"{key} is missing (or null)" if required else None
-    numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
-    ok = {"int": isinstance(value, int) and not isinstance(value, bool),
-          "number": numeric and math.isfinite(value),
-          "bool": isinstance(value, bool), "str": isinstance(value, str)}[kind]
-    shown = repr(value) if len(repr(value)) <= 40 else type(value).__name__
-    if not ok:
-        what = {"int": "an integer", "number": "a finite number", "bool": "true or false", "str": "a string"}[kind]
-        return f"{key} must be {what}, not {shown}"
-    if minimum is not None and value < minimum:
-        return f"{key} must be at least {minimum:g}, not {shown}"
-    return None
 def build_trainable(spec: MethodSpec, model: Any, recipe: Any, base: Any) -> Any:
     """A fresh trainable adapter on ``model``: the method's own wrapper, else PEFT's ``get_peft_model``.
 
@@ -195,3 +207,21 @@ def attach_weights(model: Any, config: Mapping[str, Any], tensors: Mapping[str, 
     wrapped = peft.get_peft_model(model, peft.PeftConfig.from_peft_type(**config))
     peft.set_peft_model_state_dict(wrapped, dict(tensors))
     return wrapped.eval()
+
+
+def default() -> str:
+    """The method a recipe gets when its ``adapter`` section names none.
+
+    >>> default()
+    'lora'
+    """
+    return next(name for name, spec in _specs().items() if spec.default)
+
+
+def build_serving(base: Any) -> dict[str, Any]:
+    """Every method's served form bound to ``base``, by name (see :func:`adapterhub.runtime.methods.build_methods`)."""
+    served = {}
+    for name in _specs():
+        module, cls = _SERVING[name].split(":")
+        served[name] = getattr(importlib.import_module(module), cls)(base)
+    return served

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 from ..errors import InvalidAdapterError
+from ..memory import OwnedViews
 from .files import shorten
 
 MAX_HEADER_BYTES = 100_000_000  # the safetensors format's own header limit
@@ -108,7 +109,7 @@ def _safetensors_layout(data: Any) -> dict[str, TensorSpan]:
 _SPAN_KEYS = frozenset({"dtype", "shape", "data_offsets"})
 
 
-class SafetensorsViews(dict):
+class SafetensorsViews(OwnedViews):
     """``{name: tensor}`` viewing one private, writable buffer that was read for its holder alone.
 
     Whoever holds it owns that memory: the tensors may be kept as they are, or overwritten (the

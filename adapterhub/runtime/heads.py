@@ -21,9 +21,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from .. import methods
 from ..errors import IncompatibleBaseError, InvalidAdapterError
+from ..memory import owned, tensor_bytes
 from ..methods.heads import split_head
-from .methods import owned, tensor_bytes
 from .batch import RowSlots
 
 HEAD_KINDS = ("pooled", "cls_mlp", "tokens")
@@ -146,9 +147,11 @@ def split_payload(config: dict[str, Any], tensors: dict[str, Any], *,
     """
     if getattr(base, "kind", "decoder") != "encoder":
         return None, config, tensors
-    if config.get("peft_type") != "LORA":
-        raise InvalidAdapterError(f"the runtime serves LoRA adapters on encoder bases; this one is "
-                                  f"{config.get('peft_type')} (train it with adapter.method: lora)")
+    if not methods.get(methods.method_from_config(config)).encoder:
+        served = [methods.get(name) for name in methods.names() if methods.get(name).encoder]
+        raise InvalidAdapterError(f"the runtime serves {' and '.join(spec.title for spec in served)} adapters on "
+                                  f"encoder bases; this one is {config.get('peft_type')} (train it with "
+                                  f"adapter.method: {' or '.join(spec.name for spec in served)})")
     head_tensors, rest = split_head(config, tensors)
     if not head_tensors:
         raise InvalidAdapterError("the encoder adapter has no saved head (modules_to_save); nothing to classify with")

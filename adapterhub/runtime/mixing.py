@@ -31,13 +31,14 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence, Union
 
+from .. import methods
 from ..errors import ConfigError
 from ..prompts import TaskSpec
 from .batch import UNSET, row_names
 from .slots import ResidentAdapter
 
-MIXABLE = ("lora", "adalora")
-"""Methods whose adapters can join a weighted mix (their layers add low-rank deltas)."""
+MIXABLE = tuple(name for name in methods.names() if methods.get(name).mixable)
+"""Methods whose adapters can join a weighted mix (their layers add low-rank deltas; each spec's ``mixable``)."""
 
 
 @dataclass(frozen=True)
@@ -241,7 +242,7 @@ def mix_task(parts: Sequence[tuple[Any, float]]) -> TaskSpec:
 class MixedWeights:
     """A LoRA layer's view of one mix: ``sum_i w_i * (x @ A_i.T) @ B_i.T`` from the adapters' own tensors.
 
-    Quacks like :class:`~adapterhub.runtime.methods.lora.LoraWeights`; ``A``/``B`` (the
+    Quacks like :class:`~adapterhub.methods.lora.layer.LoraWeights`; ``A``/``B`` (the
     ``cat`` form) are built only if the layer's gathered path asks for them.
     """
 

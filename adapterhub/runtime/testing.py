@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
+from .. import methods
 from .._transformers import quiet_peft_wrapping
 
 ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -28,13 +29,14 @@ def make_random_adapters(base: Any, out_dir: str | Path, count: int = 1, *, meth
         base: a :class:`adapterhub.base.Base`, a model directory or an alias.
         out_dir: parent directory; adapters go to ``<out_dir>/<prefix>-<i>``.
         count: how many (same config, different weights: seed ``seed + i``).
-        method: ``"lora"``, ``"prefix"``, ``"adalora"`` (``r`` = ``init_r``, a random budget kept), ``"ia3"``
-            (``target_modules`` default k/v/down_proj) or ``"bottleneck"`` (options: ``placement``,
-            ``reduction_factor``, ``non_linearity``).
-        r, lora_alpha, target_modules, use_rslora, use_dora: LoRA options
+        method: any registered method; each reads the options it knows from the common ones below
+            (its ``spec.random_config`` / ``random_model``: e.g. AdaLoRA's ``r`` is ``init_r``, with a random
+            budget kept; IA³'s ``target_modules`` default k/v/down_proj; the bottleneck takes ``placement``,
+            ``reduction_factor``, ``non_linearity`` as ``**options``).
+        r, lora_alpha, target_modules, use_rslora, use_dora: low-rank options
             (``lora_alpha`` defaults to ``2 * r``).
         num_virtual_tokens: prefix length.
-        std: weight scale (default 0.1 for LoRA, 1.0 for prefix key/values).
+        std: weight scale (default: the method's ``noise_std``, e.g. 0.1 for LoRA, 1.0 for prefix key/values).
         prefix: directory name prefix (default: ``method``).
         **options: more PEFT config fields (``rank_pattern``, ``alpha_pattern``, ``lora_bias``, ...).
 
@@ -42,46 +44,22 @@ def make_random_adapters(base: Any, out_dir: str | Path, count: int = 1, *, meth
     [PosixPath('/tmp/out/prefix-0')]
     """
     import torch
-    from peft import LoraConfig, PrefixTuningConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
+    spec = methods.get(method)
     model = AutoModelForCausalLM.from_pretrained(_model_dir(base), dtype=torch.float32)
-    if method == "lora":
-        config = LoraConfig(task_type="CAUSAL_LM", r=r, lora_alpha=lora_alpha or 2 * r,
-                            target_modules=list(target_modules), use_rslora=use_rslora, use_dora=use_dora,
-                            init_lora_weights=False, **options)
-    elif method == "prefix":
-        config = PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=num_virtual_tokens, **options)
-    elif method in _OTHER_METHODS:
-        config = None
-    else:
-        raise ValueError(f"method must be one of lora, prefix, {', '.join(_OTHER_METHODS)}; got {method!r}")
+    common = {"r": r, "lora_alpha": lora_alpha, "target_modules": tuple(target_modules), "use_rslora": use_rslora,
+              "use_dora": use_dora, "num_virtual_tokens": num_virtual_tokens,
+              "all_linear": tuple(target_modules) == ALL_LINEAR}
     with torch.random.fork_rng(), quiet_peft_wrapping():  # PEFT's own init (e.g. DoRA magnitudes): seeded too
         torch.manual_seed(seed)
-        peft_model = get_peft_model(model, config) if config is not None else _OTHER_METHODS[method](
-            model, r=r, lora_alpha=lora_alpha, target_modules=target_modules, **options)
-    scale = std if std is not None else (0.1 if method in ("lora", "adalora") else 1.0)
+        peft_model = spec.random_model(model, common, options)
     out_dir = Path(out_dir)
     paths = []
     for index in range(count):
-        generator = torch.Generator().manual_seed(seed + index)
-        with torch.no_grad():
-            for name, parameter in peft_model.named_parameters():
-                if not parameter.requires_grad:
-                    continue
-                noise = torch.randn(parameter.shape, generator=generator)
-                if "magnitude" in name:  # DoRA: keep magnitudes near the base row norms
-                    parameter.mul_(1 + 0.2 * noise)
-                elif "ia3_l" in name:  # IA³: scales around 1
-                    parameter.copy_(1 + noise * (std or 0.3))
-                elif ".bottleneck." in name:
-                    parameter.copy_(noise * (std or 0.2))
-                else:
-                    parameter.copy_(noise * scale)
+        spec.random_weights(peft_model, torch.Generator().manual_seed(seed + index), std)
         path = out_dir / f"{prefix or method}-{index}"
-        if method == "adalora":  # a budget: every layer keeps a random subset of its triplets (some none)
-            _random_rank_pattern(peft_model, generator)
-        if hasattr(peft_model, "adapter_state_dict"):  # adapterhub's own format (bottleneck)
+        if hasattr(peft_model, "adapter_state_dict"):  # adapterhub's own format (no PEFT save_pretrained)
             from safetensors.torch import save_file
 
             peft_model.active_peft_config.save_pretrained(str(path))
@@ -91,45 +69,6 @@ def make_random_adapters(base: Any, out_dir: str | Path, count: int = 1, *, meth
             peft_model.save_pretrained(str(path))
         paths.append(path)
     return paths
-
-
-def _adalora(model: Any, *, r: int, lora_alpha: float | None, target_modules: Sequence[str], **options: Any) -> Any:
-    from peft import AdaLoraConfig, get_peft_model
-
-    config = AdaLoraConfig(task_type="CAUSAL_LM", init_r=r, target_r=max(1, r // 2), lora_alpha=lora_alpha or 2 * r,
-                           target_modules=list(target_modules), total_step=10, **options)
-    return get_peft_model(model, config)
-
-
-def _ia3(model: Any, *, r: int, lora_alpha: float | None, target_modules: Sequence[str], **options: Any) -> Any:
-    from peft import IA3Config, get_peft_model
-
-    targets = list(target_modules) if tuple(target_modules) != ALL_LINEAR else ["k_proj", "v_proj", "down_proj"]
-    options.setdefault("feedforward_modules", [name for name in ("down_proj", "up_proj") if name in targets])
-    return get_peft_model(model, IA3Config(task_type="CAUSAL_LM", target_modules=targets, **options))
-
-
-def _bottleneck(model: Any, *, r: int, lora_alpha: float | None, target_modules: Sequence[str], **options: Any) -> Any:
-    from ..methods.bottleneck import BottleneckConfig
-    from ..methods.bottleneck_model import BottleneckModel
-
-    return BottleneckModel(model, BottleneckConfig(hidden_size=model.config.hidden_size, **options))
-
-
-_OTHER_METHODS = {"adalora": _adalora, "ia3": _ia3, "bottleneck": _bottleneck}
-
-
-def _random_rank_pattern(peft_model: Any, generator: Any) -> None:
-    import torch
-
-    config = peft_model.peft_config["default"]
-    pattern = {}
-    for name, parameter in peft_model.base_model.model.named_parameters():
-        if name.endswith("lora_E.default"):
-            keep = torch.rand(parameter.shape[0], generator=generator) < 0.6
-            keep &= bool(pattern)  # the first layer's budget is spent entirely: rank 0
-            pattern[name.removesuffix(".default")] = keep.tolist()
-    config.rank_pattern = pattern
 
 
 def write_manifest(path: str | Path, *, name: str | None = None, domain: str | None = None,

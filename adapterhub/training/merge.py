@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from .. import methods
 from ..errors import ConfigError, IncompatibleBaseError
 
 HOWS = ("linear", "cat", "svd", "ties", "dare_linear", "dare_ties")
@@ -118,9 +119,11 @@ def merge_adapters(refs: Sequence[str], *, name: str, weights: Sequence[float] |
 
 def _check_parents(records: Sequence[Any], base: Any) -> None:
     for record in records:
-        if record.method != "lora":
-            raise ConfigError(f"{record.ref} is a {record.method} adapter; merges combine LoRA adapters (PEFT's "
-                              "add_weighted_adapter). Use weighted mixes at run time for AdaLoRA, or retrain as LoRA")
+        if not methods.get(record.method).mergeable:
+            mergeable = " or ".join(methods.get(name).title for name in methods.names() if methods.get(name).mergeable)
+            raise ConfigError(f"{record.ref} is a {record.method} adapter; merges combine {mergeable} adapters "
+                              "(PEFT's add_weighted_adapter). Use weighted mixes at run time, or retrain it as "
+                              f"{mergeable}")
     fingerprints = {record.ref: record.base_fingerprint for record in records}
     if len(set(fingerprints.values())) > 1:
         listed = ", ".join(f"{ref} -> {fp}" for ref, fp in fingerprints.items())

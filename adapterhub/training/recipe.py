@@ -6,7 +6,8 @@ commented starter file):
 
 * top level: ``name``, ``domain``, ``description``, ``tags``
 * ``base``: which frozen model to train on, and whether to quantise it (QLoRA)
-* ``adapter``: ``lora`` (with DoRA / rsLoRA flags) or ``prefix`` tuning
+* ``adapter``: the method (``method:``, default ``lora``) and that method's own options
+  (each method's ``options.py`` under :mod:`adapterhub.methods`)
 * ``data``: where rows come from, their format and field names, prompts, labels
 * ``training``: optimisation, schedule, evaluation, checkpoints, early stopping
 * ``output``: registry, run directory, Hub push
@@ -29,7 +30,7 @@ Reading, overriding and the starter file live in :mod:`adapterhub.training.recip
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
@@ -109,48 +110,27 @@ class BaseSection(_Section):
         return value
 
 
-class AdapterSection(_Section):
-    """The trainable adapter (PEFT)."""
+def _adapter_options() -> Any:
+    """The ``adapter`` section's type: every registered method's options, told apart by ``method``."""
+    from .. import methods
 
-    method: str = Field("lora", description="lora (low-rank update), prefix (prefix tuning), adalora (LoRA with a "
-                                           "learned rank budget), ia3 (learned scaling vectors) or bottleneck "
-                                           "(Houlsby/Pfeiffer adapters; adapterhub only, plain PEFT cannot load them)")
-    r: int = Field(16, ge=1, description="LoRA rank")
-    alpha: float = Field(32.0, gt=0, description="LoRA scaling numerator (scale = alpha / r, or alpha / sqrt(r))")
-    dropout: float = Field(0.05, ge=0, lt=1, description="dropout on the LoRA input")
-    target_modules: str | list[str] = Field(
-        "all-linear", description="module names to adapt (e.g. [q_proj, v_proj]) or 'all-linear'")
-    last_layers: int | None = Field(
-        None, ge=1, description="adapt only the last N decoder layers (lora): the layers below stay as the base has "
-                                "them, so training runs them once per row and backpropagates through N layers "
-                                "only; null = every layer")
-    use_dora: bool = Field(False, description="DoRA: weight-decomposed LoRA")
-    use_rslora: bool = Field(False, description="rsLoRA: scale by alpha / sqrt(r)")
-    num_virtual_tokens: int = Field(20, ge=1, description="prefix length in tokens (prefix)")
-    prefix_projection: bool = Field(False, description="train the prefix through a small MLP (prefix)")
-    prefix_init_text: str | None = Field(
-        None, description="start the prefix as the base's keys/values for this text, e.g. a task description; "
-                          "null = random (prefix)")
-    init_r: int = Field(12, ge=1, description="starting rank of every layer (adalora)")
-    target_r: int = Field(8, ge=1, description="average rank left after budgeting (adalora)")
-    tinit: int = Field(0, ge=0, description="steps before the rank budget starts to shrink (adalora)")
-    tfinal: int = Field(0, ge=0, description="last steps trained at the final budget (adalora)")
-    deltaT: int = Field(1, ge=1, description="steps between two budget allocations (adalora)")
-    feedforward_modules: list[str] | None = Field(
-        None, description="targets whose input (not output) is scaled; null = down_proj when targeted (ia3)")
-    placement: str = Field("houlsby", description="houlsby (after attention and feed-forward) or pfeiffer "
-                                                  "(after feed-forward only) (bottleneck)")
-    reduction_factor: int = Field(16, ge=1, description="bottleneck width = hidden size / reduction_factor (bottleneck)")
-    non_linearity: str = Field("relu", description="relu, gelu, silu or tanh inside the bottleneck (bottleneck)")
+    models = tuple(methods.get(name).options for name in methods.names())
+    return Annotated[Union[models], Field(discriminator="method")]  # noqa: UP007 - built at run time
 
-    @field_validator("method")
-    @classmethod
-    def _known_method(cls, value: str) -> str:
-        from .. import methods
 
-        if value not in methods.names():
-            raise ValueError(f"unknown method; use one of {', '.join(methods.names())}")
-        return value
+AdapterOptions = _adapter_options()
+"""The recipe's ``adapter:`` section: one method's options model, chosen by its ``method`` key."""
+
+
+def adapter_options(method: str | None = None) -> Any:
+    """The default options of ``method`` (default: the default method), as a recipe's ``adapter`` section.
+
+    >>> adapter_options("prefix").num_virtual_tokens
+    20
+    """
+    from .. import methods
+
+    return methods.get(method or methods.default()).options()
 
 
 class EarlyStopping(_Section):
@@ -248,11 +228,22 @@ class Recipe(_Section):
     description: str = Field("", description="one line shown in listings and model cards")
     tags: list[str] = Field(default_factory=list, description="tags for the registered version")
     base: BaseSection = Field(default_factory=BaseSection, description="the frozen base model")
-    adapter: AdapterSection = Field(default_factory=AdapterSection, description="the trainable adapter")
+    adapter: AdapterOptions = Field(default_factory=adapter_options,
+                                    description="the trainable adapter: its method and that method's options")
     data: DataSection = Field(..., description="training and evaluation data")
     training: TrainingSection = Field(default_factory=TrainingSection, description="optimisation")
     output: OutputSection = Field(default_factory=OutputSection, description="results")
     _root: Path = PrivateAttr(default_factory=Path.cwd)  # folder that relative data paths are resolved in
+
+    @field_validator("adapter", mode="before")
+    @classmethod
+    def _default_method(cls, value: Any) -> Any:
+        """An ``adapter`` section that names no method is the default method's."""
+        from .. import methods
+
+        if isinstance(value, dict) and "method" not in value:
+            return {"method": methods.default(), **value}
+        return value
 
     @field_validator("name")
     @classmethod
@@ -281,11 +272,8 @@ class Recipe(_Section):
         """Settings that contradict each other: every one found, in one error."""
         from .. import methods
 
-        problems = [*self._data_problems(), *methods.get(self.adapter.method).recipe_problems(self)]
-        if self.adapter.prefix_init_text is not None and self.adapter.method != "prefix":
-            problems.append("adapter.prefix_init_text needs adapter.method 'prefix'")
-        if self.adapter.last_layers is not None and (self.adapter.method != "lora" or self.data.format in ENCODER_FORMATS):
-            problems.append("adapter.last_layers needs adapter.method 'lora' on a decoder base (set it to null)")
+        method = methods.get(self.adapter.method)
+        problems = [*self._data_problems(), *method.recipe_problems(self)]
         if self.base.keep_full_precision and self.base.quantize is None:
             problems.append("base.keep_full_precision needs base.quantize (nf4, fp4 or int8): an unquantised base "
                             "keeps every layer in full precision already")
@@ -301,9 +289,10 @@ class Recipe(_Section):
                             if formats else f"unknown training.early_stopping.metric {stopping.metric!r}; for data.format "
                             f"{self.data.format!r} use one of {', '.join(allowed)}")
         if self.data.format in ENCODER_FORMATS:
-            if self.adapter.method != "lora":
+            if not method.encoder:
+                on_encoders = " or ".join(repr(name) for name in methods.names() if methods.get(name).encoder)
                 problems.append(f"data.format {self.data.format!r} trains a head on an encoder with adapter.method "
-                                "'lora' only")
+                                f"{on_encoders} only")
             if self.data.packing:
                 problems.append(f"data.packing does not apply to data.format {self.data.format!r}")
         if problems:

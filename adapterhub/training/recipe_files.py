@@ -53,6 +53,7 @@ def load_recipe(recipe: str | Path | dict[str, Any] | Recipe, *, overrides: Sequ
         label, raw, root = str(path), _read_yaml(path), root or path.resolve().parent
     for override in overrides:
         _apply_override(raw, override)
+    _switch_method(raw, overrides)
     try:
         check_bounds(raw, label=label)
     except _Unbounded as error:
@@ -60,7 +61,9 @@ def load_recipe(recipe: str | Path | dict[str, Any] | Recipe, *, overrides: Sequ
     try:
         validated = Recipe.model_validate(raw)
     except ValidationError as error:
-        problems = "\n".join(f"  {_describe(item)}" for item in error.errors())
+        found = [_describe(item) for item in error.errors()]
+        found += [problem for problem in _conflicts_beside(raw, error) if problem not in found]
+        problems = "\n".join(f"  {problem}" for problem in found)
         raise RecipeError(f"invalid recipe {label}:\n{problems}") from None
     validated._root = Path(root).resolve() if root is not None else Path.cwd()
     return validated
@@ -184,18 +187,63 @@ def _apply_override(raw: dict[str, Any], override: str) -> None:
         node[parts[-1]] = text
 
 
+def _conflicts_beside(raw: dict[str, Any], error: ValidationError) -> list[str]:
+    """Settings that contradict each other, found although some values are wrong.
+
+    pydantic checks a whole recipe's consistency only once every value is valid; so the wrong
+    values are taken out (their defaults apply) and the rest is checked again, once.
+    """
+    pruned = _deep_copy(raw)
+    for item in error.errors():
+        node, path = pruned, [part for part in item["loc"] if not str(part).startswith(("function-", "tagged-union"))]
+        for part in path[:-1]:
+            if isinstance(node, dict) and part in node:
+                node = node[part]
+            elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+                node = node[part]
+        if path and isinstance(node, dict) and path[-1] in node and item["type"] != "missing":
+            del node[path[-1]]
+    try:
+        Recipe.model_validate(pruned)
+    except ValidationError as again:
+        return [_describe(item) for item in again.errors() if not item["loc"]]
+    return []
+
+
+def _switch_method(raw: dict[str, Any], overrides: Sequence[str]) -> None:
+    """``--set adapter.method=X``: the file's options of its own method give way to X's (keys set too stay).
+
+    >>> raw = {"adapter": {"method": "ia3", "r": 16, "target_modules": ["q_proj"]}}  # overrides applied
+    >>> _switch_method(raw, ["adapter.method=ia3"]); raw["adapter"]
+    {'method': 'ia3', 'target_modules': ['q_proj']}
+    """
+    from .. import methods
+
+    adapter = raw.get("adapter")
+    keys = [override.partition("=")[0].strip() for override in overrides]
+    if not isinstance(adapter, dict) or "adapter.method" not in keys or adapter.get("method") not in methods.names():
+        return
+    own = methods.get(adapter["method"]).options.model_fields
+    kept = {key.removeprefix("adapter.") for key in keys if key.startswith("adapter.")}
+    raw["adapter"] = {key: value for key, value in adapter.items() if key in own or key in kept}
+
+
 def _describe(item: dict[str, Any]) -> str:
     """One readable line for one pydantic error."""
-    location = [str(part) for part in item["loc"] if not str(part).startswith(("function-", "tagged-union"))]
-    location = [part for part in location if part not in ("str", "list[str]", "Source", "float", "int")]
+    location = _location(item["loc"])
     where = ".".join(location)
     if item["type"] == "extra_forbidden":
-        known = _known_keys(location[:-1])
+        known = _known_keys([str(part) for part in item["loc"]][:-1])
         guess = difflib.get_close_matches(location[-1], known, n=1)
         hint = f" (did you mean {'.'.join([*location[:-1], guess[0]])!r}?)" if guess else f"; known keys: {', '.join(known)}"
         return f"unknown key {where!r}{hint}"
     if item["type"] == "missing":
         return f"{where}: required key is missing"
+    if item["type"] == "union_tag_invalid":  # adapter.method names no registered method
+        context = item.get("ctx") or {}
+        key, expected = str(context.get("discriminator", "")).strip("'"), str(context.get("expected_tags", ""))
+        return (f"{where}.{key}: unknown {key} {context.get('tag')!r}; use one of "
+                f"{expected.replace(chr(39), '')}")
     message = item["msg"].removeprefix("Value error, ")
     if item["type"] == "value_error" and not where:
         return message
@@ -204,9 +252,33 @@ def _describe(item: dict[str, Any]) -> str:
     return f"{where}: {message}{got}" if where else f"{message}{got}"
 
 
+def _location(loc: Sequence[Any]) -> list[str]:
+    """An error's key path as the user wrote it: without pydantic's type steps or the method tag of ``adapter``."""
+    location = [str(part) for part in loc if not str(part).startswith(("function-", "tagged-union"))]
+    location = [part for part in location if part not in ("str", "list[str]", "Source", "float", "int")]
+    if len(location) > 1 and location[0] == "adapter" and _member(Recipe, "adapter", location[1]) is not None:
+        del location[1]  # adapter.<method>.r -> adapter.r
+    return location
+
+
+def _member(model: type[BaseModel], name: str, tag: str) -> type[BaseModel] | None:
+    """The option model of a union field (``adapter``) whose ``method`` is ``tag``, else ``None``."""
+    annotation = getattr(model.model_fields.get(name), "annotation", None)
+    for candidate in getattr(annotation, "__args__", ()):
+        method = getattr(candidate, "model_fields", {}).get("method")
+        if method is not None and method.default == tag:
+            return candidate
+    return None
+
+
 def _known_keys(location: list[str]) -> list[str]:
     model: type[BaseModel] = Recipe
-    for part in location:
+    parts = list(location)
+    while parts:
+        part = parts.pop(0)
+        if parts and _member(model, part, parts[0]) is not None:
+            model = _member(model, part, parts.pop(0))  # adapter.<method>: that method's options
+            continue
         field = model.model_fields.get(part)
         annotation = getattr(field, "annotation", None)
         candidates = [annotation, *getattr(annotation, "__args__", ())]
@@ -223,31 +295,47 @@ _STARTER_VALUES = {"name": "my-adapter", "domain": "my-domain",
                    "data.labels": ["yes", "no"]}
 
 
-def starter_yaml() -> str:
+def starter_yaml(method: str | None = None) -> str:
     """A commented recipe listing every key with its default and description.
+
+    Args:
+        method: the adapter method whose options the ``adapter`` section lists (default: the default method).
 
     >>> text = starter_yaml()
     >>> "lr: 0.0002" in text and "# peak learning rate" in text
     True
+    >>> "num_virtual_tokens: 20" in starter_yaml("prefix") and "r: 16" not in starter_yaml("prefix")
+    True
     """
+    from .recipe import adapter_options
+
+    adapter = type(adapter_options(method))
     lines = ["# adapterhub training recipe. Train with:  adapterhub train THIS_FILE",
              "# Check without training:  adapterhub recipe check THIS_FILE",
              "# Every key below shows its default; delete what you don't change.", ""]
-    _emit(Recipe, "", 0, lines)
+    _emit(Recipe, "", 0, lines, adapter)
     return "\n".join(lines) + "\n"
 
 
-def _emit(model: type[BaseModel], prefix: str, indent: int, lines: list[str]) -> None:
+def _method_choices() -> str:
+    """``adapter.method``'s comment: every registered method, in a phrase each."""
+    from .. import methods
+
+    listed = ", ".join(f"{name} ({methods.get(name).summary})" for name in methods.names())
+    return f"{listed}; `adapterhub recipe new --method NAME` lists another method's options"
+
+
+def _emit(model: type[BaseModel], prefix: str, indent: int, lines: list[str], adapter: type[BaseModel]) -> None:
     import yaml
 
     pad = "  " * indent
     for name, field in model.model_fields.items():
         dotted = f"{prefix}{name}"
-        annotation = field.annotation
+        annotation = adapter if dotted == "adapter" else field.annotation
         nested = isinstance(annotation, type) and issubclass(annotation, BaseModel) and annotation is not Source
         if nested:
             lines.append(f"{pad}{name}:  # {field.description}")
-            _emit(annotation, f"{dotted}.", indent + 1, lines)
+            _emit(annotation, f"{dotted}.", indent + 1, lines, adapter)
             continue
         if dotted in _STARTER_VALUES:
             value = _STARTER_VALUES[dotted]
@@ -257,4 +345,4 @@ def _emit(model: type[BaseModel], prefix: str, indent: int, lines: list[str]) ->
             value = field.get_default(call_default_factory=True)
         value = list(value) if isinstance(value, tuple) else value
         rendered = yaml.safe_dump(value, default_flow_style=True, width=1000).strip().removesuffix("\n...").strip()
-        lines.append(f"{pad}{name}: {rendered}  # {field.description}")
+        lines.append(f"{pad}{name}: {rendered}  # {_method_choices() if dotted == 'adapter.method' else field.description}")

@@ -45,7 +45,9 @@ def tiny_recipe(folder: Path, model_dir: Path, *, train_rows: int = 16, validati
         "output": {"registry": str(folder / "registry"), "run_dir": str(folder / "run")},
     }
     for section, values in sections.items():
-        if isinstance(values, dict):
+        if section == "adapter" and values.get("method", "lora") != "lora":
+            recipe[section] = dict(values)  # another method: its own options only
+        elif isinstance(values, dict):
             recipe[section] = {**recipe.get(section, {}), **values}
         else:
             recipe[section] = values

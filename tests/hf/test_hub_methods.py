@@ -1,4 +1,4 @@
-"""AdaLoRA, IA³ and bottleneck adapters go to the Hub and come back unchanged; bottleneck cards warn about PEFT."""
+"""AdaLoRA, IA³, LoHa and bottleneck adapters go to the Hub and come back unchanged; bottleneck cards warn about PEFT."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from adapterhub.runtime.testing import make_random_adapters
 from tests.hf.test_hubsync import fresh, hub, hub_env, registry  # noqa: F401 (fixtures)
 
 
-@pytest.mark.parametrize("options", [dict(method="adalora", r=4), dict(method="ia3"),
+@pytest.mark.parametrize("options", [dict(method="adalora", r=4), dict(method="ia3"), dict(method="loha", r=4),
                                      dict(method="bottleneck", placement="pfeiffer", reduction_factor=8)],
                          ids=lambda options: options["method"])
 def test_push_pull_round_trip_serves_the_same_rows(hub_env, registry, fresh, tiny_base, tmp_path, options):

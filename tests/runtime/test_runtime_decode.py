@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from adapterhub.runtime import AdapterHub
-from adapterhub.runtime.methods import lora
+from adapterhub.methods.lora import kernels
+from adapterhub.methods.lora import layer as lora_layer
 from adapterhub.runtime.testing import make_random_adapters
 
 ATOL = 1e-4
@@ -46,13 +47,13 @@ def hub(tiny_base, tmp_path_factory):
 def stacked_calls(monkeypatch):
     """The form of every stacked update a layer added (``True``: equal runs of rows, one ``bmm`` pair)."""
     calls = []
-    original = lora.StackedLora.add_to
+    original = kernels.StackedLora.add_to
 
     def spy(self, *args):
         calls.append(self.blocks)
         return original(self, *args)
 
-    monkeypatch.setattr(lora.StackedLora, "add_to", spy)
+    monkeypatch.setattr(kernels.StackedLora, "add_to", spy)
     return calls
 
 
@@ -103,8 +104,8 @@ def _stacked_slots(hub, name):
 
 def test_stacked_pairs_are_built_once_per_set_and_dropped_with_a_member(hub, tiny_base, tmp_path, monkeypatch):
     built = []
-    original = lora.StackedLora.of
-    monkeypatch.setattr(lora.StackedLora, "of", staticmethod(lambda members, **form: built.append(1) or original(members, **form)))
+    original = kernels.StackedLora.of
+    monkeypatch.setattr(kernels.StackedLora, "of", staticmethod(lambda members, **form: built.append(1) or original(members, **form)))
     for name, seed in (("x", 50), ("y", 51)):
         hub.load(make_random_adapters(tiny_base, tmp_path, prefix=name, r=4, seed=seed)[0], name=name)
     rows = ["a-r4", "x", "y", "a-r4"]
@@ -137,8 +138,8 @@ def test_stacked_pairs_are_built_once_per_set_and_dropped_with_a_member(hub, tin
 
 def test_decode_steps_reuse_each_layers_plan(hub, monkeypatch):
     plans = []
-    original = lora.LoraLayer._plan
-    monkeypatch.setattr(lora.LoraLayer, "_plan", lambda self, rows: plans.append(1) or original(self, rows))
+    original = lora_layer.LoraLayer._plan
+    monkeypatch.setattr(lora_layer.LoraLayer, "_plan", lambda self, rows: plans.append(1) or original(self, rows))
     stepper = hub.stepper()
     entries = [stepper.acquire(name) for name in ["a-r4", "b-r8", None, "e-rslora"]]
     try:

@@ -148,7 +148,7 @@ def test_every_row_of_a_mixed_left_padded_batch_matches_peft(hub, peft_models, t
     ["lora-r4-all-b", "lora-r16-qv", "rslora-r8", "lora-r4-all"],  # mixed ranks and targets: per-adapter loop
 ])
 def test_long_mixed_rows_match_peft_on_the_gathered_path(hub, peft_models, monkeypatch, rows):
-    from adapterhub.runtime.methods.lora import LoraLayer
+    from adapterhub.methods.lora.layer import LoraLayer
 
     gathered = []
     original = LoraLayer._add_row_gathered

@@ -18,7 +18,7 @@ from adapterhub.registry.files import _read_writable, read_observed
 from adapterhub.registry.manifest import WEIGHTS_FILE
 from adapterhub.registry.safetensors_file import SafetensorsViews, safetensors_layout, safetensors_tensors
 from adapterhub.runtime import AdapterHub
-from adapterhub.runtime.methods.lora import LoraMethod
+from adapterhub.methods.lora.serving import LoraMethod
 from adapterhub.runtime.testing import make_random_adapters
 
 LORAS = {  # name -> make_random_adapters options: every way LoRA weights are folded at load

@@ -1,6 +1,6 @@
-"""AdaLoRA, IA³ and bottleneck rows equal their references, alone and mixed with LoRA and prefix rows.
+"""AdaLoRA, IA³, LoHa and bottleneck rows equal their references, alone and mixed with LoRA and prefix rows.
 
-AdaLoRA and IA³ are compared with ``PeftModel.from_pretrained``; bottleneck
+AdaLoRA, IA³ and LoHa are compared with ``PeftModel.from_pretrained``; bottleneck
 adapters (PEFT has none) with a plain module-by-module reference written here:
 forward hooks that add ``up(act(down(h)))`` after each adapted layer.
 """
@@ -24,6 +24,8 @@ ADAPTERS = {  # name -> make_random_adapters options
     "ia3-custom": dict(method="ia3", target_modules=["q_proj", "o_proj", "up_proj", "down_proj"]),
     "bottleneck-houlsby": dict(method="bottleneck", placement="houlsby", reduction_factor=8),
     "bottleneck-pfeiffer": dict(method="bottleneck", placement="pfeiffer", reduction_factor=16, non_linearity="gelu"),
+    "loha": dict(method="loha", r=4),
+    "loha-qv": dict(method="loha", r=2, lora_alpha=3, target_modules=["q_proj", "v_proj"]),
     "lora": dict(r=4),
     "prefix": dict(method="prefix", num_virtual_tokens=3),
 }
@@ -114,22 +116,23 @@ def test_every_row_of_a_mixed_batch_matches(hub, references, tiny_base, order):
 
 
 def test_patches_chain_on_a_shared_linear_layer(hub, tiny_base):
-    """down_proj carries LoRA, IA³ and bottleneck patches at once, each wrapping the one before."""
-    from adapterhub.runtime.methods.bottleneck import BottleneckLayer
-    from adapterhub.runtime.methods.ia3 import IA3Layer
-    from adapterhub.runtime.methods.lora import LoraLayer
+    """down_proj carries LoRA, IA³, LoHa and bottleneck patches at once, each wrapping the one before."""
+    from adapterhub.methods.bottleneck.serving import BottleneckLayer
+    from adapterhub.methods.ia3.serving import IA3Layer
+    from adapterhub.methods.loha.serving import LohaLayer
+    from adapterhub.methods.lora.layer import LoraLayer
 
     down_proj = tiny_base.model.model.layers[0].mlp.down_proj
     chain, layer = [], down_proj.forward
-    while isinstance(layer, (LoraLayer, IA3Layer, BottleneckLayer)):
+    while isinstance(layer, (LoraLayer, IA3Layer, BottleneckLayer, LohaLayer)):
         chain.append(type(layer).__name__)
         layer = getattr(layer, "inner_forward", None) or getattr(layer, "base_forward", None)
-    assert sorted(chain) == ["BottleneckLayer", "IA3Layer", "LoraLayer"]
+    assert sorted(chain) == ["BottleneckLayer", "IA3Layer", "LohaLayer", "LoraLayer"]
 
 
 def test_greedy_generation_in_a_mixed_batch_matches_each_adapter_alone(hub):
-    rows = ["adalora-r6", "ia3", "bottleneck-houlsby", "lora", "prefix", None]
-    prompts = ["The quarterly revenue of the company rose", "Patient reports chest pain"] * 3
+    rows = ["adalora-r6", "ia3", "bottleneck-houlsby", "lora", "prefix", None, "loha", "loha-qv"]
+    prompts = ["The quarterly revenue of the company rose", "Patient reports chest pain"] * 4
     mixed = hub.generate(prompts, domains=rows, max_new_tokens=6)
     alone = [hub.generate(prompt, domain=name, max_new_tokens=6) for prompt, name in zip(prompts, rows)]
     assert mixed == alone
@@ -138,4 +141,4 @@ def test_greedy_generation_in_a_mixed_batch_matches_each_adapter_alone(hub):
 def test_resident_report_names_the_methods(hub):
     methods = {info.name: info.method for info in hub.resident()}
     assert methods["adalora-qv"] == "adalora" and methods["ia3"] == "ia3"
-    assert methods["bottleneck-pfeiffer"] == "bottleneck"
+    assert methods["bottleneck-pfeiffer"] == "bottleneck" and methods["loha-qv"] == "loha"

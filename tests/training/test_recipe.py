@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from adapterhub import methods
 from adapterhub.errors import RecipeError
 from adapterhub.training.recipe import Recipe
 from adapterhub.training.recipe_files import load_recipe, starter_yaml
@@ -35,7 +36,7 @@ BAD_RECIPES = [
     (with_("adapter.r", 0), r"adapter.r: Input should be greater than or equal to 1"),
     (with_("training.epochs", [1]), r"training.epochs: Input should be a valid number"),
     (with_("base.quantize", "nf8"), r"base.quantize: use none \(full precision\), nf4, fp4 or int8"),
-    (with_("adapter.method", "vera"), r"adapter.method: unknown method; use one of lora, prefix, adalora, ia3, bottleneck"),
+    (with_("adapter.method", "vera"), "adapter.method: unknown method 'vera'; use one of " + ", ".join(methods.names())),
     ({"data": {"train": "x.jsonl", "labels": ["a", "b"]}}, r"name: required key is missing"),
     ({"name": "demo"}, r"data: required key is missing"),
     (with_("name", "Bad Name"), r"name: String should match pattern"),
@@ -50,7 +51,8 @@ BAD_RECIPES = [
     (with_("adapter.method", "prefix") | {"base": {"quantize": "nf4"}}, r"'prefix' cannot train on a quantized base"),
     (with_("adapter.method", "prefix") | {"data": {**MINIMAL["data"], "packing": True}},
      r"data.packing does not work with prefix tuning"),
-    (with_("adapter.prefix_init_text", "Clause types."), r"prefix_init_text needs adapter.method 'prefix'"),
+    (with_("adapter.prefix_init_text", "Clause types."),  # LoRA's options have no such key: listed are LoRA's
+     r"unknown key 'adapter.prefix_init_text'; known keys: method, r, alpha, dropout, target_modules, last_layers"),
     (with_("adapter.method", "prefix") | {"training": {"gradient_checkpointing": True}},
      r"gradient_checkpointing does not work with prefix tuning"),
     (with_("training.early_stopping", {"patience": 2}), r"early_stopping needs validation rows"),
@@ -148,18 +150,37 @@ def test_null_quantize_and_task_spec():
     assert completion.task.type == "generation" and completion.task.chat is False
 
 
-def test_starter_documents_every_key_and_loads():
-    text = starter_yaml()
+@pytest.mark.parametrize("method", [None, *methods.names()])
+def test_starter_documents_every_key_and_loads(method):
+    text = starter_yaml(method)
     documented = {line.split(":")[0].strip() for line in text.splitlines() if ":" in line and not line.startswith("#")}
+    chosen = methods.get(method or methods.default()).options
     for section in ("base", "adapter", "data", "training", "output"):
-        model = Recipe.model_fields[section].annotation
+        model = chosen if section == "adapter" else Recipe.model_fields[section].annotation
         assert set(model.model_fields) <= documented, section
+    others = {key for name in methods.names() for key in methods.get(name).options.model_fields} - set(chosen.model_fields)
+    assert not others & documented, "the starter lists only the chosen method's options"
     assert all("  # " in line for line in text.splitlines() if line and not line.startswith("#"))
     recipe = load_recipe(yaml.safe_load(text))
-    assert recipe == load_recipe({"name": "my-adapter", "domain": "my-domain",
+    assert recipe == load_recipe({"name": "my-adapter", "domain": "my-domain", "adapter": {"method": method or "lora"},
                                   "data": {"train": "data/my-domain/train.jsonl",
                                            "validation": "data/my-domain/validation.jsonl",
                                            "labels": ["yes", "no"]}})
+
+
+def test_wrong_values_and_contradictions_are_reported_together():
+    """A field error (lr) does not hide a cross-field conflict (prefix on a 4-bit base): one error, both named."""
+    raw = with_("adapter.method", "prefix") | {"base": {"quantize": "nf4"}, "training": {"lr": -1}}
+    with pytest.raises(RecipeError) as caught:
+        load_recipe(raw)
+    message = str(caught.value)
+    assert "training.lr: Input should be greater than 0" in message
+    assert "'prefix' cannot train on a quantized base" in message
+    with pytest.raises(RecipeError) as caught:  # a wrong key of the chosen method, beside a data conflict
+        load_recipe(with_("adapter.method", "prefix") | {"adapter": {"method": "prefix", "num_virtual_tokens": 0},
+                                                         "data": {**MINIMAL["data"], "packing": True}})
+    assert "adapter.num_virtual_tokens: Input should be greater than or equal to 1" in str(caught.value)
+    assert "data.packing does not work with prefix tuning" in str(caught.value)
 
 
 SHIPPED = sorted((REPO / "recipes").glob("*.yaml"))
@@ -235,3 +256,12 @@ def test_huge_recipe_files_and_values_are_refused_without_echoing(tmp_path):
     with pytest.raises(RecipeError) as caught:
         load_recipe(with_("training.lr", "fast" * 100_000))
     assert len(str(caught.value)) < 400
+
+
+def test_setting_another_method_drops_the_files_options_of_the_old_one():
+    """``--set adapter.method=ia3`` on a LoRA recipe trains IA³ with its defaults; a key set for it stays."""
+    raw = with_("adapter", {"method": "lora", "r": 8, "alpha": 16, "target_modules": ["q_proj"]})
+    recipe = load_recipe(raw, overrides=["adapter.method=ia3"])
+    assert recipe.adapter.model_dump() == {"method": "ia3", "target_modules": ["q_proj"], "feedforward_modules": None}
+    with pytest.raises(RecipeError, match="unknown key 'adapter.r'; known keys: method, target_modules"):
+        load_recipe(raw, overrides=["adapter.method=ia3", "adapter.r=4"])  # what the command line says, it means

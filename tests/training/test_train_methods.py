@@ -1,4 +1,4 @@
-"""AdaLoRA, IA³ and bottleneck adapters train from a recipe, register, evaluate the same after reload and serve."""
+"""AdaLoRA, IA³, LoHa and bottleneck adapters train from a recipe, register, evaluate the same after reload and serve."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from tests.helpers.recipes import tiny_recipe
 METHODS = {
     "adalora": {"method": "adalora", "init_r": 6, "target_r": 2, "tinit": 1, "tfinal": 2, "deltaT": 1},
     "ia3": {"method": "ia3"},
+    "loha": {"method": "loha", "r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj", "down_proj"]},
     "bottleneck-houlsby": {"method": "bottleneck", "placement": "houlsby", "reduction_factor": 8},
     "bottleneck-pfeiffer": {"method": "bottleneck", "placement": "pfeiffer", "non_linearity": "gelu"},
 }
@@ -102,3 +103,29 @@ def test_bottleneck_starts_as_the_identity(tiny_llama_dir, tiny_base):
             {"down.weight", "down.bias", "up.weight", "up.bias"}
     finally:
         model.unload()
+
+
+def test_loha_recipe_lists_only_its_options_and_refuses_a_quantized_base(tmp_path, tiny_llama_dir):
+    raw = tiny_recipe(tmp_path, tiny_llama_dir, adapter={"method": "loha", "use_dora": True})
+    with pytest.raises(RecipeError, match=r"unknown key 'adapter.use_dora'; known keys: method, r, alpha, rank_dropout"):
+        load_recipe(raw)
+    raw = tiny_recipe(tmp_path, tiny_llama_dir, adapter={"method": "loha"}, base={"quantize": "nf4"})
+    with pytest.raises(RecipeError, match="'loha' trains on full-precision linear layers only"):
+        load_recipe(raw)
+
+
+def test_registry_and_runtime_refuse_the_same_loha_files(tmp_path, tiny_base):
+    """One check (the method's spec) for both: a LoHa adapter missing a factor fails to register and to load."""
+    from safetensors.torch import load_file, save_file
+
+    from adapterhub.errors import InvalidAdapterError
+    from adapterhub.runtime import AdapterHub
+    from adapterhub.runtime.testing import make_random_adapters
+
+    path = make_random_adapters(tiny_base, tmp_path, method="loha", r=2, target_modules=["q_proj"])[0]
+    weights = load_file(str(path / "adapter_model.safetensors"))
+    save_file({k: v for k, v in weights.items() if not k.endswith("hada_w2_b")}, str(path / "adapter_model.safetensors"))
+    with pytest.raises(InvalidAdapterError, match="exactly hada_w1_a, hada_w1_b, hada_w2_a, hada_w2_b"):
+        Registry(tmp_path / "registry").add(path, "odd", base=tiny_base)
+    with AdapterHub(tiny_base) as hub, pytest.raises(InvalidAdapterError, match="exactly hada_w1_a"):
+        hub.load(path)

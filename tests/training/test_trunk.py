@@ -178,5 +178,5 @@ def test_last_layers_beyond_the_base_or_with_another_method_is_a_recipe_error(tm
     with pytest.raises(RecipeError, match="last_layers=3, but base .* has 2 decoder layers"):
         train(tiny_recipe(tmp_path / "deep", tiny_llama_dir, adapter={"last_layers": 3}), progress=False)
     assert not (tmp_path / "deep" / "registry").exists()
-    with pytest.raises(RecipeError, match="adapter.last_layers needs adapter.method 'lora'"):
+    with pytest.raises(RecipeError, match="unknown key 'adapter.last_layers'; known keys: method, num_virtual_tokens"):
         load_recipe(tiny_recipe(tmp_path / "prefix", tiny_llama_dir, adapter={"method": "prefix", "last_layers": 1}))

@@ -20,10 +20,10 @@ from typing import Any, Sequence
 
 from ..._transformers import kv_geometry, text_config
 from ...errors import IncompatibleBaseError, InvalidAdapterError
-from ...methods.prefix import WEIGHTS_KEY
+from ...memory import owned, tensor_bytes
 from ...tokens import PrefixBatch
-from ..batch import BARE
-from . import owned, tensor_bytes
+from ..rows import BARE
+from .spec import WEIGHTS_KEY
 
 # model types whose cache layout PEFT post-processes or special-cases: not served here
 _SPECIAL_CACHE_MODELS = ("bloom", "gpt_bigcode", "gemma2", "gemma3", "gemma4", "chatglm", "glm")

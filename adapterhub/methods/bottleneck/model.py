@@ -22,9 +22,9 @@ from typing import Any, Iterator, Mapping
 
 import torch
 
-from .._transformers import PEFT_KEY_PREFIX
-from ..errors import IncompatibleBaseError, InvalidAdapterError
-from .bottleneck import BottleneckConfig
+from ..._transformers import PEFT_KEY_PREFIX
+from ...errors import IncompatibleBaseError, InvalidAdapterError
+from .config import BottleneckConfig
 
 ATTR = "bottleneck"
 ACTIVATIONS = {"relu": torch.nn.functional.relu, "gelu": torch.nn.functional.gelu,

@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from ...errors import IncompatibleBaseError, InvalidAdapterError
-from ...methods.ia3 import is_feedforward, parse_key
-from ..batch import active_rows
-from . import PatchedLayers, owned, tensor_bytes
+from ...memory import owned, tensor_bytes
+from ..rows import active_rows
+from ..serving import PatchedLayers, PreparedLayers
+from .spec import is_feedforward, parse_key
 
 _ATTR = "_adapterhub_ia3_layer"
 
@@ -71,12 +72,6 @@ class IA3Layer:
 
 
 @dataclass
-class PreparedIA3:
-    layers: dict[str, IA3Vector]  # module name -> vector
-    nbytes: int = 0
-
-
-@dataclass
 class IA3Method(PatchedLayers):
     """IA³ slots over one base; layers are patched on first use and shared by every hub on that base."""
 
@@ -87,15 +82,7 @@ class IA3Method(PatchedLayers):
     patch_attr: ClassVar[str] = _ATTR
     _slot_layers: dict[int, list[IA3Layer]] = field(default_factory=dict)
 
-    def __post_init__(self) -> None:
-        import torch
-
-        self._linears = {name: module for name, module in self.base.model.named_modules()
-                         if isinstance(module, torch.nn.Linear)}
-        self._dtype = getattr(torch, self.base.spec.dtype)
-        self._device = next(self.base.model.parameters()).device
-
-    def prepare(self, config: dict[str, Any], tensors: dict[str, Any]) -> PreparedIA3:
+    def prepare(self, config: dict[str, Any], tensors: dict[str, Any]) -> PreparedLayers:
         if config.get("modules_to_save"):
             raise InvalidAdapterError("IA³ adapters with modules_to_save are not served by the runtime")
         layers = {}
@@ -117,4 +104,4 @@ class IA3Method(PatchedLayers):
                                             feedforward)
         if not layers:
             raise InvalidAdapterError("the IA³ adapter holds no ia3_l vectors")
-        return PreparedIA3(layers=layers, nbytes=sum(v.nbytes for v in layers.values()))
+        return PreparedLayers.of(layers)

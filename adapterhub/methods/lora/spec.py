@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, NamedTuple
 
-from .._transformers import strip_peft_prefix
-from ..errors import IncompatibleBaseError, InvalidAdapterError
-from . import config_problem
+from ..._transformers import strip_peft_prefix
+from ...errors import IncompatibleBaseError, InvalidAdapterError
+from ..checks import config_problem
+from ..spec import MethodBase
 
 _KEY = re.compile(r"^(?P<module>.+)\.(?P<kind>lora_A|lora_B|lora_embedding_A|lora_embedding_B|lora_magnitude_vector)"
                   r"(?P<rest>(?:\.[^.]+)*)$")
@@ -48,13 +49,27 @@ def parse_key(key: str) -> LoraKey | None:
 
 
 @dataclass(frozen=True)
-class LoraSpec:
+class LoraSpec(MethodBase):
     name: str = "lora"
     peft_type: str = "LORA"
     title: str = "LoRA"
+    summary: str = "low-rank update; DoRA / rsLoRA flags"
+    default: bool = True
+    mergeable: bool = True
+    mixable: bool = True
+    encoder: bool = True
+    noise_std: float = 0.1
+
+    @property
+    def options(self) -> type:
+        """Its recipe options (imported when a recipe is read, not when the registry is)."""
+        from .options import LoraOptions
+
+        return LoraOptions
 
     def check_files(self, config: Mapping[str, Any], tensor_shapes: Mapping[str, tuple[int, ...]], *,
                     where: str) -> None:
+        check_served_config(config, where=where)
         problems = [problem for problem in (
             config_problem(config, "r", "int", minimum=1, nullable=False),
             config_problem(config, "lora_alpha", "number", nullable=False),
@@ -107,6 +122,8 @@ class LoraSpec:
         return f"r={config['r']}, alpha={config.get('lora_alpha')}, targets: {targets}"
 
     def recipe_problems(self, recipe: Any) -> list[str]:
+        if recipe.adapter.last_layers is not None and recipe.data.format in ENCODER_TASK_TYPES:
+            return ["adapter.last_layers needs a decoder base (set it to null)"]
         return []
 
     def peft_config(self, recipe: Any, base: Any) -> Any:
@@ -124,8 +141,53 @@ class LoraSpec:
                           target_modules=targets, layers_to_transform=layers, use_dora=section.use_dora,
                           use_rslora=section.use_rslora, task_type=task_type)
 
-    def initialise(self, peft_model: Any, tokenizer: Any, recipe: Any) -> None:
-        return None
+    def random_config(self, common: Mapping[str, Any], options: Mapping[str, Any]) -> Any:
+        from peft import LoraConfig
+
+        r = common["r"]
+        return LoraConfig(task_type="CAUSAL_LM", r=r, lora_alpha=common["lora_alpha"] or 2 * r,
+                          target_modules=list(common["target_modules"]), use_rslora=common["use_rslora"],
+                          use_dora=common["use_dora"], init_lora_weights=False, **options)
+
+    def noise(self, name: str, parameter: Any, noise: Any, std: float | None) -> Any:
+        if "magnitude" in name:  # DoRA: keep magnitudes near the base row norms
+            return parameter * (1 + 0.2 * noise)
+        return super().noise(name, parameter, noise, std)
+
+
+UNSERVED = {  # adapter_config key -> what it is; any truthy value is refused (by the registry and the runtime)
+    "use_qalora": "QA-LoRA", "alora_invocation_tokens": "activated LoRA (aLoRA)", "arrow_config": "Arrow routing",
+    "velora_config": "VeLoRA", "use_bdlora": "BD-LoRA", "monteclora_config": "MonteCLoRA", "kasa_config": "KaSA",
+    "layer_replication": "layer replication", "target_parameters": "LoRA on raw parameters",
+    "trainable_token_indices": "trainable tokens", "modules_to_save": "modules_to_save (full module copies)",
+    "fan_in_fan_out": "fan_in_fan_out (Conv1D layers)",
+}
+
+
+def check_served_config(config: Mapping[str, Any], *, where: str) -> None:
+    """Refuse LoRA variants adapterhub does not serve: one rule for the registry (``check_files``) and the runtime.
+
+    An encoder adapter's saved head (``modules_to_save`` with a ``SEQ_CLS`` / ``TOKEN_CLS`` task type) is
+    served by the runtime's heads, so it passes; on a decoder it is refused like every entry of :data:`UNSERVED`.
+
+    Raises:
+        InvalidAdapterError: the config names a variant, base-bias training or MiCA.
+
+    >>> check_served_config({"use_qalora": True}, where="x")
+    Traceback (most recent call last):
+    ...
+    adapterhub.errors.InvalidAdapterError: x uses QA-LoRA (use_qalora=True), which adapterhub does not serve; retrain or export it as plain LoRA/DoRA
+    """
+    head = config.get("task_type") in ENCODER_PEFT_TASK_TYPES
+    for key, what in UNSERVED.items():
+        if config.get(key) and not (head and key == "modules_to_save"):
+            raise InvalidAdapterError(f"{where} uses {what} ({key}={config[key]!r}), which adapterhub does not "
+                                      "serve; retrain or export it as plain LoRA/DoRA")
+    if config.get("bias", "none") != "none":
+        raise InvalidAdapterError(f"{where} trains base biases (bias={config['bias']!r}), which adapterhub does "
+                                  "not serve; use bias='none' (or lora_bias=True)")
+    if config.get("init_lora_weights") == "mica":
+        raise InvalidAdapterError(f"{where} is a MiCA adapter, which adapterhub does not serve")
 
 
 def last_layers_targets(base: Any, targets: str | list[str], last: int) -> tuple[list[str], list[int]]:
@@ -137,8 +199,8 @@ def last_layers_targets(base: Any, targets: str | list[str], last: int) -> tuple
     Raises:
         RecipeError: ``last`` exceeds the base's layers.
     """
-    from .._transformers import decoder_layer_count
-    from ..errors import RecipeError
+    from ..._transformers import decoder_layer_count
+    from ...errors import RecipeError
 
     count = decoder_layer_count(base.model)
     if last > count:
@@ -174,6 +236,7 @@ def _pattern_problems(config: Mapping[str, Any], key: str, kind: str) -> list[st
             problems.append(f"{key}[{pattern[:60]!r}]{problem[len(pattern):]}")
     return problems
 ENCODER_TASK_TYPES = {"sequence_classification": "SEQ_CLS", "token_classification": "TOKEN_CLS"}
+ENCODER_PEFT_TASK_TYPES = tuple(ENCODER_TASK_TYPES.values())
 
 
 def encoder_targets(linear_shapes: Mapping[str, tuple[int, int]], *, token: bool) -> list[str]:

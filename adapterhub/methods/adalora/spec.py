@@ -28,8 +28,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .._transformers import strip_peft_prefix
-from ..errors import IncompatibleBaseError, InvalidAdapterError, RecipeError
+from ..._transformers import strip_peft_prefix
+from ...errors import IncompatibleBaseError, InvalidAdapterError, RecipeError
+from ..checks import adapted_linears
+from ..spec import MethodBase
 
 _KEY = re.compile(r"^(?P<module>.+)\.(?P<kind>lora_A|lora_B|lora_E)$")
 
@@ -55,10 +57,20 @@ def ranks(tensor_shapes: Mapping[str, tuple[int, ...]]) -> dict[str, int]:
 
 
 @dataclass(frozen=True)
-class AdaLoraSpec:
+class AdaLoraSpec(MethodBase):
     name: str = "adalora"
     peft_type: str = "ADALORA"
     title: str = "AdaLoRA"
+    summary: str = "LoRA with a learned rank budget"
+    mixable: bool = True
+    noise_std: float = 0.1
+
+    @property
+    def options(self) -> type:
+        """Its recipe options (imported when a recipe is read, not when the registry is)."""
+        from .options import AdaLoraOptions
+
+        return AdaLoraOptions
 
     def check_files(self, config: Mapping[str, Any], tensor_shapes: Mapping[str, tuple[int, ...]], *,
                     where: str) -> None:
@@ -71,16 +83,7 @@ class AdaLoraSpec:
 
     def check_fits(self, config: Mapping[str, Any], tensor_shapes: Mapping[str, tuple[int, ...]],
                    base: Any) -> None:
-        linear = base.linear_shapes
-        for key, shape in tensor_shapes.items():
-            parsed = parse_key(key)
-            if parsed is None:
-                continue
-            module, kind = parsed
-            if module not in linear:
-                raise IncompatibleBaseError(f"adapter targets module {module!r}, which this base does not have; "
-                                            "use the base the adapter was made for")
-            in_features, out_features = linear[module]
+        for key, shape, (module, kind), in_features, out_features in adapted_linears(tensor_shapes, base, parse_key):
             if kind == "lora_A" and (len(shape) != 2 or shape[1] != in_features):
                 raise IncompatibleBaseError(f"adapter tensor {key} has shape {tuple(shape)} but base module {module} "
                                             f"has in_features={in_features}; it belongs to another architecture")
@@ -98,8 +101,6 @@ class AdaLoraSpec:
 
     def recipe_problems(self, recipe: Any) -> list[str]:
         adapter, problems = recipe.adapter, []
-        if adapter.use_dora:
-            problems.append("adapter.use_dora does not work with adapter.method 'adalora'; set it to false")
         if adapter.target_r > adapter.init_r:
             problems.append(f"adapter.target_r ({adapter.target_r}) must not exceed adapter.init_r ({adapter.init_r})")
         if recipe.training.max_steps is not None and adapter.tinit + adapter.tfinal >= recipe.training.max_steps:
@@ -118,8 +119,27 @@ class AdaLoraSpec:
                              lora_dropout=adapter.dropout, target_modules=adapter.target_modules,
                              total_step=total, task_type="CAUSAL_LM")
 
-    def initialise(self, peft_model: Any, tokenizer: Any, recipe: Any) -> None:
-        return None
+    def random_config(self, common: Mapping[str, Any], options: Mapping[str, Any]) -> Any:
+        from peft import AdaLoraConfig
+
+        r = common["r"]
+        return AdaLoraConfig(task_type="CAUSAL_LM", init_r=r, target_r=max(1, r // 2),
+                             lora_alpha=common["lora_alpha"] or 2 * r, target_modules=list(common["target_modules"]),
+                             total_step=10, **options)
+
+    def random_weights(self, peft_model: Any, generator: Any, std: float | None) -> None:
+        """Noise, then a budget: every layer keeps a random subset of its triplets (the first none)."""
+        super().random_weights(peft_model, generator, std)
+        import torch
+
+        config = peft_model.peft_config["default"]
+        pattern = {}
+        for name, parameter in peft_model.base_model.model.named_parameters():
+            if name.endswith("lora_E.default"):
+                keep = torch.rand(parameter.shape[0], generator=generator) < 0.6
+                keep &= bool(pattern)  # the first layer's budget is spent entirely: rank 0
+                pattern[name.removesuffix(".default")] = keep.tolist()
+        config.rank_pattern = pattern
 
     def training_hook(self, peft_model: Any, recipe: Any, total_steps: int) -> AdaLoraHook:
         """The per-step work PEFT asks of an AdaLoRA training loop (see :class:`AdaLoraHook`)."""

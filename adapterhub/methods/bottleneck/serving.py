@@ -6,7 +6,7 @@ For the rows of one adapter, after a targeted linear layer (``o_proj`` and/or
     h = linear(x)                                  # [rows, ..., H]
     h = h + act(h @ down.T + b_down) @ up.T + b_up # down: [b, H], up: [H, b]
 
-the computation of :class:`adapterhub.methods.bottleneck_model.Bottleneck` in
+the computation of :class:`adapterhub.methods.bottleneck.model.Bottleneck` in
 eval mode (no dropout). The linear layer's ``forward`` is replaced once by a
 :class:`BottleneckLayer` that wraps whatever forward it finds, so LoRA and IA³
 patches on the same layer chain with it.
@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from ...errors import IncompatibleBaseError, InvalidAdapterError
-from ...methods.bottleneck import BottleneckConfig, parse_key
-from ..batch import active_rows
-from . import PatchedLayers, owned, tensor_bytes
+from ...memory import owned, tensor_bytes
+from ..serving import AddedLayer, PatchedLayers, PreparedLayers
+from .config import BottleneckConfig, parse_key
 
 _ATTR = "_adapterhub_bottleneck_layer"
 
@@ -45,36 +45,13 @@ class BottleneckWeights:
 
         return F.linear(self.act(F.linear(h, self.down, self.down_bias)), self.up, self.up_bias)
 
+    def added(self, x: Any, out: Any) -> Any:
+        """What the layer adds to ``out``: the residual of its own output."""
+        return self.residual(out)
 
-class BottleneckLayer:
+
+class BottleneckLayer(AddedLayer):
     """The replacement ``forward`` of one linear layer: each bottleneck row adds its adapter's residual."""
-
-    def __init__(self, linear: Any) -> None:
-        self.linear = linear
-        self.inner_forward = linear.forward
-        self.weights: dict[int, BottleneckWeights] = {}  # slot -> weights
-
-    def __call__(self, x: Any, *args: Any, **kwargs: Any) -> Any:
-        out = self.inner_forward(x, *args, **kwargs)
-        rows = active_rows()
-        if rows is None or not self.weights:
-            return out
-        rows = rows.for_batch(x.shape[0])
-        if rows.uniform is not None:
-            weights = self.weights.get(rows.uniform)
-            return out if weights is None else out + weights.residual(out)
-        for slot, index in rows.groups:
-            weights = self.weights.get(slot)
-            if weights is not None:
-                part = out[index]
-                out[index] = part + weights.residual(part)
-        return out
-
-
-@dataclass
-class PreparedBottleneck:
-    layers: dict[str, BottleneckWeights]  # module name -> weights
-    nbytes: int = 0
 
 
 @dataclass
@@ -88,16 +65,8 @@ class BottleneckMethod(PatchedLayers):
     patch_attr: ClassVar[str] = _ATTR
     _slot_layers: dict[int, list[BottleneckLayer]] = field(default_factory=dict)
 
-    def __post_init__(self) -> None:
-        import torch
-
-        self._linears = {name: module for name, module in self.base.model.named_modules()
-                         if isinstance(module, torch.nn.Linear)}
-        self._dtype = getattr(torch, self.base.spec.dtype)
-        self._device = next(self.base.model.parameters()).device
-
-    def prepare(self, config: dict[str, Any], tensors: dict[str, Any]) -> PreparedBottleneck:
-        from ...methods.bottleneck_model import ACTIVATIONS
+    def prepare(self, config: dict[str, Any], tensors: dict[str, Any]) -> PreparedLayers:
+        from .model import ACTIVATIONS
 
         try:
             parsed_config = BottleneckConfig.from_dict(config)
@@ -131,4 +100,4 @@ class BottleneckMethod(PatchedLayers):
                                                     act=act)
         if not layers:
             raise InvalidAdapterError("the bottleneck adapter holds no weights")
-        return PreparedBottleneck(layers=layers, nbytes=sum(w.nbytes for w in layers.values()))
+        return PreparedLayers.of(layers)

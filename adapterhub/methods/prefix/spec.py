@@ -15,9 +15,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .._transformers import cache_layers, cache_of, kv_geometry
-from ..errors import IncompatibleBaseError, InvalidAdapterError, RecipeError
-from . import config_problem
+from ..._transformers import cache_layers, cache_of, kv_geometry
+from ...errors import IncompatibleBaseError, InvalidAdapterError, RecipeError
+from ..checks import config_problem
+from ..spec import MethodBase
 
 WEIGHTS_KEY = "prompt_embeddings"
 
@@ -29,10 +30,18 @@ def prefix_dims(model_config: Any) -> tuple[int, int]:
 
 
 @dataclass(frozen=True)
-class PrefixSpec:
+class PrefixSpec(MethodBase):
     name: str = "prefix"
     peft_type: str = "PREFIX_TUNING"
     title: str = "prefix tuning"
+    summary: str = "learned key/value prefix per layer"
+
+    @property
+    def options(self) -> type:
+        """Its recipe options (imported when a recipe is read, not when the registry is)."""
+        from .options import PrefixOptions
+
+        return PrefixOptions
 
     def check_files(self, config: Mapping[str, Any], tensor_shapes: Mapping[str, tuple[int, ...]], *,
                     where: str) -> None:
@@ -92,6 +101,11 @@ class PrefixSpec:
     def initialise(self, peft_model: Any, tokenizer: Any, recipe: Any) -> None:
         if recipe.adapter.prefix_init_text is not None:
             init_prefix_from_text(peft_model, tokenizer, recipe.adapter.prefix_init_text)
+
+    def random_config(self, common: Mapping[str, Any], options: Mapping[str, Any]) -> Any:
+        from peft import PrefixTuningConfig
+
+        return PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=common["num_virtual_tokens"], **options)
 
 
 def init_prefix_from_text(peft_model: Any, tokenizer: Any, text: str) -> None:

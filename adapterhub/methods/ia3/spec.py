@@ -21,8 +21,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .._transformers import strip_peft_prefix
-from ..errors import IncompatibleBaseError, InvalidAdapterError
+from ..._transformers import strip_peft_prefix
+from ...errors import IncompatibleBaseError, InvalidAdapterError
+from ..checks import adapted_linears
+from ..spec import MethodBase
 
 SUFFIX = ".ia3_l"
 DEFAULT_TARGETS = ("k_proj", "v_proj", "down_proj")
@@ -41,10 +43,18 @@ def is_feedforward(shape: tuple[int, ...]) -> bool:
 
 
 @dataclass(frozen=True)
-class IA3Spec:
+class IA3Spec(MethodBase):
     name: str = "ia3"
     peft_type: str = "IA3"
     title: str = "IA³"
+    summary: str = "learned scaling vectors"
+
+    @property
+    def options(self) -> type:
+        """Its recipe options (imported when a recipe is read, not when the registry is)."""
+        from .options import IA3Options
+
+        return IA3Options
 
     def check_files(self, config: Mapping[str, Any], tensor_shapes: Mapping[str, tuple[int, ...]], *,
                     where: str) -> None:
@@ -54,15 +64,7 @@ class IA3Spec:
 
     def check_fits(self, config: Mapping[str, Any], tensor_shapes: Mapping[str, tuple[int, ...]],
                    base: Any) -> None:
-        linear = base.linear_shapes
-        for key, shape in tensor_shapes.items():
-            module = parse_key(key)
-            if module is None:
-                continue
-            if module not in linear:
-                raise IncompatibleBaseError(f"adapter targets module {module!r}, which this base does not have; "
-                                            "use the base the adapter was made for")
-            in_features, out_features = linear[module]
+        for key, shape, module, in_features, out_features in adapted_linears(tensor_shapes, base, parse_key):
             if tuple(shape) not in ((1, in_features), (out_features, 1)):
                 raise IncompatibleBaseError(f"adapter tensor {key} has shape {tuple(shape)} but base module {module} "
                                             f"needs (1, {in_features}) or ({out_features}, 1); it belongs to another "
@@ -79,8 +81,6 @@ class IA3Spec:
 
     def recipe_problems(self, recipe: Any) -> list[str]:
         adapter, problems = recipe.adapter, []
-        if adapter.use_dora or adapter.use_rslora:
-            problems.append("adapter.use_dora / use_rslora are LoRA options; set them to false for method 'ia3'")
         if adapter.feedforward_modules is not None and isinstance(adapter.target_modules, list):
             extra = sorted(set(adapter.feedforward_modules) - set(adapter.target_modules))
             if extra:
@@ -99,8 +99,17 @@ class IA3Spec:
             feedforward = [name for name in DEFAULT_FEEDFORWARD if name in targets]
         return IA3Config(target_modules=targets, feedforward_modules=feedforward, task_type="CAUSAL_LM")
 
-    def initialise(self, peft_model: Any, tokenizer: Any, recipe: Any) -> None:
-        return None
+    def random_config(self, common: Mapping[str, Any], options: Mapping[str, Any]) -> Any:
+        from peft import IA3Config
+
+        targets = list(common["target_modules"])
+        if common.get("all_linear"):
+            targets = list(DEFAULT_TARGETS)
+        options = {"feedforward_modules": [name for name in ("down_proj", "up_proj") if name in targets], **options}
+        return IA3Config(task_type="CAUSAL_LM", target_modules=targets, **options)
+
+    def noise(self, name: str, parameter: Any, noise: Any, std: float | None) -> Any:
+        return 1 + noise * (std or 0.3)  # scales around 1
 
 
 IA3 = IA3Spec()

@@ -7,7 +7,7 @@ rank is the budgeted one)::
 
 so ``A' = A * E`` (``E`` ``[r, 1]`` scales the rows of ``A``) and
 ``B' = B * scaling / (ranknum + 1e-5)`` make it a plain LoRA pair, installed in
-the very :class:`~adapterhub.runtime.methods.lora.LoraLayer` that serves LoRA
+the very :class:`~adapterhub.methods.lora.layer.LoraLayer` that serves LoRA
 rows: an AdaLoRA row and a LoRA row in one batch share each layer's patch.
 Layers whose budget fell to rank 0 add nothing and are skipped.
 """
@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...errors import IncompatibleBaseError, InvalidAdapterError
-from ...methods.adalora import parse_key
-from . import owned
-from .lora import LoraMethod, LoraWeights, PreparedLora
+from ...memory import owned
+from ..lora.layer import LoraWeights
+from ..lora.serving import LoraMethod, PreparedLora
+from .spec import parse_key
 
 
 @dataclass
@@ -66,4 +67,4 @@ class AdaLoraMethod(LoraMethod):
             B32 = B.to(self._device, torch.float32) * factor
             layers[module_name] = LoraWeights(A=owned(A32, dtype=self._dtype, device=self._device),
                                               B=owned(B32, dtype=self._dtype, device=self._device))
-        return PreparedLora(layers=layers, nbytes=sum(w.nbytes for w in layers.values()))
+        return PreparedLora.of(layers)
