@@ -99,7 +99,6 @@ OUTSIDE_PRIVATES = {  # (receiver, name) of third-party privates with no public 
     ("config", "_attn_implementation"),  # transformers selects the attention function by this config attribute
 }
 KNOWN_REACHES = {  # (file, name) reaches into another of our modules, to be removed (each one is debt)
-    ("training/recipe_files.py", "_root"),  # sets Recipe's private folder from the loader; wants a public setter
 }
 
 

@@ -355,6 +355,15 @@ class Recipe(_Section):
         """The folder relative data paths are resolved in (the recipe file's folder)."""
         return self._root
 
+    def located_in(self, folder: str | Path | None) -> Recipe:
+        """Resolve relative data paths in ``folder`` from now on (``None``: the working directory); returns ``self``.
+
+        >>> Recipe.model_validate(raw).located_in("recipes").root.name  # doctest: +SKIP
+        'recipes'
+        """
+        self._root = Path(folder).resolve() if folder is not None else Path.cwd()
+        return self
+
     def to_dict(self) -> dict[str, Any]:
         """The resolved recipe as plain data, with absolute data paths (re-runnable from anywhere)."""
         data = self.model_dump(mode="json")

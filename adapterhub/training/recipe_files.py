@@ -65,8 +65,7 @@ def load_recipe(recipe: str | Path | dict[str, Any] | Recipe, *, overrides: Sequ
         found += [problem for problem in _conflicts_beside(raw, error) if problem not in found]
         problems = "\n".join(f"  {problem}" for problem in found)
         raise RecipeError(f"invalid recipe {label}:\n{problems}") from None
-    validated._root = Path(root).resolve() if root is not None else Path.cwd()
-    return validated
+    return validated.located_in(root)
 
 
 MAX_RECIPE_BYTES = 1 * 2**20  # a recipe is a page of settings; data lives in data files
