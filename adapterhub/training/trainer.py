@@ -50,6 +50,7 @@ from . import checkpoint, run_dir as runs
 from .batching import collate, plan_batches, plan_steps
 from .data import load_dataset
 from .dropout import use_sparse_dropout
+from .grad_guard import guard_4bit_gradients
 from .publish import describe_adapter_dir, push_adapter, register_adapter
 from .recipe import Recipe
 from .recipe_files import load_recipe
@@ -135,6 +136,7 @@ class Trainer:
         self.data = load_dataset(self.recipe, self.base.tokenizer)
         self.pad_id = self.base.tokenizer.pad_token_id
         self.peft_model = self._setup_adapter()
+        self.grad_guard = guard_4bit_gradients(self.peft_model)  # 4-bit layers never pack; gradients checked once
         self.optimizer, self.scheduler = self._setup_optimizer()
         self.hook = methods.training_hook(methods.get(self.recipe.adapter.method), self.peft_model, self.recipe,
                                           self.total_steps)  # per-step work of the method (AdaLoRA's budget)
