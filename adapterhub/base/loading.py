@@ -95,8 +95,8 @@ class Base:
 
     @property
     def kernel_4bit(self) -> str | None:
-        """The bitsandbytes CPU kernel of the 4-bit layers now: ``"unpacked"``, ``"packed-bf16"``, ``"gpu"``; or ``None``
-        (no 4-bit layer). See :func:`adapterhub.base.quantized.kernel_path`."""
+        """The bitsandbytes kernel of the 4-bit layers now: ``"unpacked"``, ``"packed-bf16"``, ``"gpu"``; or
+        ``None`` (no 4-bit layer). See :func:`adapterhub.base.quantized.kernel_path`."""
         from .quantized import kernel_path
 
         return kernel_path(self.model)

@@ -14,18 +14,10 @@ from adapterhub import load_base
 from adapterhub.base import quantized
 from adapterhub.base.tiny import make_tiny_bert
 from adapterhub.errors import QuantizationError
+from tests.packed_cpu import force_probe
 
 bnb = pytest.importorskip("bitsandbytes")
 REAL_BF16_CPU = quantized.cpu_packs_4bit()  # before any test forces the probe
-
-
-def force_probe(monkeypatch, answer: bool) -> None:
-    """Make bitsandbytes (and this package) see a CPU with (True) or without (False) AVX512-BF16."""
-    import bitsandbytes.functional
-    import bitsandbytes.nn.modules
-
-    monkeypatch.setattr(bitsandbytes.functional, "has_avx512bf16", lambda: answer)
-    monkeypatch.setattr(bitsandbytes.nn.modules, "has_avx512bf16", lambda: answer)
 
 
 @pytest.fixture
@@ -48,7 +40,7 @@ def _input_gradient(layer, x, g):
 
 
 def test_the_minimal_check_bitsandbytes_packs_for_good_at_an_eval_forward(bf16_cpu):
-    """The README's minimal check: after one eval-mode no-grad forward, a train-mode backward gives no input gradient."""
+    """The README's minimal check: after one eval-mode no-grad forward, a train-mode backward gives no input grad."""
     layer = _linear_4bit()
     weight = bnb.functional.dequantize_4bit(layer.weight.data, layer.weight.quant_state)
     x, g = torch.randn(3, 64), torch.randn(3, 64)
