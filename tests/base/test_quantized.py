@@ -140,3 +140,16 @@ def test_the_packed_option_needs_a_4bit_base(tiny_llama_dir, quantize):
     with pytest.raises(QuantizationError, match="packed_4bit=True needs quantize='nf4' or 'fp4'"):
         load_base(str(tiny_llama_dir), device="cpu", quantize=quantize, packed_4bit=True)
     assert load_base(str(tiny_llama_dir), device="cpu").kernel_4bit is None
+
+
+def test_base_info_and_the_bench_report_say_which_kernel(tiny_llama_dir, capsys, bf16_cpu):
+    import json
+
+    from adapterhub.bench.report import _machine_rows
+    from adapterhub.cli import main
+
+    for extra, kernel in (([], "unpacked"), (["--packed-4bit"], "packed-bf16")):
+        assert main(["base", "info", str(tiny_llama_dir), "--device", "cpu", "--quantize", "nf4", "--json", *extra]) == 0
+        assert json.loads(capsys.readouterr().out)["kernel_4bit"] == kernel
+    rows = dict(_machine_rows({"base": {"dtype": "float32", "quantize": "nf4", "kernel_4bit": "unpacked"}}))
+    assert rows["dtype / quantize"] == "float32 / nf4 (unpacked 4-bit kernel)"
