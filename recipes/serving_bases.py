@@ -1,15 +1,15 @@
 """Which base to serve on: each registered adapter × the base in fp32, NF4 (both CPU kernels) and int8.
 
-``nf4`` dequantises every 4-bit layer per forward (the default); ``nf4-packed`` lets bitsandbytes pack them
-for its bf16 kernel (``load_base(..., packed_4bit=True)``) — a different kernel only on CPUs with AVX512-BF16,
-where the ``kernel`` column says ``packed-bf16``. For every serving base it loads the default base once
-(timed, its resident bytes), then loads each adapter from the registry onto it (timed, resident bytes) and scores
-the adapter's own held-out test file through the runtime's ``predict`` — the path a
-server uses. Writes ``serving-bases.json`` and ``serving-bases.md`` (the README table)
-to ``--out``.
+``nf4`` is the default base: on CPUs with AVX512-BF16 bitsandbytes packs its 4-bit layers for its bf16 kernel
+(the ``kernel`` column says ``packed-bf16``); ``nf4-unpacked`` dequantises every layer at every forward
+(``load_base(..., packed_4bit=False)``, the only kernel on other CPUs). For every serving base it loads the
+default base once (timed, its resident bytes), then loads each adapter from the registry onto it (timed,
+resident bytes) and scores the adapter's own held-out test file (``--validation``: its validation file too)
+through the runtime's ``predict`` — the path a server uses. Writes ``serving-bases.json`` (predictions
+included) and ``serving-bases.md`` (the README table) to ``--out``.
 
     python recipes/serving_bases.py finance finance-qlora medical legal --out serving-bases
-    python recipes/serving_bases.py finance medical --bases nf4 nf4-packed --registry /tmp/reg
+    python recipes/serving_bases.py finance medical --bases nf4 nf4-unpacked --validation --registry /tmp/reg
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BASES = {"fp32": {}, "nf4": {"quantize": "nf4"}, "nf4-packed": {"quantize": "nf4", "packed_4bit": True},
+BASES = {"fp32": {}, "nf4": {"quantize": "nf4"}, "nf4-unpacked": {"quantize": "nf4", "packed_4bit": False},
          "int8": {"quantize": "int8"}}
 """Serving bases by name: ``load_base`` options."""
 

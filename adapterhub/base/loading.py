@@ -137,7 +137,7 @@ def load_base(
     trust_remote_code: bool = False,
     progress: bool = True,
     kind: str = "auto",
-    packed_4bit: bool = False,
+    packed_4bit: bool | None = None,
 ) -> Base:
     """Load a frozen base model.
 
@@ -157,9 +157,12 @@ def load_base(
         progress: show download/convert progress for the embedded base.
         kind: ``"auto"`` (an encoder for BERT-family ``model_type`` values, see
             :data:`ENCODER_MODEL_TYPES`; else a decoder), ``"decoder"`` or ``"encoder"``.
-        packed_4bit: with ``quantize="nf4"``/``"fp4"`` on a CPU with AVX512-BF16, let bitsandbytes pack the
-            4-bit layers at their first forward and compute them in bf16 (faster; see
-            :mod:`adapterhub.base.quantized` for what it costs). Default: every forward dequantises to ``dtype``.
+        packed_4bit: with ``quantize="nf4"``/``"fp4"`` on a CPU with AVX512-BF16: ``None`` (default) or ``True``
+            lets bitsandbytes pack each 4-bit layer whose widths allow it at its first eval-mode forward and
+            compute it in bf16 (serving's fast path: same predictions as unpacked on the shipped adapters,
+            README "4-bit"); ``False`` dequantises to ``dtype`` at every forward. A packed layer passes no
+            gradient: training forbids packing itself (:mod:`adapterhub.training.grad_guard`); a training loop
+            of your own on this base needs ``False`` (or :func:`adapterhub.base.quantized.set_cpu_packing`).
 
     Returns:
         A :class:`Base` whose model is in eval mode with every parameter frozen: a causal LM
@@ -211,7 +214,7 @@ def load_base(
     if quantize is None:
         hf_model.to(device)
     else:
-        set_cpu_packing(hf_model, packed_4bit)  # never by accident: bitsandbytes would pack at the first eval forward
+        set_cpu_packing(hf_model, packed_4bit is not False)  # chosen here, and only where the widths allow
     hf_model.eval()
     hf_model.requires_grad_(False)
     if tokenizer.pad_token is None and kind == "decoder":

@@ -12,13 +12,14 @@ the compute dtype (``"unpacked"``), and gradients flow.
 Each ``Linear4bit`` carries the probe's answer as its own flag (``support_avx512bf16_for_cpu``); this module
 sets that flag per layer, so nothing global in bitsandbytes changes:
 
-* :func:`set_cpu_packing` — allow the packed kernel (serving's fast path, where the widths allow it) or
-  forbid it (training; and serving by default), unpacking any layer that packed already;
+* :func:`set_cpu_packing` — allow the packed kernel (serving's fast path, ``load_base``'s default, only where
+  the widths allow it) or forbid it (training; ``load_base(..., packed_4bit=False)``), unpacking any layer
+  that packed already;
 * :func:`kernel_path` — the path a model's 4-bit layers take now (``base info`` and ``bench`` print it).
 
 >>> base = load_base("smollm2-135m-instruct", quantize="nf4")  # doctest: +SKIP
 >>> kernel_path(base.model)  # doctest: +SKIP
-'unpacked'
+'packed-bf16'
 """
 
 from __future__ import annotations

@@ -105,11 +105,11 @@ def test_the_tiny_models_take_every_cpu_path(model, request, monkeypatch):
     """Both tiny models load, pack and run in 4 bits on the packed path, and unpacked on a CPU without bf16."""
     path = str(request.getfixturevalue(model))
     force_probe(monkeypatch, False)
-    plain = load_base(path, device="cpu", quantize="nf4", packed_4bit=True)  # no feature: the option changes nothing
+    plain = load_base(path, device="cpu", quantize="nf4")  # no feature: the default dequantises
     assert plain.kernel_4bit == "unpacked"
     reference = _output(plain)
     force_probe(monkeypatch, True)
-    packed = load_base(path, device="cpu", quantize="nf4", packed_4bit=True)
+    packed = load_base(path, device="cpu", quantize="nf4")  # the feature: the default packs for serving
     layers = dict(quantized.linear_4bit_layers(packed.model))
     assert layers and all(quantized.can_pack(layer) for layer in layers.values())
     assert packed.kernel_4bit == "packed-bf16"
@@ -117,16 +117,15 @@ def test_the_tiny_models_take_every_cpu_path(model, request, monkeypatch):
     assert all(quantized.is_packed(layer) for layer in layers.values())
     if REAL_BF16_CPU:  # the packed kernel exists only there: compare its bf16 figures with the unpacked ones
         torch.testing.assert_close(out, reference, rtol=0.1, atol=0.1 * float(reference.abs().mean()))
-    default = load_base(path, device="cpu", quantize="nf4")  # the default never packs, on any CPU
-    _output(default)
-    assert default.kernel_4bit == "unpacked"
-    assert not any(quantized.is_packed(layer) for _, layer in quantized.linear_4bit_layers(default.model))
+    unpacked = load_base(path, device="cpu", quantize="nf4", packed_4bit=False)  # never packs, on any CPU
+    _output(unpacked)
+    assert unpacked.kernel_4bit == "unpacked"
+    assert not any(quantized.is_packed(layer) for _, layer in quantized.linear_4bit_layers(unpacked.model))
 
 
 def test_a_base_the_packer_cannot_lay_out_is_served_unpacked(tmp_path, bf16_cpu):
     """Widths the packer refuses ("N must be divisible by block_n") stay unpacked instead of failing at a forward."""
-    narrow = load_base(str(make_tiny_bert(tmp_path / "narrow", intermediate=48)), device="cpu",
-                       quantize="nf4", packed_4bit=True)
+    narrow = load_base(str(make_tiny_bert(tmp_path / "narrow", intermediate=48)), device="cpu", quantize="nf4")
     layers = dict(quantized.linear_4bit_layers(narrow.model))
     takes = {name for name, layer in layers.items() if quantized.can_pack(layer)}
     assert 0 < len(takes) < len(layers)  # 48 wide: neither the outputs (by 32) nor the inputs (by 64)
@@ -148,7 +147,7 @@ def test_base_info_and_the_bench_report_say_which_kernel(tiny_llama_dir, capsys,
     from adapterhub.bench.report import _machine_rows
     from adapterhub.cli import main
 
-    for extra, kernel in (([], "unpacked"), (["--packed-4bit"], "packed-bf16")):
+    for extra, kernel in (([], "packed-bf16"), (["--unpacked-4bit"], "unpacked")):
         assert main(["base", "info", str(tiny_llama_dir), "--device", "cpu", "--quantize", "nf4", "--json", *extra]) == 0
         assert json.loads(capsys.readouterr().out)["kernel_4bit"] == kernel
     rows = dict(_machine_rows({"base": {"dtype": "float32", "quantize": "nf4", "kernel_4bit": "unpacked"}}))
