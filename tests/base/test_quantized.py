@@ -148,7 +148,8 @@ def test_base_info_and_the_bench_report_say_which_kernel(tiny_llama_dir, capsys,
     from adapterhub.cli import main
 
     for extra, kernel in (([], "packed-bf16"), (["--unpacked-4bit"], "unpacked")):
-        assert main(["base", "info", str(tiny_llama_dir), "--device", "cpu", "--quantize", "nf4", "--json", *extra]) == 0
+        assert main(["base", "info", str(tiny_llama_dir), "--device", "cpu", "--quantize", "nf4", "--json",
+                     *extra]) == 0
         assert json.loads(capsys.readouterr().out)["kernel_4bit"] == kernel
     rows = dict(_machine_rows({"base": {"dtype": "float32", "quantize": "nf4", "kernel_4bit": "unpacked"}}))
     assert rows["dtype / quantize"] == "float32 / nf4 (unpacked 4-bit kernel)"
