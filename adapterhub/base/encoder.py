@@ -36,6 +36,7 @@ def load_task_model(base: Any, *, task_type: str, labels: Sequence[str]) -> Any:
     from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
 
     from .loading import _bnb_config
+    from .quantized import set_cpu_packing
 
     if base.kind != "encoder":
         raise BaseModelError(f"{task_type} models need an encoder base; {base.spec.name!r} is a {base.kind}")
@@ -52,4 +53,6 @@ def load_task_model(base: Any, *, task_type: str, labels: Sequence[str]) -> Any:
     model = model_class.from_pretrained(spec.path, **kwargs)
     if spec.quantize is None:
         model.to(spec.device)
+    else:
+        set_cpu_packing(model, False)  # trained and evaluated on bitsandbytes' unpacked kernel (base.quantized)
     return model

@@ -21,6 +21,7 @@ from typing import Any, Sequence
 from .._transformers import text_config
 from . import embedded
 from .identity import fingerprint, logical_parameter_count
+from .quantized import set_cpu_packing
 from ..errors import BaseModelError, BaseNotFoundError, QuantizationError, UnknownBaseError
 
 QUANTIZATIONS = (None, "nf4", "fp4", "int8")
@@ -93,6 +94,14 @@ class Base:
         return int(self.model.get_memory_footprint())
 
     @property
+    def kernel_4bit(self) -> str | None:
+        """The bitsandbytes kernel of the 4-bit layers now: ``"unpacked"``, ``"packed-bf16"``, ``"gpu"``; or
+        ``None`` (no 4-bit layer). See :func:`adapterhub.base.quantized.kernel_path`."""
+        from .quantized import kernel_path
+
+        return kernel_path(self.model)
+
+    @property
     def linear_shapes(self) -> dict[str, tuple[int, int]]:
         """``{module_name: (in_features, out_features)}`` for every linear layer.
 
@@ -128,6 +137,7 @@ def load_base(
     trust_remote_code: bool = False,
     progress: bool = True,
     kind: str = "auto",
+    packed_4bit: bool | None = None,
 ) -> Base:
     """Load a frozen base model.
 
@@ -147,6 +157,12 @@ def load_base(
         progress: show download/convert progress for the embedded base.
         kind: ``"auto"`` (an encoder for BERT-family ``model_type`` values, see
             :data:`ENCODER_MODEL_TYPES`; else a decoder), ``"decoder"`` or ``"encoder"``.
+        packed_4bit: with ``quantize="nf4"``/``"fp4"`` on a CPU with AVX512-BF16: ``None`` (default) or ``True``
+            lets bitsandbytes pack each 4-bit layer whose widths allow it at its first eval-mode forward and
+            compute it in bf16 (serving's fast path: same predictions as unpacked on the shipped adapters,
+            README "4-bit"); ``False`` dequantises to ``dtype`` at every forward. A packed layer passes no
+            gradient: training forbids packing itself (:mod:`adapterhub.training.grad_guard`); a training loop
+            of your own on this base needs ``False`` (or :func:`adapterhub.base.quantized.set_cpu_packing`).
 
     Returns:
         A :class:`Base` whose model is in eval mode with every parameter frozen: a causal LM
@@ -171,6 +187,9 @@ def load_base(
         raise QuantizationError(f"unknown quantize={quantize!r}; use one of None, 'nf4', 'fp4', 'int8'")
     if dtype not in DTYPES:
         raise QuantizationError(f"unknown dtype={dtype!r}; use one of {', '.join(DTYPES)}")
+    if packed_4bit and quantize not in ("nf4", "fp4"):
+        raise QuantizationError(f"packed_4bit=True needs quantize='nf4' or 'fp4' (got quantize={quantize!r}): only "
+                                "bitsandbytes' 4-bit layers have a packed CPU kernel")
     source, path = resolve(model, progress=progress)
     device = _resolve_device(device)
     torch_dtype = _resolve_dtype(dtype, device)
@@ -194,6 +213,8 @@ def load_base(
                              "Check that the directory holds config.json, safetensors weights and a tokenizer.") from error
     if quantize is None:
         hf_model.to(device)
+    else:
+        set_cpu_packing(hf_model, packed_4bit is not False)  # chosen here, and only where the widths allow
     hf_model.eval()
     hf_model.requires_grad_(False)
     if tokenizer.pad_token is None and kind == "decoder":

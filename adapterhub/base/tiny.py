@@ -52,6 +52,8 @@ def make_tiny_llama(path: str | Path, *, layers: int = 2, hidden: int = 64, head
                     kv_heads: int = 2, intermediate: int = 128, seed: int = 0) -> Path:
     """Save a tiny random ``LlamaForCausalLM`` + tokenizer to ``path`` and return it.
 
+    The default widths are ones every bitsandbytes CPU path takes in 4 bits (see :func:`make_tiny_bert`).
+
     Args:
         path: output directory (created).
         layers, hidden, heads, kv_heads, intermediate: model size.
@@ -103,11 +105,13 @@ def make_tiny_wordpiece_tokenizer(vocab_size: int = 400):
                                    sep_token="[SEP]", mask_token="[MASK]")
 
 
-def make_tiny_bert(path: str | Path, *, layers: int = 2, hidden: int = 32, heads: int = 4, intermediate: int = 64,
+def make_tiny_bert(path: str | Path, *, layers: int = 2, hidden: int = 64, heads: int = 4, intermediate: int = 128,
                    seed: int = 0) -> Path:
     """Save a tiny random ``BertModel`` (pooler included) + WordPiece tokenizer to ``path`` and return it.
 
-    The encoder twin of :func:`make_tiny_llama`: ``load_base(path)`` gives an encoder base.
+    The encoder twin of :func:`make_tiny_llama`: ``load_base(path)`` gives an encoder base. Its default widths
+    (like the tiny llama's) are ones every bitsandbytes CPU path takes in 4 bits: out features a multiple of 32
+    and in features a multiple of the 64-wide quantisation block (:func:`adapterhub.base.quantized.can_pack`).
 
     >>> from adapterhub.base.tiny import make_tiny_bert
     >>> path = make_tiny_bert("/tmp/tiny-bert")  # doctest: +SKIP

@@ -113,7 +113,7 @@ def _prepare(recipe: str, overrides: Sequence[str], threads: int | None) -> tupl
     plan = load_recipe(recipe, overrides=overrides)
     section, training = plan.base, plan.training
     base = load_base(section.model, quantize=section.quantize, dtype=section.dtype, device=section.device,
-                     progress=False)
+                     progress=False, packed_4bit=False)  # trained: a packed 4-bit layer passes no gradient
     model = base.model
     with quiet_peft_wrapping():
         if base.spec.quantize is not None:

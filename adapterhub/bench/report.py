@@ -71,7 +71,8 @@ def _machine_rows(report: dict[str, Any]) -> list[list[Any]]:
         ["threads", f"torch {env.get('torch_threads')} intra-op, {env.get('torch_interop_threads')} inter-op"],
         ["device", str(env.get("device")) + (f" — {gpu['name']} ({_mib(gpu['memory_bytes'])})" if gpu else "")],
         ["base", f"{base.get('name')} ({base.get('num_parameters', 0):,} parameters)"],
-        ["dtype / quantize", f"{base.get('dtype')} / {base.get('quantize') or 'none'}"],
+        ["dtype / quantize", f"{base.get('dtype')} / {base.get('quantize') or 'none'}"
+                             + (f" ({base['kernel_4bit']} 4-bit kernel)" if base.get("kernel_4bit") else "")],
         ["versions", f"python {env.get('python')}, {versions}"],
         ["adapters", f"LoRA r={config.get('rank')} on {adapters.get('modules')} linear modules, "
                      f"{_mib(adapters.get('file_bytes'))} each"],

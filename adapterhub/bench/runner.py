@@ -115,7 +115,8 @@ def _open(config: BenchConfig, base_name: str, *, progress: bool) -> tuple[Bench
     report: dict[str, Any] = {
         "format": 1, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "environment": describe_machine(device), "config": config.to_dict(),
-        "base": {**bare.spec.to_dict(), "fingerprint": bare.fingerprint}, "results": {}, "skipped": [],
+        "base": {**bare.spec.to_dict(), "kernel_4bit": bare.kernel_4bit, "fingerprint": bare.fingerprint},
+        "results": {}, "skipped": [],
         "area_seconds": {},
     }
     adapters = make_adapters(bare, config.work_dir / "adapters", count=config.adapters_needed, rank=config.rank)

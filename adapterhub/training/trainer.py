@@ -48,6 +48,7 @@ from . import checkpoint, run_dir as runs
 from .batching import plan_batches, plan_steps
 from .data import load_dataset
 from .distributed import any_process, from_main, sum_over_processes
+from .grad_guard import guard_4bit_gradients
 from .interrupt import CtrlC
 from .publish import describe_adapter_dir, push_adapter, register_adapter
 from .recipe import Recipe
@@ -127,6 +128,7 @@ class Trainer:
         self.task = training_task(self.recipe, self.base, label=self._progress_label)  # decoder or encoder
         self.data = load_dataset(self.recipe, self.base.tokenizer)
         self.peft_model = self._setup_adapter()
+        self.grad_guard = guard_4bit_gradients(self.peft_model)  # 4-bit layers never pack; gradients checked once
         self.optimizer, self.scheduler = self._setup_optimizer()
         self.hook = methods.training_hook(methods.get(self.recipe.adapter.method), self.peft_model, self.recipe,
                                           self.total_steps)  # per-step work of the method (AdaLoRA's budget)
