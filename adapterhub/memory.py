@@ -95,52 +95,36 @@ class NewStorage:
         self.offset = 0
 
     def __call__(self, matrix: Any, gain: Any = None) -> Any:
-        view = transposed_into(self.store, self.offset, matrix, gain)
+        view = written_into(self.store, self.offset, matrix, gain)
         self.offset += matrix.numel()
         return view
 
 
-class InPlace:
-    """Places each prepared matrix in the memory it was read into, through a small reused scratch copy.
+def in_place(matrix: Any, gain: Any = None) -> Any:
+    """``matrix`` left in the memory it was read into (times ``gain`` there, in float32 like
+    :func:`written_into`): nothing new is allocated and nothing is copied."""
+    import torch
 
-    The matrix's own bytes then hold its compact transposed form: nothing new is allocated, and
-    the copies run on data already in the CPU caches (a new storage costs a page fault per 4 KiB
-    and a second pass over memory).
-    """
-
-    def __init__(self, matrices: list[Any]) -> None:
-        import torch
-
-        self.scratch = torch.empty(max(matrix.numel() for matrix in matrices), dtype=torch.float32)
-
-    def __call__(self, matrix: Any, gain: Any = None) -> Any:
-        import torch
-
-        rows, columns = matrix.shape
-        source = torch.as_strided(self.scratch, (rows, columns), (columns, 1))
-        source.copy_(matrix)
-        return transposed_into(matrix, matrix.storage_offset(), source, gain)  # back over its own bytes
+    return matrix if gain is None else matrix.mul_(gain[:, None] if isinstance(gain, torch.Tensor) else gain)
 
 
-def transposed_into(store: Any, offset: int, matrix: Any, gain: Any = None) -> Any:
+def written_into(store: Any, offset: int, matrix: Any, gain: Any = None) -> Any:
     """``matrix`` ``[m, n]`` (times ``gain``: a number, or a ``[m]`` tensor) written into ``store``'s storage
-    from element ``offset`` as compact, contiguous ``[n, m]``; returns the ``[m, n]`` view of it.
+    from element ``offset`` as contiguous ``[m, n]``; returns that view.
 
-    The per-row path stacks ``A.t()`` / ``B.t()`` of several adapters for ``bmm``: stored this way
-    the stack copies contiguous blocks and ``bmm`` reads its operands as laid out (measured on
-    CPU: a mixed 8-adapter LoRA update 35% faster than from ``[r, in]`` storage); ``F.linear`` and
-    ``addmm_`` take the transposed view at no cost.
-
-    One strided copy from the stored ``matrix`` (on CPU, writing through the strided view is about
-    twice as fast as ``.t().contiguous()``), converting to ``store``'s dtype and device with the same
-    result as ``(matrix.to(float32) * gain).to(dtype)``: the product is formed in float32 and rounded once.
+    LoRA keeps PEFT's own layout (``lora_A`` ``[r, in]``, ``lora_B`` ``[out, r]``, contiguous) on purpose:
+    from transposed storage ``F.linear`` / ``addmm_`` call another BLAS kernel (MKL ``SGEMM(N,N)`` instead
+    of PEFT's ``SGEMM(T,N)``) that sums in another order for ranks 2-8, and for every rank on a few rows
+    (decode); the 1-ulp differences grew to 3.8e-4 in the real base's logits. Converts to ``store``'s
+    dtype and device with the same result as ``(matrix.to(float32) * gain).to(dtype)``: the product is
+    formed in float32 and rounded once.
     """
     import torch
 
     rows, columns = matrix.shape
-    view = torch.as_strided(store, (rows, columns), (1, rows), offset)
+    view = torch.as_strided(store, (rows, columns), (columns, 1), offset)
     if matrix.device != store.device:
-        matrix = matrix.to(store.device)  # one contiguous transfer, then the strided copy on the device
+        matrix = matrix.to(store.device)
     if matrix.dtype not in (torch.float32, store.dtype):
         matrix = matrix.to(torch.float32)  # e.g. float64 weights: rounded once, to float32, as before
     if gain is None:

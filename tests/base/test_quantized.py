@@ -14,7 +14,7 @@ from adapterhub import load_base
 from adapterhub.base import quantized
 from adapterhub.base.tiny import make_tiny_bert
 from adapterhub.errors import QuantizationError
-from tests.packed_cpu import force_probe
+from tests.helpers.packed_cpu import force_probe
 
 bnb = pytest.importorskip("bitsandbytes")
 REAL_BF16_CPU = quantized.cpu_packs_4bit()  # before any test forces the probe

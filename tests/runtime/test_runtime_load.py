@@ -57,7 +57,7 @@ def test_registry_loads_fold_lora_in_place_exactly_as_a_folder_load(tiny_base, l
         for key, weights in from_registry.items():
             other = from_folder[key]
             assert weights.A.untyped_storage().nbytes() == len(stored)  # in place: the read buffer itself
-            assert weights.A.t().is_contiguous() and weights.B.t().is_contiguous()
+            assert weights.A.is_contiguous() and weights.B.is_contiguous()
             for field in ("A", "B", "bias", "dora_gain"):
                 mine, theirs = getattr(weights, field), getattr(other, field)
                 assert (mine is None) == (theirs is None)
@@ -96,7 +96,7 @@ def test_float32_base_in_bfloat16_keeps_the_rounding(tiny_llama_dir, lora_dirs, 
     for module_name, weights in prepared.layers.items():
         assert torch.equal(weights.A, expected[f"base_model.model.{module_name}.lora_A.weight"])
         assert torch.equal(weights.B, expected[f"base_model.model.{module_name}.lora_B.weight"])
-        assert weights.A.dtype == torch.bfloat16 and weights.A.t().is_contiguous()
+        assert weights.A.dtype == torch.bfloat16 and weights.A.is_contiguous()
 
 
 def _blob(tensors: dict[str, torch.Tensor], pad: int) -> bytes:

@@ -10,8 +10,8 @@ from adapterhub.errors import TrainingError
 from adapterhub.training import grad_guard, load_recipe
 from adapterhub.training.checkpoint import trainable_state
 from adapterhub.training.trainer import Trainer
-from tests.packed_cpu import force_probe
-from tests.recipe_helpers import tiny_recipe
+from tests.helpers.packed_cpu import force_probe
+from tests.helpers.recipes import tiny_recipe
 
 pytest.importorskip("bitsandbytes")
 

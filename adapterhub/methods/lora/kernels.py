@@ -59,7 +59,7 @@ class StackedLora:
     Side by side (any ranks, any row order): ``A`` ``[sum r, in]``, ``B`` ``[out, sum r]``; ``x @ A.T``
     computes every adapter's hidden columns for every row, a row mask
     (:meth:`~adapterhub.runtime.batch.RowSlots.column_mask`) keeps each row's own, ``@ B.T`` adds
-    the deltas. Stored like :func:`transposed_into` pairs (``[in, sum r]`` / ``[sum r, out]`` contiguous).
+    the deltas. Stored as ``[in, sum r]`` / ``[sum r, out]`` contiguous (``A.T`` / ``B.T``).
 
     In ``blocks`` (rows in equal runs per adapter, one rank): ``A`` ``[k, in, r]``, ``B`` ``[k, r, out]``
     and one ``bmm`` pair over the runs, which computes no other adapter's columns (8 rows over 8

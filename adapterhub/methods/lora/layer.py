@@ -21,8 +21,8 @@ from .kernels import GATHER_MIN_TOKENS, DecodePlan, SlotWeights, add_low_rank, e
 class LoraWeights:
     """One adapter in one layer, constants folded (see the module docstring)."""
 
-    A: Any  # [r, in], a transposed view of contiguous [in, r] storage (see ``transposed_into``)
-    B: Any  # [out, r], a transposed view of contiguous [r, out] storage
+    A: Any  # [r, in], contiguous: PEFT's layout (see ``adapterhub.memory.written_into``)
+    B: Any  # [out, r], contiguous
     bias: Any = None  # [out] or None
     dora_gain: Any = None  # [out] = g - 1, or None for plain LoRA
 
@@ -124,8 +124,8 @@ class LoraLayer:
                 return False
         if len({id(w) for w in per_row}) == 1:  # one adapter after all (the others are absent from this layer)
             return False
-        A_t = torch.stack([w.A.t() for w in per_row])  # [rows, in, r], contiguous: bmm reads it as stored
-        B_t = torch.stack([w.B.t() for w in per_row])  # [rows, r, out]
+        A_t = torch.stack([w.A for w in per_row]).transpose(1, 2)  # [rows, in, r] from contiguous blocks
+        B_t = torch.stack([w.B for w in per_row]).transpose(1, 2)  # [rows, r, out]
         x_rows = x.reshape(x.shape[0], tokens, x.shape[-1])
         if x_rows.dtype != A_t.dtype:
             x_rows = x_rows.to(A_t.dtype)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from ...errors import IncompatibleBaseError, InvalidAdapterError
-from ...memory import InPlace, NewStorage, OwnedViews, owned
+from ...memory import NewStorage, OwnedViews, in_place, owned
 from ..rows import routed
 from ..serving import PatchedLayers, PreparedLayers
 from .layer import LoraLayer, LoraWeights
@@ -56,7 +56,7 @@ class LoraMethod(PatchedLayers):
             raise InvalidAdapterError("the LoRA adapter holds no lora_A/lora_B weights")
         checked = [(name, self._checked(name, parts)) for name, parts in parts_by_module.items()]
         matrices = [parts[part] for _, (_, parts) in checked for part in ("A", "B")]
-        place = (InPlace(matrices) if self._reuses(tensors, matrices) else
+        place = (in_place if self._reuses(tensors, matrices) else
                  NewStorage(sum(matrix.numel() for matrix in matrices), dtype=self._dtype, device=self._device))
         layers = {module_name: self._prepare_layer(module_name, module, parts, config, place)
                   for module_name, (module, parts) in checked}
@@ -93,7 +93,7 @@ class LoraMethod(PatchedLayers):
 
     def _prepare_layer(self, module_name: str, module: Any, parts: dict[str, Any], config: dict[str, Any],
                        place: Any) -> LoraWeights:
-        """One layer's weights; ``place`` stores ``A`` and ``B'`` (see :func:`transposed_into`)."""
+        """One layer's weights; ``place`` stores ``A`` and ``B'`` (see :func:`~adapterhub.memory.written_into`)."""
         import torch
 
         A, B = parts["A"], parts["B"]
