@@ -61,3 +61,18 @@ def adapted_linears(tensor_shapes: Mapping[str, tuple[int, ...]], base: Any,
             raise IncompatibleBaseError(f"adapter targets module {module!r}, which this base does not have; "
                                         "use the base the adapter was made for")
         yield key, tuple(shape), parsed, *linear[module]
+
+
+def rank_settings(config: Mapping[str, Any], **shown: str) -> str:
+    """A low-rank method's model-card line: ``shown`` (label -> config key) in order, then its targets;
+    ``""`` when the first key is unset.
+
+    >>> rank_settings({"r": 8, "lora_alpha": 16, "target_modules": ["v_proj", "q_proj"]}, r="r", alpha="lora_alpha")
+    'r=8, alpha=16, targets: q_proj, v_proj'
+    """
+    first = next(iter(shown.values()))
+    if not config.get(first):
+        return ""
+    targets = config.get("target_modules")
+    targets = ", ".join(sorted(targets)) if isinstance(targets, (list, tuple, set)) else targets
+    return ", ".join(f"{label}={config.get(key)}" for label, key in shown.items()) + f", targets: {targets}"

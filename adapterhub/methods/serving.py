@@ -19,7 +19,7 @@ per-slot entries) that LoRA, IA³ and the bottleneck build on.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Protocol
 
 from .rows import active_rows
@@ -91,21 +91,24 @@ class PreparedLayers:
 _PATCH_LOCK = threading.Lock()  # hubs sharing a base patch each linear exactly once per method
 
 
+@dataclass
 class PatchedLayers:
-    """What every layer method (LoRA, IA³, bottleneck) keeps: per-slot entries in layers patched once.
+    """What every layer method (LoRA, IA³, LoHa, bottleneck) keeps: per-slot entries in layers patched once.
 
-    A subclass (a dataclass with ``_linears: {name: nn.Linear}`` and ``_slot_layers: {slot: [layer]}``)
-    names its ``layer_class`` (built around a linear, holding ``weights: {slot: entry}``) and the
-    ``patch_attr`` it marks a patched linear with. Patching replaces the linear's ``forward`` by an
-    instance attribute that wraps the forward found (plain, or another method's patch): the module
-    tree and state_dict stay as they were, and nothing is traversed on a switch.
+    A subclass (a dataclass) sets its ``name``, the ``layer_class`` it patches linears with (built around a
+    linear, holding ``weights: {slot: entry}``) and the ``patch_attr`` it marks a patched linear with.
+    :meth:`bind` indexes the base's linears (``_linears: {name: nn.Linear}``); ``_slot_layers`` maps a slot
+    to the layers holding its entries. Patching replaces the linear's ``forward`` by an instance attribute
+    that wraps the forward found (plain, or another method's patch): the module tree and state_dict stay as
+    they were, and nothing is traversed on a switch.
     """
 
+    base: Any
+    name: str = ""
+    routes: str = "layers"
+    _slot_layers: dict[int, list[Any]] = field(default_factory=dict)
     layer_class: ClassVar[type]
     patch_attr: ClassVar[str]
-    base: Any
-    _linears: dict[str, Any]
-    _slot_layers: dict[int, list[Any]]
 
     def __post_init__(self) -> None:
         self.bind(self.base.model.named_modules())

@@ -2,7 +2,7 @@
 PEFT's own random adapter for tests.
 
 A method's spec is a frozen dataclass deriving from :class:`MethodBase`; it sets ``name``, ``peft_type``,
-``title``, ``summary`` and ``options`` and answers the questions of :class:`adapterhub.methods.MethodSpec`.
+``title``, ``summary`` and ``options_class`` and answers the questions of :class:`adapterhub.methods.MethodSpec`.
 
 >>> MethodBase().mergeable, MethodBase().peft_loads
 (False, True)
@@ -10,6 +10,7 @@ A method's spec is a frozen dataclass deriving from :class:`MethodBase`; it sets
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -21,12 +22,20 @@ class MethodBase:
     peft_type: str = ""
     title: str = ""
     summary: str = ""
+    options_class: str = ""  # its recipe options: this class in the folder's ``options.py``
     default: bool = False
     peft_loads: bool = True
     mergeable: bool = False
     mixable: bool = False
     encoder: bool = False
     noise_std: float = 1.0  # scale of random test weights (``random_weights``)
+
+    @property
+    def options(self) -> type:
+        """Its recipe options, ``options_class`` of the folder's ``options.py`` (a pydantic model; imported when a
+        recipe is read, not when the registry is)."""
+        package = type(self).__module__.rsplit(".", 1)[0]
+        return getattr(importlib.import_module(f"{package}.options"), self.options_class)
 
     def settings(self, config: Mapping[str, Any]) -> str:
         return ""

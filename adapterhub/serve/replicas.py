@@ -44,6 +44,7 @@ class ReplicaSettings:
     base: str | None = None  # alias, folder or HF id (default: the embedded base)
     quantize: str | None = None
     device: str = "auto"
+    packed_4bit: bool | None = None  # False: 4-bit layers dequantise every forward (see AdapterHub)
     registry: str | None = None  # local registry root; "{replica}" in it gives each replica its own
     hub_namespace: str | None = None  # pull unknown adapter NAME from hf://<namespace>/<NAME>
     replicas: int = 2
@@ -100,7 +101,7 @@ class ReplicaServer:
         self.settings, self.replica_id = settings, replica_id
         registry = settings.registry.format(replica=replica_id) if settings.registry else None
         hub_args: dict[str, Any] = {"quantize": settings.quantize, "device": settings.device, "registry": registry,
-                                    "max_resident": settings.adapters_per_replica}
+                                    "max_resident": settings.adapters_per_replica, "packed_4bit": settings.packed_4bit}
         self.hub = AdapterHub(settings.base, **hub_args) if settings.base else AdapterHub(**hub_args)
         self.app = build_app(self.hub, settings.options)
         self.engine = self.app.state.engine

@@ -153,3 +153,17 @@ def test_base_info_and_the_bench_report_say_which_kernel(tiny_llama_dir, capsys,
         assert json.loads(capsys.readouterr().out)["kernel_4bit"] == kernel
     rows = dict(_machine_rows({"base": {"dtype": "float32", "quantize": "nf4", "kernel_4bit": "unpacked"}}))
     assert rows["dtype / quantize"] == "float32 / nf4 (unpacked 4-bit kernel)"
+
+
+def test_a_hub_and_the_server_choose_the_4bit_kernel(tiny_llama_dir, bf16_cpu):
+    """``AdapterHub(packed_4bit=False)`` (``adapterhub serve --unpacked-4bit``) serves unpacked; the default packs."""
+    from adapterhub.cli import build_parser
+    from adapterhub.errors import ConfigError
+    from adapterhub.runtime import AdapterHub
+
+    packed = AdapterHub(str(tiny_llama_dir), device="cpu", quantize="nf4")
+    unpacked = AdapterHub(str(tiny_llama_dir), device="cpu", quantize="nf4", packed_4bit=False)
+    assert packed.base.kernel_4bit.startswith("packed-bf16") and unpacked.base.kernel_4bit == "unpacked"
+    with pytest.raises(ConfigError, match="packed_4bit="):
+        AdapterHub(packed.base, packed_4bit=False)  # a loaded base keeps the kernel it was loaded with
+    assert build_parser().parse_args(["serve", "--quantize", "nf4", "--unpacked-4bit"]).unpacked_4bit

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tests.hf.test_hubsync import front_matter, hub, hub_env  # noqa: F401 (fixtures)
+from tests.helpers.hub import front_matter
 
 from adapterhub import errors, load_base
 from adapterhub.base.tiny import make_tiny_bert

@@ -7,7 +7,6 @@ import torch
 
 from adapterhub.hf import pull, push
 from adapterhub.runtime.testing import make_random_adapters
-from tests.hf.test_hubsync import fresh, hub, hub_env, registry  # noqa: F401 (fixtures)
 
 
 @pytest.mark.parametrize("options", [dict(method="adalora", r=4), dict(method="ia3"), dict(method="loha", r=4),

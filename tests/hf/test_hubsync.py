@@ -12,38 +12,17 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
+from tests.helpers.hub import TOKEN, front_matter
 from tests.helpers.hubserver import HubServer
-from tests.helpers.peft_adapters import save_lora
 
 from adapterhub import errors
 from adapterhub.hf.sync import HubRef, is_hub_ref, parse_hub_ref
 from adapterhub.hf import pull, push
 from adapterhub.registry import Registry
 
-TOKEN = "hf_alice_secret_write_token"
-BOB_TOKEN = "hf_bob_secret_token"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FINANCE_TASK = {"type": "classification", "labels": ["positive", "negative", "neutral"],
                 "prompt_template": "Sentiment of this headline: {text}", "chat": False}
-
-
-@pytest.fixture
-def hub():
-    with HubServer(tokens={TOKEN: ("alice",), BOB_TOKEN: ("bob",)}) as server:
-        yield server
-
-
-@pytest.fixture
-def hub_env(hub, tmp_path, monkeypatch):
-    """Point the standard HF variables at the test server and a private cache."""
-    for name in ("HF_HUB_OFFLINE", "HF_HUB_CACHE", "HF_TOKEN_PATH", "HUGGING_FACE_HUB_TOKEN"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("HF_ENDPOINT", hub.url)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
-    monkeypatch.setenv("HF_TOKEN", TOKEN)
-    monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
-    return hub
 
 
 @pytest.fixture(scope="module")
@@ -51,17 +30,6 @@ def other_tiny_base(other_tiny_llama_dir):
     from adapterhub import load_base
 
     return load_base(str(other_tiny_llama_dir), device="cpu")
-
-
-@pytest.fixture
-def registry(registry_root) -> Registry:
-    return Registry(registry_root)
-
-
-@pytest.fixture
-def fresh(tmp_path) -> Registry:
-    """A second, empty registry to pull into."""
-    return Registry(tmp_path / "fresh-registry")
 
 
 @pytest.fixture
@@ -83,10 +51,6 @@ def adapter_logits(base_dir: Path, adapter_dir: Path) -> torch.Tensor:
 
 def peft_files(adapter_dir: Path) -> dict[str, bytes]:
     return {path.name: path.read_bytes() for path in adapter_dir.iterdir() if path.is_file()}
-
-
-def front_matter(card: bytes) -> dict:
-    return yaml.safe_load(card.decode().split("---\n")[1])
 
 
 # --- references ---------------------------------------------------------------------------------

@@ -11,12 +11,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import json
 import os
 import sqlite3
-import stat
 import struct
 import subprocess
 import sys
@@ -32,6 +30,7 @@ from adapterhub.registry import Registry
 from adapterhub.registry.manifest import CONFIG_FILE, MANIFEST_FILE, WEIGHTS_FILE, file_entry
 from adapterhub.registry.refs import parse_ref, validate_name
 from adapterhub.registry.store import ADAPTERS_DIR, INDEX_FILE, STAGING_DIR
+from tests.helpers.read_only import read_only
 
 
 @pytest.fixture
@@ -322,32 +321,6 @@ def test_concurrent_writers_and_gc_never_fail_an_add(tmp_path, lora_dir):
 
 
 # --- 10. read-only registries ------------------------------------------------------------------------
-@contextlib.contextmanager
-def read_only(folder: Path):
-    """``folder`` read-only for this process: a read-only bind mount as root, else permissions."""
-    if os.geteuid() != 0:
-        modes = {p: p.stat().st_mode for p in [folder, *folder.rglob("*")]}
-        for path in modes:
-            path.chmod(modes[path] & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
-        try:
-            yield folder
-        finally:
-            for path, mode in modes.items():
-                path.chmod(mode)
-        return
-    view = folder.with_name(folder.name + "-ro")
-    view.mkdir()
-    mounted = subprocess.run(f"mount --bind '{folder}' '{view}' && mount -o remount,bind,ro '{view}'", shell=True,
-                             capture_output=True)
-    if mounted.returncode != 0:
-        subprocess.run(["umount", str(view)], capture_output=True)
-        pytest.skip(f"cannot make a read-only mount here: {mounted.stderr.decode().strip()}")
-    try:
-        yield view
-    finally:
-        subprocess.run(["umount", "-l", str(view)], check=False)
-
-
 def test_a_read_only_registry_is_readable_and_refuses_writes_clearly(seeded, lora_dir, tiny_base, tmp_path, capsys):
     refs = _refs(seeded)
     with read_only(seeded.root) as root:

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from tests.registry.test_registry_hardening import read_only
+from tests.helpers.read_only import read_only
 
 from adapterhub.errors import IntegrityError
 from adapterhub.registry import Registry, index, verified

@@ -30,7 +30,7 @@ from typing import Any
 
 from ..._transformers import strip_peft_prefix
 from ...errors import IncompatibleBaseError, InvalidAdapterError, RecipeError
-from ..checks import adapted_linears
+from ..checks import adapted_linears, rank_settings
 from ..spec import MethodBase
 
 _KEY = re.compile(r"^(?P<module>.+)\.(?P<kind>lora_A|lora_B|lora_E)$")
@@ -62,15 +62,9 @@ class AdaLoraSpec(MethodBase):
     peft_type: str = "ADALORA"
     title: str = "AdaLoRA"
     summary: str = "LoRA with a learned rank budget"
+    options_class: str = "AdaLoraOptions"
     mixable: bool = True
     noise_std: float = 0.1
-
-    @property
-    def options(self) -> type:
-        """Its recipe options (imported when a recipe is read, not when the registry is)."""
-        from .options import AdaLoraOptions
-
-        return AdaLoraOptions
 
     def check_files(self, config: Mapping[str, Any], tensor_shapes: Mapping[str, tuple[int, ...]], *,
                     where: str) -> None:
@@ -92,12 +86,7 @@ class AdaLoraSpec(MethodBase):
                                             f"has out_features={out_features}; it belongs to another architecture")
 
     def settings(self, config: Mapping[str, Any]) -> str:
-        if not config.get("init_r"):
-            return ""
-        targets = config.get("target_modules")
-        targets = ", ".join(sorted(targets)) if isinstance(targets, (list, tuple, set)) else targets
-        return (f"init_r={config['init_r']}, target_r={config.get('target_r')}, alpha={config.get('lora_alpha')}, "
-                f"targets: {targets}")
+        return rank_settings(config, init_r="init_r", target_r="target_r", alpha="lora_alpha")
 
     def recipe_problems(self, recipe: Any) -> list[str]:
         adapter, problems = recipe.adapter, []

@@ -14,7 +14,7 @@ patches on the same layer chain with it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from ...errors import IncompatibleBaseError, InvalidAdapterError
@@ -58,12 +58,9 @@ class BottleneckLayer(AddedLayer):
 class BottleneckMethod(PatchedLayers):
     """Bottleneck slots over one base; layers are patched on first use and shared by every hub on that base."""
 
-    base: Any
     name: str = "bottleneck"
-    routes: str = "layers"
     layer_class: ClassVar[type] = BottleneckLayer
     patch_attr: ClassVar[str] = _ATTR
-    _slot_layers: dict[int, list[BottleneckLayer]] = field(default_factory=dict)
 
     def prepare(self, config: dict[str, Any], tensors: dict[str, Any]) -> PreparedLayers:
         from .model import ACTIVATIONS

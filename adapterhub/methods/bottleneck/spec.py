@@ -22,14 +22,8 @@ class BottleneckSpec(MethodBase):
     peft_type: str = PEFT_TYPE
     title: str = "bottleneck"
     summary: str = "Houlsby/Pfeiffer adapters; adapterhub only, plain PEFT cannot load them"
+    options_class: str = "BottleneckOptions"
     peft_loads: bool = False
-
-    @property
-    def options(self) -> type:
-        """Its recipe options (imported when a recipe is read, not when the registry is)."""
-        from .options import BottleneckOptions
-
-        return BottleneckOptions
 
     def check_files(self, config: Mapping[str, Any], tensor_shapes: Mapping[str, tuple[int, ...]], *,
                     where: str) -> None:

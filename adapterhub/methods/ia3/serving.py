@@ -14,7 +14,7 @@ adapter, so at most one of them changes that row).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from ...errors import IncompatibleBaseError, InvalidAdapterError
@@ -75,12 +75,9 @@ class IA3Layer:
 class IA3Method(PatchedLayers):
     """IA³ slots over one base; layers are patched on first use and shared by every hub on that base."""
 
-    base: Any
     name: str = "ia3"
-    routes: str = "layers"
     layer_class: ClassVar[type] = IA3Layer
     patch_attr: ClassVar[str] = _ATTR
-    _slot_layers: dict[int, list[IA3Layer]] = field(default_factory=dict)
 
     def prepare(self, config: dict[str, Any], tensors: dict[str, Any]) -> PreparedLayers:
         if config.get("modules_to_save"):

@@ -48,13 +48,7 @@ class IA3Spec(MethodBase):
     peft_type: str = "IA3"
     title: str = "IA³"
     summary: str = "learned scaling vectors"
-
-    @property
-    def options(self) -> type:
-        """Its recipe options (imported when a recipe is read, not when the registry is)."""
-        from .options import IA3Options
-
-        return IA3Options
+    options_class: str = "IA3Options"
 
     def check_files(self, config: Mapping[str, Any], tensor_shapes: Mapping[str, tuple[int, ...]], *,
                     where: str) -> None:

@@ -11,7 +11,7 @@ layer when resident (the factors on disk are ``2 r (out + in)``). Each targeted 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from ...errors import IncompatibleBaseError, InvalidAdapterError
@@ -47,12 +47,9 @@ class LohaLayer(AddedLayer):
 class LohaMethod(PatchedLayers):
     """LoHa slots over one base; layers are patched on first use and shared by every hub on that base."""
 
-    base: Any
     name: str = "loha"
-    routes: str = "layers"
     layer_class: ClassVar[type] = LohaLayer
     patch_attr: ClassVar[str] = _ATTR
-    _slot_layers: dict[int, list[LohaLayer]] = field(default_factory=dict)
 
     def prepare(self, config: dict[str, Any], tensors: dict[str, Any]) -> PreparedLayers:
         from .spec import LOHA

@@ -26,7 +26,7 @@ from typing import Any
 
 from ..._transformers import strip_peft_prefix
 from ...errors import IncompatibleBaseError, InvalidAdapterError
-from ..checks import adapted_linears, config_problem
+from ..checks import adapted_linears, config_problem, rank_settings
 from ..spec import MethodBase
 
 FACTORS = ("hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b")
@@ -59,14 +59,8 @@ class LohaSpec(MethodBase):
     peft_type: str = "LOHA"
     title: str = "LoHa"
     summary: str = "Hadamard product of two low-rank updates"
+    options_class: str = "LohaOptions"
     noise_std: float = 0.3
-
-    @property
-    def options(self) -> type:
-        """Its recipe options (imported when a recipe is read)."""
-        from .options import LohaOptions
-
-        return LohaOptions
 
     def check_files(self, config: Mapping[str, Any], tensor_shapes: Mapping[str, tuple[int, ...]], *,
                     where: str) -> None:
@@ -102,11 +96,7 @@ class LohaSpec(MethodBase):
                                             f"has {side}={want}; the adapter was made for a different architecture")
 
     def settings(self, config: Mapping[str, Any]) -> str:
-        if not config.get("r"):
-            return ""
-        targets = config.get("target_modules")
-        targets = ", ".join(sorted(targets)) if isinstance(targets, (list, tuple, set)) else targets
-        return f"r={config['r']}, alpha={config.get('alpha')}, targets: {targets}"
+        return rank_settings(config, r="r", alpha="alpha")
 
     def recipe_problems(self, recipe: Any) -> list[str]:
         if recipe.base.quantize is not None:

@@ -59,10 +59,11 @@ class StackedLora:
     Side by side (any ranks, any row order): ``A`` ``[sum r, in]``, ``B`` ``[out, sum r]``; ``x @ A.T``
     computes every adapter's hidden columns for every row, a row mask
     (:meth:`~adapterhub.runtime.batch.RowSlots.column_mask`) keeps each row's own, ``@ B.T`` adds
-    the deltas. Stored as ``[in, sum r]`` / ``[sum r, out]`` contiguous (``A.T`` / ``B.T``).
+    the deltas. Both contiguous in PEFT's orientation, like each adapter's own pair, so the BLAS takes the
+    kernel a single adapter's rows take (a row's delta is the same bits mixed or alone).
 
-    In ``blocks`` (rows in equal runs per adapter, one rank): ``A`` ``[k, in, r]``, ``B`` ``[k, r, out]``
-    and one ``bmm`` pair over the runs, which computes no other adapter's columns (8 rows over 8
+    In ``blocks`` (rows in equal runs per adapter, one rank): ``A`` ``[k, r, in]``, ``B`` ``[k, out, r]``
+    and one ``bmm`` pair over the runs (reading their transposed views), which computes no other adapter's columns (8 rows over 8
     adapters: an eighth of the side-by-side multiply-adds).
     """
 
@@ -80,13 +81,12 @@ class StackedLora:
         for slot, weights in members.items():
             columns.append((slot, start, start + weights.A.shape[0]))
             start += weights.A.shape[0]
+        A, B = [w.A for w in members.values()], [w.B for w in members.values()]
         if blocks:
-            return cls(slots=tuple(members), columns=tuple(columns), blocks=True,
-                       A=torch.stack([w.A.t() for w in members.values()]),
-                       B=torch.stack([w.B.t() for w in members.values()]))
-        A_t = torch.cat([w.A.t() for w in members.values()], dim=1)
-        B_t = torch.cat([w.B.t() for w in members.values()], dim=0)
-        return cls(slots=tuple(members), columns=tuple(columns), A=A_t.t(), B=B_t.t())
+            A, B = torch.stack(A), torch.stack(B)  # [k, r, in], [k, out, r]
+        else:
+            A, B = torch.cat(A, dim=0), torch.cat(B, dim=1)  # [sum r, in], [out, sum r]
+        return cls(slots=tuple(members), columns=tuple(columns), A=A, B=B, blocks=blocks)
 
     def add_to(self, x: Any, out: Any, mask: Any) -> None:
         """Add every row's delta to ``out`` (contiguous) in place; ``mask`` for the side-by-side form."""
@@ -96,12 +96,12 @@ class StackedLora:
             add_low_rank(x, out.view(-1, out.shape[-1]), self.A, self.B, mask=mask)
             return
         count = self.A.shape[0]
-        hidden = torch.bmm(x.reshape(count, -1, x.shape[-1]).to(self.A.dtype), self.A)
+        hidden = torch.bmm(x.reshape(count, -1, x.shape[-1]).to(self.A.dtype), self.A.transpose(1, 2))
         runs = out.view(count, -1, out.shape[-1])
         if runs.dtype == hidden.dtype:
-            runs.baddbmm_(hidden, self.B)
+            runs.baddbmm_(hidden, self.B.transpose(1, 2))
         else:
-            runs.add_(torch.bmm(hidden, self.B).to(runs.dtype))
+            runs.add_(torch.bmm(hidden, self.B.transpose(1, 2)).to(runs.dtype))
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from ...errors import IncompatibleBaseError, InvalidAdapterError
@@ -38,12 +38,9 @@ PreparedLora = PreparedLayers  # module name -> LoraWeights
 class LoraMethod(PatchedLayers):
     """LoRA slots over one base; layers are patched on first use and shared by every hub on that base."""
 
-    base: Any
     name: str = "lora"
-    routes: str = "layers"
     layer_class: ClassVar[type] = LoraLayer
     patch_attr: ClassVar[str] = _ATTR
-    _slot_layers: dict[int, list[LoraLayer]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.bind(self.base.named_modules())  # under the names adapters use

@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 
 from ..._transformers import strip_peft_prefix
 from ...errors import IncompatibleBaseError, InvalidAdapterError
-from ..checks import config_problem
+from ..checks import config_problem, rank_settings
 from ..spec import MethodBase
 
 _KEY = re.compile(r"^(?P<module>.+)\.(?P<kind>lora_A|lora_B|lora_embedding_A|lora_embedding_B|lora_magnitude_vector)"
@@ -54,18 +54,12 @@ class LoraSpec(MethodBase):
     peft_type: str = "LORA"
     title: str = "LoRA"
     summary: str = "low-rank update; DoRA / rsLoRA flags"
+    options_class: str = "LoraOptions"
     default: bool = True
     mergeable: bool = True
     mixable: bool = True
     encoder: bool = True
     noise_std: float = 0.1
-
-    @property
-    def options(self) -> type:
-        """Its recipe options (imported when a recipe is read, not when the registry is)."""
-        from .options import LoraOptions
-
-        return LoraOptions
 
     def check_files(self, config: Mapping[str, Any], tensor_shapes: Mapping[str, tuple[int, ...]], *,
                     where: str) -> None:
@@ -115,11 +109,7 @@ class LoraSpec(MethodBase):
                     "for a different architecture")
 
     def settings(self, config: Mapping[str, Any]) -> str:
-        if not config.get("r"):
-            return ""
-        targets = config.get("target_modules")
-        targets = ", ".join(sorted(targets)) if isinstance(targets, (list, tuple, set)) else targets
-        return f"r={config['r']}, alpha={config.get('lora_alpha')}, targets: {targets}"
+        return rank_settings(config, r="r", alpha="lora_alpha")
 
     def recipe_problems(self, recipe: Any) -> list[str]:
         if recipe.adapter.last_layers is not None and recipe.data.format in ENCODER_TASK_TYPES:

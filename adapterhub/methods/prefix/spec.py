@@ -35,13 +35,7 @@ class PrefixSpec(MethodBase):
     peft_type: str = "PREFIX_TUNING"
     title: str = "prefix tuning"
     summary: str = "learned key/value prefix per layer"
-
-    @property
-    def options(self) -> type:
-        """Its recipe options (imported when a recipe is read, not when the registry is)."""
-        from .options import PrefixOptions
-
-        return PrefixOptions
+    options_class: str = "PrefixOptions"
 
     def check_files(self, config: Mapping[str, Any], tensor_shapes: Mapping[str, tuple[int, ...]], *,
                     where: str) -> None:
