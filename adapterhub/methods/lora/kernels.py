@@ -62,8 +62,10 @@ class StackedLora:
     the deltas. Both contiguous in PEFT's orientation, like each adapter's own pair, so the BLAS takes the
     kernel a single adapter's rows take (a row's delta is the same bits mixed or alone).
 
-    In ``blocks`` (rows in equal runs per adapter, one rank): ``A`` ``[k, r, in]``, ``B`` ``[k, out, r]``
-    and one ``bmm`` pair over the runs (reading their transposed views), which computes no other adapter's columns (8 rows over 8
+    In ``blocks`` (rows in equal runs per adapter, one rank): ``A`` ``[k, r, in]`` (read transposed), ``B``
+    ``[k, r, out]`` (a copy: ``bmm`` reads a transposed ``B`` at about half the speed on decode's few rows,
+    measured 14 vs 22 µs for 8 rank-16 adapters at 576 wide; the deltas then differ from a row alone by
+    about 1e-6) and one ``bmm`` pair over the runs, which computes no other adapter's columns (8 rows over 8
     adapters: an eighth of the side-by-side multiply-adds).
     """
 
@@ -82,8 +84,8 @@ class StackedLora:
             columns.append((slot, start, start + weights.A.shape[0]))
             start += weights.A.shape[0]
         A, B = [w.A for w in members.values()], [w.B for w in members.values()]
-        if blocks:
-            A, B = torch.stack(A), torch.stack(B)  # [k, r, in], [k, out, r]
+        if blocks:  # B as [k, r, out]: bmm reads a transposed B at half speed for decode's few rows
+            A, B = torch.stack(A), torch.stack([b.t() for b in B])  # [k, r, in], [k, r, out]
         else:
             A, B = torch.cat(A, dim=0), torch.cat(B, dim=1)  # [sum r, in], [out, sum r]
         return cls(slots=tuple(members), columns=tuple(columns), A=A, B=B, blocks=blocks)
@@ -99,9 +101,9 @@ class StackedLora:
         hidden = torch.bmm(x.reshape(count, -1, x.shape[-1]).to(self.A.dtype), self.A.transpose(1, 2))
         runs = out.view(count, -1, out.shape[-1])
         if runs.dtype == hidden.dtype:
-            runs.baddbmm_(hidden, self.B.transpose(1, 2))
+            runs.baddbmm_(hidden, self.B)
         else:
-            runs.add_(torch.bmm(hidden, self.B.transpose(1, 2)).to(runs.dtype))
+            runs.add_(torch.bmm(hidden, self.B).to(runs.dtype))
 
 
 @dataclass(frozen=True)
