@@ -14,11 +14,10 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from ... import methods as registry
-from ...memory import owned, tensor_bytes
-from ...methods.serving import AdapterMethod, PatchedLayers, Prepared
+from ...methods.serving import AdapterMethod
 from ..batch import BARE, RowRouting, RowSlots
 
-__all__ = ["AdapterMethod", "PatchedLayers", "Prepared", "build_methods", "owned", "route", "tensor_bytes"]
+__all__ = ["AdapterMethod", "build_methods", "route"]
 
 
 def build_methods(base: Any) -> dict[str, AdapterMethod]:
