@@ -250,11 +250,16 @@ class MixedWeights:
         self.parts = parts  # (LoraWeights, weight)
         self.bias = None
         self.dora_gain = None
+        self.scale = None  # each part's own scaling is in its folded B (or applied with its weight)
         self._cat: tuple[Any, Any] | None = None
 
     @property
     def nbytes(self) -> int:
         return 0
+
+    @property
+    def folded_B(self) -> Any:
+        return self.B
 
     @property
     def A(self) -> Any:  # [sum r, in]
@@ -268,7 +273,7 @@ class MixedWeights:
         import torch
 
         if self._cat is None:
-            self._cat = (torch.cat([w.A for w, _ in self.parts]), torch.cat([w.B * weight for w, weight in self.parts],
+            self._cat = (torch.cat([w.A for w, _ in self.parts]), torch.cat([w.folded_B * weight for w, weight in self.parts],
                                                                            dim=1))
         return self._cat
 
@@ -279,6 +284,7 @@ class MixedWeights:
         for weights, weight in self.parts:
             hidden = F.linear(x if x.dtype == weights.A.dtype else x.to(weights.A.dtype), weights.A)
             hidden = hidden.view(-1, weights.A.shape[0])
+            weight = weight if weights.scale is None else weight * weights.scale
             if flat.dtype == hidden.dtype:
                 flat.addmm_(hidden, weights.B.t(), alpha=weight)
             else:

@@ -4,7 +4,8 @@ Guards the drift issue #27 found: with ``A`` stored as a transposed view, ``F.li
 took another BLAS kernel than PEFT's for ranks 2-8 and for decode's few rows, and a rank-4
 LoRA on q/v drifted up to 3.8e-4 from PEFT in logits (the tiny test base hides such rounding: it
 has 2 layers, the real one 30). Seed 2 and the first prompt are where that layout drifted most
-here (1.9e-4 at rank 4 on q/v); with ``A`` in PEFT's layout every case below is 0.0 on CPU fp32.
+here (1.9e-4 at rank 4 on q/v); with ``A`` in PEFT's layout every case below is 0.0 on CPU fp32. A scaling
+that is not a power of two is applied to each delta as PEFT applies it (folded into ``B`` it drifted 2.5e-4).
 """
 
 from __future__ import annotations
@@ -82,10 +83,10 @@ def test_single_lora_logits_match_peft_on_the_real_base(base, reference, hub, tm
 @pytest.mark.parametrize("options", [dict(r=4, lora_alpha=5, target_modules=TARGETS["qv"]),
                                      dict(r=8, lora_alpha=5, use_rslora=True, target_modules=TARGETS["all"])],
                          ids=["alpha5-r4-qv", "rslora-r8-all"])
-def test_a_scaling_not_a_power_of_two_stays_within_the_stated_tolerance(base, reference, hub, tmp_path, options):
-    """The scaling rounded into B once (PEFT rounds it into each output): 1.1-1.6e-4 measured here; README states 5e-4."""
+def test_a_scaling_not_a_power_of_two_matches_too(base, reference, hub, tmp_path, options):
+    """Such a scaling is applied to each delta as PEFT applies it (folded into B it drifted 1.1-2.5e-4)."""
     from adapterhub.runtime.testing import make_random_adapters
 
     path = make_random_adapters(base, tmp_path, std=0.02, seed=2, **options)[0]
     drifts = _drifts(base, reference, hub, path, "scaled")
-    assert max(drifts.values()) <= 5e-4, f"{options}: drift from PEFT per input shape {drifts}"
+    assert max(drifts.values()) <= ATOL, f"{options}: drift from PEFT per input shape {drifts}"

@@ -32,11 +32,13 @@ def even_blocks(rows: Any, present: list[tuple[int, Any, Any]], plain: dict[int,
         and weights.A.shape == shape for i, (_, index, weights) in enumerate(present))
 
 
-def add_low_rank(x: Any, flat: Any, A: Any, B: Any, *, mask: Any = None) -> None:
+def add_low_rank(x: Any, flat: Any, A: Any, B: Any, *, mask: Any = None, scale: float | None = None) -> None:
     """``flat += ((x @ A.T) * mask) @ B.T`` in place; ``flat``: ``out`` as ``[tokens, out]``, contiguous.
 
     ``mask`` (``[rows, rank]``, optional) scales each row's hidden columns; the second matmul
     accumulates straight into ``flat`` (``addmm_``) when the dtypes agree: no delta tensor is made.
+    ``scale`` (optional) multiplies the delta before it is added, in PEFT's order and rounding
+    (``out + (h @ B.T) * scale``; a delta tensor is made then).
     """
     import torch.nn.functional as F
 
@@ -45,6 +47,9 @@ def add_low_rank(x: Any, flat: Any, A: Any, B: Any, *, mask: Any = None) -> None
     hidden = F.linear(x, A).view(-1, A.shape[0])
     if mask is not None:
         hidden.view(mask.shape[0], -1, A.shape[0]).mul_(mask[:, None])
+    if scale is not None:
+        flat.add_(F.linear(hidden, B).mul_(scale).to(flat.dtype))
+        return
     if flat.dtype == hidden.dtype:
         flat.addmm_(hidden, B.t())
     else:
@@ -83,7 +88,7 @@ class StackedLora:
         for slot, weights in members.items():
             columns.append((slot, start, start + weights.A.shape[0]))
             start += weights.A.shape[0]
-        A, B = [w.A for w in members.values()], [w.B for w in members.values()]
+        A, B = [w.A for w in members.values()], [w.folded_B for w in members.values()]
         if blocks:  # B as [k, r, out]: bmm reads a transposed B at half speed for decode's few rows
             A, B = torch.stack(A), torch.stack([b.t() for b in B])  # [k, r, in], [k, r, out]
         else:

@@ -25,10 +25,18 @@ class LoraWeights:
     B: Any  # [out, r], contiguous
     bias: Any = None  # [out] or None
     dora_gain: Any = None  # [out] = g - 1, or None for plain LoRA
+    scale: float | None = None  # PEFT's scaling, applied to each delta as PEFT does (then B is PEFT's own);
+    # None: folded into B (exact when it is a power of two, and always with DoRA, lora_bias or a non-fp32 base)
 
     @property
     def nbytes(self) -> int:
         return tensor_bytes(self.A, self.B, self.bias, self.dora_gain)
+
+    @property
+    def folded_B(self) -> Any:
+        """``B`` with the scaling in it (what the stacked and gathered paths multiply by); a new tensor only when
+        :attr:`scale` is kept apart."""
+        return self.B if self.scale is None else self.B * self.scale
 
     def add_to(self, x: Any, out: Any, base_bias: Any) -> None:
         """Add this adapter's delta to ``out = base(x)`` in place.
@@ -39,7 +47,7 @@ class LoraWeights:
         flat = out.view(-1, out.shape[-1])
         if self.dora_gain is not None:  # from the base output before anything is added to it
             dora = self.dora_gain * (flat if base_bias is None else flat - base_bias)
-        add_low_rank(x, flat, self.A, self.B)
+        add_low_rank(x, flat, self.A, self.B, scale=self.scale)
         if self.bias is not None:
             flat.add_(self.bias)
         if self.dora_gain is not None:
@@ -125,7 +133,7 @@ class LoraLayer:
         if len({id(w) for w in per_row}) == 1:  # one adapter after all (the others are absent from this layer)
             return False
         A_t = torch.stack([w.A for w in per_row]).transpose(1, 2)  # [rows, in, r] from contiguous blocks
-        B_t = torch.stack([w.B for w in per_row]).transpose(1, 2)  # [rows, r, out]
+        B_t = torch.stack([w.folded_B for w in per_row]).transpose(1, 2)  # [rows, r, out]
         x_rows = x.reshape(x.shape[0], tokens, x.shape[-1])
         if x_rows.dtype != A_t.dtype:
             x_rows = x_rows.to(A_t.dtype)

@@ -109,6 +109,9 @@ class LoraMethod(PatchedLayers):
         bias = parts.get("bias")
         if bias is not None:
             bias = owned(bias.to(self._device, torch.float32) * gain, dtype=self._dtype, device=self._device)
+        elif dora_gain is None and self._dtype == torch.float32 and not _power_of_two(scaling):
+            # folded, a scaling like 5/4 would round once into B where PEFT rounds each output (2.5e-4 in logits)
+            return LoraWeights(A=place(A), B=place(B), scale=scaling)
         return LoraWeights(A=place(A), B=place(B, gain), bias=bias, dora_gain=dora_gain)
 
 
@@ -131,6 +134,15 @@ def _scaling(config: dict[str, Any], module_name: str, rank: int) -> float:
             alpha = value
             break
     return alpha / math.sqrt(rank) if config.get("use_rslora") else alpha / rank
+
+
+def _power_of_two(value: float) -> bool:
+    """Whether multiplying by ``value`` is exact in floating point (``2**k``, either sign).
+
+    >>> _power_of_two(2.0), _power_of_two(0.25), _power_of_two(1.25)
+    (True, True, False)
+    """
+    return value != 0 and math.frexp(abs(value))[0] == 0.5
 
 
 def _dora_factor(module: Any, A: Any, B: Any, magnitude: Any, scaling: float, device: Any) -> Any:
