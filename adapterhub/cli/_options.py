@@ -24,3 +24,11 @@ def add_registry_option(parser: argparse.ArgumentParser, *, default: Any = None,
     """
     parser.add_argument("--registry", dest="registry", default=default, metavar="DIR", help=help)
     parser.add_argument("--root", dest="registry", default=default, metavar="DIR", help=argparse.SUPPRESS)
+
+
+def add_unpacked_4bit_option(parser: argparse.ArgumentParser) -> None:
+    """``--unpacked-4bit`` (into ``args.packed_4bit``: ``False``, else ``None``, bitsandbytes' own choice) for verbs
+    that load a 4-bit base (see :func:`adapterhub.base.quantized.set_cpu_packing`)."""
+    parser.add_argument("--unpacked-4bit", dest="packed_4bit", action="store_const", const=False, default=None,
+                        help="with a 4-bit base on a CPU with AVX512-BF16: dequantise every forward instead of "
+                             "bitsandbytes' packed bf16 kernel (the default there)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from ._options import add_threads_option
+from ._options import add_threads_option, add_unpacked_4bit_option
 from ._output import human_bytes, print_fields, print_json
 
 
@@ -24,9 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     info.add_argument("--quantize", choices=["nf4", "fp4", "int8"], default=None)
     info.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
     info.add_argument("--device", default="auto")
-    info.add_argument("--unpacked-4bit", action="store_true",
-                      help="with --quantize nf4/fp4 on a CPU with AVX512-BF16: dequantise every forward instead of "
-                           "bitsandbytes' packed bf16 kernel (the default there)")
+    add_unpacked_4bit_option(info)
     info.add_argument("--json", action="store_true", help="machine-readable output")
     add_threads_option(info)
     info.set_defaults(handler=_info)
@@ -52,7 +50,7 @@ def _info(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     base = load_base(args.model or embedded.DEFAULT_ALIAS, quantize=args.quantize, dtype=args.dtype, device=args.device,
-                     packed_4bit=False if args.unpacked_4bit else None)
+                     packed_4bit=args.packed_4bit)
     fields = {**base.spec.to_dict(), "kernel_4bit": base.kernel_4bit, "footprint_bytes": base.footprint_bytes,
               "fingerprint": base.fingerprint, "load_seconds": round(time.perf_counter() - start, 3)}
     if args.json:

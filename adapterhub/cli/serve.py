@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from ._options import add_registry_option, add_threads_option
+from ._options import add_registry_option, add_threads_option, add_unpacked_4bit_option
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -18,9 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--base-name", default=None, help="the base's model id in requests (default: its alias)")
     serve.add_argument("--quantize", choices=["nf4", "int8"], default=None)
     serve.add_argument("--device", default="auto")
-    serve.add_argument("--unpacked-4bit", action="store_true",
-                       help="with --quantize nf4 on a CPU with AVX512-BF16: dequantise every forward instead of "
-                            "bitsandbytes' packed bf16 kernel (the default there)")
+    add_unpacked_4bit_option(serve)
     serve.add_argument("--adapters", nargs="*", default=[], metavar="REF",
                        help="preload these registry references or folders (others load on first use)")
     add_registry_option(serve)
@@ -77,7 +75,7 @@ def _serve(args: argparse.Namespace) -> int:
             raise ConfigError("--replicas and --adapters-per-replica must be >= 1")
         return _serve_on_ray(args, options)
     hub_args: dict[str, Any] = {"quantize": args.quantize, "registry": args.registry, "device": args.device,
-                                "max_resident": args.max_resident, "packed_4bit": False if args.unpacked_4bit else None}
+                                "max_resident": args.max_resident, "packed_4bit": args.packed_4bit}
     hub = AdapterHub(args.base, **hub_args) if args.base else AdapterHub(**hub_args)
     for ref in args.adapters:
         print(f"loaded {hub.load(ref).name}", file=sys.stderr)
@@ -91,7 +89,7 @@ def _serve_on_ray(args: argparse.Namespace, options: Any) -> int:
         print("note: --adapters is ignored with --ray; replicas load adapters as their traffic asks",
               file=sys.stderr)
     settings = ReplicaSettings(base=args.base, quantize=args.quantize, device=args.device, registry=args.registry,
-                               packed_4bit=False if args.unpacked_4bit else None,
+                               packed_4bit=args.packed_4bit,
                                hub_namespace=args.hub_namespace, replicas=args.replicas,
                                adapters_per_replica=args.adapters_per_replica,
                                cpus_per_replica=args.cpus_per_replica, options=options)

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -76,3 +77,15 @@ def rank_settings(config: Mapping[str, Any], **shown: str) -> str:
     targets = config.get("target_modules")
     targets = ", ".join(sorted(targets)) if isinstance(targets, (list, tuple, set)) else targets
     return ", ".join(f"{label}={config.get(key)}" for label, key in shown.items()) + f", targets: {targets}"
+
+
+def module_alpha(config: Mapping[str, Any], module: str, *, key: str, default: float = 8) -> float:
+    """A module's alpha as PEFT picks it: the first ``alpha_pattern`` key matching ``module``, else ``config[key]``.
+
+    >>> module_alpha({"lora_alpha": 16, "alpha_pattern": {"q_proj": 4}}, "layers.0.q_proj", key="lora_alpha")
+    4
+    """
+    for pattern, value in (config.get("alpha_pattern") or {}).items():
+        if re.match(rf"(.*\.)?({pattern})$", module):
+            return value
+    return config.get(key, default)

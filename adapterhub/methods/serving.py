@@ -22,6 +22,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Protocol
 
+from ..errors import IncompatibleBaseError
 from .rows import active_rows
 
 
@@ -120,6 +121,18 @@ class PatchedLayers:
         self._linears = {name: module for name, module in modules if isinstance(module, torch.nn.Linear)}
         self._dtype = getattr(torch, self.base.spec.dtype)
         self._device = next(self.base.model.parameters()).device
+
+    def linear(self, module_name: str, *, verb: str = "targets") -> Any:
+        """The base's linear layer ``module_name`` (an adapter's module key).
+
+        Raises:
+            IncompatibleBaseError: the base has no linear layer of that name.
+        """
+        module = self._linears.get(module_name)
+        if module is None:
+            raise IncompatibleBaseError(f"the adapter {verb} {module_name!r}, which is not a linear layer of base "
+                                        f"{self.base.spec.name!r}; was it trained for another model?")
+        return module
 
     def install(self, slot: int, prepared: Any) -> None:
         """Put ``prepared.layers`` (module name -> entry) in ``slot`` of each module's patched layer."""

@@ -253,6 +253,7 @@ class LoadedAdapter:
     record: AdapterRecord
     config: dict[str, Any]
     tensors: dict[str, Any] = field(repr=False)  # name -> torch.Tensor on CPU
+    method: str | None = None  # the method that checked it against the base (``load(base=...)``), else None
 
 
 def lineage(manifest: Mapping[str, Any]) -> str | None:

@@ -122,7 +122,7 @@ def safetensors_tensors(data: Any, layout: Mapping[str, TensorSpan]) -> dict[str
     """CPU tensors of a safetensors blob whose layout :func:`safetensors_layout` checked.
 
     From a writable buffer (``read_observed(..., writable=True)``): :class:`SafetensorsViews`, views
-    into it without a copy (one storage: :func:`adapterhub.runtime.methods.owned` copies what it keeps);
+    into it without a copy (one storage: :func:`adapterhub.memory.owned` copies what it keeps);
     a tensor whose offset does not suit its dtype's alignment gets its own copy. From read-only
     bytes, or on a big-endian machine, the safetensors loader makes them (a copy each, a plain dict).
     """

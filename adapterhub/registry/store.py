@@ -106,7 +106,7 @@ class Registry:
         if base is not None:
             recorded = (recorded_fields(adapter.manifest or {}, where=str(adapter.path / MANIFEST_FILE))
                         .get("base") or {}).get("fingerprint")
-            check_compatible(adapter.config, adapter.tensor_shapes, base, fingerprint=recorded)
+            check_compatible(adapter.config, adapter.tensor_shapes, base, fingerprint=recorded, method=adapter.method)
         manifest = new_manifest(adapter, name, domain=domain, task=task, tags=tags, description=description,
                                 base=base, metrics=metrics, recipe=recipe, origin=source)
         self._index.check_writable()
@@ -280,7 +280,8 @@ class Registry:
             base: if given, the adapter must fit it (fingerprint, modules, shapes).
 
         Returns:
-            :class:`LoadedAdapter` with ``record``, ``config`` and CPU ``tensors``.
+            :class:`LoadedAdapter` with ``record``, ``config``, CPU ``tensors`` and, with ``base``, the ``method``
+            that checked it.
 
         Raises:
             AdapterNotFoundError: nothing matches ``ref``.
@@ -293,11 +294,11 @@ class Registry:
         files = integrity.read_verified(self._index, record, known)
         config = parse_json(files[CONFIG_FILE], where=str(record.path / CONFIG_FILE))
         layout = safetensors_layout(files[WEIGHTS_FILE], where=str(record.path / WEIGHTS_FILE))
-        if base is not None:
-            check_compatible(config, {name: span.shape for name, span in layout.items()}, base,
-                             fingerprint=record.base_fingerprint)
+        method = None if base is None else check_compatible(
+            config, {name: span.shape for name, span in layout.items()}, base, fingerprint=record.base_fingerprint)
         # views into the verified bytes just read (a private buffer), not a second copy of them
-        return LoadedAdapter(record=record, config=config, tensors=safetensors_tensors(files[WEIGHTS_FILE], layout))
+        return LoadedAdapter(record=record, config=config, tensors=safetensors_tensors(files[WEIGHTS_FILE], layout),
+                             method=method)
 
     def verify(self, ref: str | None = None, *, progress: bool = False) -> list[str]:
         """Check every file of one entry (or all) against its checksums; ``[]`` means all is well.

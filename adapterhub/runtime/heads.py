@@ -136,9 +136,9 @@ def prepare_head(config: dict[str, Any], head_tensors: dict[str, Any], *, base: 
     return head
 
 
-def split_payload(config: dict[str, Any], tensors: dict[str, Any], *,
+def split_payload(config: dict[str, Any], tensors: dict[str, Any], *, method: str,
                   base: Any) -> tuple[HeadWeights | None, dict[str, Any], dict[str, Any]]:
-    """``(head, config without modules_to_save, tensors without the head)`` of an encoder adapter.
+    """``(head, config without modules_to_save, tensors without the head)`` of an encoder adapter of ``method``.
 
     On a decoder base nothing is split (the method refuses ``modules_to_save`` itself).
 
@@ -147,7 +147,7 @@ def split_payload(config: dict[str, Any], tensors: dict[str, Any], *,
     """
     if getattr(base, "kind", "decoder") != "encoder":
         return None, config, tensors
-    if not methods.get(methods.method_from_config(config)).encoder:
+    if not methods.get(method).encoder:
         served = [methods.get(name) for name in methods.names() if methods.get(name).encoder]
         raise InvalidAdapterError(f"the runtime serves {' and '.join(spec.title for spec in served)} adapters on "
                                   f"encoder bases; this one is {config.get('peft_type')} (train it with "

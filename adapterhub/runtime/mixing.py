@@ -193,7 +193,7 @@ class MixLease(MixRow):
     @classmethod
     def holding(cls, row: MixRow, installed: ExitStack) -> MixLease:
         """``row`` held until release: ``installed`` closes then (its adapters are pinned by the caller)."""
-        return cls(mix=row.mix, parts=row.parts, slot=row.slot, method=row.method, task=row.task, installed=installed)
+        return cls(**vars(row), installed=installed)
 
 
 RowDomain = Union[str, Mix, ResidentAdapter, MixLease, None]
@@ -273,8 +273,8 @@ class MixedWeights:
         import torch
 
         if self._cat is None:
-            self._cat = (torch.cat([w.A for w, _ in self.parts]), torch.cat([w.folded_B * weight for w, weight in self.parts],
-                                                                           dim=1))
+            self._cat = (torch.cat([w.A for w, _ in self.parts]),
+                         torch.cat([w.folded_B * weight for w, weight in self.parts], dim=1))
         return self._cat
 
     def add_to(self, x: Any, out: Any, base_bias: Any) -> None:

@@ -30,7 +30,7 @@ from .batch import BARE, UNSET, RowRouting, RowSlots
 from .heads import HeadBank, default_task, split_payload
 from .methods import AdapterMethod, build_methods, route
 from .mixing import Mix, MixLease, MixRow, RowDomain
-from .slots import ResidentAdapter, ResidentInfo, SlotsBusyError, SlotTable, budget_bytes, check_limits
+from .slots import ResidentAdapter, ResidentInfo, SlotsBusyError, check_limits
 
 if TYPE_CHECKING:
     from ..base.loading import Base
@@ -64,9 +64,9 @@ class Residency:
 
     def __init__(self, base: Base, *, registry: Any = None, max_resident: int | None = None,
                  memory_budget_mb: float | None = None, slot_wait_s: float = 30.0) -> None:
-        check_limits(max_resident=max_resident, memory_budget_mb=memory_budget_mb, slot_wait_s=slot_wait_s)
         self.base = base
-        self._table = SlotTable(max_resident=max_resident, budget_bytes=budget_bytes(memory_budget_mb))
+        self._table = check_limits(max_resident=max_resident, memory_budget_mb=memory_budget_mb,
+                                   slot_wait_s=slot_wait_s)
         self._slot_wait_s = float(slot_wait_s)
         self._methods = build_methods(base)
         self._heads = HeadBank()  # encoder adapters' task heads, by slot
@@ -331,7 +331,7 @@ class Residency:
 
     def _install(self, payload: sources.AdapterPayload, *, protect: frozenset[str]) -> ResidentAdapter:
         method = self._methods[payload.method]
-        head, config, tensors = split_payload(payload.config, payload.tensors, base=self.base)
+        head, config, tensors = split_payload(payload.config, payload.tensors, method=payload.method, base=self.base)
         prepared = method.prepare(config, tensors)
         nbytes = prepared.nbytes + (head.nbytes if head is not None else 0)
         task = payload.task if head is None or payload.task.is_encoder_task else default_task(config, head)

@@ -157,15 +157,16 @@ class SlotTable:
         ]
 
 
-def check_limits(*, max_resident: int | None, memory_budget_mb: float | None, slot_wait_s: float) -> None:
-    """Raise unless the residency limits are usable (checked before a base is loaded for them).
+def check_limits(*, max_resident: int | None, memory_budget_mb: float | None, slot_wait_s: float) -> SlotTable:
+    """An empty :class:`SlotTable` under these limits, once they are checked (before a base is loaded for them).
 
     Raises:
         ConfigError: ``max_resident`` below 1, a budget that is not positive, or a negative ``slot_wait_s``.
     """
-    SlotTable(max_resident=max_resident, budget_bytes=budget_bytes(memory_budget_mb))
+    table = SlotTable(max_resident=max_resident, budget_bytes=budget_bytes(memory_budget_mb))
     if isinstance(slot_wait_s, bool) or not (isinstance(slot_wait_s, (int, float)) and slot_wait_s >= 0):
         raise ConfigError(f"slot_wait_s={slot_wait_s!r} must be a number of seconds >= 0")
+    return table
 
 
 def budget_bytes(memory_budget_mb: float | None) -> int | None:

@@ -98,12 +98,10 @@ def fetch(source: str, *, registry: Any, base: Any, name: str) -> AdapterPayload
     from ..registry.compat import check_compatible
 
     if not is_path(source):
-        loaded = registry.load(source)  # checked against the base here, so the method is read once
+        loaded = registry.load(source, base=base)  # checked against the base there; it names the method
         record = loaded.record
-        shapes = {key: tuple(tensor.shape) for key, tensor in loaded.tensors.items()}
-        method = check_compatible(loaded.config, shapes, base, fingerprint=record.base_fingerprint)
         size = record.manifest["files"][WEIGHTS_FILE]["size"]
-        return AdapterPayload(name=name, source=record.ref, method=method, config=dict(loaded.config),
+        return AdapterPayload(name=name, source=record.ref, method=loaded.method, config=dict(loaded.config),
                               tensors=loaded.tensors, file_bytes=int(size), task=record.task, domain=record.domain)
     from safetensors.torch import load
 

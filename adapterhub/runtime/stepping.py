@@ -76,7 +76,6 @@ class Stepper:
     """
 
     def __init__(self, hub: AdapterHub) -> None:
-        self.hub = hub
         self.residency = hub.residency
         self.model = hub.base.model
         self.tokenizer = hub.tokenizer
@@ -205,9 +204,8 @@ class Stepper:
         mask = torch.cat([_pad_left(running.mask, width, dim=1), _pad_left(joining.mask, width, dim=1)], dim=0)
         merged = StepBatch(cache=self._cache(keys, values), mask=mask,
                            positions=torch.cat([running.positions, joining.positions]),
-                           entries=running.entries + joining.entries, rows=running.rows + joining.rows,
-                           lora=self._lora(_layer_slots(running) + _layer_slots(joining)))
-        return self._ordered(merged)
+                           entries=running.entries + joining.entries, rows=running.rows + joining.rows)
+        return self._ordered(merged, _layer_slots(running) + _layer_slots(joining))
 
     def keep(self, batch: StepBatch, rows: Sequence[Any]) -> StepBatch | None:
         """The batch with only ``rows`` (a subset of ``batch.rows``, compared by identity); ``None`` if empty.
@@ -234,8 +232,12 @@ class Stepper:
                          rows=[batch.rows[i] for i in index], lora=self._lora([slots[i] for i in index]))
 
     # --- internals ----------------------------------------------------------------
-    def _ordered(self, batch: StepBatch) -> StepBatch:
-        """Rows of one adapter side by side (each LoRA layer then works on views), their layer slots along."""
+    def _ordered(self, batch: StepBatch, slots: Sequence[int] | None = None) -> StepBatch:
+        """Rows of one adapter side by side (each LoRA layer then works on views), their layer slots along.
+
+        ``slots``: the rows' layer slots when ``batch.lora`` is still to be built (a merge): it is built once,
+        in the final order.
+        """
         import torch
 
         order = sorted(range(len(batch)), key=lambda i: _slot(batch.entries[i]))
@@ -243,11 +245,12 @@ class Stepper:
             picked = torch.tensor(order, dtype=torch.long, device=self.device)
             keys = [layer[0].index_select(0, picked) for layer in _layers(batch.cache)]
             values = [layer[1].index_select(0, picked) for layer in _layers(batch.cache)]
-            slots = _layer_slots(batch)
+            slots = [(_layer_slots(batch) if slots is None else slots)[i] for i in order]
             batch = StepBatch(cache=self._cache(keys, values), mask=batch.mask.index_select(0, picked),
                               positions=batch.positions.index_select(0, picked),
-                              entries=[batch.entries[i] for i in order], rows=[batch.rows[i] for i in order],
-                              lora=self._lora([slots[i] for i in order]))
+                              entries=[batch.entries[i] for i in order], rows=[batch.rows[i] for i in order])
+        if slots is not None:
+            batch.lora = self._lora(slots)
         return batch
 
     def _lora(self, slots: Sequence[int]) -> RowSlots | None:

@@ -2,7 +2,7 @@
 client goes away), or server-sent events streamed as the scheduler emits tokens.
 
 >>> done = await collect(engine, request, prepared)  # doctest: +SKIP
->>> return await stream(engine, request, prepared, render)  # doctest: +SKIP
+>>> return await stream(engine, prepared, render)  # doctest: +SKIP
 """
 
 from __future__ import annotations

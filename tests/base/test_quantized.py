@@ -166,4 +166,4 @@ def test_a_hub_and_the_server_choose_the_4bit_kernel(tiny_llama_dir, bf16_cpu):
     assert packed.base.kernel_4bit.startswith("packed-bf16") and unpacked.base.kernel_4bit == "unpacked"
     with pytest.raises(ConfigError, match="packed_4bit="):
         AdapterHub(packed.base, packed_4bit=False)  # a loaded base keeps the kernel it was loaded with
-    assert build_parser().parse_args(["serve", "--quantize", "nf4", "--unpacked-4bit"]).unpacked_4bit
+    assert build_parser().parse_args(["serve", "--quantize", "nf4", "--unpacked-4bit"]).packed_4bit is False

@@ -53,10 +53,7 @@ class AdaLoraMethod(LoraMethod):
             rank = int(E.shape[0])
             if rank == 0:
                 continue
-            module = self._linears.get(module_name)
-            if module is None:
-                raise IncompatibleBaseError(f"the adapter targets {module_name!r}, which is not a linear layer of base "
-                                            f"{self.base.spec.name!r}; was it trained for another model?")
+            module = self.linear(module_name)
             if tuple(A.shape) != (rank, module.in_features) or tuple(B.shape) != (module.out_features, rank):
                 raise IncompatibleBaseError(f"shape mismatch at {module_name!r}: lora_A {tuple(A.shape)}, lora_E "
                                             f"{tuple(E.shape)}, lora_B {tuple(B.shape)} do not fit a linear layer of "

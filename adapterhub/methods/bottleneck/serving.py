@@ -78,10 +78,7 @@ class BottleneckMethod(PatchedLayers):
             parts.setdefault(parsed[0], {})[f"{parsed[1]}.{parsed[2]}"] = tensor
         layers = {}
         for module_name, found in parts.items():
-            module = self._linears.get(module_name)
-            if module is None:
-                raise IncompatibleBaseError(f"the adapter follows {module_name!r}, which is not a linear layer of base "
-                                            f"{self.base.spec.name!r}; was it trained for another model?")
+            module = self.linear(module_name, verb="follows")
             if set(found) != {"down.weight", "down.bias", "up.weight", "up.bias"}:
                 raise InvalidAdapterError(f"the bottleneck at {module_name!r} has {sorted(found)}; it needs down/up "
                                           "weight and bias")

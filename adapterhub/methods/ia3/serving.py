@@ -87,10 +87,7 @@ class IA3Method(PatchedLayers):
             module_name = parse_key(key)
             if module_name is None:
                 raise InvalidAdapterError(f"unsupported IA³ weight {key!r} (the runtime serves ia3_l vectors)")
-            module = self._linears.get(module_name)
-            if module is None:
-                raise IncompatibleBaseError(f"the adapter targets {module_name!r}, which is not a linear layer of base "
-                                            f"{self.base.spec.name!r}; was it trained for another model?")
+            module = self.linear(module_name)
             feedforward = is_feedforward(tuple(tensor.shape))
             width = module.in_features if feedforward else module.out_features
             if tensor.numel() != width:

@@ -68,10 +68,7 @@ class LohaMethod(PatchedLayers):
     def _delta(self, module_name: str, parts: dict[str, Any], config: dict[str, Any]) -> LohaDelta:
         import torch
 
-        module = self._linears.get(module_name)
-        if module is None:
-            raise IncompatibleBaseError(f"the adapter targets {module_name!r}, which is not a linear layer of base "
-                                        f"{self.base.spec.name!r}; was it trained for another model?")
+        module = self.linear(module_name)
         w1a, w1b, w2a, w2b = (parts[name].to(self._device, torch.float32) for name in FACTORS)
         rank = w1a.shape[1]
         if (tuple(w1a.shape) != (module.out_features, rank) or tuple(w2a.shape) != (module.out_features, rank)

@@ -26,7 +26,7 @@ from typing import Any
 
 from ..._transformers import strip_peft_prefix
 from ...errors import IncompatibleBaseError, InvalidAdapterError
-from ..checks import adapted_linears, config_problem, rank_settings
+from ..checks import adapted_linears, config_problem, module_alpha, rank_settings
 from ..spec import MethodBase
 
 FACTORS = ("hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b")
@@ -45,12 +45,7 @@ def scaling(config: Mapping[str, Any], module: str, rank: int) -> float:
     >>> scaling({"alpha": 8, "alpha_pattern": {"q_proj": 4}}, "model.layers.0.self_attn.q_proj", 2)
     2.0
     """
-    alpha = config.get("alpha", 8)
-    for pattern, value in (config.get("alpha_pattern") or {}).items():
-        if re.match(rf"(.*\.)?({pattern})$", module):
-            alpha = value
-            break
-    return alpha / rank
+    return module_alpha(config, module, key="alpha") / rank
 
 
 @dataclass(frozen=True)

@@ -133,7 +133,10 @@ class LoraLayer:
         if len({id(w) for w in per_row}) == 1:  # one adapter after all (the others are absent from this layer)
             return False
         A_t = torch.stack([w.A for w in per_row]).transpose(1, 2)  # [rows, in, r] from contiguous blocks
-        B_t = torch.stack([w.folded_B for w in per_row]).transpose(1, 2)  # [rows, r, out]
+        B_t = torch.stack([w.B for w in per_row]).transpose(1, 2)  # [rows, r, out]
+        if any(w.scale is not None for w in per_row):  # scalings kept apart: into this copy, one pass
+            B_t = B_t * torch.tensor([1.0 if w.scale is None else w.scale for w in per_row],
+                                     dtype=B_t.dtype, device=B_t.device)[:, None, None]
         x_rows = x.reshape(x.shape[0], tokens, x.shape[-1])
         if x_rows.dtype != A_t.dtype:
             x_rows = x_rows.to(A_t.dtype)

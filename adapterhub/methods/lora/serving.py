@@ -19,13 +19,13 @@ constants folded in. ``lora_dropout`` is the identity at inference.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from ...errors import IncompatibleBaseError, InvalidAdapterError
 from ...memory import NewStorage, OwnedViews, in_place, owned
 from ..rows import routed
+from ..checks import module_alpha
 from ..serving import PatchedLayers, PreparedLayers
 from .layer import LoraLayer, LoraWeights
 from .spec import check_served_config, parse_key
@@ -73,10 +73,7 @@ class LoraMethod(PatchedLayers):
 
     def _checked(self, module_name: str, parts: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
         """The linear layer ``module_name`` names, once its ``lora_A`` / ``lora_B`` are known to fit it."""
-        module = self._linears.get(module_name)
-        if module is None:
-            raise IncompatibleBaseError(f"the adapter targets {module_name!r}, which is not a linear layer of base "
-                                        f"{self.base.spec.name!r}; was it trained for another model?")
+        module = self.linear(module_name)
         if "A" not in parts or "B" not in parts:
             raise InvalidAdapterError(f"the adapter lacks lora_A or lora_B weights for {module_name!r}")
         A, B = parts["A"], parts["B"]
@@ -128,11 +125,7 @@ def _group_by_module(tensors: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def _scaling(config: dict[str, Any], module_name: str, rank: int) -> float:
     """PEFT's scaling: the alpha of the first matching ``alpha_pattern`` key, over r or sqrt(r)."""
-    alpha = config.get("lora_alpha", 8)
-    for pattern, value in (config.get("alpha_pattern") or {}).items():
-        if re.match(rf"(.*\.)?({pattern})$", module_name):
-            alpha = value
-            break
+    alpha = module_alpha(config, module_name, key="lora_alpha")
     return alpha / math.sqrt(rank) if config.get("use_rslora") else alpha / rank
 
 
