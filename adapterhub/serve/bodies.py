@@ -1,20 +1,26 @@
 """Reading a request's JSON body into its pydantic model, refusing with OpenAI's error shape.
 
 Routes read their body themselves (after auth), so a request without a key never learns
-what is wrong with its body.
+what is wrong with its body. Only ``application/json`` is read (a browser's form or ``text/plain``
+POST, sent without a preflight, is refused); bytes are counted as they stream in, chunked or not;
+a large body is parsed in a worker thread, never on the event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
 from fastapi import Request
 from pydantic import BaseModel, ValidationError
+from starlette.concurrency import run_in_threadpool
 
 from .protocol import ServeError
 
 MAX_BODY_BYTES = 8 * 2**20
+BODY_TIMEOUT_S = 60.0  # the whole body must arrive within this
+_INLINE_BYTES = 64 * 2**10  # smaller bodies are parsed on the loop (cheaper than a thread hop)
 
 
 async def parse_body(request: Request, model: type[BaseModel]) -> Any:
@@ -24,18 +30,17 @@ async def parse_body(request: Request, model: type[BaseModel]) -> Any:
         ServeError: 413 over :data:`MAX_BODY_BYTES`; 400 malformed JSON, not an object, a field that does not
             validate (the first one named) or a parameter the body's ``unsupported()`` lists.
     """
-    size = request.headers.get("content-length")
-    if size is not None and size.isdigit() and int(size) > MAX_BODY_BYTES:
-        raise ServeError(413, f"request body over {MAX_BODY_BYTES // 2**20} MiB", code="body_too_large")
-    raw = await request.body()
-    try:
-        data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ServeError(400, f"malformed JSON body: {error}", code="invalid_json") from None
+    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media != "application/json":
+        raise ServeError(415, f"send the body as JSON with 'Content-Type: application/json' (got {media[:60]!r})",
+                         code="unsupported_media_type")
+    raw = await read_body(request)
+    data = _decode(raw) if len(raw) <= _INLINE_BYTES else await run_in_threadpool(_decode, raw)
     if not isinstance(data, dict):
         raise ServeError(400, "the JSON body must be an object", code="invalid_json")
     try:
-        body = model.model_validate(data)
+        body = model.model_validate(data) if len(raw) <= _INLINE_BYTES else \
+            await run_in_threadpool(model.model_validate, data)
     except ValidationError as error:
         first = error.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "body"
@@ -46,3 +51,52 @@ async def parse_body(request: Request, model: type[BaseModel]) -> Any:
     if problems:
         raise ServeError(400, "; ".join(problems), code="unsupported_parameter")
     return body
+
+
+async def read_body(request: Request, *, limit: int = MAX_BODY_BYTES) -> bytes:
+    """The body's bytes, counted as they arrive (``Content-Length`` or chunked).
+
+    Raises:
+        ServeError: 413 past ``limit`` bytes (reading stops there), 408 when the body takes over
+            :data:`BODY_TIMEOUT_S` to arrive.
+    """
+    size = request.headers.get("content-length")
+    if size is not None and size.isdigit() and int(size) > limit:
+        raise _too_large(limit)
+    parts: list[bytes] = []
+    received = 0
+
+    async def gather() -> None:
+        nonlocal received
+        async for chunk in request.stream():
+            received += len(chunk)
+            if received > limit:
+                raise _too_large(limit)
+            parts.append(chunk)
+
+    try:
+        await asyncio.wait_for(gather(), BODY_TIMEOUT_S)
+    except asyncio.TimeoutError:
+        raise ServeError(408, f"the request body did not arrive within {BODY_TIMEOUT_S:g} s",
+                         code="body_timeout") from None
+    return b"".join(parts)
+
+
+def _decode(raw: bytes) -> Any:
+    """JSON from ``raw``: 400 for malformed JSON, nesting too deep to parse, or text that is not valid Unicode
+    (a lone surrogate such as ``"\\ud800"``)."""
+    try:
+        data = json.loads(raw)
+        json.dumps(data, ensure_ascii=False).encode("utf-8")  # a lone surrogate cannot be encoded
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ServeError(400, f"malformed JSON body: {error}", code="invalid_json") from None
+    except RecursionError:
+        raise ServeError(400, "the JSON body is nested too deeply; send a flat object", code="invalid_json") from None
+    except UnicodeEncodeError:
+        raise ServeError(400, "the JSON body holds a lone surrogate (such as \\ud800), which is not text; "
+                         "send valid Unicode", code="invalid_json") from None
+    return data
+
+
+def _too_large(limit: int) -> ServeError:
+    return ServeError(413, f"request body over {limit // 2**20} MiB", code="body_too_large")

@@ -1,12 +1,15 @@
 """Prometheus metrics of one server (its own registry, so several servers can share a process).
 
 Labels never carry keys or text: ``endpoint`` is the route, ``adapter`` the model a
-request resolved to (``base`` for the bare base, ``-`` when none was resolved).
+request resolved to (``base`` for the bare base, ``-`` when none was resolved), bounded by
+:class:`~.labels.TopAdapters` (the top-K adapters by traffic, ``other``, ``mix``).
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from .labels import DEFAULT_TOP_K, TopAdapters
 
 _LATENCY = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 _ROWS = (1, 2, 4, 8, 16, 32, 64, 128)
@@ -15,7 +18,7 @@ _ROWS = (1, 2, 4, 8, 16, 32, 64, 128)
 class Metrics:
     """The server's counters, gauges and histograms."""
 
-    def __init__(self) -> None:
+    def __init__(self, top_k: int = DEFAULT_TOP_K) -> None:
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
         disable_created_metrics()  # the *_created series double the output and nobody reads them
@@ -37,6 +40,20 @@ class Metrics:
         self.loads = Counter("adapterhub_adapter_loads", "Adapters made resident", ["adapter"], registry=r)
         self.evictions = Counter("adapterhub_adapter_evictions", "Adapters evicted or unloaded", ["adapter"],
                                  registry=r)
+        self.adapters = TopAdapters(top_k, on_demote=self._forget)
+
+    def _forget(self, adapter: str) -> None:
+        """Remove every series labelled ``adapter`` (it left the top K)."""
+        per_adapter = [(self.requests, ("endpoint", "adapter", "status")), (self.latency, ("endpoint", "adapter"))]
+        per_adapter += [(metric, ("adapter",)) for metric in (self.ttft, self.prompt_tokens, self.generated_tokens,
+                                                               self.loads, self.evictions)]
+        for metric, names in per_adapter:
+            for labels in {tuple(sample.labels.get(n, "") for n in names) for family in metric.collect()
+                           for sample in family.samples if sample.labels.get("adapter") == adapter}:
+                try:
+                    metric.remove(*labels)
+                except KeyError:
+                    pass
 
     def queue(self, waiting: int, running: int) -> None:
         self.queue_depth.set(waiting)
@@ -45,9 +62,9 @@ class Metrics:
     def residency(self, before: set[str], after: set[str]) -> None:
         """Count loads and evictions from two snapshots of the resident names."""
         for name in after - before:
-            self.loads.labels(adapter=name).inc()
+            self.loads.labels(adapter=self.adapters.label(name, count=False)).inc()
         for name in before - after:
-            self.evictions.labels(adapter=name).inc()
+            self.evictions.labels(adapter=self.adapters.label(name, count=False)).inc()
         self.resident.set(len(after))
 
     def render(self) -> tuple[bytes, str]:
@@ -56,14 +73,17 @@ class Metrics:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
     def request(self, endpoint: str, adapter: str, status: int, seconds: float) -> None:
+        adapter = self.adapters.label(adapter)
         self.requests.labels(endpoint=endpoint, adapter=adapter, status=str(status)).inc()
         self.latency.labels(endpoint=endpoint, adapter=adapter).observe(seconds)
 
     def tokens(self, adapter: str, *, prompt: int = 0, generated: int = 0) -> None:
+        adapter = self.adapters.label(adapter, count=False)
         if prompt:
             self.prompt_tokens.labels(adapter=adapter).inc(prompt)
         if generated:
             self.generated_tokens.labels(adapter=adapter).inc(generated)
 
     def first_token(self, adapter: str, seconds: float) -> Any:
+        adapter = self.adapters.label(adapter, count=False)
         self.ttft.labels(adapter=adapter).observe(seconds)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 import httpx
 import pytest
@@ -14,7 +15,7 @@ from adapterhub.runtime.sampling import Sampler
 from adapterhub.serve.scheduler import Job
 from tests.helpers.serving import start_server
 
-VICTIM = {"model": "legal", "prompt": "Patient reports chest pain", "max_tokens": 48, "temperature": 0,
+VICTIM = {"model": "legal", "prompt": "Patient reports chest pain", "max_tokens": 64, "temperature": 0,
           "stream": True, "stop": ["never-appears"]}
 JSON = {"content-type": "application/json"}
 
@@ -69,6 +70,9 @@ def test_a_row_whose_sampling_goes_bad_fails_alone(server):
     victims = [threading.Thread(target=stream_victim, args=(srv.url, results, i)) for i in range(4)]
     for thread in victims:
         thread.start()
+    while engine.scheduler.running < 4:  # the four streams are decoding: the poisoned row joins their batch
+        assert any(thread.is_alive() for thread in victims)
+        time.sleep(0.001)
     events, done = [], threading.Event()
     sampler = Sampler(temperature=1.0, seed=1)
     sampler.temperature = 1e-300  # what a future path that skips the checks would hand the scheduler
@@ -76,7 +80,7 @@ def test_a_row_whose_sampling_goes_bad_fails_alone(server):
     prompt = engine.stepper.encode("x", entry, chat=False)
 
     def emit(event):
-        events.append(event)
+        events.append({**event, "running": engine.scheduler.running})
         if event["type"] in ("done", "error"):
             done.set()
 
@@ -84,7 +88,7 @@ def test_a_row_whose_sampling_goes_bad_fails_alone(server):
     assert done.wait(60)
     for thread in victims:
         thread.join(60)
-    assert events[-1]["type"] == "error"
+    assert events[-1]["type"] == "error" and events[-1]["running"] >= 4, events[-1]
     assert results == ["length"] * 4, results
 
 
