@@ -155,6 +155,7 @@ class Engine:
         same answer, so a caller cannot tell which paths exist.
         """
         from ..errors import AdapterHubError
+        from ..runtime.sources import is_path
 
         limits.check_lora_name(name, reserved=self._base_names, registered=self._registered(name), path=path)
         source = path or name
@@ -164,7 +165,7 @@ class Engine:
         try:
             info = self._tracked(self.hub.load, source, name=name)
         except AdapterHubError as error:
-            if path is None or detailed or source.startswith("hf://"):
+            if path is None or detailed or not is_path(path):  # a registry reference reveals no file
                 raise
             log.warning("loading lora_path %r failed: %s", path, error)
             raise ServeError(400, "lora_path could not be loaded: it is not a readable PEFT adapter folder made for "
