@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import itertools
 import json
+import multiprocessing
 import os
 import random
 import socket
@@ -155,13 +156,20 @@ async def _slowloris(url: str, end: float, held: int) -> int:
     return closed
 
 
-async def _health(client: Any, url: str, end: float, latencies: list[float]) -> None:
-    while time.monotonic() < end:
-        started = time.perf_counter()
-        response = await client.get(url + "/health")
-        if response.status_code == 200:
-            latencies.append((time.perf_counter() - started) * 1e3)
-        await asyncio.sleep(0.05)
+def _probe_health(url: str, seconds: float, out: Any) -> None:
+    """``GET /health`` every 50 ms for ``seconds`` from its own process (the clients' event loop never delays it);
+    puts the latencies (ms) on ``out``."""
+    import httpx
+
+    latencies = []
+    end = time.monotonic() + seconds
+    with httpx.Client(timeout=60) as client:
+        while time.monotonic() < end:
+            started = time.perf_counter()
+            if client.get(url + "/health").status_code == 200:
+                latencies.append((time.perf_counter() - started) * 1e3)
+            time.sleep(0.05)
+    out.put(latencies)
 
 
 def rss_bytes(pid: int) -> int:
@@ -173,15 +181,18 @@ def rss_bytes(pid: int) -> int:
 
 
 async def run_soak(url: str, *, seconds: float, clients: int, pid: int | None = None, warmup: float = 3.0,
-                   slowloris: int = 50, seed: int = 0) -> dict[str, Any]:
+                   slowloris: int = 50, seed: int = 0, attackers: bool = True) -> dict[str, Any]:
     """Drive ``url`` for ``seconds`` (after ``warmup`` of the same traffic) and return the figures.
 
-    ``pid``: the server's process for RSS (``None``: this process).
+    ``pid``: the server's process for RSS (``None``: this process). ``attackers=False``: the well-behaved
+    clients alone (the baseline the attacker's effect is read against). Clients drop idle connections after
+    2 s, before the server's 5 s keep-alive timeout closes them (a client reusing a connection the server is
+    closing sees a reset that is no server failure).
     """
     import httpx
 
     pid = pid or os.getpid()
-    limits = httpx.Limits(max_connections=clients + 8, max_keepalive_connections=clients + 8)
+    limits = httpx.Limits(max_connections=clients + 8, max_keepalive_connections=clients + 8, keepalive_expiry=2.0)
     async with httpx.AsyncClient(timeout=120, limits=limits) as client, \
             httpx.AsyncClient(timeout=120) as attacker, httpx.AsyncClient(timeout=120) as prober:
         rngs = [random.Random(seed + i) for i in range(clients)]
@@ -193,15 +204,21 @@ async def run_soak(url: str, *, seconds: float, clients: int, pid: int | None = 
         rss_before = rss_bytes(pid)
         tally: dict[str, Any] = {"ok": 0, "failed": 0, "failures": []}
         statuses: dict[str, dict[str, int]] = {}
-        latencies: list[float] = []
+        context = multiprocessing.get_context("spawn")
+        out = context.Queue()
+        probe = context.Process(target=_probe_health, args=(url, seconds, out), daemon=True)
+        probe.start()
         end = time.monotonic() + seconds
-        *_, closed = await asyncio.gather(*(_well_behaved(client, url, end, tally, rng) for rng in rngs),
-                                          _attacker(attacker, url, end, statuses), _health(prober, url, end, latencies),
-                                          _slowloris(url, end, slowloris))
+        attack = [_attacker(attacker, url, end, statuses), _slowloris(url, end, slowloris)] if attackers else []
+        *_, attack_results = await asyncio.gather(*(_well_behaved(client, url, end, tally, rng) for rng in rngs),
+                                                  asyncio.gather(*attack))
+        latencies = await asyncio.get_running_loop().run_in_executor(None, out.get)
+        probe.join(30)
         metrics_after = len((await prober.get(url + "/metrics")).content)
     rss_after = rss_bytes(pid)
     ordered = sorted(latencies) or [0.0]
-    return {"seconds": seconds, "clients": clients, "well_behaved": tally, "attacks": statuses,
+    closed = attack_results[1] if attackers else 0
+    return {"seconds": seconds, "clients": clients, "attackers": attackers, "well_behaved": tally, "attacks": statuses,
             "attack_internal_errors": sum(seen.get("500", 0) for seen in statuses.values()),
             "health_ms": {"n": len(latencies), "p50": statistics.median(ordered),
                           "p99": ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))], "max": ordered[-1]},
@@ -236,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--out", default=None, help="write the result JSON here")
+    parser.add_argument("--no-attack", action="store_true", help="well-behaved clients only (the baseline)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         base_dir, registry_root = _prepare(Path(tmp))
@@ -246,7 +264,8 @@ def main(argv: list[str] | None = None) -> int:
         url = f"http://127.0.0.1:{args.port}"
         try:
             _wait_ready(url, server)
-            result = asyncio.run(run_soak(url, seconds=args.seconds, clients=args.clients, pid=server.pid))
+            result = asyncio.run(run_soak(url, seconds=args.seconds, clients=args.clients, pid=server.pid,
+                                          attackers=not args.no_attack))
         finally:
             server.terminate()
             server.wait(60)
