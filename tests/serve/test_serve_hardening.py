@@ -62,20 +62,41 @@ def test_out_of_range_sampling_and_mix_weights_are_refused_at_the_edge(server, p
     assert response.json()["error"]["code"] in ("invalid_value", "invalid_request"), response.text
 
 
-def test_a_row_whose_sampling_goes_bad_fails_alone(server):
-    """A sampler that slipped past the edge (set after its checks) fails its own row; the streams beside it finish."""
+class GoesBadOnItsSecondToken(Sampler):
+    """A sampler that slipped past the edge checks: its second pick overflows (temperature set after the checks),
+    so it fails inside a decode step, beside the rows it shares the batch with."""
+
+    picks = 0
+
+    def pick(self, logits):
+        self.picks += 1
+        if self.picks == 2:
+            self.temperature = 1e-300
+        return super().pick(logits)
+
+
+def test_a_row_whose_sampling_goes_bad_fails_alone(server, monkeypatch):
+    """Four greedy streams and one row whose sampling goes bad share a batch: that row ends with an error, the
+    four streams finish."""
     _, srv = server
     engine = engine_of(srv)
+    held, release = [], threading.Event()
+    real_prefill = engine.stepper.prefill
+
+    def held_prefill(prompts, *args, **kwargs):  # the scheduler waits here until every row is queued
+        held.append(len(prompts))
+        release.wait(60)
+        return real_prefill(prompts, *args, **kwargs)
+
+    monkeypatch.setattr(engine.stepper, "prefill", held_prefill)
     results = [None] * 4
     victims = [threading.Thread(target=stream_victim, args=(srv.url, results, i)) for i in range(4)]
     for thread in victims:
         thread.start()
-    while engine.scheduler.running < 4:  # the four streams are decoding: the poisoned row joins their batch
-        assert any(thread.is_alive() for thread in victims)
+    while sum(held) + engine.scheduler.waiting < 4:
+        assert all(thread.is_alive() for thread in victims), results
         time.sleep(0.001)
     events, done = [], threading.Event()
-    sampler = Sampler(temperature=1.0, seed=1)
-    sampler.temperature = 1e-300  # what a future path that skips the checks would hand the scheduler
     entry = engine.stepper.acquire("legal")
     prompt = engine.stepper.encode("x", entry, chat=False)
 
@@ -84,11 +105,13 @@ def test_a_row_whose_sampling_goes_bad_fails_alone(server):
         if event["type"] in ("done", "error"):
             done.set()
 
-    engine.scheduler.submit(Job(prompt=prompt, entry=entry, max_new_tokens=8, sampler=sampler, emit=emit))
+    engine.scheduler.submit(Job(prompt=prompt, entry=entry, max_new_tokens=8,
+                                sampler=GoesBadOnItsSecondToken(temperature=1.0, seed=1), emit=emit))
+    release.set()
     assert done.wait(60)
     for thread in victims:
         thread.join(60)
-    assert events[-1]["type"] == "error" and events[-1]["running"] >= 4, events[-1]
+    assert events[-1]["type"] == "error" and events[-1]["running"] == 5, events[-1]  # it failed inside the batch
     assert results == ["length"] * 4, results
 
 

@@ -121,6 +121,23 @@ def test_slow_headers_are_timed_out(tiny_base, serve_registry):
         hub.close()
 
 
+def test_open_connections_are_capped(tiny_base, serve_registry):
+    hub, srv = start_server(tiny_base, serve_registry, max_connections=2)
+    held = [socket.create_connection((srv.host, srv.port)) for _ in range(2)]
+    try:
+        assert httpx.get(srv.url + "/health").status_code == 503
+        for sock in held:
+            sock.close()
+        held = []
+        while httpx.get(srv.url + "/health").status_code != 200:  # the server notices the closed sockets
+            pass
+    finally:
+        for sock in held:
+            sock.close()
+        srv.stop()
+        hub.close()
+
+
 def test_classify_caps_its_inputs_and_names_bad_mix_weights(server):
     _, srv = server
     many = post(srv.url, "/v1/classify", {"model": "finance", "input": ["good"] * 20_000})
