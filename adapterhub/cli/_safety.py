@@ -7,6 +7,8 @@ import argparse
 import sys
 from typing import Any
 
+DEFAULT_MAX_RESIDENT = 64  # adapters a server keeps resident unless --max-resident says otherwise (LRU beyond)
+
 
 def add_safety_options(parser: argparse.ArgumentParser) -> None:
     from ..serve.engine import ServeOptions

@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from ._options import add_registry_option, add_threads_option, add_unpacked_4bit_option
-from ._safety import add_safety_options, safety_options, start_metrics_port
+from ._safety import DEFAULT_MAX_RESIDENT, add_safety_options, safety_options, start_metrics_port
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -29,7 +29,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--max-batch-rows", type=int, default=32, help="rows in the running batch (1: no batching)")
     serve.add_argument("--max-queue", type=int, default=256, help="requests waiting before 503 (default 256)")
     serve.add_argument("--max-new-tokens", type=int, default=512, help="cap on max_tokens per request")
-    serve.add_argument("--max-resident", type=int, default=None, help="most adapters resident (LRU eviction)")
+    serve.add_argument("--max-resident", type=int, default=DEFAULT_MAX_RESIDENT,
+                       help=f"most adapters resident, LRU eviction (default {DEFAULT_MAX_RESIDENT}: a server is never "
+                            "unbounded)")
     serve.add_argument("--allow-hf", action="store_true", help="let requests name hf://org/repo[@rev] adapters")
     serve.add_argument("--log-text", action="store_true", help="also log prompt and answer text")
     add_safety_options(serve)

@@ -147,6 +147,13 @@ def test_spellings_of_one_version_share_one_resident_copy(tiny_base, serve_regis
         hub.close()
 
 
+def test_a_served_hub_has_a_default_residency_bound():
+    from adapterhub.cli import build_parser
+
+    args = build_parser().parse_args(["serve"])
+    assert isinstance(args.max_resident, int) and 1 <= args.max_resident <= 256, args.max_resident
+
+
 def test_a_chunked_body_over_the_limit_is_stopped_with_413(server):
     _, srv = server
 
