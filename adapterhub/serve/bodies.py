@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from typing import Any
 
 from fastapi import Request
@@ -21,6 +22,7 @@ from .protocol import ServeError
 MAX_BODY_BYTES = 8 * 2**20
 BODY_TIMEOUT_S = 60.0  # the whole body must arrive within this
 _INLINE_BYTES = 64 * 2**10  # smaller bodies are parsed on the loop (cheaper than a thread hop)
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")  # only a \uD800-\uDFFF escape can make a lone surrogate
 
 
 async def parse_body(request: Request, model: type[BaseModel]) -> Any:
@@ -87,7 +89,8 @@ def _decode(raw: bytes) -> Any:
     (a lone surrogate such as ``"\\ud800"``)."""
     try:
         data = json.loads(raw)
-        json.dumps(data, ensure_ascii=False).encode("utf-8")  # a lone surrogate cannot be encoded
+        if _SURROGATE_ESCAPE.search(raw):  # (a pair is fine; a lone one cannot be encoded)
+            json.dumps(data, ensure_ascii=False).encode("utf-8")
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ServeError(400, f"malformed JSON body: {error}", code="invalid_json") from None
     except RecursionError:
