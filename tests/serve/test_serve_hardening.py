@@ -4,6 +4,7 @@ size limit, browsers cannot drive a loopback server, and /metrics stays bounded.
 
 from __future__ import annotations
 
+import gc
 import json
 import threading
 import time
@@ -132,6 +133,24 @@ def test_a_huge_prompt_is_refused_before_tokenising_and_tokenising_runs_off_the_
     ok = post(srv.url, "/v1/completions", {"model": "legal", "prompt": "chest pain", "max_tokens": 2})
     assert ok.status_code == 200, ok.text
     assert threads and "adapterhub-uvicorn" not in threads  # the server's event loop runs in that thread
+
+
+def test_a_refused_huge_prompt_is_freed_at_once_not_at_the_next_full_gc(server):
+    """Its frames and arguments are not left in reference cycles that only a full collection frees."""
+    _, srv = server
+    huge = {"model": "legal", "prompt": "chest pain " * 300_000, "max_tokens": 4}
+    post(srv.url, "/v1/completions", huge)
+    gc.collect()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        assert post(srv.url, "/v1/completions", huge).status_code == 400
+        gc.collect()
+        holders = [type(o).__name__ for o in gc.garbage for r in gc.get_referents(o)
+                   if isinstance(r, str) and len(r) > 2**20]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+    assert holders == [], holders
 
 
 def test_spellings_of_one_version_share_one_resident_copy(tiny_base, serve_registry):
