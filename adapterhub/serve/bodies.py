@@ -77,8 +77,12 @@ async def read_body(request: Request, *, limit: int = MAX_BODY_BYTES) -> bytearr
     try:
         await asyncio.wait_for(gather(), BODY_TIMEOUT_S)
     except asyncio.TimeoutError:
+        buffer.clear()
         raise ServeError(408, f"the request body did not arrive within {BODY_TIMEOUT_S:g} s",
                          code="body_timeout") from None
+    except BaseException:
+        buffer.clear()  # a refused body's bytes are freed now, not when the task's reference cycle is collected
+        raise
     return buffer
 
 
