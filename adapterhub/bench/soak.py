@@ -114,9 +114,10 @@ async def _well_behaved(client: Any, url: str, end: float, tally: dict[str, Any]
             tally["failures"].append({"model": model, "status": status, "finish": finish})
 
 
-async def _attacker(client: Any, url: str, end: float, statuses: dict[str, dict[str, int]]) -> None:
+async def _attacker(client: Any, url: str, end: float, statuses: dict[str, dict[str, int]],
+                    rounds: int | None = None) -> None:
     attacks = _attacks(url)
-    for n in itertools.count():
+    for n in itertools.count() if rounds is None else range(rounds):
         for name, attack in attacks:
             if time.monotonic() >= end:
                 return
@@ -182,7 +183,8 @@ def rss_bytes(pid: int) -> int:
 
 async def run_soak(url: str, *, seconds: float, clients: int, pid: int | None = None, warmup: float = 3.0,
                    slowloris: int = 50, seed: int = 0, attackers: bool = True) -> dict[str, Any]:
-    """Drive ``url`` for ``seconds`` (after ``warmup`` of the same traffic) and return the figures.
+    """Drive ``url`` for ``seconds`` (after one round of every attack, then ``warmup`` seconds of the same
+    traffic) and return the figures.
 
     ``pid``: the server's process for RSS (``None``: this process). ``attackers=False``: the well-behaved
     clients alone (the baseline the attacker's effect is read against). Clients drop idle connections after
@@ -197,6 +199,8 @@ async def run_soak(url: str, *, seconds: float, clients: int, pid: int | None = 
             httpx.AsyncClient(timeout=120) as attacker, httpx.AsyncClient(timeout=120) as prober:
         rngs = [random.Random(seed + i) for i in range(clients)]
         warm: dict[str, Any] = {"ok": 0, "failed": 0, "failures": []}
+        if attackers:  # every attack's code path runs once before the "before" figures (first-use allocations)
+            await _attacker(attacker, url, float("inf"), {}, rounds=1)
         warm_end = time.monotonic() + warmup
         await asyncio.gather(*(_well_behaved(client, url, warm_end, warm, rng) for rng in rngs[:4]),
                              _attacker(attacker, url, warm_end, {}))

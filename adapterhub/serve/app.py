@@ -35,7 +35,7 @@ from .limits import Lane, check_inputs
 from .protocol import (ChatRequest, ClassifyRequest, CompletionRequest, GenerateRequest, LoadAdapterRequest,
                        ServeError, UnloadAdapterRequest, from_exception)
 from .streaming import collect, finish, stream
-from .unwind import drop_locals
+from .unwind import drop_locals, return_freed_memory
 
 log = logging.getLogger("adapterhub.serve")
 
@@ -59,6 +59,8 @@ class _Route(APIRoute):
                 if error.code == "internal_error":
                     log.exception("unexpected error on %s", request.url.path)
                 drop_locals(exc)  # a refused 6 MiB prompt is freed now, not at the next full gc
+                if request.scope.get("state", {}).get("large_body"):
+                    await run_in_threadpool(return_freed_memory)
                 error.message = request.app.state.engine.redact(error.message)  # no server paths in answers
                 # LoRAX's client reads error_type; OpenAI's reads error.message/type/code
                 extra = {"error_type": "validation" if error.status == 400 else "generation"} if tgi else None

@@ -21,6 +21,7 @@ from .protocol import ServeError
 
 MAX_BODY_BYTES = 8 * 2**20
 BODY_TIMEOUT_S = 60.0  # the whole body must arrive within this
+LARGE_BODY_BYTES = 2**20  # a refused body over this hands its freed memory back (unwind.return_freed_memory)
 _INLINE_BYTES = 64 * 2**10  # smaller bodies are parsed on the loop (cheaper than a thread hop)
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")  # only a \uD800-\uDFFF escape can make a lone surrogate
 
@@ -70,6 +71,8 @@ async def read_body(request: Request, *, limit: int = MAX_BODY_BYTES) -> bytearr
 
     async def gather() -> None:
         async for chunk in request.stream():
+            if len(buffer) + len(chunk) > LARGE_BODY_BYTES:
+                request.scope.setdefault("state", {})["large_body"] = True
             if len(buffer) + len(chunk) > limit:
                 raise _too_large(limit)
             buffer.extend(chunk)

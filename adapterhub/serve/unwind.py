@@ -12,7 +12,10 @@ finished frames' locals hands that memory back as soon as the error is answered.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import traceback
+from typing import Any
 
 
 def drop_locals(error: BaseException) -> None:
@@ -27,3 +30,24 @@ def drop_locals(error: BaseException) -> None:
         seen.add(id(current))
         traceback.clear_frames(current.__traceback__)
         pending += [current.__cause__, current.__context__]
+
+
+def _libc_trim() -> Any:
+    """glibc's ``malloc_trim`` (``None`` elsewhere)."""
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+_TRIM = _libc_trim()
+
+
+def return_freed_memory() -> None:
+    """Hand the C heap's free pages back to the system (glibc ``malloc_trim``; a no-op elsewhere).
+
+    A large body's buffers are freed in the worker threads' heaps, which glibc keeps for reuse: after a few
+    6 MiB prompts the process would hold tens of MB it no longer uses. Called after a large body is refused.
+    """
+    if _TRIM is not None:
+        _TRIM(0)
