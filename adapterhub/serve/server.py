@@ -107,6 +107,9 @@ def _server(app: Any, host: str, port: int) -> Any:
 
 def serve(app: Any, *, host: str = "127.0.0.1", port: int = 8000) -> int:
     """Serve until SIGTERM/SIGINT, finishing in-flight requests; returns 0."""
+    from .unwind import limit_heap_arenas
+
+    limit_heap_arenas()  # large bodies parsed across worker threads must not fragment a heap per thread
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
     access = logging.getLogger("adapterhub.access")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 import traceback
 from typing import Any
 
@@ -32,15 +33,30 @@ def drop_locals(error: BaseException) -> None:
         pending += [current.__cause__, current.__context__]
 
 
-def _libc_trim() -> Any:
-    """glibc's ``malloc_trim`` (``None`` elsewhere)."""
+def _libc(function: str) -> Any:
+    """glibc's ``function`` (``None`` elsewhere)."""
     try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+        return getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6"), function)
     except (OSError, AttributeError):
         return None
 
 
-_TRIM = _libc_trim()
+_TRIM = _libc("malloc_trim")
+_MALLOPT = _libc("mallopt")
+_M_ARENA_MAX = -8
+HEAP_ARENAS = 2  # what a server process keeps unless MALLOC_ARENA_MAX says otherwise
+
+
+def limit_heap_arenas(arenas: int = HEAP_ARENAS) -> None:
+    """Let glibc keep at most ``arenas`` C heaps in this process (unless ``MALLOC_ARENA_MAX`` is set).
+
+    By default each worker thread that allocates gets its own heap (up to 8 per core); the buffers of large
+    bodies, parsed in different threads among the streams' allocations, then fragment those heaps and the
+    process keeps growing (the soak: +70 to +124 MB in 60 s with the default, +8 MB with 2). Call it before
+    the server starts its worker threads.
+    """
+    if _MALLOPT is not None and "MALLOC_ARENA_MAX" not in os.environ:
+        _MALLOPT(_M_ARENA_MAX, arenas)
 
 
 def return_freed_memory() -> None:
