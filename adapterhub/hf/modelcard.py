@@ -81,7 +81,8 @@ def render_model_card(manifest: Mapping[str, Any], adapter_config: Mapping[str, 
     front = yaml.safe_dump(card_metadata(manifest, adapter_config), sort_keys=False).strip()
     sections = [f"---\n{front}\n---", _summary(manifest, adapter_config or {}), _lineage_section(manifest),
                 _task_section(manifest), _metrics_section(manifest), _recipe_section(manifest),
-                _usage_section(manifest, repo_id, hub_base_model(manifest, adapter_config))]
+                _usage_section(manifest, repo_id, hub_base_model(manifest, adapter_config)),
+                _label_scoring_section(manifest, hub_base_model(manifest, adapter_config))]
     return "\n\n".join(section for section in sections if section) + "\n"
 
 
@@ -220,3 +221,15 @@ from peft import PeftModel
 tokenizer = AutoTokenizer.from_pretrained("{base}")
 model = PeftModel.from_pretrained(base, "{repo_id}")
 ```"""
+
+
+def _label_scoring_section(manifest: Mapping[str, Any], base_model: str | None) -> str:
+    """Decoder classifiers: how to reproduce adapterhub's label scoring in plain PEFT (``label_scoring.py``)."""
+    from .label_snippet import SCRIPT_FILE, has_label_scoring, label_scoring_script
+
+    if not has_label_scoring(manifest):
+        return ""
+    script = label_scoring_script(manifest["task"], base_id=base_model or "<the base model>")
+    return (f"## Label scoring with plain PEFT\n\nThe adapter answers by scoring every label, not by generating "
+            f"text. This script (`{SCRIPT_FILE}` beside the weights) gives the scores adapterhub gives:\n\n"
+            f"```python\n{script.strip()}\n```")

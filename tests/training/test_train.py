@@ -52,7 +52,8 @@ def test_train_register_reload_round_trip(tmp_path, tiny_llama_dir):
     assert load_recipe(run / "recipe.yaml").to_dict() == load_recipe(raw).to_dict()
     saved = {p.suffix for p in run.rglob("*") if p.is_file()}
     assert saved <= {".json", ".safetensors", ".yaml", ".png"}, "no pickles, ever"
-    assert sorted(p.name for p in run.iterdir()) == ["adapter", "loss.png", "metrics.json", "recipe.yaml"]
+    assert sorted(p.name for p in run.iterdir()) == ["adapter", "confusion_matrix.png", "confusion_matrix_test.png",
+                                                     "loss.png", "metrics.json", "recipe.yaml"]
     assert sorted(p.name for p in (run / "adapter").iterdir()) == [
         "adapter_config.json", "adapter_model.safetensors", "adapterhub.json"]  # checkpoints pruned on success
 
