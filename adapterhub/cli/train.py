@@ -135,13 +135,15 @@ def _check(args: argparse.Namespace) -> int:
     if args.json:
         print_json(summary)
         return 0
-    print(f"{args.recipe}: ok — {summary['task']} with {summary['method']} on {summary['base']}, "
+    print(f"{args.recipe}: ok{' (with warnings below)' if summary['warnings'] else ''} — {summary['task']} with {summary['method']} on {summary['base']}, "
           f"{summary['steps_per_epoch']} steps/epoch, {summary['total_steps']} steps in all")
     splits = [(name, entry) for name in ("train", "validation", "test") if (entry := summary.get(name))]
     print_table([(name, entry["rows"], entry["tokens"], entry["longest"], _label_counts(entry.get("labels", {})))
                  for name, entry in splits], ["split", "rows", "tokens", "longest", "rows per label"])
     for name, entry in splits:
         print(f"{name}: {entry['origin']}")
+    for warning in summary["warnings"]:
+        print(f"warning: {warning}")
     return 0
 
 

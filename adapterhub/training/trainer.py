@@ -48,6 +48,7 @@ from . import checkpoint, run_dir as runs
 from .baseline import check_before_registering
 from .batching import plan_batches, plan_steps
 from .data import load_dataset
+from .data_check import precheck
 from .distributed import any_process, from_main, sum_over_processes
 from .grad_guard import guard_4bit_gradients
 from .interrupt import CtrlC
@@ -125,6 +126,9 @@ class Trainer:
         training = self.recipe.training
         self.accelerator = self._setup_accelerator()
         torch.manual_seed(training.seed)
+        warnings = precheck(self.recipe)  # the data's mistakes, before the base takes seconds to load
+        for warning in warnings if self.progress and self.accelerator.is_main_process else ():
+            print(f"warning: {warning}", file=sys.stderr)
         self.base = self._setup_base()
         self.task = training_task(self.recipe, self.base, label=self._progress_label)  # decoder or encoder
         self.data = load_dataset(self.recipe, self.base.tokenizer)
