@@ -45,3 +45,21 @@ def test_recipe_new_names_the_adapter_after_the_file(tmp_path, capsys):
     reference = tmp_path / "all.yaml"
     assert main(["recipe", "new", str(reference), "--all-keys"]) == 0
     assert "frozen_cache_mb" in reference.read_text() and "# peak learning rate" in reference.read_text()
+
+
+def test_the_support_example_is_the_starter_with_data_and_labels_filled_in():
+    from pathlib import Path
+
+    from adapterhub.training.data_check import precheck
+
+    folder = Path(__file__).resolve().parents[2] / "examples" / "support"
+    starter = starter_recipe("classification", name="support", file="support.yaml")
+    filled = starter.replace("data/support/", "").replace("test: null   ", "test: test.jsonl").replace(
+        "[EDIT_first_label, EDIT_second_label]", "[billing, bug, feature_request, account_access]")
+    written = (folder / "support.yaml").read_text()
+    assert [line.split("#")[0].strip() for line in written.splitlines()] == \
+        [line.split("#")[0].strip() for line in filled.splitlines()]
+    recipe = load_recipe(folder / "support.yaml")
+    assert precheck(recipe) == []  # every label has rows in every split; validation exists
+    rows = {name: len((folder / f"{name}.jsonl").read_text().splitlines()) for name in ("train", "validation", "test")}
+    assert rows == {"train": 120, "validation": 32, "test": 32}
