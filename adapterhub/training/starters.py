@@ -30,15 +30,7 @@ description: ""                          # one line shown in listings and model 
 # Decoder classification: the settings of recipes/medical.yaml and recipes/finance.yaml (LoRA on the last layers,
 # a plain prompt that names the labels, lr 2e-3, 3 epochs, validation every 8 steps, best accuracy kept).
 _CLASSIFICATION = """\
-adapter:
-  method: lora
-  r: 16
-  alpha: 32
-  dropout: 0.05
-  target_modules: all-linear
-  last_layers: 10                        # LoRA on the last 10 layers: the frozen ones below run once per row
-
-data:
+{adapter}data:
   train: {data}/train.jsonl              # EDIT: one JSON object per line: {{"text": "...", "label": "..."}}
   validation: {data}/validation.jsonl    # EDIT: ~20% as many rows, each label present (or null + validation_split: 0.2)
   test: null                             # EDIT (optional): held-out rows scored once at the end
@@ -66,15 +58,7 @@ output:
 
 # Generation (instruction or chat rows): LoRA on every linear layer of the last 16 layers, loss-selected checkpoint.
 _GENERATION = """\
-adapter:
-  method: lora
-  r: 16
-  alpha: 32
-  dropout: 0.05
-  target_modules: all-linear
-  last_layers: 16                        # LoRA on the last 16 layers: the frozen ones below run once per row
-
-data:
+{adapter}data:
   train: {data}/train.jsonl              # EDIT: {row}
   validation: {data}/validation.jsonl    # EDIT: ~10-20% as many rows (or null + validation_split: 0.1)
   test: null                             # EDIT (optional): held-out rows scored once at the end
@@ -93,6 +77,18 @@ training:
   eval_every: 8
   early_stopping:
     metric: loss                         # keep the checkpoint with the lowest validation loss
+"""
+
+# LoRA on every linear layer of the last few decoder layers (shared by the decoder starters).
+_DECODER_LORA = """\
+adapter:
+  method: lora
+  r: 16
+  alpha: 32
+  dropout: 0.05
+  target_modules: all-linear
+  last_layers: {layers}                        # LoRA on the last {layers} layers: the frozen ones below run once per row
+
 """
 
 # Named entities: recipes/medical-ner.yaml (a token-classification head and LoRA on the MiniLM encoder).
@@ -126,14 +122,15 @@ training:
 
 _BODIES = {
     "classification": ("Classification starter: each text gets one of your labels (LoRA on the default decoder).",
-                       _CLASSIFICATION, {}),
+                       _CLASSIFICATION, {"adapter": _DECODER_LORA.format(layers=10)}),
     "instruction": ("Instruction starter: answer an instruction (and optional input) the way your rows do.",
-                    _GENERATION, {"format": "instruction",
+                    _GENERATION, {"adapter": _DECODER_LORA.format(layers=16), "format": "instruction",
                                   "row": '{"instruction": "...", "input": "...", "output": "..."}',
                                   "fields": "{instruction: question, output: answer}"}),
     "chat": ("Chat starter: continue conversations the way your rows do (the last assistant turn is learned).",
-             _GENERATION, {"format": "chat", "row": '{"messages": [{"role": "user", "content": "..."}, '
-                                                    '{"role": "assistant", "content": "..."}]}',
+             _GENERATION, {"adapter": _DECODER_LORA.format(layers=16), "format": "chat",
+                           "row": '{"messages": [{"role": "user", "content": "..."}, '
+                                  '{"role": "assistant", "content": "..."}]}',
                            "fields": "{messages: conversation}"}),
     "ner": ("Named-entity starter: character spans of your entity types (token-classification head on MiniLM).",
             _NER, {}),
