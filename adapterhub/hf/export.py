@@ -19,8 +19,7 @@ from typing import Any
 
 from ..registry.manifest import CONFIG_FILE, MANIFEST_FILE, file_entry
 from .label_snippet import SCRIPT_FILE, has_label_scoring, label_scoring_script
-from .modelcard import hub_base_model, render_model_card
-from .sync import CARD_FILE
+from .modelcard import CARD_FILE, hub_base_model, render_model_card
 
 
 @dataclass(frozen=True)

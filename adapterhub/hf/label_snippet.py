@@ -16,6 +16,9 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+from .. import methods
+from ..errors import InvalidAdapterError
+
 SCRIPT_FILE = "label_scoring.py"
 
 _SCRIPT = '''\
@@ -80,8 +83,14 @@ def label_scoring_script(task: Mapping[str, Any], *, base_id: str) -> str:
                           chat=bool(task.get("chat", True)))
 
 
+def peft_loads(manifest: Mapping[str, Any]) -> bool:
+    """Whether plain PEFT loads the entry's method (an unknown method, from a newer adapterhub: assumed so)."""
+    try:
+        return methods.get(manifest.get("method") or methods.default()).peft_loads
+    except InvalidAdapterError:
+        return True
+
+
 def has_label_scoring(manifest: Mapping[str, Any]) -> bool:
     """Whether the entry is a decoder classifier that plain PEFT loads (so the script applies)."""
-    from .modelcard import _peft_loads
-
-    return (manifest.get("task") or {}).get("type") == "classification" and _peft_loads(manifest)
+    return (manifest.get("task") or {}).get("type") == "classification" and peft_loads(manifest)

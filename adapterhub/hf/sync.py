@@ -32,10 +32,10 @@ from ..errors import (HubConnectionError, HubError, HubFileNotFoundError, HubInc
                      HubInvalidAdapterError, HubNotAnAdapterError, HubPickleWeightsError, IncompatibleBaseError,
                      InvalidAdapterError, InvalidNameError)
 from .client import HUB_SCHEME, HubRef, HubSettings, hf_api, hub_errors
+from .modelcard import CARD_FILE
 from ..registry.files import MAX_JSON_BYTES, parse_json, read_regular
 from ..registry.manifest import CONFIG_FILE, MANIFEST_FILE, PICKLE_SUFFIXES, WEIGHTS_FILE
 
-CARD_FILE = "README.md"
 PULL_PATTERNS = [CONFIG_FILE, WEIGHTS_FILE, MANIFEST_FILE, CARD_FILE]
 _ADAPTER_WORDS = {"lora", "qlora", "dora", "adapter", "adapters", "peft", "prefix", "tuning"}
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")

@@ -240,8 +240,6 @@ def encode_split(rows: list[dict[str, Any]], *, fmt: str, tokenizer: Any, task: 
 
         return encode_rows(rows, tokenizer=tokenizer, task=task, max_length=max_length, origin=origin)
     if task.is_classification:
-        from .data_check import check_labels
-
         check_labels(rows, task.labels, origin=origin)
     examples, too_long = [], []
     for number, row in enumerate(rows, 1):
@@ -309,3 +307,12 @@ def _hold_out(rows: list[dict[str, Any]], fraction: float, *, seed: int) -> tupl
     order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed)).tolist()
     keep = sorted(order[count:])
     return [rows[i] for i in keep], [rows[i] for i in sorted(order[:count])]
+
+
+def check_labels(rows: list[dict[str, Any]], labels: tuple[str, ...], *, origin: str) -> None:
+    """Every row's label must be one of ``labels``; the first offender is named."""
+    unknown = sorted({str(row["label"]) for row in rows} - set(labels))
+    if unknown:
+        first = next(i for i, row in enumerate(rows, 1) if str(row["label"]) in unknown)
+        raise DataError(f"{origin} has label(s) {unknown} (first in row {first}) that are not in data.labels "
+                        f"{list(labels)}; add them to data.labels or fix the rows")

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any, Mapping
 
-from ..errors import DataError
+from .data import check_labels, map_fields, read_rows
 
 
 def settings_warnings(recipe: Any) -> list[str]:
@@ -57,8 +57,6 @@ def precheck(recipe: Any) -> list[str]:
     Raises:
         DataError: a file is missing or malformed, a row lacks a field, or a label is not in ``data.labels``.
     """
-    from .data import map_fields, read_rows
-
     data, task = recipe.data, recipe.task
     counts: dict[str, Counter] = {}
     for name in ("train", "validation", "test"):
@@ -73,12 +71,3 @@ def precheck(recipe: Any) -> list[str]:
     if data.validation is None and "train" in counts and data.validation_split > 0:
         counts = {"train": counts["train"], **({"test": counts["test"]} if "test" in counts else {})}
     return [*settings_warnings(recipe), *label_warnings(recipe, counts)]
-
-
-def check_labels(rows: list[dict[str, Any]], labels: tuple[str, ...], *, origin: str) -> None:
-    """Every row's label must be one of ``labels``; the first offender is named."""
-    unknown = sorted({str(row["label"]) for row in rows} - set(labels))
-    if unknown:
-        first = next(i for i, row in enumerate(rows, 1) if str(row["label"]) in unknown)
-        raise DataError(f"{origin} has label(s) {unknown} (first in row {first}) that are not in data.labels "
-                        f"{list(labels)}; add them to data.labels or fix the rows")
