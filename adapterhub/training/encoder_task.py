@@ -99,11 +99,17 @@ class ClassifierLoss(torch.nn.Module):
                                reduction="sum")
 
 
+ERROR_EXAMPLES = 15
+"""Examples of each NER error kind kept in the metrics (the run folder's ``metrics.json``)."""
+
+
 def evaluate_split(model: ClassifierLoss, tokenizer: Any, task: TaskSpec, split: Split, *, batch_size: int = 32,
                    device: Any = "cpu", accuracy: bool = True) -> dict[str, Any]:
     """Loss, plus the classification report (sequence) or the entity report (token) of ``split``.
 
-    Entities are decoded exactly as the runtime's ``tag`` decodes them (per word, first word piece).
+    Entities are decoded exactly as the runtime's ``tag`` decodes them (per word, first word piece, illegal
+    BIO transitions repaired); NER metrics add overlap scores, error kinds with examples, and the exact-span
+    scores of plain per-word argmax decoding (``argmax_decode``).
     """
     token = task.type == "token_classification"
     total, count, rows_logits = 0.0, 0, [None] * len(split.examples)
@@ -131,11 +137,15 @@ def evaluate_split(model: ClassifierLoss, tokenizer: Any, task: TaskSpec, split:
         predictions = [labels[int(logits.argmax())] for logits in rows_logits]
         metrics.update(classification_report(predictions, [str(r["label"]) for r in split.rows], labels=labels))
         return metrics
-    predicted = []
+    predicted, argmax = [], []
     for row, logits in zip(split.rows, rows_logits):
         words, firsts = words_of(tokenizer(row["text"], return_offsets_mapping=True))
         predicted.append(entities_from_logits(logits[firsts], row["text"], words, labels))
-    metrics.update(entity_report(predicted, [r["entities"] for r in split.rows], types=task.labels))
+        argmax.append(entities_from_logits(logits[firsts], row["text"], words, labels, decode="argmax"))
+    gold, texts = [r["entities"] for r in split.rows], [r["text"] for r in split.rows]
+    metrics.update(entity_report(predicted, gold, types=task.labels, texts=texts, examples=ERROR_EXAMPLES))
+    plain = entity_report(argmax, gold, types=task.labels)  # the same logits without the BIO repair, to compare
+    metrics["argmax_decode"] = {key: plain[key] for key in ("precision", "recall", "f1")}
     return metrics
 
 
