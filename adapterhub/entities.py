@@ -18,6 +18,7 @@ evaluation and the runtime's ``tag`` all use these functions, so spans are cut t
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Sequence
 
 from .errors import DataError
@@ -150,8 +151,21 @@ def legal_after(before: str, tag: str) -> bool:
     return kind != "I" or before in (f"B-{label}", f"I-{label}")
 
 
+@functools.lru_cache(maxsize=64)
+def _transitions(tags: tuple[str, ...]) -> tuple[Any, Any]:
+    """``(penalty [from, to], start [to])``: 0 where a transition is legal, -inf where :func:`legal_after` forbids it."""
+    import torch
+
+    blocked = torch.tensor([[not legal_after(a, b) for b in tags] for a in tags])
+    start = torch.tensor([not legal_after("O", t) for t in tags])
+    return (torch.zeros(blocked.shape).masked_fill(blocked, float("-inf")),
+            torch.zeros(start.shape).masked_fill(start, float("-inf")))
+
+
 def constrained_tags(log_probs: Any, tags: Sequence[str]) -> list[int]:
     """The most probable tag index of each word under :func:`legal_after` (Viterbi).
+
+    When each word's own best tag already forms a legal sequence it is the answer (no search runs).
 
     Args:
         log_probs: ``[words, tags]`` log-probabilities.
@@ -162,17 +176,16 @@ def constrained_tags(log_probs: Any, tags: Sequence[str]) -> list[int]:
     >>> constrained_tags(torch.tensor([[0.5, 0.2, 0.3], [0.1, 0.1, 0.8]]).log(), tags)  # argmax: O, I-DRUG
     [1, 2]
     """
-    import torch
-
-    blocked = torch.tensor([[not legal_after(a, b) for b in tags] for a in tags])
-    penalty = torch.zeros(blocked.shape).masked_fill(blocked, float("-inf"))  # [from, to]
-    start = torch.tensor([float("-inf") if not legal_after("O", t) else 0.0 for t in tags])
+    best = log_probs.argmax(-1).tolist()
+    if all(legal_after(before, tags[index]) for before, index in zip(["O"] + [tags[i] for i in best], best)):
+        return best
+    penalty, start = _transitions(tuple(tags))
     score = log_probs[0].float() + start
     back = []
     for row in log_probs[1:].float():
-        best = (score[:, None] + penalty).max(0)
-        back.append(best.indices)
-        score = best.values + row
+        step = (score[:, None] + penalty).max(0)
+        back.append(step.indices)
+        score = step.values + row
     path = [int(score.argmax())]
     for pointers in reversed(back):
         path.append(int(pointers[path[-1]]))
