@@ -26,6 +26,7 @@ from ..entities import IGNORE, entities_from_logits, words_of
 from ..prompts import TaskSpec
 from .examples import Example, Split
 from .encoder_metrics import classification_report, entity_report, plot_confusion
+from .entity_errors import plot_entity_errors
 
 
 def peft_model(base: Any, recipe: Any, method: Any) -> Any:
@@ -193,13 +194,16 @@ class EncoderTask:
 
 
 def write_plots(run_dir: Path, metrics: dict[str, Any], *, name: str) -> list[Path]:
-    """``confusion_matrix[_<split>].png`` in the run folder for every split with a confusion matrix."""
+    """``confusion_matrix[_<split>].png`` in the run folder for every split with a confusion matrix, and
+    ``entity_errors[_<split>].png`` (exact/overlap F1 and error kinds per type) for every NER split."""
     written = []
     for split, values in metrics.items():
+        suffix = "" if split == "validation" else f"_{split}"
         if isinstance(values, dict) and "confusion" in values:
-            suffix = "" if split == "validation" else f"_{split}"
             written.append(plot_confusion(run_dir / f"confusion_matrix{suffix}.png", values["confusion"],
                                           title=f"{name}: {split}"))
+        if isinstance(values, dict) and "errors" in values:
+            written.append(plot_entity_errors(run_dir / f"entity_errors{suffix}.png", values, title=f"{name}: {split}"))
     return written
 
 

@@ -17,6 +17,7 @@ only when start, end and type match. Two views explain a miss:
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Sequence
 
 KINDS = ("boundary", "spurious", "wrong_type", "missed")
@@ -100,3 +101,36 @@ def error_kinds(predictions: Entities, references: Entities, *, texts: Sequence[
 
 def _quote(text: str, entity: dict[str, Any] | None) -> str | None:
     return None if entity is None else f"{text[int(entity['start']):int(entity['end'])]} ({entity['label']})"
+
+
+def plot_entity_errors(path: Path, report: dict[str, Any], *, title: str) -> Path:
+    """Save a PNG of an :func:`~adapterhub.training.encoder_metrics.entity_report`: exact and overlap F1 per
+    type (left) and the error kinds per type (right, stacked); returns ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    types = list(report["per_type"])
+    figure, (scores, errors) = plt.subplots(1, 2, figsize=(4 + 1.6 * len(types), 3.6))
+    places = range(len(types))
+    for offset, (name, values) in zip((-0.2, 0.2), (("exact F1", report["per_type"]),
+                                                    ("overlap F1", report["overlap"]["per_type"]))):
+        scores.bar([p + offset for p in places], [values[t]["f1"] for t in types], width=0.4, label=name)
+    scores.set_xticks(list(places), types)
+    scores.set_ylim(0, 1)
+    scores.set_title(f"micro exact {report['f1']:.3f}, overlap {report['overlap']['f1']:.3f}")
+    scores.legend(loc="lower right")
+    bottom = [0] * len(types)
+    for kind in KINDS:
+        counts = [report["errors"]["per_type"].get(t, {}).get(kind, 0) for t in types]
+        errors.bar(list(places), counts, bottom=bottom, label=kind)
+        bottom = [b + c for b, c in zip(bottom, counts)]
+    errors.set_xticks(list(places), types)
+    errors.set_title("errors (predicted type; missed: gold type)")
+    errors.legend()
+    figure.suptitle(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path

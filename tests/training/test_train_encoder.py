@@ -99,6 +99,7 @@ def test_token_classification_trains_with_entity_metrics(tmp_path, bert_dir, con
     assert set(validation["errors"]["counts"]) == {"boundary", "spurious", "wrong_type", "missed"}
     saved = json.loads((result.run_dir / "metrics.json").read_text())["metrics"]["validation"]
     assert saved["errors"]["counts"] == validation["errors"]["counts"]
+    assert (result.run_dir / "entity_errors.png").read_bytes()[:4] == b"\x89PNG"  # F1 and error kinds per type
     record = result.record
     assert record.task.head_labels == ("O", "B-DRUG", "I-DRUG", "B-DISEASE", "I-DISEASE")
     reference = PeftModel.from_pretrained(AutoModelForTokenClassification.from_pretrained(
