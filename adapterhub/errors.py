@@ -172,6 +172,11 @@ class TrainingError(AdapterHubError, RuntimeError):
     """Training failed (NaN loss, interruption, ...); nothing was registered."""
 
 
+class BelowBaselineError(TrainingError):
+    """A trained classifier does not beat chance or the bare base by ``output.min_gain``; it was kept in its
+    run folder, not registered."""
+
+
 # --- runtime ------------------------------------------------------------------
 class UnknownDomainError(AdapterHubError, LookupError):
     """A domain/adapter name is neither resident nor registered."""

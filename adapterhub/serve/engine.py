@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, AsyncIterator
 
 from ..runtime.sampling import Sampler
 from ..runtime.residency import Held
+from .classifiers import answers_with_label
 from .metrics import Metrics
 from .protocol import ServeError
 from .scheduler import Job, Scheduler
@@ -172,7 +173,7 @@ class Engine:
             if messages is not None:
                 prompt = self.stepper.encode_messages(messages, entry)
             else:
-                prompt = self.stepper.encode(text or "", entry, chat=chat)
+                prompt = self.stepper.encode(text or "", entry, chat=chat or answers_with_label(entry))  # its template
             if not prompt:
                 raise ServeError(400, "the prompt is empty; send at least one token of text", code="empty_prompt")
             context = self.stepper.context_length
