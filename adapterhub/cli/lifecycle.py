@@ -8,6 +8,7 @@ a gate's evaluations run through an :class:`~adapterhub.AdapterHub` on the adapt
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from ._options import add_registry_option, add_threads_option
@@ -70,7 +71,7 @@ class _LazyEvaluator:
                                                                             .get("base") or {}).get("model")
             self.evaluate = ServingEvaluator(AdapterHub(base, registry=self.registry) if base else
                                              AdapterHub(registry=self.registry))
-        print(f"evaluating {ref} ...", flush=True)
+        print(f"evaluating {ref} ...", file=sys.stderr, flush=True)
         return self.evaluate(ref, data)
 
 

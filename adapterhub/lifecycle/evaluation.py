@@ -3,7 +3,7 @@
 The adapter is pinned exactly as a server pins a request's version (``finance@4`` stays resident under
 that string beside any other version), and scored with the calls a server answers with:
 
-* classification adapters — ``accuracy``, ``macro_f1``, ``micro_f1`` (single-label: equal to accuracy),
+* classification adapters (decoder label scoring, or an encoder's classification head) — ``accuracy``, ``macro_f1``, ``micro_f1`` (single-label: equal to accuracy),
   per-label ``f1`` and ``loss`` (mean negative log of the true label's share among the labels), by the
   same label scoring as ``/v1/classify``;
 * every decoder adapter — ``loss`` and ``perplexity`` on the supervised tokens of the recipe's format,
@@ -53,7 +53,11 @@ class ServingEvaluator:
         entry = self.hub.residency.pin(record.ref, exact=True)
         try:
             metrics: dict[str, Any] = {"ref": record.ref, "data": str(path), "rows": len(rows)}
-            if record.task.is_classification:
+            if record.task.is_encoder_task and record.task.type != "sequence_classification":
+                raise DataError(f"{record.ref} is a {record.task.type} adapter; promotion gates evaluate "
+                                "classifiers and generation adapters only", fix="promote it without a gate",
+                                cli_fix="promote it without --gate")
+            if record.task.is_classification or record.task.is_encoder_task:
                 metrics.update(self._labels(entry, record.task, rows))
             else:
                 metrics.update(self._loss(entry, record.task, rows, fmt, int(spec.get("max_length") or 512)))
@@ -63,7 +67,10 @@ class ServingEvaluator:
 
     def _labels(self, entry: Any, task: Any, rows: list[dict[str, Any]]) -> dict[str, Any]:
         texts, truth = [str(row["text"]) for row in rows], [str(row["label"]) for row in rows]
-        shares = self.hub.label_scores(texts, domain=entry, batch_size=self.batch_size, normalize=True)
+        if task.is_encoder_task:  # the encoder's head answers probabilities per label, as /v1/classify does
+            shares = [answer["scores"] for answer in self.hub.classify(texts, domain=entry)]
+        else:
+            shares = self.hub.label_scores(texts, domain=entry, batch_size=self.batch_size, normalize=True)
         predicted = [max(row, key=row.get) for row in shares]
         found = label_metrics(predicted, truth, labels=task.labels)
         loss = -sum(math.log(max(row.get(label, 0.0), 1e-12)) for row, label in zip(shares, truth)) / max(len(rows), 1)
