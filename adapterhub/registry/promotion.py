@@ -132,6 +132,66 @@ def previous_holder(rows: list[HistoryRow], channel: str) -> int | None:
     return stack[-1] if stack else None
 
 
+class ChannelMoves:
+    """The channel methods of :class:`~adapterhub.registry.Registry` (which provides ``get``, ``root`` and
+    ``channels``)."""
+
+    channels: Channels
+
+    def promote(self, ref: str, *, channel: str, gate: str | None = None, data: Any = None,
+                evaluate: Evaluator | None = None, canary: Any = None,
+                who: str | None = None) -> PromotionResult:
+        """Point ``name@channel`` at ``ref`` (or start a canary of it) if the gate holds on fresh evaluations.
+
+        Args:
+            ref: the candidate (``"finance@4"``).
+            channel: the channel tag (``"prod"``).
+            gate: e.g. ``"accuracy >= prod - 0.5"`` (see :mod:`adapterhub.registry.gates`); needs ``evaluate``.
+            data: the evaluation file (``None``: the recipe's test file).
+            evaluate: ``evaluate(ref, data) -> metrics``, run on the candidate and the current holder;
+                :class:`adapterhub.lifecycle.ServingEvaluator` scores them through the serving path.
+            canary: ``"10%"``: the candidate serves that share of ``name@channel`` requests, the holder stays.
+            who: recorded in the history (default: the OS user).
+
+        Returns:
+            A :class:`~adapterhub.registry.PromotionResult` with the history row written.
+
+        Raises:
+            PromotionRefusedError: the gate failed (both figures named), another promotion of the channel
+                runs or won, or a canary runs; nothing was changed.
+            ConfigError: a malformed gate, channel or share.
+
+        >>> registry.promote("finance@4", channel="prod", gate="accuracy >= prod - 0.5",
+        ...                  evaluate=ServingEvaluator(base)).ref  # doctest: +SKIP
+        'finance@4'
+        """
+        return promote(self, self.channels, ref, channel=channel, gate=gate, data=data, evaluate=evaluate,
+                                 canary=canary, who=who)
+
+    def finish_canary(self, name: str, *, channel: str, who: str | None = None) -> PromotionResult:
+        """Make the running canary of ``name@channel`` its holder (``adapterhub promote --finish``)."""
+        return finish(self, self.channels, name, channel=channel, who=who)
+
+    def rollback(self, name: str, *, channel: str, who: str | None = None) -> PromotionResult:
+        """End ``name@channel``'s canary, or point it back at its previous holder (no evaluation).
+
+        Raises:
+            PromotionRefusedError: no previous holder, or another promotion runs; nothing was changed.
+
+        >>> registry.rollback("finance", channel="prod").row.to_version  # doctest: +SKIP
+        3
+        """
+        return rollback(self, self.channels, name, channel=channel, who=who)
+
+    def history(self, name: str) -> list[HistoryRow]:
+        """Every channel move of ``name``, oldest first (survives ``rebuild_index``: it is not only in SQLite)."""
+        return self.channels.history(name)
+
+    def channel(self, name: str, channel: str) -> ChannelState:
+        """Who holds ``name@channel`` now (and the canary, if one runs)."""
+        return self.channels.state(name, channel)
+
+
 def _check_movable(state: ChannelState, version: int, *, canary: bool) -> None:
     ref = f"{state.name}@{version}"
     where = f"{state.name}@{state.channel}"

@@ -36,8 +36,8 @@ from .files import parse_json
 from .manifest import (ADAPTER_FILES, CONFIG_FILE, MANIFEST_FILE, WEIGHTS_FILE, AdapterRecord, LoadedAdapter,
                        new_manifest, read_adapter_dir, recorded_fields)
 from .refs import parse_ref, validate_name, validate_tag
-from . import promotion
-from .channels import Channels, ChannelState, HistoryRow
+from .channels import Channels
+from .promotion import ChannelMoves
 from .safetensors_file import safetensors_layout, safetensors_tensors
 from .rebuild import RebuildReport, rebuild_index, removed_versions, version_folders, write_removed_mark
 from ..paths import default_registry_root
@@ -48,8 +48,9 @@ ADAPTERS_DIR = "adapters"
 STAGING_DIR = ".staging"
 
 
-class Registry:
-    """A folder of immutable, checksummed adapter versions with an SQLite index.
+class Registry(ChannelMoves):
+    """A folder of immutable, checksummed adapter versions with an SQLite index; channels move through
+    :class:`~adapterhub.registry.promotion.ChannelMoves` (``promote``, ``rollback``, ``history``).
 
     Args:
         root: registry folder; ``None`` uses :func:`adapterhub.paths.default_registry_root`
@@ -383,60 +384,6 @@ class Registry:
         report = rebuild_index(self._index, self.root / ADAPTERS_DIR, removed_versions(self.root))
         report.tags.update(self.channels.restore())  # channels follow their history, not the manifests
         return report
-
-    # --- channels (see channels.py and promotion.py) -------------------------------------------
-    def promote(self, ref: str, *, channel: str, gate: str | None = None, data: Any = None,
-                evaluate: promotion.Evaluator | None = None, canary: Any = None,
-                who: str | None = None) -> promotion.PromotionResult:
-        """Point ``name@channel`` at ``ref`` (or start a canary of it) if the gate holds on fresh evaluations.
-
-        Args:
-            ref: the candidate (``"finance@4"``).
-            channel: the channel tag (``"prod"``).
-            gate: e.g. ``"accuracy >= prod - 0.5"`` (see :mod:`adapterhub.registry.gates`); needs ``evaluate``.
-            data: the evaluation file (``None``: the recipe's test file).
-            evaluate: ``evaluate(ref, data) -> metrics``, run on the candidate and the current holder;
-                :class:`adapterhub.lifecycle.ServingEvaluator` scores them through the serving path.
-            canary: ``"10%"``: the candidate serves that share of ``name@channel`` requests, the holder stays.
-            who: recorded in the history (default: the OS user).
-
-        Returns:
-            A :class:`~adapterhub.registry.promotion.PromotionResult` with the history row written.
-
-        Raises:
-            PromotionRefusedError: the gate failed (both figures named), another promotion of the channel
-                runs or won, or a canary runs; nothing was changed.
-            ConfigError: a malformed gate, channel or share.
-
-        >>> registry.promote("finance@4", channel="prod", gate="accuracy >= prod - 0.5",
-        ...                  evaluate=ServingEvaluator(base)).ref  # doctest: +SKIP
-        'finance@4'
-        """
-        return promotion.promote(self, self.channels, ref, channel=channel, gate=gate, data=data, evaluate=evaluate,
-                                 canary=canary, who=who)
-
-    def finish_canary(self, name: str, *, channel: str, who: str | None = None) -> promotion.PromotionResult:
-        """Make the running canary of ``name@channel`` its holder (``adapterhub promote --finish``)."""
-        return promotion.finish(self, self.channels, name, channel=channel, who=who)
-
-    def rollback(self, name: str, *, channel: str, who: str | None = None) -> promotion.PromotionResult:
-        """End ``name@channel``'s canary, or point it back at its previous holder (no evaluation).
-
-        Raises:
-            PromotionRefusedError: no previous holder, or another promotion runs; nothing was changed.
-
-        >>> registry.rollback("finance", channel="prod").row.to_version  # doctest: +SKIP
-        3
-        """
-        return promotion.rollback(self, self.channels, name, channel=channel, who=who)
-
-    def history(self, name: str) -> list[HistoryRow]:
-        """Every channel move of ``name``, oldest first (survives ``rebuild_index``: it is not only in SQLite)."""
-        return self.channels.history(name)
-
-    def channel(self, name: str, channel: str) -> ChannelState:
-        """Who holds ``name@channel`` now (and the canary, if one runs)."""
-        return self.channels.state(name, channel)
 
     # --- helpers -------------------------------------------------------------------
     def _get_with_verified(self, ref: str) -> tuple[AdapterRecord, dict[str, tuple[str, str]]]:

@@ -67,6 +67,7 @@ class Rollout:
         self.hub, self.unload, self.default_channel, self.poll_s = hub, unload, default_channel, poll_s
         self._followed: dict[tuple[str, str], _Followed] = {}
         self._retired: dict[str, int] = {}  # ref -> polls it has been seen unloaded
+        self._missing: dict[tuple[str, str], float] = {}  # no such channel, as of this monotonic time
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -182,8 +183,16 @@ class Rollout:
         return name, selector
 
     def _follow(self, key: tuple[str, str]) -> _Followed | None:
+        with self._lock:
+            checked = self._missing.get(key)
+        if checked is not None and time.monotonic() - checked < self.poll_s:
+            return None  # asked a moment ago: no registry read per request for a name that is no channel
         state = self._read(key)
         if state is None or state.holder is None:
+            with self._lock:
+                if len(self._missing) >= MAX_FOLLOWED:
+                    self._missing.clear()
+                self._missing[key] = time.monotonic()
             return None  # no such channel (or tag): the request goes on as it was written
         with self._lock:
             if key not in self._followed and len(self._followed) < MAX_FOLLOWED:
