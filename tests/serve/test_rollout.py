@@ -175,3 +175,24 @@ def test_admin_routes_need_an_admin_key_and_a_failing_gate_changes_nothing(tiny_
     finally:
         srv.stop()
         hub.close()
+
+
+def test_a_default_channel_follows_a_move_made_outside_the_server(tiny_base, channel_registry):
+    """``serve --channel prod``: a bare name means name@prod; a promotion by another process (the CLI writes the
+    registry) is seen by the server's poll, no restart."""
+    from adapterhub import Registry
+
+    hub, srv = start_server(tiny_base, channel_registry, channel="prod", channel_poll_s=0.5)
+    try:
+        with httpx.Client(timeout=120) as http:
+            holder = channel_registry.channel("finance", "prod").holder
+            other = 1 if holder != 1 else 2
+            alone = {version: stream_text(http, srv.url, f"finance@{version}") for version in (holder, other)}
+            assert alone[holder] != alone[other]
+            assert stream_text(http, srv.url, "finance") == alone[holder]
+            Registry(channel_registry.root).promote(f"finance@{other}", channel="prod", who="cli")
+            wait_for(lambda: stream_text(http, srv.url, "finance") == alone[other], "the out-of-band promotion")
+            assert stream_text(http, srv.url, "finance@latest") == stream_text(http, srv.url, "finance@3")
+    finally:
+        srv.stop()
+        hub.close()
