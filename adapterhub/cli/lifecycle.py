@@ -16,7 +16,7 @@ from ._output import print_json, print_table
 
 GATE_HELP = ("e.g. 'accuracy >= prod - 0.5 and loss <= holder.loss * 1.1': metrics of the candidate; holder.<metric> "
              "(or <channel>.<metric>, or a bare channel name for the metric on the left) are the current holder's; "
-             "rates (accuracy, macro_f1, micro_f1, json_valid) in percent")
+             "rates (accuracy, macro_f1, micro_f1, json_valid, exact_match) in percent")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -7,7 +7,10 @@ that string beside any other version), and scored with the calls a server answer
   per-label ``f1`` and ``loss`` (mean negative log of the true label's share among the labels), by the
   same label scoring as ``/v1/classify``;
 * every decoder adapter — ``loss`` and ``perplexity`` on the supervised tokens of the recipe's format,
-  from the routed forward pass the stepper runs.
+  from the routed forward pass the stepper runs;
+* instruction adapters whose answers are JSON objects (the education recipe) — also ``json_valid``,
+  ``exact_match`` and per-field ``field_accuracy`` of greedy answers generated as a server generates them
+  (:func:`adapterhub.training.json_metrics.json_answer_metrics`).
 
 >>> ServingEvaluator(hub)("finance@4", None)["accuracy"]  # doctest: +SKIP
 0.9167
@@ -20,10 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DataError
-from ..training.data import encode_split, map_fields, read_rows
+from ..training.data import encode_split, map_fields, output_text, read_rows
 from ..training.evaluate import label_metrics
 from ..training.examples import IGNORE
+from ..training.json_metrics import json_answer_metrics
 from ..training.recipe import Source
+
+MAX_ANSWER_TOKENS = 256  # a JSON answer longer than the longest reference plus 8 tokens is cut here
 
 
 class ServingEvaluator:
@@ -61,6 +67,8 @@ class ServingEvaluator:
                 metrics.update(self._labels(entry, record.task, rows))
             else:
                 metrics.update(self._loss(entry, record.task, rows, fmt, int(spec.get("max_length") or 512)))
+                if fmt == "instruction" and rows and all(isinstance(row["output"], dict) for row in rows):
+                    metrics.update(self._json_answers(entry, rows))
             return metrics
         finally:
             self.hub.residency.unpin(entry)
@@ -91,6 +99,15 @@ class ServingEvaluator:
                 total, count = total - float(picked.sum()), count + int(mask.sum())
         loss = total / max(count, 1)
         return {"loss": round(loss, 4), "perplexity": round(math.exp(min(loss, 50)), 4), "tokens": count}
+
+    def _json_answers(self, entry: Any, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        prompts = [str(row["instruction"]) + (f"\n\n{row['input']}" if row.get("input") else "") for row in rows]
+        longest = max(len(self.hub.tokenizer(output_text(row["output"]))["input_ids"]) for row in rows)
+        answers: list[str] = []
+        for start in range(0, len(prompts), self.batch_size):  # the adapter's own prompt rendering, greedy
+            answers += self.hub.generate(prompts[start:start + self.batch_size], domain=entry,
+                                         max_new_tokens=min(longest + 8, MAX_ANSWER_TOKENS))
+        return json_answer_metrics(answers, [row["output"] for row in rows])
 
 
 def _recipe_test_file(ref: str, spec: dict[str, Any]) -> Path:

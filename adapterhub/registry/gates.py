@@ -8,7 +8,7 @@ A gate is one or more comparisons joined by ``and`` (or commas)::
 Names are the candidate's metrics (``accuracy``, ``macro_f1``, ``micro_f1``, ``loss``, ``perplexity``,
 ``json_valid`` …). The current holder's values are ``holder.<metric>`` (also ``<channel>.<metric>``, e.g.
 ``prod.loss``); a bare ``holder`` or channel name means the holder's value of the first metric named in the
-comparison. Rates (``accuracy``, the F1 scores, ``json_valid``) are in percent, as people read them:
+comparison. Rates (``accuracy``, the F1 scores, ``json_valid``, ``exact_match``) are in percent, as people read them:
 ``accuracy >= prod - 0.5`` allows half a point less than the holder. Numbers, ``+ - * /`` and parentheses
 are the whole language.
 
@@ -30,7 +30,7 @@ from typing import Any, Callable, Mapping
 
 from ..errors import ConfigError
 
-PERCENT_METRICS = frozenset({"accuracy", "macro_f1", "micro_f1", "json_valid"})
+PERCENT_METRICS = frozenset({"accuracy", "macro_f1", "micro_f1", "json_valid", "exact_match"})
 HOLDER = "holder"
 _TOKEN = re.compile(r"\s*(?:(?P<number>\d+(?:\.\d*)?|\.\d+)|(?P<name>[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)?)"
                     r"|(?P<op>>=|<=|==|!=|[<>+\-*/(),]))")

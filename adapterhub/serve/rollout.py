@@ -127,6 +127,16 @@ class Rollout:
         self.routed.labels(adapter=key[0], channel=key[1], role=role).inc()
         return routed
 
+    def follows(self, ref: str | None) -> bool:
+        """Whether ``ref`` is served through a channel here (then each request picks its version at arrival)."""
+        key = self._channel_key(ref)
+        if key is None:
+            return False
+        with self._lock:
+            if key in self._followed:
+                return True
+        return self._follow(key) is not None
+
     def observe(self, endpoint: str, adapter: str, status: int, seconds: float) -> None:
         """Count one finished request of ``adapter`` (an exact version) for each channel role serving it."""
         for key, followed, role in self._roles_of(adapter):

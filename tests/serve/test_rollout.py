@@ -19,18 +19,28 @@ CLIENTS = 32
 
 
 @pytest.fixture(scope="module")
-def channel_registry(tiny_base, tmp_path_factory):
-    """finance@1..3: classification LoRAs with clearly different weights (different greedy answers)."""
-    from adapterhub import Registry
+def rollout_adapters(tiny_base, tmp_path_factory):
+    """Three classification LoRAs with clearly different weights (different greedy answers)."""
     from adapterhub.runtime.testing import make_random_adapters
 
-    folders = make_random_adapters(tiny_base, tmp_path_factory.mktemp("rollout-adapters"), count=3, r=4, std=0.5,
-                                   seed=11)
-    registry = Registry(tmp_path_factory.mktemp("rollout-registry"))
+    return make_random_adapters(tiny_base, tmp_path_factory.mktemp("rollout-adapters"), count=3, r=4, std=0.5,
+                                seed=11)
+
+
+def finance_registry(root, folders, base):
+    """finance@1..3 from ``folders``, with finance@prod at finance@1."""
+    from adapterhub import Registry
+
+    registry = Registry(root)
     for folder in folders:
-        registry.add(folder, "finance", task=SENTIMENT, base=tiny_base)
+        registry.add(folder, "finance", task=SENTIMENT, base=base)
     registry.promote("finance@1", channel="prod")
     return registry
+
+
+@pytest.fixture(scope="module")
+def channel_registry(tiny_base, rollout_adapters, tmp_path_factory):
+    return finance_registry(tmp_path_factory.mktemp("rollout-registry"), rollout_adapters, tiny_base)
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +65,9 @@ def stream_text(http: httpx.Client, url: str, model: str) -> str:
     return "".join(parts)
 
 
-def wait_for(condition, what: str, limit: float = 5.0):
-    """Poll ``condition`` until it is truthy; fail naming ``what`` after ``limit`` seconds (the issue's bound)."""
+def wait_for(condition, what: str, limit: float = 120.0):
+    """Poll ``condition`` until it is truthy; fail naming ``what`` after ``limit`` seconds (a guard against a hang,
+    not a speed claim: the issue's <= 5 s switch is measured by ``python -m adapterhub.bench.rollout``)."""
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
         value = condition()
@@ -89,12 +100,13 @@ def test_streams_across_a_promotion_and_a_rollback_never_fail_nor_mix_versions(l
             moved = admin.post(srv.url + "/v1/adapters/finance/promote", json={"version": 2, "channel": "prod"})
             assert moved.status_code == 200, moved.text
             assert (moved.json()["from"], moved.json()["to"]) == (1, 2)
-            wait_for(lambda: stream_text(admin, srv.url, "finance@prod") == alone[2], "the promotion")
+            # the server re-read the channel before it answered: the very next request gets the new version
+            assert stream_text(admin, srv.url, "finance@prod") == alone[2]
             seen = len(results)
             wait_for(lambda: len(results) >= seen + CLIENTS, "answers after the promotion", limit=300)
             back = admin.post(srv.url + "/v1/adapters/finance/rollback", json={"channel": "prod"})
             assert back.status_code == 200 and back.json()["to"] == 1, back.text
-            wait_for(lambda: stream_text(admin, srv.url, "finance@prod") == alone[1], "the rollback")
+            assert stream_text(admin, srv.url, "finance@prod") == alone[1]
             seen = len(results)
             wait_for(lambda: len(results) >= seen + CLIENTS, "answers after the rollback", limit=300)
         stop.set()
@@ -196,3 +208,58 @@ def test_a_default_channel_follows_a_move_made_outside_the_server(tiny_base, cha
     finally:
         srv.stop()
         hub.close()
+
+
+def test_replicas_sharing_a_registry_follow_a_move_made_through_one_of_them(tiny_llama_dir, tiny_base,
+                                                                          rollout_adapters, tmp_path):
+    """Two Ray replicas' servers (in-process, without Ray's routing): the multiplex fetch of ``finance@prod``
+    keeps no stale copy, a promotion through replica A is served by A at once and by B after its poll."""
+    import asyncio
+
+    from adapterhub.serve import ServeOptions
+    from adapterhub.serve.replicas import ReplicaServer, ReplicaSettings
+
+    registry = finance_registry(tmp_path / "shared", rollout_adapters, tiny_base)
+    settings = ReplicaSettings(base=str(tiny_llama_dir), device="cpu", registry=str(registry.root),
+                               options=ServeOptions(max_rows=8, max_new_tokens=64, base_name="tiny",
+                                                    channel_poll_s=0.2))
+    replicas = [ReplicaServer(settings, "a"), ReplicaServer(settings, "b")]
+
+    async def call(replica, method, path, payload):
+        body = json.dumps(payload).encode()
+        request = {"method": method, "path": path, "headers": [("content-type", "application/json")]}
+        status, chunks = None, []
+        async for part in replica.forward(request, body):
+            if isinstance(part, dict):
+                status = part["status"]
+            else:
+                chunks.append(part)
+        assert status == 200, b"".join(chunks)
+        return json.loads(b"".join(chunks))
+
+    async def answer(replica, model):
+        replica.fetch(model)  # what Ray's multiplexing calls before it forwards
+        done = await call(replica, "POST", "/v1/completions",
+                          {"model": model, "prompt": PROMPT, "max_tokens": 12, "temperature": 0})
+        return done["choices"][0]["text"]
+
+    async def scenario():
+        a, b = replicas
+        alone = {version: await answer(a, f"finance@{version}") for version in (1, 2)}
+        assert alone[1] != alone[2]
+        assert [await answer(r, "finance@prod") for r in replicas] == [alone[1], alone[1]]
+        # Ray's multiplex cache holds no version for a channel id: evicting it must not unload what a channel holds
+        assert a.fetch("finance@prod").name is None and a.fetch("finance@1").name == "finance@1"
+        moved = await call(a, "POST", "/v1/adapters/finance/promote", {"version": 2, "channel": "prod"})
+        assert (moved["from"], moved["to"]) == (1, 2)
+        assert await answer(a, "finance@prod") == alone[2]
+        deadline = time.monotonic() + 120
+        while await answer(b, "finance@prod") != alone[2]:
+            assert time.monotonic() < deadline, "replica B never followed the promotion"
+            await asyncio.sleep(0.1)
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        for replica in replicas:
+            replica.close()
