@@ -4,8 +4,9 @@ One server (the embedded base by default) serves ``finance@prod`` to N clients t
 without pause. Each repeat moves the channel four times — a promotion and a rollback over the admin HTTP route,
 then a promotion and a rollback made by another :class:`~adapterhub.Registry` object (what the CLI in another
 process does: the server learns of it only by polling) — and records, per move, the seconds from the move's
-commit to the start of the first request answered by the new holder. Every answer must equal one version's own
-answer (no failure, no mix). Then a 10% canary serves ``--requests`` requests and the share the candidate
+commit until the server routes ``finance@prod`` to the new holder (its ``adapterhub_channel_version`` gauge,
+the state routing reads), then checks that every request begun after that answered with the new holder. Every
+answer must equal one version's own answer (no failure, no mix). Then a 10% canary serves ``--requests`` requests and the share the candidate
 answered is counted from the answers themselves.
 
     python -m adapterhub.bench.rollout --out bench-out/rollout      # writes rollout.json, prints a summary
@@ -25,10 +26,11 @@ from typing import Any
 
 PROMPT = "The quarterly revenue of the company rose while margins narrowed"
 MAX_TOKENS = 12
+CANARY_TOKENS = 4  # enough to tell the two versions apart (checked), short enough for 1,000 requests on a CPU
 
 
-def _stream(http: Any, url: str, model: str) -> str:
-    body = {"model": model, "prompt": PROMPT, "max_tokens": MAX_TOKENS, "temperature": 0, "stream": True}
+def _stream(http: Any, url: str, model: str, max_tokens: int = MAX_TOKENS) -> str:
+    body = {"model": model, "prompt": PROMPT, "max_tokens": max_tokens, "temperature": 0, "stream": True}
     parts = []
     with http.stream("POST", url + "/v1/completions", json=body) as answer:
         if answer.status_code != 200:
@@ -74,15 +76,28 @@ class Load:
                 except Exception as error:  # noqa: BLE001 - counted: the target is zero
                     self.failures.append(repr(error)[:300])
 
-    def switched(self, moved_at: float, new: str, limit: float = 120.0) -> float:
-        """Seconds from ``moved_at`` to the start of the first answer of ``new`` begun after it."""
-        deadline = time.monotonic() + limit
-        while time.monotonic() < deadline:
-            after = sorted(started for started, text in list(self.answers) if started >= moved_at and text == new)
-            if after:
-                return after[0] - moved_at
-            time.sleep(0.05)
-        raise RuntimeError(f"the new holder's answer was not seen within {limit} s")
+    def answered_after(self, moment: float) -> list[str]:
+        """The answers of requests started at or after ``moment`` (monotonic)."""
+        return [text for started, text in list(self.answers) if started >= moment]
+
+
+def _routed_to(http: Any, url: str, version: int, limit: float = 120.0) -> float:
+    """Wait until the server routes ``finance@prod`` to ``version`` (its holder gauge); the monotonic time then."""
+    line = f'adapterhub_channel_version{{adapter="finance",channel="prod",role="holder"}} {float(version)}'
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if line in http.get(url + "/metrics").text:
+            return time.monotonic()
+        time.sleep(0.02)
+    raise RuntimeError(f"the server did not route finance@prod to finance@{version} within {limit} s")
+
+
+def _wait(condition: Any, limit: float = 600.0) -> None:
+    deadline = time.monotonic() + limit
+    while not condition():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no progress within {limit} s")
+        time.sleep(0.05)
 
 
 def run(base: str | None, *, clients: int, repeats: int, requests: int, poll_s: float) -> dict[str, Any]:
@@ -108,52 +123,60 @@ def run(base: str | None, *, clients: int, repeats: int, requests: int, poll_s: 
             raise RuntimeError("the two random adapters answer alike; raise std")
         outside = Registry(registry.root)  # like the CLI in another process: the server only polls the registry
         with Load(server.url, "finance@prod", clients) as load:
-            load.switched(time.monotonic() - 1, alone[1])
+            _wait(lambda: len(load.answers) >= clients)
             for repeat in range(repeats):
                 for how in ("http", "registry"):
                     for op, to in (("promote", 2), ("rollback", 1)):
+                        before = time.monotonic()
                         if how == "http":
                             path = f"/v1/adapters/finance/{op}"
                             sent = {"channel": "prod", **({"version": to} if op == "promote" else {})}
-                            answer = http.post(server.url + path, json=sent)
-                            answer.raise_for_status()
+                            http.post(server.url + path, json=sent).raise_for_status()
                         elif op == "promote":
                             outside.promote(f"finance@{to}", channel="prod", who="bench")
                         else:
                             outside.rollback("finance", channel="prod", who="bench")
-                        moved_at = time.monotonic()
-                        delay = load.switched(moved_at, alone[to])
-                        moves.append({"repeat": repeat, "via": how, "op": op, "to": to, "seconds": round(delay, 3)})
-                        print(f"repeat {repeat} {how:8} {op:8} -> finance@{to}: new requests served by it after "
-                              f"{delay:.2f} s", flush=True)
-                        time.sleep(0.5)
+                        moved_at = time.monotonic()  # committed (the HTTP route answers after the commit)
+                        routed_at = _routed_to(http, server.url, to)
+                        # every request begun after the switch must answer with the new holder: let `clients` finish
+                        _wait(lambda: len(load.answered_after(routed_at)) >= clients)
+                        late = sum(text != alone[to] for text in load.answered_after(routed_at))
+                        moves.append({"repeat": repeat, "via": how, "op": op, "to": to,
+                                      "move_s": round(moved_at - before, 3),
+                                      "switch_s": round(max(routed_at - moved_at, 0.0), 3), "old_after_switch": late})
+                        print(f"repeat {repeat} {how:8} {op:8} -> finance@{to}: routed to it {routed_at - moved_at:.2f} s "
+                              f"after the commit; {late} requests begun later answered otherwise", flush=True)
         answers = [text for _, text in load.answers]
         streaming = {"answers": len(answers), "failures": len(load.failures), "failure_samples": load.failures[:5],
                      "mixed_or_foreign": sum(text not in alone.values() for text in answers)}
         http.post(server.url + "/v1/adapters/finance/promote",
                   json={"channel": "prod", "version": 2, "canary": "10%"}).raise_for_status()
-        served = _canary(server.url, requests, clients)
+        short = {version: _stream(http, server.url, f"finance@{version}", CANARY_TOKENS) for version in (1, 2)}
+        tokens = CANARY_TOKENS if short[1] != short[2] else MAX_TOKENS
+        short = short if tokens == CANARY_TOKENS else alone
+        served = _canary(server.url, requests, clients, tokens)
         http.post(server.url + "/v1/adapters/finance/rollback", json={"channel": "prod"}).raise_for_status()
     hub.close()
-    canary_answers = served.count(alone[2])
+    canary_answers = served.count(short[2])
     summary = {}
     for how in ("http", "registry"):
-        seconds = [move["seconds"] for move in moves if move["via"] == how]
+        seconds = [move["switch_s"] for move in moves if move["via"] == how]
         summary[how] = {"median_s": round(statistics.median(seconds), 3), "max_s": max(seconds),
-                        "min_s": min(seconds), "moves": len(seconds)}
+                        "min_s": min(seconds), "moves": len(seconds),
+                        "old_after_switch": sum(move["old_after_switch"] for move in moves if move["via"] == how)}
     return {"base": hub.base.spec.name, "clients": clients, "poll_s": poll_s, "moves": moves,
             "switch_seconds": summary, "streaming": streaming,
             "canary": {"requests": len(served), "candidate": canary_answers,
                        "share_percent": round(100 * canary_answers / max(len(served), 1), 2),
-                       "neither": sum(text not in alone.values() for text in served)}}
+                       "neither": sum(text not in short.values() for text in served), "max_tokens": tokens}}
 
 
-def _canary(url: str, requests: int, clients: int) -> list[str]:
+def _canary(url: str, requests: int, clients: int, max_tokens: int) -> list[str]:
     import httpx
 
     def one(_: int) -> str:
         with httpx.Client(timeout=300) as http:
-            return _stream(http, url, "finance@prod")
+            return _stream(http, url, "finance@prod", max_tokens)
 
     with ThreadPoolExecutor(clients) as pool:
         return list(pool.map(one, range(requests)))
