@@ -178,8 +178,10 @@ def _canary(url: str, requests: int, clients: int, max_tokens: int) -> list[str]
         with httpx.Client(timeout=300) as http:
             return _stream(http, url, "finance@prod", max_tokens)
 
+    from tqdm import tqdm
+
     with ThreadPoolExecutor(clients) as pool:
-        return list(pool.map(one, range(requests)))
+        return list(tqdm(pool.map(one, range(requests)), total=requests, desc="canary requests"))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -166,7 +166,7 @@ class ChannelMoves:
         'finance@4'
         """
         return promote(self, self.channels, ref, channel=channel, gate=gate, data=data, evaluate=evaluate,
-                                 canary=canary, who=who)
+                       canary=canary, who=who)
 
     def finish_canary(self, name: str, *, channel: str, who: str | None = None) -> PromotionResult:
         """Make the running canary of ``name@channel`` its holder (``adapterhub promote --finish``)."""
