@@ -101,13 +101,18 @@ def _wait(condition: Any, limit: float = 600.0) -> None:
 
 
 def run(base: str | None, *, clients: int, repeats: int, requests: int, poll_s: float) -> dict[str, Any]:
+    """Measure on a fresh registry of two random adapters in a temporary folder (removed afterwards)."""
+    with tempfile.TemporaryDirectory(prefix="rollout-bench-") as folder:
+        return _run(Path(folder), base, clients=clients, repeats=repeats, requests=requests, poll_s=poll_s)
+
+
+def _run(work: Path, base: str | None, *, clients: int, repeats: int, requests: int, poll_s: float) -> dict[str, Any]:
     import httpx
 
     from .. import AdapterHub, Registry
     from ..runtime.testing import make_random_adapters
     from ..serve import ServeOptions, ServerThread, build_app
 
-    work = Path(tempfile.mkdtemp(prefix="rollout-bench-"))
     hub = AdapterHub(base) if base else AdapterHub()
     registry = Registry(work / "registry")
     for folder in make_random_adapters(hub.base, work / "adapters", count=2, r=8, std=0.05, seed=3):
