@@ -124,6 +124,12 @@ class AdapterNotFoundError(RegistryError, LookupError):
     http_fix = _MODELS_HINT
 
 
+class PromotionRefusedError(RegistryError, RuntimeError):
+    """A promotion, canary or rollback was refused (gate failed, another one running or won); nothing changed."""
+
+    http_fix = "GET /v1/adapters/<name>/history shows the channel's moves"
+
+
 class InvalidAdapterError(RegistryError, ValueError):
     """An adapter directory is malformed, pickle-only or of an unknown method."""
 

@@ -1,4 +1,4 @@
-"""``adapterhub registry list|show|import|rm|tag|verify|export|gc|rebuild-index``: thin calls into :class:`Registry`."""
+"""``adapterhub registry list|show|import|rm|tag|verify|export|gc|rebuild-index|history``: thin calls into :class:`Registry`."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import sys
 from typing import Any, Sequence
 
 from ._options import add_registry_option
+from .lifecycle import add_history_verb
 from ._output import human_bytes, print_fields, print_json, print_table
 
 LIST_COLUMNS = ("ref", "domain", "method", "task", "metric", "tags", "base", "created")
@@ -66,6 +67,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     verb("rebuild-index", _rebuild_index, "index every verifying version folder again (after losing index.sqlite)",
          json=True)
+    add_history_verb(verb)
 
 
 def _registry(args: argparse.Namespace) -> Any:
