@@ -44,6 +44,7 @@ class ServeOptions:
     log_text: bool = False
     allow_hf: bool = False  # hf:// references may load on first use
     base_name: str | None = None  # the base's model id (default: its alias or folder name)
+    strict: bool = False  # refuse adapters whose contract was never evaluated on this base's quantisation
 
 
 @dataclass
@@ -79,6 +80,7 @@ class Engine:
         self._residency_lock = threading.Lock()
         self.draining = False
         self.metrics.resident.set(len(hub.resident()))
+        hub.contracts.strict = hub.contracts.strict or self.options.strict
 
     def start(self) -> None:
         self.scheduler.start()
