@@ -58,10 +58,27 @@ def schema_dict(schema: Any) -> dict[str, Any]:
         except json.JSONDecodeError as error:
             raise SchemaError(f"the response schema is not valid JSON ({error})") from None
     if isinstance(schema, type) and hasattr(schema, "model_json_schema"):
+        closed = (getattr(schema, "model_config", {}) or {}).get("extra") != "allow"
         schema = schema.model_json_schema()
+        if closed:  # a pydantic model ignores unknown keys: generating them only wastes tokens
+            schema = _closed(schema)
     if not isinstance(schema, dict):
         raise SchemaError(f"a response schema must be a JSON schema object or a pydantic model class, "
                           f"not {type(schema).__name__}")
+    return schema
+
+
+def _closed(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` with ``additionalProperties: false`` on every object that lists properties and says nothing."""
+    stack = [schema]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if "properties" in node and "additionalProperties" not in node:
+                node["additionalProperties"] = False
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
     return schema
 
 
