@@ -103,8 +103,11 @@ class StructuredCalls:
                     sampler = constrained.ConstrainedSampler(sampler, self.grammars.state(chosen.schema))
                 limit = chosen.max_tokens or DEFAULT_MAX_NEW_TOKENS
                 prompt = stepper.encode(text, entry, chat=chat)
-                self._check_context(len(prompt) + stepper.prefix_tokens(entry) + limit,
-                                    f"a prompt ({len(prompt)} tokens) + max_new_tokens={limit}")
+                needed = len(prompt) + stepper.prefix_tokens(entry) + limit
+                if needed > stepper.context_length:
+                    raise ConfigError(f"a prompt ({len(prompt)} tokens) + max_new_tokens={limit} needs {needed} "
+                                      f"positions but the base's context is {stepper.context_length} tokens; shorten "
+                                      "the input or ask for fewer new tokens")
                 rows.append(constrained.Row(prompt=prompt, entry=entry, sampler=sampler, max_new_tokens=limit,
                                             stops=chosen.stops))
             return constrained.generate_rows(stepper, rows) if rows else []
