@@ -8,8 +8,8 @@ renames the canonical fields to your column names):
 format          fields                             supervised (loss) tokens
 =============== ================================== ======================================
 classification  ``text``, ``label``                the label and the end token
-instruction     ``instruction``, ``input``?,       the output and the end token
-                ``output``
+instruction     ``instruction``, ``input``?,       the output and the end token (an object
+                ``output``                         or list is written as JSON)
 chat            ``messages`` (role/content list)   every assistant turn
 completion      ``prompt``?, ``completion``        the completion (or all of ``text``)
                 — or ``text``
@@ -179,7 +179,7 @@ def encode(row: dict[str, Any], *, fmt: str, tokenizer: Any, task: TaskSpec) -> 
     elif fmt == "instruction":
         text = str(row["instruction"]) + (f"\n\n{row['input']}" if row.get("input") else "")
         pieces = [(prompt_ids(tokenizer, render_prompt(tokenizer, task, text)), False),
-                  (answer_ids(tokenizer, str(row["output"])), True)]
+                  (answer_ids(tokenizer, output_text(row["output"])), True)]
     elif fmt == "completion":
         if "completion" in row:
             prompt = render_prompt(tokenizer, task, str(row["prompt"])) if row.get("prompt") else ""
@@ -195,6 +195,15 @@ def encode(row: dict[str, Any], *, fmt: str, tokenizer: Any, task: TaskSpec) -> 
         input_ids.extend(ids)
         labels.extend(ids if supervised else [IGNORE] * len(ids))
     return input_ids, labels
+
+
+def output_text(output: Any) -> str:
+    """An instruction row's answer as the model learns to write it: text as is, a JSON object or list as JSON.
+
+    >>> output_text({"subject": "physics", "level": "primary"})
+    '{"subject": "physics", "level": "primary"}'
+    """
+    return json.dumps(output, ensure_ascii=False) if isinstance(output, (dict, list)) else str(output)
 
 
 def _chat_pieces(messages: Any, *, tokenizer: Any, task: TaskSpec) -> list[tuple[list[int], bool]]:
