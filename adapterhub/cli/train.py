@@ -107,6 +107,10 @@ def _summary(metrics: dict[str, Any]) -> str:
     if "per_type" in metrics:  # NER: entity-level, exact spans
         parts.append(f"entity F1 {metrics['f1']:.3f} (precision {metrics['precision']:.3f}, recall "
                      f"{metrics['recall']:.3f}, {metrics['support']} entities)")
+    if "json_valid" in metrics:  # answers generated under the response schema
+        fields = ", ".join(f"{key.removesuffix('_accuracy')} {value:.1%}" for key, value in metrics.items()
+                           if key.endswith("_accuracy"))
+        parts.append(f"JSON valid {metrics['json_valid']:.1%}, exact match {metrics['exact_match']:.1%} ({fields})")
     if "loss" in metrics:
         parts.append(f"loss {metrics['loss']:.4f}" + (f", perplexity {metrics['perplexity']:.3f}"
                                                       if "perplexity" in metrics else ""))

@@ -18,19 +18,16 @@ has no contract (every registry written before contracts existed).
 
 from __future__ import annotations
 
-import json
 import tempfile
 from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ..errors import ContractError
-from .files import json_depth_ok
+from ..errors import ContractError, SchemaError
 
 QUANTIZATION_NAMES = ("none", "nf4", "fp4", "int8")
 """Keys of ``evaluated_on``: ``none`` is the unquantised base."""
-MAX_SCHEMA_BYTES = 64 * 1024
 
 
 class ServeDefaults(BaseModel):
@@ -96,20 +93,14 @@ def check_schema(schema: Any) -> None:
     Raises:
         ContractError: naming the problem (an unsupported feature by its keyword).
     """
+    from ..grammar import check
+
     if not isinstance(schema, Mapping):
         raise ContractError(f"schema must be a JSON schema object, not {type(schema).__name__}")
-    text = json.dumps(schema, sort_keys=True)
-    if len(text.encode()) > MAX_SCHEMA_BYTES or not json_depth_ok(schema, 48):
-        raise ContractError(f"schema is over {MAX_SCHEMA_BYTES // 1024} KiB or nests over 48 levels")
-    import llguidance
-
     try:
-        grammar = llguidance.LLMatcher.grammar_from_json_schema(text, defaults={"whitespace_flexible": False})
-        problem = llguidance.LLMatcher.validate_grammar(grammar)
-    except ValueError as error:
-        problem = str(error)
-    if problem and not problem.startswith("WARNING"):
-        raise ContractError(f"schema is not supported by constrained decoding: {problem.strip().splitlines()[0]}")
+        check(dict(schema))
+    except SchemaError as error:
+        raise ContractError(f"schema: {error}") from None
 
 
 def parse_contract(value: Any, *, where: str) -> Contract:
@@ -132,6 +123,12 @@ def record_contract(manifest: Mapping[str, Any]) -> Contract | None:
     """The contract an entry's manifest records (``None``: none, as in every pre-contract registry)."""
     value = manifest.get("contract")
     return None if value is None else parse_contract(value, where=str(manifest.get("name", "manifest")))
+
+
+def contract_schema(manifest: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The default response schema an entry's contract records (``None``: no contract or no schema)."""
+    contract = record_contract(manifest)
+    return None if contract is None else contract.response_schema
 
 
 def trained_contract(serve: ServeDefaults | None, metrics: Mapping[str, Any], quantize: str | None) -> dict | None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from ..errors import ConfigError
-from .grammar import GrammarState
+from ..grammar import GrammarState
 from .sampling import Sampler
 
 
@@ -27,7 +27,7 @@ class ConstrainedSampler:
 
     Args:
         sampler: chooses among the allowed tokens (greedy, or temperature / top-p over them).
-        state: the row's :class:`~adapterhub.runtime.grammar.GrammarState`.
+        state: the row's :class:`~adapterhub.grammar.GrammarState`.
     """
 
     def __init__(self, sampler: Sampler, state: GrammarState) -> None:

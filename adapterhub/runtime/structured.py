@@ -21,7 +21,7 @@ from ..errors import ConfigError
 from . import constrained, mixing
 from .batch import UNSET
 from .contracts import Contracts
-from .grammar import Grammars
+from ..grammar import Grammars
 
 DEFAULT_MAX_NEW_TOKENS = 64
 

@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 from adapterhub import AdapterHub, Registry
 from adapterhub.errors import ConfigError, ContractError, SchemaError
 from adapterhub.registry.contract import set_contract
-from adapterhub.runtime.grammar import MAX_SCHEMA_BYTES, Grammars
+from adapterhub.grammar import MAX_SCHEMA_BYTES, Grammars
 from adapterhub.runtime.testing import make_random_adapters
 
 PICK = {"type": "object", "properties": {"a": {"type": "integer", "minimum": 0, "maximum": 99},

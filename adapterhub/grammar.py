@@ -26,8 +26,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import SchemaError
-from ..registry.files import json_depth_ok
+from .errors import SchemaError
 
 MAX_SCHEMA_BYTES = 64 * 1024
 """Longest schema text compiled (a 20,000-value enum is ~400 KiB and takes llguidance ~80 ms)."""
@@ -37,7 +36,9 @@ CACHE_SIZE = 256
 """Compiled schemas kept per tokenizer (least recently used dropped first)."""
 JSON_OBJECT = {"type": "object"}
 """The schema OpenAI's ``response_format: {"type": "json_object"}`` stands for: any JSON object."""
-_OPTIONS = {"whitespace_flexible": False}  # compact JSON: no whitespace runs for a weak model to loop in
+JSON_LAYOUT = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
+"""How constrained JSON is written: Python's ``json.dumps`` layout (the one :func:`adapterhub.training.data.output_text`
+trains answers in), and no other whitespace (no runs of blanks for a weak model to loop in)."""
 
 
 def schema_dict(schema: Any) -> dict[str, Any]:
@@ -83,11 +84,55 @@ def _closed(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 def canonical(schema: dict[str, Any]) -> str:
-    """The schema's text with sorted keys: equal schemas share one cache entry."""
+    """The text a schema is compiled from and cached under: its objects' ``properties`` in the order their
+    ``required`` lists them, then the rest as given. An answer writes its keys in ``properties``' order, and a
+    stored manifest sorts its keys (lists keep their order): a contract's schema answers as its author wrote it.
+
+    >>> canonical({"properties": {"b": {}, "a": {}}, "required": ["b", "a"]})
+    '{"properties":{"b":{},"a":{}},"required":["b","a"]}'
+    """
     try:
-        return json.dumps(schema, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return json.dumps(_in_required_order(schema), separators=(",", ":"), ensure_ascii=False)
     except (TypeError, ValueError, RecursionError) as error:
         raise SchemaError(f"the response schema cannot be written as JSON ({error})") from None
+
+
+def _in_required_order(node: Any) -> Any:
+    """A copy of ``node`` with every object's ``properties`` listed in its ``required`` order, then the rest."""
+    if isinstance(node, list):
+        return [_in_required_order(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    copy = {key: _in_required_order(value) for key, value in node.items()}
+    properties, required = copy.get("properties"), node.get("required")
+    if isinstance(properties, dict) and isinstance(required, list):
+        first = [name for name in dict.fromkeys(required) if isinstance(name, str) and name in properties]
+        copy["properties"] = {**{name: properties[name] for name in first}, **properties}
+    return copy
+
+
+def check(schema: Any) -> dict[str, Any]:
+    """``schema`` as a dict, refused now if constrained decoding could never use it (no tokenizer needed).
+
+    Raises:
+        SchemaError: malformed, over the size or nesting bounds, or naming the feature llguidance lacks.
+
+    >>> check({"type": "object", "properties": {"n": {"type": "integer"}}})
+    {'type': 'object', 'properties': {'n': {'type': 'integer'}}}
+    """
+    import llguidance
+
+    schema = schema_dict(schema)
+    key = canonical(schema)
+    _check_bounds(schema, key)
+    try:
+        problem = llguidance.LLMatcher.validate_grammar(
+            llguidance.LLMatcher.grammar_from_json_schema(key, defaults=JSON_LAYOUT))
+    except ValueError as error:
+        problem = str(error)
+    if problem and not problem.startswith("WARNING"):
+        raise SchemaError(f"the response schema is not supported: {_first_line(problem)}")
+    return schema
 
 
 @dataclass(frozen=True)
@@ -153,7 +198,7 @@ class Grammars:
         with self._lock:
             tokenizer = self._llg_tokenizer()
         try:
-            grammar = llguidance.LLMatcher.grammar_from_json_schema(key, defaults=_OPTIONS)
+            grammar = llguidance.LLMatcher.grammar_from_json_schema(key, defaults=JSON_LAYOUT)
         except ValueError as error:
             raise SchemaError(f"the response schema cannot be compiled: {error}") from None
         matcher = llguidance.LLMatcher(tokenizer, grammar, log_level=0)
@@ -224,9 +269,24 @@ def _check_bounds(schema: dict[str, Any], key: str) -> None:
     if len(key.encode()) > MAX_SCHEMA_BYTES:
         raise SchemaError(f"the response schema is {len(key.encode()) // 1024} KiB; at most "
                           f"{MAX_SCHEMA_BYTES // 1024} KiB is compiled (split it, or use shorter enums)")
-    if not json_depth_ok(schema, MAX_SCHEMA_DEPTH):
+    if nesting(schema) > MAX_SCHEMA_DEPTH:
         raise SchemaError(f"the response schema nests more than {MAX_SCHEMA_DEPTH} levels deep; flatten it or use "
                           "$defs with $ref")
+
+
+def nesting(value: Any) -> int:
+    """How deep ``value`` nests lists and dicts (a scalar: 0), iteratively: a hostile schema cannot recurse.
+
+    >>> nesting({"a": [1, {"b": 2}]})
+    3
+    """
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
 
 
 def _first_line(message: str) -> str:
