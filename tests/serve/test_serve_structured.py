@@ -132,7 +132,7 @@ def test_openai_client_parse_round_trip(served):
     client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
     for model in ("legal", "medical", "tiny"):
         completion = client.beta.chat.completions.parse(
-            model=model, messages=[{"role": "user", "content": "The login page crashes"}], max_tokens=40,
+            model=model, messages=[{"role": "user", "content": "The login page crashes"}], max_tokens=64,
             temperature=0, response_format=Ticket)
         parsed = completion.choices[0].message.parsed
         assert isinstance(parsed, Ticket) and 1 <= parsed.points <= 8
