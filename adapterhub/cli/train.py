@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from ..errors import ConfigError
 from ..paths import REGISTRY_DEFAULT
 from ._options import add_registry_option, add_threads_option
 from ._output import print_fields, print_json, print_table
@@ -53,6 +54,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--batch-size", type=int, default=32)
     add_registry_option(evaluate)
     evaluate.add_argument("--json", action="store_true", help="machine-readable output")
+    evaluate.add_argument("--record-contract", action="store_true",
+                          help="record the scores in the adapter's contract (evaluated_on, under --quantize) as a "
+                               "new version")
     add_threads_option(evaluate)
     evaluate.set_defaults(handler=_evaluate)
 
@@ -161,15 +165,26 @@ def _evaluate(args: argparse.Namespace) -> int:
     from ..base.loading import load_base
     from ..training.evaluate import evaluate_file
 
+    if args.record_contract and args.no_adapter:
+        raise ConfigError("--record-contract records the adapter's own scores; drop --no-adapter")
     base = load_base(args.base, quantize=args.quantize) if args.base else None
-    metrics = evaluate_file(args.ref, args.data, registry=_registry(args), base=base, adapter=not args.no_adapter,
+    registry = _registry(args)
+    metrics = evaluate_file(args.ref, args.data, registry=registry, base=base, adapter=not args.no_adapter,
                             batch_size=args.batch_size, progress=True, quantize=args.quantize)
+    if args.record_contract:
+        from ..registry import Registry
+        from ..registry.contract import record_evaluation
+
+        metrics["recorded_as"] = record_evaluation(registry if registry is not None else Registry(), metrics["ref"],
+                                                   metrics, metrics["quantize"]).ref
     if args.json:
         print_json(metrics)
         return 0
     who = metrics["ref"] if metrics["adapter"] else f"bare base with {metrics['ref']}'s prompt"
     served = f" (base loaded {metrics['quantize']})" if metrics.get("quantize") else ""
     print(f"{who} on {metrics['data']}{served}: {_summary(metrics)}")
+    if "recorded_as" in metrics:
+        print(f"recorded in the contract (evaluated_on {metrics['quantize'] or 'none'}) as {metrics['recorded_as']}")
     per_label = metrics.get("per_label") or metrics.get("per_type")
     if per_label:  # encoder adapters: the classification report (or the entity report per type)
         print_table([(label, f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}", row["support"])

@@ -135,11 +135,29 @@ def trained_contract(serve: ServeDefaults | None, metrics: Mapping[str, Any], qu
     """The contract training records: the recipe's ``serve:`` section and the held-out scores under the base's
     quantisation (``test``, else ``validation``), numbers only."""
     contract = serve.to_manifest() if serve is not None else {}
-    scores = metrics.get("test") or metrics.get("validation") or {}
-    numbers = {k: v for k, v in scores.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    numbers = numeric_scores(metrics.get("test") or metrics.get("validation") or {})
     if numbers:
         contract["evaluated_on"] = {quantize or "none": numbers}
     return contract or None
+
+
+def numeric_scores(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """The numbers among an evaluation's metrics (what ``evaluated_on`` keeps of them)."""
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def record_evaluation(registry: Any, ref: str, metrics: Mapping[str, Any], quantize: str | None) -> Any:
+    """Record ``metrics`` (an evaluation of ``ref`` on a base quantised as ``quantize``, ``None``: not) in the
+    contract's ``evaluated_on``, as a new version (:func:`set_contract`); serving on that quantisation then
+    no longer warns. Returns the new record.
+
+    >>> record_evaluation(Registry(), "finance@2", {"accuracy": 0.95}, "nf4").ref  # doctest: +SKIP
+    'finance@3'
+    """
+    numbers = numeric_scores(metrics)
+    if not numbers:
+        raise ContractError(f"no scores to record for {ref}")
+    return set_contract(registry, ref, {"evaluated_on": {quantize or "none": numbers}})
 
 
 def contract_view(manifest: Mapping[str, Any]) -> dict[str, Any] | None:

@@ -62,7 +62,7 @@ def test_training_scores_json_answers_under_the_serve_schema_and_evaluate_agrees
         {key: test[key] for key in ("json_valid", "exact_match", "subject_accuracy", "level_accuracy")}
 
 
-def test_no_schema_no_answer_scores_until_a_contract_adds_one(tmp_path, tiny_llama_dir):
+def test_no_schema_no_answer_scores_until_a_contract_adds_one(tmp_path, tiny_llama_dir, capsys):
     """An adapter trained without ``serve:`` gets loss only; ``set-contract`` with a schema adds answer scores."""
     from adapterhub import load_base
     from adapterhub.training.evaluate import evaluate_file
@@ -77,6 +77,15 @@ def test_no_schema_no_answer_scores_until_a_contract_adds_one(tmp_path, tiny_lla
     contracted = set_contract(registry, record.ref, {"schema": json.loads(json.dumps(SCHEMA, sort_keys=True))})
     scored = evaluate_file(contracted.ref, tmp_path / "test.jsonl", registry=registry, base=base)
     assert scored["json_valid"] == 1.0 and scored["rows"] == 6
+
+    from adapterhub.cli import main  # the CLI scores it the same way and records the scores in the contract
+
+    assert main(["evaluate", contracted.ref, "--data", str(tmp_path / "test.jsonl"), "--registry",
+                 str(registry.root), "--record-contract", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["recorded_as"] == "tiny@3" and printed["exact_match"] == scored["exact_match"]
+    contract = registry.get("tiny@3").manifest["contract"]
+    assert contract["evaluated_on"]["none"]["json_valid"] == 1.0 and contract["schema"] == SCHEMA
 
 
 def test_constrained_answers_keep_the_required_order_and_json_dumps_layout(tiny_base):
