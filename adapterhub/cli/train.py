@@ -121,6 +121,22 @@ def _summary(metrics: dict[str, Any]) -> str:
     return "; ".join(parts) + (f" ({metrics['count']} rows)" if "count" in metrics else "")
 
 
+def _print_entity_errors(metrics: dict[str, Any]) -> None:
+    overlap, errors = metrics["overlap"], metrics["errors"]
+    rows = [(kind, f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}",
+             f"{overlap['per_type'][kind]['f1']:.3f}", row["support"],
+             " ".join(f"{n}" for n in (errors["per_type"].get(kind) or dict.fromkeys(errors["counts"], 0)).values()))
+            for kind, row in metrics["per_type"].items()]
+    rows.append(("all (micro)", f"{metrics['precision']:.3f}", f"{metrics['recall']:.3f}", f"{metrics['f1']:.3f}",
+                 f"{overlap['f1']:.3f}", metrics["support"], " ".join(str(n) for n in errors["counts"].values())))
+    print_table(rows, ["type", "precision", "recall", "exact F1", "overlap F1", "support",
+                       "errors: " + " / ".join(errors["counts"])])
+    if "argmax_decode" in metrics:
+        plain = metrics["argmax_decode"]
+        print(f"without the BIO repair (per-word argmax): exact F1 {plain['f1']:.3f} "
+              f"(precision {plain['precision']:.3f}, recall {plain['recall']:.3f})")
+
+
 def _check(args: argparse.Namespace) -> int:
     from ..training.dry_run import check_recipe
 
@@ -186,7 +202,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     if "recorded_as" in metrics:
         print(f"recorded in the contract (evaluated_on {metrics['quantize'] or 'none'}) as {metrics['recorded_as']}")
     per_label = metrics.get("per_label") or metrics.get("per_type")
-    if per_label:  # encoder adapters: the classification report (or the entity report per type)
+    if "overlap" in metrics:  # NER: exact spans, partial matches and the kinds of error
+        _print_entity_errors(metrics)
+    elif per_label:  # encoder adapters: the classification report (or the entity report per type)
         print_table([(label, f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}", row["support"])
                      for label, row in per_label.items()], ["label", "precision", "recall", "F1", "support"])
     elif isinstance(metrics.get("f1"), dict):

@@ -26,6 +26,7 @@ from ..entities import IGNORE, entities_from_logits, words_of
 from ..prompts import TaskSpec
 from .examples import Example, Split
 from .encoder_metrics import classification_report, entity_report, plot_confusion
+from .entity_errors import plot_entity_errors
 
 
 def peft_model(base: Any, recipe: Any, method: Any) -> Any:
@@ -99,11 +100,17 @@ class ClassifierLoss(torch.nn.Module):
                                reduction="sum")
 
 
+ERROR_EXAMPLES = 15
+"""Examples of each NER error kind kept in the metrics (the run folder's ``metrics.json``)."""
+
+
 def evaluate_split(model: ClassifierLoss, tokenizer: Any, task: TaskSpec, split: Split, *, batch_size: int = 32,
                    device: Any = "cpu", accuracy: bool = True) -> dict[str, Any]:
     """Loss, plus the classification report (sequence) or the entity report (token) of ``split``.
 
-    Entities are decoded exactly as the runtime's ``tag`` decodes them (per word, first word piece).
+    Entities are decoded exactly as the runtime's ``tag`` decodes them (per word, first word piece, illegal
+    BIO transitions repaired); NER metrics add overlap scores, error kinds with examples, and the exact-span
+    scores of plain per-word argmax decoding (``argmax_decode``).
     """
     token = task.type == "token_classification"
     total, count, rows_logits = 0.0, 0, [None] * len(split.examples)
@@ -131,11 +138,15 @@ def evaluate_split(model: ClassifierLoss, tokenizer: Any, task: TaskSpec, split:
         predictions = [labels[int(logits.argmax())] for logits in rows_logits]
         metrics.update(classification_report(predictions, [str(r["label"]) for r in split.rows], labels=labels))
         return metrics
-    predicted = []
+    predicted, argmax = [], []
     for row, logits in zip(split.rows, rows_logits):
         words, firsts = words_of(tokenizer(row["text"], return_offsets_mapping=True))
         predicted.append(entities_from_logits(logits[firsts], row["text"], words, labels))
-    metrics.update(entity_report(predicted, [r["entities"] for r in split.rows], types=task.labels))
+        argmax.append(entities_from_logits(logits[firsts], row["text"], words, labels, decode="argmax"))
+    gold, texts = [r["entities"] for r in split.rows], [r["text"] for r in split.rows]
+    metrics.update(entity_report(predicted, gold, types=task.labels, texts=texts, examples=ERROR_EXAMPLES))
+    plain = entity_report(argmax, gold, types=task.labels)  # the same logits without the BIO repair, to compare
+    metrics["argmax_decode"] = {key: plain[key] for key in ("precision", "recall", "f1")}
     return metrics
 
 
@@ -183,13 +194,16 @@ class EncoderTask:
 
 
 def write_plots(run_dir: Path, metrics: dict[str, Any], *, name: str) -> list[Path]:
-    """``confusion_matrix[_<split>].png`` in the run folder for every split with a confusion matrix."""
+    """``confusion_matrix[_<split>].png`` in the run folder for every split with a confusion matrix, and
+    ``entity_errors[_<split>].png`` (exact/overlap F1 and error kinds per type) for every NER split."""
     written = []
     for split, values in metrics.items():
+        suffix = "" if split == "validation" else f"_{split}"
         if isinstance(values, dict) and "confusion" in values:
-            suffix = "" if split == "validation" else f"_{split}"
             written.append(plot_confusion(run_dir / f"confusion_matrix{suffix}.png", values["confusion"],
                                           title=f"{name}: {split}"))
+        if isinstance(values, dict) and "errors" in values:
+            written.append(plot_entity_errors(run_dir / f"entity_errors{suffix}.png", values, title=f"{name}: {split}"))
     return written
 
 
