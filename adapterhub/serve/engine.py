@@ -117,7 +117,7 @@ class Engine:
         for shape; see :func:`.limits.canonical_model`)."""
         if model in self._base_names:
             return None
-        model = limits.canonical_model(model)
+        model = limits.canonical_model(model, latest_is_bare=self.options.channel is None)
         if model.startswith("hf://") and not self.options.allow_hf:
             raise ServeError(403, f"{model!r}: hf:// references are not served here (start the server with "
                              "--allow-hf, or ask an admin to load it)", code="hf_refs_disabled")

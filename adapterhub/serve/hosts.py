@@ -61,7 +61,7 @@ class HostCheck:
             return
         headers = dict(scope.get("headers") or [])
         name = host_name(headers.get(b"host", b"").decode("latin-1"))
-        if name in self.names:
+        if not name or name in self.names:  # no Host at all: not a browser (HTTP/1.0, an in-process replica call)
             await self.app(scope, receive, send)
             return
         body = json.dumps({"error": {"message": f"Host {name[:100]!r} is not served here; start the server with "

@@ -45,10 +45,11 @@ def check_sampling(*, temperature: float | None, top_p: float | None, seed: Any)
         raise _invalid(f"seed={seed!r} is out of range: use a whole number within 64 bits (0 to 2**64 - 1)")
 
 
-def canonical_model(model: str) -> str:
-    """One spelling per (name, version): ``legal@01`` -> ``legal@1``, ``legal@latest`` -> ``legal``; in a mix,
-    each part so, with its weight checked. Paths, ``hf://`` references and malformed names pass unchanged (they
-    fail later with their own errors).
+def canonical_model(model: str, *, latest_is_bare: bool = True) -> str:
+    """One spelling per (name, version): ``legal@01`` -> ``legal@1``, ``legal@latest`` -> ``legal`` (only while
+    ``latest_is_bare``: a server with a default channel reads a bare name as ``name@channel``); in a mix, each
+    part so, with its weight checked. Paths, ``hf://`` references and malformed names pass unchanged (they fail
+    later with their own errors).
 
     Raises:
         ServeError: 400 a mix weight that is not finite or over :data:`MAX_MIX_WEIGHT` in size, or a malformed mix.
@@ -58,29 +59,29 @@ def canonical_model(model: str) -> str:
     except AdapterHubError as error:
         raise _invalid(error.http_message) from None
     if mix is None:
-        return _canonical_ref(model)
+        return _canonical_ref(model, latest_is_bare)
     for name, weight in mix.parts:
         if abs(weight) > MAX_MIX_WEIGHT:
             raise _invalid(f"mix weight {weight:g} of {name!r} is out of range: each weight must be within "
                            f"+-{MAX_MIX_WEIGHT:g}")
     weights: dict[str, float] = {}
     for name, weight in mix.parts:
-        ref = _canonical_ref(name)
+        ref = _canonical_ref(name, latest_is_bare)
         if ref in weights:
             raise _invalid(f"{model[:200]!r} names {ref!r} twice; give each adapter once")
         weights[ref] = weight
     return format_mix(weights)
 
 
-def _canonical_ref(ref: str) -> str:
-    if ref.startswith("hf://"):
+def _canonical_ref(ref: str, latest_is_bare: bool) -> str:
+    if ref.startswith("hf://") or "@" not in ref:
         return ref
     try:
         name, selector = parse_ref(ref)
     except AdapterHubError:
         return ref
     if selector == LATEST:
-        return name
+        return name if latest_is_bare else f"{name}@{LATEST}"
     return f"{name}@{selector}"
 
 
@@ -110,18 +111,23 @@ def longest_token_chars(tokenizer: Any) -> int:
 
 
 def check_lora_name(name: str, *, reserved: Iterable[str], registered: bool, path: str | None) -> None:
-    """An admin's ``lora_name``: the registry's name rules, never a base name, never a registered name given to a
-    folder (it would shadow the registry's adapter for every key allowed it).
+    """An admin's ``lora_name``: never a base name; given a folder (``path``), the registry's name rules and never a
+    registered name (it would shadow the registry's adapter for every key allowed it); without one, a registry
+    reference to load (``legal@7``, ``hf://org/repo``).
 
     Raises:
         ServeError: 400 ``invalid_value``.
     """
+    if name in set(reserved):
+        raise _invalid(f"lora_name {name[:100]!r} is the base model's name; pick another name")
     try:
+        if path is None or path == name:
+            if not name.startswith("hf://"):
+                parse_ref(name)
+            return
         validate_name(name, what="lora_name")
     except AdapterHubError as error:
         raise _invalid(error.http_message) from None
-    if name in set(reserved):
-        raise _invalid(f"lora_name {name!r} is the base model's name; pick another name")
     if registered and path is not None and path != name:
         raise _invalid(f"lora_name {name!r} is a registered adapter's name; loading {path!r} under it would shadow "
                        "it. Pick another name, or omit lora_path to load the registered adapter")

@@ -103,6 +103,14 @@ def test_lora_name_follows_the_registry_rules_and_never_shadows(server, tmp_path
     assert name not in {info.name for info in hub.resident()}
 
 
+def test_a_lora_name_without_a_path_is_a_registry_reference_to_load(server):
+    hub, srv = server
+    response = post(srv.url, "/v1/load_lora_adapter", {"lora_name": "legal@2"})
+    assert response.status_code == 200, response.text
+    assert "legal@2" in {info.name for info in hub.resident()}
+    assert post(srv.url, "/v1/load_lora_adapter", {"lora_name": "legal:1+legal@2:1"}).status_code == 400
+
+
 def test_the_keys_file_is_private(tmp_path):
     store = KeyStore(tmp_path / "keys.sqlite")
     store.create("ops")
