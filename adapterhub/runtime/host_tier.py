@@ -51,7 +51,9 @@ class TierCounters:
     evictions: dict[str, int] = field(default_factory=lambda: {"device": 0, "host": 0})
     hits: dict[str, int] = field(default_factory=lambda: {"device": 0, "host": 0})
     misses: dict[str, int] = field(default_factory=lambda: {"device": 0, "host": 0})
-    load_seconds: dict[str, list[float]] = field(default_factory=lambda: {"host": [], "disk": []})
+    load_counts: dict[str, list[int]] = field(  # per origin: loads at or under each bucket bound, then all
+        default_factory=lambda: {origin: [0] * (len(LOAD_SECONDS_BUCKETS) + 1) for origin in ("host", "disk")})
+    load_sums: dict[str, float] = field(default_factory=lambda: {"host": 0.0, "disk": 0.0})
     listeners: list[Callable[[str, str, str], None]] = field(default_factory=list)
 
     def subscribe(self, listener: Callable[[str, str, str], None]) -> None:
@@ -66,17 +68,17 @@ class TierCounters:
             listener(event, tier, name)
 
     def observe_load(self, origin: str, seconds: float) -> None:
-        """Record one device load from ``origin`` (``host`` or ``disk``); keeps a bounded window of samples."""
-        samples = self.load_seconds.setdefault(origin, [])
-        samples.append(seconds)
-        if len(samples) > 4096:
-            del samples[:2048]
+        """Record one device load that came from ``origin`` (``host`` or ``disk``) and took ``seconds``."""
+        counts = self.load_counts[origin]
+        for index, bound in enumerate(LOAD_SECONDS_BUCKETS):
+            if seconds <= bound:
+                counts[index] += 1
+        counts[-1] += 1
+        self.load_sums[origin] += seconds
 
-    def histogram(self, origin: str) -> tuple[list[int], float, int]:
-        """``(cumulative counts per bucket of LOAD_SECONDS_BUCKETS, sum, count)`` over the kept samples."""
-        samples = self.load_seconds.get(origin, [])
-        counts = [sum(1 for s in samples if s <= bound) for bound in LOAD_SECONDS_BUCKETS]
-        return counts, float(sum(samples)), len(samples)
+    def histogram(self, origin: str) -> tuple[list[int], float]:
+        """``(cumulative counts at each bound of LOAD_SECONDS_BUCKETS and +Inf, sum of seconds)`` from ``origin``."""
+        return list(self.load_counts[origin]), self.load_sums[origin]
 
     def hit_ratio(self, tier: str) -> float:
         """Lookups in ``tier`` that found the adapter there (0.0 before the first lookup)."""

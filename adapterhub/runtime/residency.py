@@ -309,7 +309,12 @@ class Residency:
             with self._lock:
                 entry = self._table.get(name)
             if entry is None or entry.source != source:
-                staged[ref] = self._reader.fetch(source, name=name)
+                try:
+                    staged[ref] = self._reader.fetch(source, name=name)
+                except BaseException:
+                    with self._lock:
+                        self.counters.misses["device"] += 1  # a lookup that missed, and a load that failed
+                    raise
         return staged
 
     def _pin_all(self, refs: Sequence[str], *, exact: bool,

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, AsyncIterator
@@ -25,6 +25,7 @@ from ..runtime.residency import Held
 from .metrics import Metrics
 from .protocol import ServeError
 from .scheduler import Job, Scheduler
+from .tier_metrics import TierCollector
 
 if TYPE_CHECKING:
     from ..runtime.hub import AdapterHub
@@ -75,15 +76,19 @@ class Engine:
         spec_name = hub.base.spec.name
         self.base_id = self.options.base_name or (Path(spec_name).name if os.sep in spec_name else spec_name)
         self._base_names = {self.base_id, spec_name, "base"}
-        self._residency_lock = threading.Lock()
         self.draining = False
         self.metrics.resident.set(len(hub.resident()))
+        hub.residency.counters.subscribe(self._count_residency)
+        self.metrics.registry.register(TierCollector(hub.residency))
+        # loads wait here (reading, or for a free slot) without taking the shared threadpool's threads
+        self._loads = ThreadPoolExecutor(max_workers=max(4, self.options.max_queue), thread_name_prefix="adapterhub-load")
 
     def start(self) -> None:
         self.scheduler.start()
 
     def stop(self) -> None:
         self.scheduler.stop()
+        self._loads.shutdown(wait=False)
 
     # --- names -------------------------------------------------------------------------
     def model_ref(self, model: str) -> str | None:
@@ -125,30 +130,42 @@ class Engine:
         from ..errors import UnknownDomainError
 
         try:
-            return self._tracked(self.stepper.acquire, ref)
+            return self.stepper.acquire(ref)
         except UnknownDomainError:
             known = ", ".join(m["id"] for m in self.models())
             raise ServeError(404, f"model {ref!r} does not exist: it is not the base, a loaded adapter or a "
                              f"registered one (servable: {known})", code="model_not_found") from None
+
+    async def acquire_async(self, ref: str | None) -> Held | None:
+        """:meth:`acquire` on a load worker: the request's adapter is read (host tier, disk or an ``hf://`` pull)
+        and put in a slot there while the scheduler's running rows keep decoding."""
+        return await asyncio.get_running_loop().run_in_executor(self._loads, self.acquire, ref)
+
+    def adapters(self) -> dict[str, Any]:
+        """Every adapter held in any residency tier (tier, bytes, pins, hits, last use) and each tier's usage."""
+        rows = [{"name": info.name, "tier": info.tier, "bytes": info.bytes, "pins": info.pins, "hits": info.hits,
+                 "last_used": info.last_used.isoformat(), "method": info.method, "source": info.source}
+                for info in self.hub.resident(tier="all")]
+        return {"object": "list", "data": rows, "tiers": self.hub.residency.usage()}
 
     def load(self, name: str, path: str | None) -> dict[str, Any]:
         source = path or name
         if source.startswith("hf://") and not self.options.allow_hf:
             raise ServeError(403, "hf:// references are not served here (start the server with --allow-hf)",
                              code="hf_refs_disabled")
-        info = self._tracked(self.hub.load, source, name=name)
+        info = self.hub.load(source, name=name)
         return {"lora_name": info.name, "method": info.method, "source": info.source, "task": info.task}
 
     def unload(self, name: str) -> bool:
-        return self._tracked(self.hub.unload, name)
+        return self.hub.unload(name)
 
-    def _tracked(self, call: Any, *args: Any, **kwargs: Any) -> Any:
-        with self._residency_lock:
-            before = {info.name for info in self.hub.resident()}
-            try:
-                return call(*args, **kwargs)
-            finally:
-                self.metrics.residency(before, {info.name for info in self.hub.resident()})
+    def _count_residency(self, event: str, tier: str, name: str) -> None:
+        """Per-adapter load and eviction counts (device tier), told by the residency as they happen."""
+        if tier != "device":
+            return
+        after = {info.name for info in self.hub.resident()}  # inside the residency's (re-entrant) lock
+        before = after - {name} if event == "load" else after | {name}
+        self.metrics.residency(before, after)
 
     # --- generation -----------------------------------------------------------------------
     def prepare(self, ref: str | None, entry: Held | None, *, text: str | None = None,
