@@ -47,12 +47,13 @@ def registry_of(base: str, work: Path, count: int, *, rank: int, targets: tuple[
     from adapterhub import Registry, load_base
     from adapterhub.runtime.testing import make_random_adapters
 
-    root = work / f"registry-{count}-r{rank}-{len(targets)}"
+    tag = f"{Path(base).name}-{count}-r{rank}-{len(targets)}"
+    root = work / f"registry-{tag}"
     if (root / "done").exists():
         return root
     loaded = load_base(base, device="cpu")
     registry = Registry(root)
-    folders = make_random_adapters(loaded, work / f"dirs-{count}-r{rank}-{len(targets)}", count=count, r=rank,
+    folders = make_random_adapters(loaded, work / f"dirs-{tag}", count=count, r=rank,
                                    target_modules=targets, prefix="z")
     for index, folder in enumerate(folders):
         registry.add(folder, f"z{index}", base=loaded)

@@ -25,7 +25,7 @@ from contextlib import ExitStack, contextmanager
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence, Union
 
-from ..errors import AdapterInUseError, AdapterNotFoundError, InvalidNameError
+from ..errors import AdapterInUseError, AdapterNotFoundError, ConfigError, InvalidNameError
 from . import mixing, sources
 from .batch import BARE, RowRouting, RowSlots
 from .heads import HeadBank, default_task, split_payload
@@ -156,7 +156,7 @@ class Residency:
             tier: ``"device"`` (the slots calls use), ``"host"`` (the host tier) or ``"all"`` (device first).
         """
         if tier not in ("device", "host", "all"):
-            raise ValueError(f"tier={tier!r} must be 'device', 'host' or 'all'")
+            raise ConfigError(f"tier={tier!r} must be 'device', 'host' or 'all'")
         with self._lock:
             device = self._table.report() if tier != "host" else []
         return device + (self._reader.held() if tier != "device" else [])
