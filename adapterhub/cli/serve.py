@@ -39,6 +39,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--host-budget-mb", type=float, default=DEFAULT_HOST_BUDGET_MB,
                        help="host tier: MiB of read, checked adapters kept in RAM below the slots (0: none; "
                             f"default {DEFAULT_HOST_BUDGET_MB:g})")
+    serve.add_argument("--metrics-top-k", type=int, default=32,
+                       help="adapters with their own /metrics series (the K busiest); the rest count as 'other' "
+                            "(default 32)")
     serve.add_argument("--allow-hf", action="store_true", help="let requests name hf://org/repo[@rev] adapters")
     serve.add_argument("--log-text", action="store_true", help="also log prompt and answer text")
     ray = serve.add_argument_group("scale out on Ray Serve (pip install 'adapterhub[ray]')")
@@ -79,7 +82,8 @@ def _serve(args: argparse.Namespace) -> int:
     from ..serve import ServeOptions, build_app, serve
 
     options = ServeOptions(max_rows=args.max_batch_rows, max_queue=args.max_queue, max_new_tokens=args.max_new_tokens,
-                           auth=args.auth, log_text=args.log_text, allow_hf=args.allow_hf, base_name=args.base_name)
+                           auth=args.auth, log_text=args.log_text, allow_hf=args.allow_hf, base_name=args.base_name,
+                           metrics_top_k=args.metrics_top_k)
     if args.ray:
         if args.replicas < 1 or args.adapters_per_replica < 1:
             raise ConfigError("--replicas and --adapters-per-replica must be >= 1")

@@ -44,6 +44,7 @@ class ServeOptions:
     log_text: bool = False
     allow_hf: bool = False  # hf:// references may load on first use
     base_name: str | None = None  # the base's model id (default: its alias or folder name)
+    metrics_top_k: int = 32  # adapters with their own /metrics series (by traffic); the rest count as "other"
 
 
 @dataclass
@@ -69,7 +70,7 @@ class Engine:
     def __init__(self, hub: AdapterHub, options: ServeOptions | None = None, metrics: Metrics | None = None) -> None:
         self.hub = hub
         self.options = options or ServeOptions()
-        self.metrics = metrics or Metrics()
+        self.metrics = metrics or Metrics(top_k=self.options.metrics_top_k)
         self.stepper = hub.stepper()
         self.scheduler = Scheduler(self.stepper, max_rows=self.options.max_rows, max_queue=self.options.max_queue,
                                    on_step=self.metrics.batch_rows.observe, on_queue=self.metrics.queue)
