@@ -178,7 +178,7 @@ def latency(args: argparse.Namespace) -> None:
                 times[origin].append(1000 * (time.perf_counter() - started))
             counted = hub.residency.counters.histogram(origin)[0][-1]
             assert counted >= args.repeat, (origin, counted)  # every timed load came from that tier
-        sizes = {info.name: info.bytes for info in hub.resident(tier="all")}
+            sizes = {info.name: info.bytes for info in hub.resident(tier="all")}
     print(json.dumps({origin: {"median_ms": round(statistics.median(found), 2),
                                "min_ms": round(min(found), 2), "max_ms": round(max(found), 2), "n": len(found)}
                       for origin, found in times.items()} | {"adapter_bytes": sizes, "base": args.base}))

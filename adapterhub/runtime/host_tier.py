@@ -2,15 +2,19 @@
 
 Residency has three tiers: device slots (what the layers read) ← this host tier ← the registry on
 disk. A load that finds its adapter here skips the file read, the sha256 check, the base check and
-the deserialisation: it is a copy of tensors into the device slot (from pinned memory with
-non-blocking copies when the device is CUDA). Entries are kept in LRU order and evicted, least
-recently used first, when a new one would overflow the budget; an entry that alone exceeds the
-budget is simply not kept. Concurrent loads of one source share one read.
+the deserialisation. What is held depends on where the base runs:
 
-Sizes are the tensors' own bytes, so adapters of different ranks and target sets share one budget
-without padding to the largest.
+- on the CPU, the adapter *prepared* for a slot (:class:`~adapterhub.runtime.staging.StagedAdapter`):
+  host RAM is the device, so a host hit hands the same prepared tensors to the slot and copies nothing;
+- on CUDA, the checked tensors as read, in pinned memory: a host hit is non-blocking copies to the
+  device, then the method prepares them there (GPU memory is only what the device slots hold).
 
->>> tier = HostTier(budget_bytes=64 * 2**20, device="cpu")
+Entries are kept in LRU order and evicted, least recently used first, when a new one would overflow
+the budget; an entry that alone exceeds the budget is simply not kept. Concurrent loads of one source
+share one read. Sizes are the tensors' own bytes, so adapters of different ranks and target sets share
+one budget without padding to the largest.
+
+>>> tier = HostTier(budget_bytes=64 * 2**20, device="cpu", prepare=lambda payload: payload)
 >>> tier.report()
 []
 """
@@ -23,10 +27,13 @@ from collections import OrderedDict
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any, Callable, Union
 
 from .slots import ResidentInfo
 from .sources import AdapterPayload
+from .staging import StagedAdapter
+
+Held = Union[StagedAdapter, AdapterPayload]  # what one host copy keeps: prepared (CPU) or as read (CUDA)
 
 LOAD_SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 """Upper bounds (seconds) of the load-latency histogram (:class:`TierCounters`)."""
@@ -34,9 +41,9 @@ LOAD_SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
 
 @dataclass
 class HostCopy:
-    """One adapter held in host RAM: its checked payload (tensors as read; pinned on a CUDA host) and use."""
+    """One adapter held in host RAM (prepared on a CPU base; as read, pinned, on CUDA) and its use."""
 
-    payload: AdapterPayload
+    item: Held
     nbytes: int
     hits: int = 0
     last_used: float = field(default_factory=time.time)
@@ -87,20 +94,25 @@ class TierCounters:
 
 
 class HostTier:
-    """Checked adapter payloads by source (``legal@2`` or a folder), LRU under ``budget_bytes``.
+    """Checked adapters by source (``legal@2`` or a folder), LRU under ``budget_bytes``.
 
     Args:
         budget_bytes: most bytes of tensors held (``0``: the tier is off, every load reads the disk and
             hands its freshly read buffer on, which a method may prepare in place).
         device: the device loads copy to; on CUDA the held tensors are pinned and copied non-blocking.
+        prepare: turns a checked payload (on ``device``) into what a slot receives
+            (:func:`~adapterhub.runtime.staging.stage` with the residency's methods).
         counters: where host loads, hits, misses and evictions are counted (shared with the device tier).
     """
 
-    def __init__(self, budget_bytes: int, *, device: Any, counters: TierCounters | None = None) -> None:
+    def __init__(self, budget_bytes: int, *, device: Any, prepare: Callable[[AdapterPayload], StagedAdapter],
+                 counters: TierCounters | None = None) -> None:
         import torch
 
         self.budget_bytes = int(budget_bytes)
         self.device = torch.device(device)
+        self.prepare = prepare
+        self.keeps_prepared = self.device.type == "cpu"  # host RAM is the device: hold what slots use
         self.counters = counters or TierCounters()
         self._entries: OrderedDict[str, HostCopy] = OrderedDict()
         self._reading: dict[str, Future] = {}  # source -> the read in progress (others wait for it)
@@ -111,19 +123,20 @@ class HostTier:
         with self._lock:
             return sum(copy.nbytes for copy in self._entries.values())
 
-    def fetch(self, source: str, *, name: str, read: Callable[[], AdapterPayload]) -> AdapterPayload:
-        """The adapter at ``source``, named ``name``: from this tier when held, else ``read()`` (the disk) once.
+    def fetch(self, source: str, *, name: str, read: Callable[[], AdapterPayload]) -> StagedAdapter:
+        """The adapter at ``source``, named ``name``, prepared for a slot: from this tier when held, else
+        ``read()`` (the disk) once and prepared.
 
-        The tensors handed back are never the held ones' storage to write into: a method that prepares
-        in place gets a plain dict and copies. On CUDA they are already on the device (non-blocking copies
-        from pinned memory, ordered on the current stream before the kernels that read them).
+        On the CPU the prepared tensors are the held ones (slots only read them). On CUDA they were
+        prepared on the device from non-blocking copies of the pinned ones (ordered on the current stream
+        before the kernels that read them).
 
         Raises:
-            whatever ``read`` raises (to every caller waiting on the same read).
+            whatever ``read`` or ``prepare`` raises (to every caller waiting on the same read).
         """
         started = time.perf_counter()
         if self.budget_bytes <= 0:  # the tier is off: every load reads the disk
-            return replace(read(), name=name, origin="disk", read_seconds=time.perf_counter() - started)
+            return self._handed(self.prepare(read()), name, "disk", started)
         with self._lock:
             copy = self._entries.get(source)
             if copy is not None:
@@ -131,7 +144,7 @@ class HostTier:
                 copy.hits += 1
                 copy.last_used = time.time()
                 self.counters.hits["host"] += 1
-                return self._handed(copy.payload, name, "host", started)
+                return self._handed(copy.item, name, "host", started)
             pending = self._reading.get(source)
             owner = pending is None
             if owner:
@@ -140,14 +153,13 @@ class HostTier:
         if not owner:  # another call is reading it: share that read
             return self._handed(pending.result(), name, "host", started)
         try:
-            payload = read()
+            held = self._keep(read())
         except BaseException as error:
             pending.set_exception(error)
             raise
         finally:
             with self._lock:
                 self._reading.pop(source, None)
-        held = self._keep(payload)
         pending.set_result(held)
         return self._handed(held, name, "disk", started)
 
@@ -173,39 +185,43 @@ class HostTier:
 
     def info(self) -> list[ResidentInfo]:
         """Every held copy as :meth:`AdapterHub.resident` reports it (``tier="host"``), most recently used first."""
-        return [ResidentInfo(name=c.payload.name, method=c.payload.method, bytes=c.nbytes,
-                             file_bytes=c.payload.file_bytes, source=c.payload.source, domain=c.payload.domain,
-                             task=c.payload.task.type, tier="host", hits=c.hits,
+        return [ResidentInfo(name=c.item.name, method=c.item.method, bytes=c.nbytes,
+                             file_bytes=c.item.file_bytes, source=c.item.source, domain=c.item.domain,
+                             task=c.item.task.type, tier="host", hits=c.hits,
                              last_used=datetime.fromtimestamp(c.last_used, tz=timezone.utc))
                 for c in self.report()]
 
     # --- internals ----------------------------------------------------------------
-    def _keep(self, payload: AdapterPayload) -> AdapterPayload:
-        """Hold ``payload`` (pinned on CUDA) when it fits the budget, evicting the least recently used;
-        returns the payload callers get (the held one, or ``payload`` itself when it is not kept)."""
-        nbytes = payload_bytes(payload)
-        if nbytes > self.budget_bytes:  # never held; callers still get plain dicts (each copies)
-            return replace(payload, tensors=dict(payload.tensors))
-        held = replace(payload, tensors=_pinned(payload.tensors) if self.device.type == "cuda" else
-                       dict(payload.tensors))
+    def _keep(self, payload: AdapterPayload) -> Held:
+        """Hold ``payload`` (prepared on the CPU, pinned on CUDA) when it fits the budget, evicting the least
+        recently used; returns what callers share (the held copy, or the unheld one when it does not fit)."""
+        if self.keeps_prepared:  # the freshly read buffer may be prepared in place: nothing else holds it
+            held: Held = self.prepare(payload)
+            nbytes = held.nbytes
+        else:
+            nbytes = payload_bytes(payload)
+            if nbytes > self.budget_bytes:
+                return payload
+            held = replace(payload, tensors=_pinned(payload.tensors))
+        if nbytes > self.budget_bytes:  # never held
+            return held
         with self._lock:
             total = sum(copy.nbytes for copy in self._entries.values()) + nbytes
             while total > self.budget_bytes and self._entries:
                 _, evicted = self._entries.popitem(last=False)
                 total -= evicted.nbytes
-                self.counters.record("evict", "host", evicted.payload.name)
-            self._entries[payload.source] = HostCopy(payload=held, nbytes=nbytes)
+                self.counters.record("evict", "host", evicted.item.name)
+            self._entries[payload.source] = HostCopy(item=held, nbytes=nbytes)
             self.counters.record("load", "host", payload.name)
         return held
 
-    def _handed(self, payload: AdapterPayload, name: str, origin: str, started: float) -> AdapterPayload:
-        tensors = payload.tensors
-        if self.device.type == "cuda":
-            tensors = {key: tensor.to(self.device, non_blocking=True) for key, tensor in tensors.items()}
-        else:
-            tensors = dict(tensors)  # a plain dict: prepare copies instead of writing into shared memory
-        return replace(payload, name=name, tensors=tensors, origin=origin,
-                       read_seconds=time.perf_counter() - started)
+    def _handed(self, held: Held, name: str, origin: str, started: float) -> StagedAdapter:
+        """``held`` as one load receives it: prepared (from non-blocking copies of pinned tensors on CUDA;
+        a plain dict, so nothing is prepared in place in shared memory), named ``name``, timed."""
+        if isinstance(held, AdapterPayload):
+            tensors = {key: tensor.to(self.device, non_blocking=True) for key, tensor in held.tensors.items()}
+            held = self.prepare(replace(held, tensors=tensors))
+        return replace(held, name=name, origin=origin, read_seconds=time.perf_counter() - started)
 
 
 def payload_bytes(payload: AdapterPayload) -> int:

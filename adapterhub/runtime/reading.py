@@ -2,10 +2,10 @@
 
 An :class:`AdapterReader` turns a reference into ``(name, source)`` (the registry, a folder, or the
 source a name was last loaded from, so an evicted adapter reloads the same version) and a source
-into a checked payload, through the host tier (:mod:`~adapterhub.runtime.host_tier`) before the disk.
-It holds no lock of the residency's: reads run while other rows decode.
+into an adapter prepared for a slot, through the host tier (:mod:`~adapterhub.runtime.host_tier`) before
+the disk. It holds no lock of the residency's: reads and preparing run while other rows decode.
 
->>> reader = AdapterReader(base, registry=None, host_budget_mb=256)  # doctest: +SKIP
+>>> reader = AdapterReader(base, registry=None, host_budget_mb=256, prepare=prepare)  # doctest: +SKIP
 >>> reader.fetch(*reader.identify("legal@2", name=None)[::-1][:1], name="legal").origin  # doctest: +SKIP
 'disk'
 """
@@ -13,12 +13,13 @@ It holds no lock of the residency's: reads run while other rows decode.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Callable
 
 from . import sources
 from .batch import UNSET
 from .host_tier import HostTier, TierCounters
 from .slots import ResidentInfo, budget_bytes
+from .staging import StagedAdapter
 
 
 class AdapterReader:
@@ -28,13 +29,15 @@ class AdapterReader:
         base: the loaded base every adapter is checked against.
         registry: a Registry, a registry root, or ``None`` for the default (opened on first use).
         host_budget_mb: the host tier's budget (``None`` or ``0``: no host tier).
+        prepare: a checked payload -> what a slot receives (:func:`~adapterhub.runtime.staging.stage`).
     """
 
-    def __init__(self, base: Any, *, registry: Any = None, host_budget_mb: float | None = None) -> None:
+    def __init__(self, base: Any, *, prepare: Callable[[sources.AdapterPayload], StagedAdapter], registry: Any = None,
+                 host_budget_mb: float | None = None) -> None:
         self.base = base
         self.counters = TierCounters()  # loads, evictions, hits and load latency per tier (read for metrics)
         self.host = HostTier(budget_bytes(host_budget_mb) or 0, device=next(base.model.parameters()).device,
-                             counters=self.counters)
+                             prepare=prepare, counters=self.counters)
         self._registry_arg = registry
         self._registry: Any = UNSET
         self._sources: dict[str, str] = {}  # name -> source, kept after eviction so it reloads on next use
@@ -83,9 +86,9 @@ class AdapterReader:
         if source is not None:
             self.host.discard(source)
 
-    def fetch(self, source: str, *, name: str) -> sources.AdapterPayload:
-        """The checked adapter at ``source`` named ``name``: a copy from the host tier when it holds it, else
-        read from disk (once, however many calls ask at the same time) and kept there."""
+    def fetch(self, source: str, *, name: str) -> StagedAdapter:
+        """The adapter at ``source`` named ``name``, prepared for a slot: from the host tier when it holds it,
+        else read from disk (once, however many calls ask at the same time) and kept there."""
         return self.host.fetch(source, name=name, read=lambda: sources.fetch(
             source, registry=self.registry_for(source), base=self.base, name=name))
 

@@ -22,18 +22,20 @@ import threading
 import time
 import weakref
 from contextlib import ExitStack, contextmanager
+from functools import partial
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence, Union
 
 from ..errors import AdapterInUseError, AdapterNotFoundError, ConfigError, InvalidNameError
 from . import mixing, sources
 from .batch import BARE, RowRouting, RowSlots
-from .heads import HeadBank, default_task, split_payload
+from .heads import HeadBank
 from .host_tier import TierCounters
 from .methods import AdapterMethod, build_methods, route
 from .mixing import Mix, MixLease, MixRow, RowDomain
 from .reading import AdapterReader, is_versioned
 from .slots import ResidentAdapter, ResidentInfo, check_limits
+from .staging import StagedAdapter, stage
 
 if TYPE_CHECKING:
     from ..base.loading import Base
@@ -80,7 +82,8 @@ class Residency:
         self._lock = threading.RLock()
         self._slot_freed = threading.Condition(self._lock)  # notified whenever a pin is released or a slot freed
         self._device = next(base.model.parameters()).device
-        self._reader = AdapterReader(base, registry=registry, host_budget_mb=host_budget_mb)
+        self._reader = AdapterReader(base, registry=registry, host_budget_mb=host_budget_mb,
+                                     prepare=partial(stage, methods=self._methods, base=base))
         weakref.finalize(self, self._table.release_all, self._methods)
 
     # --- what it serves on ------------------------------------------------------------
@@ -119,9 +122,9 @@ class Residency:
         name, source = self._reader.identify(ref_or_path, name=name)
         with self._lock:
             entry = self._table.get(name)
-        payload = None if entry is not None and entry.source == source else self._reader.fetch(source, name=name)
+        staged = None if entry is not None and entry.source == source else self._reader.fetch(source, name=name)
         with self._lock:
-            entry = (self._installed(payload, protect=frozenset()) if payload is not None else
+            entry = (self._installed(staged, protect=frozenset()) if staged is not None else
                      self._load(ref_or_path, name=name, protect=frozenset()))
             return next(info for info in self._table.report() if info.name == entry.name)
 
@@ -293,10 +296,10 @@ class Residency:
         return f"Residency(resident={[info.name for info in self.report()]})"
 
     # --- internals (called with the lock held) ---------------------------------------------------------
-    def _staged(self, refs: Sequence[str], *, exact: bool) -> dict[str, sources.AdapterPayload]:
-        """Each ref that is not resident, read and checked *without* the lock (disk, sha256, Hub pulls), so
-        rows of resident adapters keep decoding meanwhile; refs whose lookup fails are left to the locked
-        path, which raises their error."""
+    def _staged(self, refs: Sequence[str], *, exact: bool) -> dict[str, StagedAdapter]:
+        """Each ref that is not resident, read, checked and prepared *without* the lock (disk, sha256, Hub
+        pulls), so rows of resident adapters keep decoding meanwhile; refs whose lookup fails are left to the
+        locked path, which raises their error."""
         staged = {}
         for ref in refs:
             with self._lock:
@@ -318,7 +321,7 @@ class Residency:
         return staged
 
     def _pin_all(self, refs: Sequence[str], *, exact: bool,
-                 staged: Mapping[str, sources.AdapterPayload]) -> list[ResidentAdapter]:
+                 staged: Mapping[str, StagedAdapter]) -> list[ResidentAdapter]:
         """Resolve and pin each ref in turn (a wait for a slot releases the lock); all or none stay pinned."""
         pinned: list[ResidentAdapter] = []
         try:
@@ -383,37 +386,33 @@ class Residency:
             return entry
         return self._install(self._reader.fetch(source, name=name), protect=protect)
 
-    def _installed(self, payload: sources.AdapterPayload, *, protect: frozenset[str]) -> ResidentAdapter:
-        """``payload`` in a slot: the resident entry when another call installed that version meanwhile."""
-        current = self._table.get(payload.name)
-        if current is not None and current.source == payload.source:
+    def _installed(self, staged: StagedAdapter, *, protect: frozenset[str]) -> ResidentAdapter:
+        """``staged`` in a slot: the resident entry when another call installed that version meanwhile."""
+        current = self._table.get(staged.name)
+        if current is not None and current.source == staged.source:
             self._table.touch(current)
             return current
-        return self._install(payload, protect=protect)
+        return self._install(staged, protect=protect)
 
-    def _install(self, payload: sources.AdapterPayload, *, protect: frozenset[str]) -> ResidentAdapter:
+    def _install(self, staged: StagedAdapter, *, protect: frozenset[str]) -> ResidentAdapter:
         started = time.perf_counter()
-        method = self._methods[payload.method]
-        head, config, tensors = split_payload(payload.config, payload.tensors, method=payload.method, base=self.base)
-        prepared = method.prepare(config, tensors)
-        nbytes = prepared.nbytes + (head.nbytes if head is not None else 0)
-        task = payload.task if head is None or payload.task.is_encoder_task else default_task(config, head)
-        loaded, victims = self._table.room_for(payload.name, payload.source, nbytes, protect=protect,
+        method = self._methods[staged.method]
+        loaded, victims = self._table.room_for(staged.name, staged.source, staged.nbytes, protect=protect,
                                                evict=self._evict, wait=self._slot_freed.wait,
                                                slot_wait_s=self._slot_wait_s)
         if loaded is not None:  # another call loaded the same version while this one waited
             return loaded
         for victim in victims:
             self._evict(victim)
-        entry = ResidentAdapter(name=payload.name, slot=self._table.new_slot(), method=method.name,
-                                source=payload.source, nbytes=nbytes, file_bytes=payload.file_bytes,
-                                task=task, domain=payload.domain)
-        method.install(entry.slot, prepared)
-        if head is not None:
-            self._heads.install(entry.slot, head)
+        entry = ResidentAdapter(name=staged.name, slot=self._table.new_slot(), method=method.name,
+                                source=staged.source, nbytes=staged.nbytes, file_bytes=staged.file_bytes,
+                                task=staged.task, domain=staged.domain)
+        method.install(entry.slot, staged.prepared)
+        if staged.head is not None:
+            self._heads.install(entry.slot, staged.head)
         self._table.add(entry)
         self._reader.remember(entry.name, entry.source)
-        self.counters.observe_load(payload.origin, payload.read_seconds + time.perf_counter() - started)
+        self.counters.observe_load(staged.origin, staged.read_seconds + time.perf_counter() - started)
         self.counters.record("load", "device", entry.name)
         return entry
 
