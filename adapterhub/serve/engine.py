@@ -22,8 +22,10 @@ from typing import TYPE_CHECKING, Any, AsyncIterator
 
 from ..runtime.sampling import Sampler
 from ..runtime.residency import Held
+from .classifiers import answers_with_label
 from .metrics import Metrics
 from .protocol import ServeError
+from .rollout import Rollout
 from .scheduler import Job, Scheduler
 from .tier_metrics import TierCollector
 
@@ -45,6 +47,8 @@ class ServeOptions:
     allow_hf: bool = False  # hf:// references may load on first use
     base_name: str | None = None  # the base's model id (default: its alias or folder name)
     metrics_top_k: int = 32  # adapters with their own /metrics series (by traffic); the rest count as "other"
+    channel: str | None = None  # a bare adapter name means name@channel when that channel exists (see rollout.py)
+    channel_poll_s: float = 1.0  # how often followed channels are read again
 
 
 @dataclass
@@ -83,11 +87,15 @@ class Engine:
         self.metrics.registry.register(TierCollector(hub.residency))
         # loads wait here (reading, or for a free slot) without taking the shared threadpool's threads
         self._loads = ThreadPoolExecutor(max_workers=max(4, self.options.max_queue), thread_name_prefix="adapterhub-load")
+        self.rollout = Rollout(hub, self.metrics, unload=self.unload, default_channel=self.options.channel,
+                               poll_s=self.options.channel_poll_s)
 
     def start(self) -> None:
         self.scheduler.start()
+        self.rollout.start()
 
     def stop(self) -> None:
+        self.rollout.stop()
         self.scheduler.stop()
         self._loads.shutdown(wait=False)
 
@@ -190,7 +198,7 @@ class Engine:
             if messages is not None:
                 prompt = self.stepper.encode_messages(messages, entry)
             else:
-                prompt = self.stepper.encode(text or "", entry, chat=chat)
+                prompt = self.stepper.encode(text or "", entry, chat=chat or answers_with_label(entry))  # its template
             if not prompt:
                 raise ServeError(400, "the prompt is empty; send at least one token of text", code="empty_prompt")
             context = self.stepper.context_length
@@ -266,6 +274,7 @@ class Engine:
             labels, shares = list(row), label_probabilities(row)
             rows.append({"labels": labels, "scores": [row[label] for label in labels],
                          "probs": [shares[label] for label in labels], "label": max(labels, key=row.get)})
+        self.rollout.observe_labels(ref, [row["label"] for row in rows])
         return rows
 
     def _classify_encoder(self, entry: Held, texts: list[str]) -> list[dict[str, Any]]:

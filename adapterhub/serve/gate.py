@@ -52,7 +52,8 @@ class Gate:
         return key
 
     def permit(self, request: Request, key: ApiKey | None, model: str) -> str | None:
-        """The adapter reference ``model`` means (``None``: the bare base), if ``key`` may use it.
+        """The adapter reference ``model`` means now (``None``: the bare base; a channel: its version), if ``key``
+        may use it.
 
         Raises:
             ServeError: 403 the key's allow list does not cover it, or it names ``hf://`` and the key may not pull
@@ -67,7 +68,7 @@ class Gate:
         if key is not None and not all(key.may_use(part) for part in _parts(ref) if part not in pulls):
             raise ServeError(403, f"key {key.name!r} may not use {model!r} (allowed: {', '.join(key.allow)})",
                              code="model_not_allowed")
-        return ref
+        return self.engine.rollout.route(ref)  # a channel (finance@prod) runs on the version it holds now
 
 
 def _parts(ref: str | None) -> list[str | None]:

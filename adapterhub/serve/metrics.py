@@ -24,6 +24,7 @@ class Metrics:
         disable_created_metrics()  # the *_created series double the output and nobody reads them
 
         self.registry = CollectorRegistry()
+        self.on_request: list[Any] = []  # called as on_request(endpoint, adapter, status, seconds) (see rollout.py)
         r = self.registry
         self.requests = Counter("adapterhub_requests", "HTTP requests by endpoint, adapter and status",
                                 ["endpoint", "adapter", "status"], registry=r)
@@ -63,9 +64,11 @@ class Metrics:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
     def request(self, endpoint: str, adapter: str, status: int, seconds: float) -> None:
-        adapter = self.adapters.count(adapter)
-        self.requests.labels(endpoint=endpoint, adapter=adapter, status=str(status)).inc()
-        self.latency.labels(endpoint=endpoint, adapter=adapter).observe(seconds)
+        label = self.adapters.count(adapter)  # the adapter itself, or "other" beyond the top K
+        self.requests.labels(endpoint=endpoint, adapter=label, status=str(status)).inc()
+        self.latency.labels(endpoint=endpoint, adapter=label).observe(seconds)
+        for listener in self.on_request:  # listeners get the adapter's own name
+            listener(endpoint, adapter, status, seconds)
 
     def tokens(self, adapter: str, *, prompt: int = 0, generated: int = 0) -> None:
         adapter = self.adapters.label(adapter)
