@@ -64,11 +64,14 @@ def test_metrics_carry_the_busiest_adapters_and_other(tiny_base, tmp_path):
     hub = AdapterHub(tiny_base, registry=registry, max_resident=2)
     app = build_app(hub, ServeOptions(max_rows=4, max_new_tokens=8, metrics_top_k=2, base_name="tiny"))
     plan = ["m2", "m3"] + ["m0"] * 6 + ["m1"] * 4  # m2, m3 take the labels first; m0 then m1 outgrow them
-    with ServerThread(app) as srv:
-        client = openai.OpenAI(base_url=srv.url + "/v1", api_key="unused", max_retries=0)
-        generated = sum(client.completions.create(model=model, prompt="The quarterly revenue", max_tokens=3,
-                                                  temperature=0).usage.completion_tokens for model in plan)
-        text = httpx.get(srv.url + "/metrics").text
+    try:
+        with ServerThread(app) as srv:
+            client = openai.OpenAI(base_url=srv.url + "/v1", api_key="unused", max_retries=0)
+            generated = sum(client.completions.create(model=model, prompt="The quarterly revenue", max_tokens=3,
+                                                      temperature=0).usage.completion_tokens for model in plan)
+            text = httpx.get(srv.url + "/metrics").text
+    finally:
+        hub.close()  # its slots leave the layers every hub on the base shares
 
     requests = samples(text, "adapterhub_requests_total")
     # m0's and m1's first two went to other; m2 and m3 lost their labels, their counts moved to other

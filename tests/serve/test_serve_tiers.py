@@ -52,6 +52,15 @@ def many(tiny_base, other_tiny_llama_dir, tmp_path_factory):
     return registry, names, sizes
 
 
+@pytest.fixture
+def closing():
+    """``closing(hub)``: the hub is closed after the test (its slots leave the layers every hub on the base shares)."""
+    hubs = []
+    yield hubs.append
+    for hub in hubs:
+        hub.close()
+
+
 def serve(hub, **options):
     from adapterhub.serve import ServeOptions, ServerThread, build_app
 
@@ -93,7 +102,7 @@ class Sampler(threading.Thread):
         return self.samples
 
 
-def test_churn_answers_equal_each_adapter_alone_under_budgets(tiny_base, many):
+def test_churn_answers_equal_each_adapter_alone_under_budgets(tiny_base, many, closing):
     """Nine adapters through three device slots (and a byte budget) from six concurrent clients, one adapter
     pinned the whole time, corrupt and foreign adapters in the mix; then /v1/adapters and /metrics."""
     import openai
@@ -105,6 +114,7 @@ def test_churn_answers_equal_each_adapter_alone_under_budgets(tiny_base, many):
     host_budget = sum(sorted(sizes.values())[-5:])  # about five of the nine: the host tier evicts too
     hub = AdapterHub(tiny_base, registry=registry, max_resident=3, memory_budget_mb=device_budget / 2**20,
                      host_budget_mb=host_budget / 2**20)
+    closing(hub)
     pinned = hub.residency.pin(names[0])  # held by "a running call" for the whole test
     rng = random.Random(0)
     plan = [(rng.choice(names[1:] + ["broken", "foreign"]), rng.choice(PROMPTS)) for _ in range(36)]
@@ -171,7 +181,7 @@ def test_churn_answers_equal_each_adapter_alone_under_budgets(tiny_base, many):
     assert loaded_from == series(metrics, "adapterhub_tier_loads_total", "device") <= served + 1
 
 
-def test_a_slow_load_does_not_stall_the_running_batch(tiny_base, many, monkeypatch):
+def test_a_slow_load_does_not_stall_the_running_batch(tiny_base, many, monkeypatch, closing):
     """While one request's adapter is still being read (held mid-read here), a request for a resident adapter
     starts, decodes every token and finishes; then the slow one joins and answers as it would alone."""
     from adapterhub import AdapterHub
@@ -179,6 +189,7 @@ def test_a_slow_load_does_not_stall_the_running_batch(tiny_base, many, monkeypat
 
     registry, names, _ = many
     hub = AdapterHub(tiny_base, registry=registry, max_resident=2, host_budget_mb=64)
+    closing(hub)
     hub.load(names[1])
     reading, release = threading.Event(), threading.Event()
     fetch = sources.fetch
@@ -253,7 +264,7 @@ def test_host_budget_evicts_least_recently_used_and_skips_what_cannot_fit(tiny_b
         AdapterHub(tiny_base, registry=registry, host_budget_mb=-1)
 
 
-def test_hf_pulls_go_through_the_tiers_and_need_a_key_allowed_to_pull(tiny_base, many, hub_env, tmp_path):
+def test_hf_pulls_go_through_the_tiers_and_need_a_key_allowed_to_pull(tiny_base, many, hub_env, tmp_path, closing):
     """``hf://`` under --allow-hf: a key must be allowed to pull (admin, or an ``hf://ORG/*`` allow entry); the
     pull lands in the device and host tiers like any load and answers as the adapter alone."""
     from adapterhub import AdapterHub, Registry
@@ -268,6 +279,7 @@ def test_hf_pulls_go_through_the_tiers_and_need_a_key_allowed_to_pull(tiny_base,
     everything = keys.create("everything")  # every registered adapter, but not the Hub
     puller = keys.create("puller", allow=["hf://alice/*"])
     hub = AdapterHub(tiny_base, registry=Registry(tmp_path / "served"), max_resident=2, host_budget_mb=16)
+    closing(hub)
     srv = serve(hub, auth=True, allow_hf=True, keys_path=str(tmp_path / "keys.sqlite"))
     body = {"model": "hf://alice/pulled", "prompt": PROMPTS[2], "max_tokens": 6, "temperature": 0}
     try:
