@@ -1,13 +1,11 @@
 """``adapterhub serve``'s safety flags (README "Running it safely"): Host names, connection and input caps,
-slow-client timeouts, the /metrics label bound and a loopback-only metrics port."""
+slow-client timeouts and a loopback-only metrics port."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from typing import Any
-
-DEFAULT_MAX_RESIDENT = 64  # adapters a server keeps resident unless --max-resident says otherwise (LRU beyond)
 
 
 def add_safety_options(parser: argparse.ArgumentParser) -> None:
@@ -24,9 +22,6 @@ def add_safety_options(parser: argparse.ArgumentParser) -> None:
                             f"(default {defaults.header_timeout_s:g})")
     group.add_argument("--max-inputs", type=int, default=defaults.max_inputs,
                        help=f"texts in one /v1/classify or /v1/tag request (default {defaults.max_inputs})")
-    group.add_argument("--metrics-top-k", type=int, default=defaults.metrics_top_k, metavar="K",
-                       help=f"adapters with their own /metrics series; the rest are 'other' "
-                            f"(default {defaults.metrics_top_k})")
     group.add_argument("--metrics-port", type=int, default=None,
                        help="also serve /metrics without a key on 127.0.0.1:PORT (for a local scraper)")
 
@@ -35,16 +30,14 @@ def safety_options(args: argparse.Namespace) -> dict[str, Any]:
     """The :class:`~adapterhub.serve.engine.ServeOptions` fields the safety flags set.
 
     Raises:
-        ConfigError: a cap below 1 or a negative K.
+        ConfigError: a cap below 1.
     """
     from ..errors import ConfigError
 
-    if args.max_connections < 1 or args.max_inputs < 1 or args.header_timeout <= 0 or args.metrics_top_k < 0:
-        raise ConfigError("--max-connections, --max-inputs and --header-timeout must be positive, "
-                          "--metrics-top-k >= 0")
+    if args.max_connections < 1 or args.max_inputs < 1 or args.header_timeout <= 0:
+        raise ConfigError("--max-connections, --max-inputs and --header-timeout must be positive")
     return {"host": args.host, "allowed_hosts": tuple(args.allowed_hosts), "max_connections": args.max_connections,
-            "header_timeout_s": args.header_timeout, "max_inputs": args.max_inputs,
-            "metrics_top_k": args.metrics_top_k}
+            "header_timeout_s": args.header_timeout, "max_inputs": args.max_inputs}
 
 
 def start_metrics_port(app: Any, port: int | None) -> None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, AsyncIterator
@@ -25,7 +25,6 @@ from ..runtime.constrained import ConstrainedSampler
 from ..runtime.sampling import Sampler
 from ..runtime.residency import Held
 from . import limits
-from .labels import DEFAULT_TOP_K
 from .limits import MAX_CLASSIFY_INPUTS
 from .classifiers import answers_with_label
 from .metrics import Metrics
@@ -33,6 +32,7 @@ from .redact import Redactor
 from .protocol import ServeError
 from .rollout import Rollout
 from .scheduler import Job, Scheduler
+from .tier_metrics import TierCollector
 
 if TYPE_CHECKING:
     from ..runtime.hub import AdapterHub
@@ -55,10 +55,10 @@ class ServeOptions:
     base_name: str | None = None  # the base's model id (default: its alias or folder name)
     host: str = "127.0.0.1"  # the address served (the Host check answers its names)
     allowed_hosts: tuple[str, ...] = ()  # more Host names to answer ("*": any)
-    metrics_top_k: int = DEFAULT_TOP_K  # adapters with their own /metrics series (the rest: "other")
     max_inputs: int = MAX_CLASSIFY_INPUTS  # texts in one /v1/classify or /v1/tag request
     max_connections: int = 1024  # open connections before new requests get 503
     header_timeout_s: float = 10.0  # a connection must finish its request headers within this
+    metrics_top_k: int = 32  # adapters with their own /metrics series (by traffic); the rest count as "other"
     channel: str | None = None  # a bare adapter name means name@channel when that channel exists (see rollout.py)
     channel_poll_s: float = 1.0  # how often followed channels are read again
     strict: bool = False  # refuse adapters whose contract was never evaluated on this base's quantisation
@@ -87,7 +87,7 @@ class Engine:
     def __init__(self, hub: AdapterHub, options: ServeOptions | None = None, metrics: Metrics | None = None) -> None:
         self.hub = hub
         self.options = options or ServeOptions()
-        self.metrics = metrics or Metrics(self.options.metrics_top_k)
+        self.metrics = metrics or Metrics(top_k=self.options.metrics_top_k)
         self.redact = Redactor.for_hub(hub)
         self._chars_per_token: int | None = None
         self.stepper = hub.stepper()
@@ -96,9 +96,12 @@ class Engine:
         spec_name = hub.base.spec.name
         self.base_id = self.options.base_name or (Path(spec_name).name if os.sep in spec_name else spec_name)
         self._base_names = {self.base_id, spec_name, "base"}
-        self._residency_lock = threading.Lock()
         self.draining = False
         self.metrics.resident.set(len(hub.resident()))
+        hub.residency.counters.subscribe(self._count_residency)
+        self.metrics.registry.register(TierCollector(hub.residency))
+        # loads wait here (reading, or for a free slot) without taking the shared threadpool's threads
+        self._loads = ThreadPoolExecutor(max_workers=max(4, self.options.max_queue), thread_name_prefix="adapterhub-load")
         self.rollout = Rollout(hub, self.metrics, unload=self.unload, default_channel=self.options.channel,
                                poll_s=self.options.channel_poll_s)
         hub.contracts.strict = hub.contracts.strict or self.options.strict
@@ -110,6 +113,7 @@ class Engine:
     def stop(self) -> None:
         self.rollout.stop()
         self.scheduler.stop()
+        self._loads.shutdown(wait=False)
 
     # --- names -------------------------------------------------------------------------
     def model_ref(self, model: str) -> str | None:
@@ -154,11 +158,23 @@ class Engine:
         from ..errors import UnknownDomainError
 
         try:
-            return self._tracked(self.stepper.acquire, ref)
+            return self.stepper.acquire(ref)
         except UnknownDomainError:
             known = ", ".join(m["id"] for m in self.models())
             raise ServeError(404, f"model {ref!r} does not exist: it is not the base, a loaded adapter or a "
                              f"registered one (servable: {known})", code="model_not_found") from None
+
+    async def acquire_async(self, ref: str | None) -> Held | None:
+        """:meth:`acquire` on a load worker: the request's adapter is read (host tier, disk or an ``hf://`` pull)
+        and put in a slot there while the scheduler's running rows keep decoding."""
+        return await asyncio.get_running_loop().run_in_executor(self._loads, self.acquire, ref)
+
+    def adapters(self) -> dict[str, Any]:
+        """Every adapter held in any residency tier (tier, bytes, pins, hits, last use) and each tier's usage."""
+        rows = [{"name": info.name, "tier": info.tier, "bytes": info.bytes, "pins": info.pins, "hits": info.hits,
+                 "last_used": info.last_used.isoformat(), "method": info.method, "source": info.source}
+                for info in self.hub.resident(tier="all")]
+        return {"object": "list", "data": rows, "tiers": self.hub.residency.usage()}
 
     def load(self, name: str, path: str | None, *, detailed: bool = False) -> dict[str, Any]:
         """Load ``path`` (or the registry reference ``name``) as ``name``.
@@ -175,7 +191,7 @@ class Engine:
             raise ServeError(403, "hf:// references are not served here (start the server with --allow-hf)",
                              code="hf_refs_disabled")
         try:
-            info = self._tracked(self.hub.load, source, name=name)
+            info = self.hub.load(source, name=name)
         except AdapterHubError as error:
             if path is None or detailed or not is_path(path):  # a registry reference reveals no file
                 raise
@@ -192,15 +208,15 @@ class Engine:
         return True
 
     def unload(self, name: str) -> bool:
-        return self._tracked(self.hub.unload, name)
+        return self.hub.unload(name)
 
-    def _tracked(self, call: Any, *args: Any, **kwargs: Any) -> Any:
-        with self._residency_lock:
-            before = {info.name for info in self.hub.resident()}
-            try:
-                return call(*args, **kwargs)
-            finally:
-                self.metrics.residency(before, {info.name for info in self.hub.resident()})
+    def _count_residency(self, event: str, tier: str, name: str) -> None:
+        """Per-adapter load and eviction counts (device tier), told by the residency as they happen."""
+        if tier != "device":
+            return
+        after = {info.name for info in self.hub.resident()}  # inside the residency's (re-entrant) lock
+        before = after - {name} if event == "load" else after | {name}
+        self.metrics.residency(before, after)
 
     # --- generation -----------------------------------------------------------------------
     def prepare(self, ref: str | None, entry: Held | None, *, text: str | None = None,
