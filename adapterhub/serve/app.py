@@ -254,7 +254,7 @@ def _admin_routes(app: FastAPI, serving: _Serving) -> None:
 
     @app.get("/v1/adapters")
     async def adapters(request: Request) -> dict[str, Any]:
-        serving.gate.authenticate(request, admin=True)
+        await serving.gate.authenticate(request, admin=True)
         return await run_in_threadpool(engine.adapters)
 
     @app.post("/v1/unload_lora_adapter")

@@ -65,6 +65,23 @@ def test_a_busy_key_store_answers_503_and_cached_keys_keep_working(keyed):
     assert post(srv.url, "/v1/completions", body, headers=bearer(keys["fresh"])).status_code == 200
 
 
+def test_with_auth_every_route_but_health_and_ready_needs_a_key(keyed):
+    """A route that forgot to await the (async) key check would answer without a key: every route is tried."""
+    srv, _, _ = keyed
+    from fastapi.routing import APIRoute
+
+    routes = [r for r in srv.server.config.app.routes if isinstance(r, APIRoute)]
+    assert len(routes) > 10
+    for route in routes:
+        path = route.path.replace("{name}", "legal")
+        for method in route.methods:
+            answer = httpx.request(method, srv.url + path, content=b"{}", headers=JSON, timeout=60)
+            if path in ("/health", "/ready"):
+                assert answer.status_code == 200, (method, path, answer.text)
+            else:
+                assert answer.status_code == 401, (method, path, answer.status_code, answer.text)
+
+
 @pytest.mark.parametrize("raw,match", [
     (b"[" * 100_000 + b"]" * 100_000, "nested"),
     (b'{"model": "legal", "prompt": "\\ud800", "max_tokens": 1}', "surrogate"),
