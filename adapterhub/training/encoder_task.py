@@ -105,8 +105,9 @@ ERROR_EXAMPLES = 15
 
 
 def evaluate_split(model: ClassifierLoss, tokenizer: Any, task: TaskSpec, split: Split, *, batch_size: int = 32,
-                   device: Any = "cpu", accuracy: bool = True) -> dict[str, Any]:
-    """Loss, plus the classification report (sequence) or the entity report (token) of ``split``.
+                   device: Any = "cpu", accuracy: bool = True, errors: bool = False) -> dict[str, Any]:
+    """Loss, plus the classification report (sequence) or the entity report (token) of ``split``
+    (``errors``: sequence classification also lists the misclassified rows).
 
     Entities are decoded exactly as the runtime's ``tag`` decodes them (per word, first word piece, illegal
     BIO transitions repaired); NER metrics add overlap scores, error kinds with examples, and the exact-span
@@ -137,6 +138,10 @@ def evaluate_split(model: ClassifierLoss, tokenizer: Any, task: TaskSpec, split:
     if not token:
         predictions = [labels[int(logits.argmax())] for logits in rows_logits]
         metrics.update(classification_report(predictions, [str(r["label"]) for r in split.rows], labels=labels))
+        if errors:
+            from .misclassified import misclassified
+
+            metrics["errors"] = misclassified(split.rows, torch.stack(rows_logits), labels)
         return metrics
     predicted, argmax = [], []
     for row, logits in zip(split.rows, rows_logits):
@@ -211,7 +216,8 @@ def _pad(tokenizer: Any) -> int:
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
 
-def evaluate_registered(registry: Any, record: Any, base: Any, data: Any, *, batch_size: int = 32) -> dict[str, Any]:
+def evaluate_registered(registry: Any, record: Any, base: Any, data: Any, *, batch_size: int = 32,
+                        errors: bool = False) -> dict[str, Any]:
     """Metrics of a registered encoder adapter on a data file (the format and fields of its recipe).
 
     The adapter's verified weights go into a fresh task model on ``base`` (as plain PEFT would load it).
@@ -236,4 +242,4 @@ def evaluate_registered(registry: Any, record: Any, base: Any, data: Any, *, bat
     examples = encode_split(rows, fmt=task.type, tokenizer=base.tokenizer, task=task,
                             max_length=int(recipe_data.get("max_length") or 512), origin=origin)
     return evaluate_split(ClassifierLoss(model), base.tokenizer, task, Split(origin, rows, examples),
-                          batch_size=batch_size, device=base.model.device)
+                          batch_size=batch_size, device=base.model.device, errors=errors)

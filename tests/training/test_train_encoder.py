@@ -46,7 +46,7 @@ def encoder_recipe(folder, bert_dir, fmt, rows, labels, **training):
             "data": {"train": str(folder / "train.jsonl"), "validation": str(folder / "validation.jsonl"),
                      "test": str(folder / "validation.jsonl"), "format": fmt, "labels": labels, "max_length": 64},
             "training": {"epochs": 2, "batch_size": 4, "lr": 5e-3, "eval_batch_size": 8, **training},
-            "output": {"registry": str(folder / "registry"), "run_dir": str(folder / "run")}}
+            "output": {"registry": str(folder / "registry"), "run_dir": str(folder / "run"), "register_anyway": True}}
 
 
 def test_sequence_classification_trains_registers_and_loads_in_plain_peft(tmp_path, bert_dir):
