@@ -6,6 +6,8 @@ request resolved to (``base`` for the bare base, ``-`` when none was resolved).
 
 from __future__ import annotations
 
+import time
+from collections import deque
 from typing import Any
 
 _LATENCY = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -21,6 +23,7 @@ class Metrics:
         disable_created_metrics()  # the *_created series double the output and nobody reads them
 
         self.registry = CollectorRegistry()
+        self.recent_errors: deque[dict[str, Any]] = deque(maxlen=50)  # the last failed requests (no text, no key)
         r = self.registry
         self.requests = Counter("adapterhub_requests", "HTTP requests by endpoint, adapter and status",
                                 ["endpoint", "adapter", "status"], registry=r)
@@ -57,6 +60,9 @@ class Metrics:
 
     def request(self, endpoint: str, adapter: str, status: int, seconds: float) -> None:
         self.requests.labels(endpoint=endpoint, adapter=adapter, status=str(status)).inc()
+        if status >= 400:  # the console's "recent errors"
+            self.recent_errors.append({"ts": round(time.time(), 3), "endpoint": endpoint, "adapter": adapter,
+                                       "status": status, "seconds": round(seconds, 4)})
         self.latency.labels(endpoint=endpoint, adapter=adapter).observe(seconds)
 
     def tokens(self, adapter: str, *, prompt: int = 0, generated: int = 0) -> None:

@@ -1,0 +1,247 @@
+"""The web console in a real browser: headless Chromium (Debian's ``chromium``) driven by Playwright, against a
+real ``adapterhub serve`` app on 127.0.0.1 over the tiny llama.
+
+Screenshots of each page go to ``<tmp>/screens`` (``ADAPTERHUB_SCREENSHOTS=<dir>`` writes them there instead:
+that is how README's two images were made).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.helpers.serving import SENTIMENT, start_server
+
+CHROMIUM = os.environ.get("ADAPTERHUB_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+sync_api = pytest.importorskip("playwright.sync_api", reason="the console tests drive Chromium with Playwright "
+                                                           "(pip install playwright)")
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium to drive: apt-get install chromium "
+                                                         "(or set ADAPTERHUB_CHROMIUM to a Chromium executable)")
+PROMPT = "The contract says that"
+CONFUSION = {"labels": ["positive", "negative", "neutral"], "matrix": [[5, 1, 0], [0, 6, 1], [1, 0, 4]]}
+METRICS = {"validation": {"accuracy": 0.8333, "loss": 0.41}, "test": {"accuracy": 0.8889, "loss": 0.35,
+                                                                      "confusion": CONFUSION},
+           "train": {"steps": 30, "curve": [{"step": s, "loss": 2.0 / s, "split": "train"} for s in range(1, 31)]
+                     + [{"step": 15, "loss": 0.5, "split": "validation"}, {"step": 30, "loss": 0.4, "split": "validation"}]}}
+
+
+@pytest.fixture(scope="module")
+def console_registry(tiny_base, tmp_path_factory):
+    """legal@1/@2 (LoRA), finance (classifier with metrics, a loss curve and a confusion matrix), medical (prefix),
+    blend (a merge of legal@1 and legal@2)."""
+    from adapterhub import Registry
+    from adapterhub.runtime.testing import make_random_adapters
+
+    root = tmp_path_factory.mktemp("console-adapters")
+    lora = make_random_adapters(tiny_base, root, count=3, r=4, prefix="ui")
+    prefix = make_random_adapters(tiny_base, root, count=1, method="prefix", num_virtual_tokens=4, prefix="uip")
+    registry = Registry(tmp_path_factory.mktemp("console-registry"))
+    registry.add(lora[0], "legal", domain="legal", base=tiny_base, description="Contract clauses")
+    registry.add(lora[1], "legal", domain="legal", base=tiny_base, tags=["prod"])
+    registry.add(lora[2], "finance", domain="finance", task=SENTIMENT, base=tiny_base, metrics=METRICS,
+                 description="Sentiment of financial news")
+    registry.add(prefix[0], "medical", domain="medical", base=tiny_base)
+    registry.add(lora[0], "blend", domain="legal", base=tiny_base,
+                 source={"kind": "merged", "parents": [{"ref": "legal@1"}, {"ref": "legal@2"}], "weights": [0.5, 0.5],
+                         "how": "linear"})
+    return registry
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="module")
+def open_server(tiny_base, console_registry):
+    hub, server = start_server(tiny_base, console_registry)
+    yield hub, server
+    server.stop()
+    hub.close()
+
+
+@pytest.fixture()
+def screens(tmp_path):
+    folder = Path(os.environ.get("ADAPTERHUB_SCREENSHOTS") or tmp_path / "screens")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+class Page:
+    """A browser tab that records JavaScript errors and console errors."""
+
+    def __init__(self, browser, url):
+        # the page's CSP forbids eval, which Playwright's wait_for_function uses: the tab bypasses it (the page's
+        # own scripts never need it; test_the_page_is_served_with_a_strict_policy checks the header)
+        self.page = browser.new_page(viewport={"width": 1280, "height": 860}, bypass_csp=True)
+        self.errors = []
+        self.page.on("pageerror", lambda error: self.errors.append(str(error)))
+        self.page.on("console", lambda message: message.type == "error" and self.errors.append(message.text))
+        self.url = url
+
+    def go(self, hash_):
+        self.page.goto(f"{self.url}/ui#{hash_}")
+        self.page.wait_for_load_state("networkidle")
+        return self.page
+
+    def close(self):
+        self.page.close()
+
+
+def test_the_page_is_served_with_a_strict_policy(open_server):
+    _, server = open_server
+    page = httpx.get(f"{server.url}/ui")
+    assert page.status_code == 200 and "console.js" in page.text
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+    assert httpx.get(f"{server.url}/ui/static/console.js").status_code == 200
+
+
+def rows(page):
+    return [cell.inner_text() for cell in page.locator("#adapters tbody tr td:first-child").all()]
+
+
+def test_the_registry_list_filters_and_pages(browser, open_server, screens):
+    _, server = open_server
+    tab = Page(browser, server.url)
+    page = tab.go("/adapters")
+    page.wait_for_selector("#adapters tbody tr")
+    assert rows(page) == ["blend", "finance", "legal", "medical"]
+    page.screenshot(path=screens / "registry.png")
+    page.fill("#filter-q", "fin")
+    page.press("#filter-q", "Enter")
+    page.wait_for_function("document.querySelectorAll('#adapters tbody tr').length === 1")
+    assert rows(page) == ["finance"]
+    assert "accuracy 0.8889" in page.inner_text("#adapters tbody")  # the headline metric of its latest version
+    page = tab.go("/adapters?method=prefix")
+    page.wait_for_selector("#range")
+    assert rows(page) == ["medical"]
+    page = tab.go("/adapters?tag=prod")
+    assert rows(page) == ["legal"]
+    page = tab.go("/adapters?limit=3")
+    assert rows(page) == ["blend", "finance", "legal"] and page.inner_text("#range") == "1–3 of 4"
+    page.click("#next")
+    page.wait_for_function("document.querySelector('#range').textContent.startsWith('4–4')")
+    assert rows(page) == ["medical"] and page.is_disabled("#next")
+    page.select_option("#filter-domain", "legal")
+    page.wait_for_function("document.querySelector('#range').textContent === '1–2 of 2'")
+    assert rows(page) == ["blend", "legal"]
+    assert tab.errors == []
+    tab.close()
+
+
+def test_an_adapter_page_shows_metrics_plots_lineage_and_card(browser, open_server, screens):
+    _, server = open_server
+    tab = Page(browser, server.url)
+    page = tab.go("/adapter/finance")
+    page.wait_for_selector("#metrics")
+    metrics = page.inner_text("#metrics")
+    assert "accuracy" in metrics and "0.8889" in metrics and "0.8333" in metrics
+    assert page.locator("#loss-chart polyline").count() == 2  # training and validation loss
+    confusion = page.inner_text("#confusion")
+    assert "negative" in confusion and "6" in confusion
+    assert "finance" in page.inner_text("#card") and "Sentiment" in page.inner_text("#card")
+    page.screenshot(path=screens / "adapter.png", full_page=True)
+    page = tab.go("/adapter/blend")
+    page.wait_for_selector("#lineage")
+    page.click("#lineage a >> nth=0")
+    page.wait_for_selector("#versions")
+    assert page.inner_text("#adapter-name").startswith("legal")
+    assert "legal@2" in page.inner_text("#versions") and "prod" in page.inner_text("#versions")
+    assert tab.errors == []
+    tab.close()
+    exported = httpx.get(f"{server.url}/v1/registry/adapters/legal/2/export")
+    import io
+    import zipfile
+
+    names = zipfile.ZipFile(io.BytesIO(exported.content)).namelist()
+    assert {"legal-2/adapter_config.json", "legal-2/adapter_model.safetensors", "legal-2/adapterhub.json",
+            "legal-2/README.md"} <= set(names)
+
+
+def test_the_playground_streams_two_adapters_side_by_side(browser, open_server, screens):
+    hub, server = open_server
+    tab = Page(browser, server.url)
+    page = tab.go(f"/playground?models=legal,medical&max_tokens=8&text={PROMPT.replace(' ', '%20')}")
+    page.wait_for_selector("#run")
+    page.click("#run")
+    page.wait_for_function("document.querySelectorAll('.answer-pane.done').length === 2", timeout=120_000)
+    answers = {pane.get_attribute("data-model"): pane.locator(".answer").get_attribute("data-text")
+               for pane in page.locator(".answer-pane").all()}
+    for model in ("legal", "medical"):
+        assert answers[model] == hub.generate(PROMPT, domain=model, max_new_tokens=8, chat=False)
+    assert "tokens" in page.inner_text(".answer-pane .stats >> nth=0")
+    page.screenshot(path=screens / "playground.png")
+    page = tab.go("/playground?models=finance&text=great%20quarter")
+    page.click("#run")
+    page.wait_for_selector(".answer-pane.done")
+    assert page.locator(".answer-pane .bar").count() == 3  # one bar per label, with its probability
+    assert tab.errors == []
+    tab.close()
+
+
+def test_the_live_view_updates(browser, open_server, screens):
+    _, server = open_server
+    tab = Page(browser, server.url)
+    page = tab.go("/live")
+    page.wait_for_selector("#stat-tokens")
+    before = float(page.inner_text("#stat-tokens"))
+    httpx.post(f"{server.url}/v1/completions", json={"model": "legal", "prompt": PROMPT, "max_tokens": 5,
+                                                     "temperature": 0}, timeout=60).raise_for_status()
+    page.wait_for_function(f"Number(document.querySelector('#stat-tokens').textContent) > {before}", timeout=15_000)
+    page.wait_for_selector("#chart-tokens polyline")
+    assert "legal" in page.inner_text("#resident")
+    httpx.post(f"{server.url}/v1/completions", json={"model": "nope", "prompt": "x", "max_tokens": 2})
+    page.wait_for_function("document.querySelector('#errors').textContent.includes('404')", timeout=15_000)
+    page.screenshot(path=screens / "live.png")
+    assert tab.errors == []
+    tab.close()
+
+
+def test_a_restricted_key_sees_and_calls_only_its_adapters(browser, tiny_base, console_registry, tmp_path):
+    from adapterhub.serve.auth import KeyStore
+
+    keys = KeyStore(tmp_path / "keys.sqlite")
+    viewer, ops = keys.create("viewer", allow=["legal"]), keys.create("ops", admin=True)
+    hub, server = start_server(tiny_base, console_registry, auth=True, keys_path=str(tmp_path / "keys.sqlite"))
+    try:
+        tab = Page(browser, server.url)
+        page = tab.go("/adapters")
+        page.wait_for_selector("#key-input")  # the page asks for a key before anything else
+        page.fill("#key-input", viewer)
+        page.click("#key button")
+        page.wait_for_selector("#adapters tbody tr")
+        assert rows(page) == ["legal"]
+        assert page.evaluate("Object.keys(localStorage).length") == 0  # only the tab's session storage holds it
+        page = tab.go("/adapter/legal")
+        page.wait_for_selector("#versions")
+        assert page.locator("#admin").count() == 0  # admin actions appear only for admin keys
+        page = tab.go("/adapter/finance")
+        page.wait_for_selector("#page-error")
+        page = tab.go("/playground")
+        page.wait_for_selector("#model-0")
+        assert set(page.locator("#model-0 option").all_inner_texts()) == {"choose…", "tiny", "legal"}
+        assert httpx.post(f"{server.url}/v1/completions", headers={"Authorization": f"Bearer {viewer}"},
+                          json={"model": "finance", "prompt": "x", "max_tokens": 2}).status_code == 403
+        assert httpx.get(f"{server.url}/v1/registry/adapters/finance/1/export",
+                         headers={"Authorization": f"Bearer {viewer}"}).status_code == 404
+        page.click("#signout")
+        page.wait_for_selector("#key-input")
+        page.fill("#key-input", ops)
+        page.click("#key button")
+        page = tab.go("/adapter/finance")
+        page.wait_for_selector("#admin")
+        page.click("#load")
+        page.wait_for_function("document.querySelector('#admin-status').textContent === 'done'")
+        unexpected = [e for e in tab.errors if "status of 401" not in e and "status of 404" not in e]
+        assert unexpected == []
+        tab.close()
+    finally:
+        server.stop()
+        hub.close()
