@@ -2,7 +2,7 @@
 // No framework and no build step: a hash router, three pages, and small SVG charts.
 "use strict";
 
-const state = { key: sessionStorage.getItem("adapterhub-key") || "", me: null, live: null };
+const state = { key: sessionStorage.getItem("adapterhub-key") || "", me: null, live: null, ticket: 0 };
 const main = () => document.getElementById("main");
 
 // ---- tiny DOM helpers -------------------------------------------------------------------------
@@ -22,9 +22,10 @@ const when = (iso) => iso ? new Date(typeof iso === "number" ? iso * 1000 : iso)
 function headers(extra = {}) {
   return state.key ? { ...extra, Authorization: `Bearer ${state.key}` } : extra;
 }
+class NeedsKey extends Error {}
 async function call(path, options = {}) {
   const response = await fetch(path, { ...options, headers: headers(options.headers) });
-  if (response.status === 401) { askForKey(); throw new Error("this server needs an API key"); }
+  if (response.status === 401) throw new NeedsKey("this server needs an API key");
   const isJson = (response.headers.get("content-type") || "").includes("json");
   const body = isJson ? await response.json() : await response.text();
   if (!response.ok) throw new Error((body && body.error && body.error.message) || `${response.status} ${path}`);
@@ -35,6 +36,7 @@ const post = (path, body) => call(path, { method: "POST", headers: { "Content-Ty
 function askForKey(message = "") {
   const form = document.getElementById("key-form").content.cloneNode(true);
   main().replaceChildren(form);
+  main().dataset.rendered = "key";
   document.getElementById("key-error").textContent = message;
   document.getElementById("key").addEventListener("submit", async (event) => {
     event.preventDefault();
@@ -61,7 +63,10 @@ function parseHash() {
   const [path, query] = (location.hash.slice(1) || "/adapters").split("?");
   return { parts: path.split("/").filter(Boolean).map(decodeURIComponent), params: new URLSearchParams(query || "") };
 }
+// Each page builds its nodes and route() shows them only if no newer navigation started meanwhile; the shown
+// hash is recorded in main's data-rendered (what the browser tests wait for).
 async function route() {
+  const ticket = ++state.ticket;
   if (state.live) { clearInterval(state.live); state.live = null; }
   if (!state.me) {
     try { await whoami(); } catch (error) { askForKey(error.message); return; }
@@ -69,14 +74,20 @@ async function route() {
   const { parts, params } = parseHash();
   const page = parts[0] || "adapters";
   document.querySelectorAll("header nav a").forEach((a) => a.classList.toggle("active", a.dataset.page === (page === "adapter" ? "adapters" : page)));
+  let nodes, tick = null;
   try {
-    if (page === "adapter" && parts[1]) await adapterPage(parts[1]);
-    else if (page === "playground") await playgroundPage(params);
-    else if (page === "live") await livePage();
-    else await listPage(params);
+    if (page === "adapter" && parts[1]) nodes = await adapterPage(parts[1]);
+    else if (page === "playground") nodes = await playgroundPage(params);
+    else if (page === "live") ({ nodes, tick } = await livePage());
+    else nodes = await listPage(params);
   } catch (error) {
-    main().replaceChildren(el("p", { class: "error", id: "page-error" }, error.message));
+    if (ticket === state.ticket && error instanceof NeedsKey) { askForKey(error.message); return; }
+    nodes = el("p", { class: "error", id: "page-error" }, error.message);
   }
+  if (ticket !== state.ticket) return;
+  main().replaceChildren(...[nodes].flat());
+  main().dataset.rendered = location.hash || "#/adapters";
+  if (tick) state.live = setInterval(() => tick().catch(() => {}), 1000);
 }
 
 // ---- registry browser -------------------------------------------------------------------------
@@ -104,7 +115,7 @@ async function listPage(params) {
     el("td", {}, a.tags.map((t) => el("span", { class: "tag" }, t))),
     el("td", { class: "muted" }, a.description)));
   const last = Math.min(offset + limit, page.total);
-  main().replaceChildren(el("section", { class: "card" },
+  return el("section", { class: "card" },
     el("h2", {}, "Adapters"),
     el("div", { class: "filters" }, search, select("domain", page.facets.domains), select("method", page.facets.methods),
       select("tag", page.facets.tags), base),
@@ -113,7 +124,7 @@ async function listPage(params) {
     el("div", { class: "pager" },
       el("button", { id: "prev", class: "secondary", disabled: offset === 0, on: { click: () => go({ offset: Math.max(0, offset - limit) }) } }, "Previous"),
       el("span", { id: "range" }, page.total ? `${offset + 1}–${last} of ${page.total}` : "no adapters match"),
-      el("button", { id: "next", class: "secondary", disabled: last >= page.total, on: { click: () => go({ offset: offset + limit }) } }, "Next"))));
+      el("button", { id: "next", class: "secondary", disabled: last >= page.total, on: { click: () => go({ offset: offset + limit }) } }, "Next")));
 }
 
 async function adapterPage(name) {
@@ -137,7 +148,7 @@ async function adapterPage(name) {
   if (version.recipe) sections.push(el("section", { class: "card" }, el("h3", {}, "Recipe"), el("pre", { id: "recipe" }, JSON.stringify(version.recipe, null, 2))));
   sections.push(el("section", { class: "card" }, el("h3", {}, "Model card"), el("pre", { id: "card" }, story.card)));
   if (state.me && state.me.admin) sections.splice(1, 0, adminCard(story));
-  main().replaceChildren(...sections);
+  return sections;
 }
 
 function versionsTable(story) {
@@ -239,8 +250,8 @@ async function playgroundPage(params) {
       ask(model, tasks[model.split("@")[0]] || "generation", input.value, Number(maxTokens.value), pane);
     }
   } } }, "Run");
-  main().replaceChildren(el("section", { class: "card" }, el("h2", {}, "Playground"),
-    el("div", { class: "filters" }, pickers, el("label", {}, "max tokens ", maxTokens), run), input), panes);
+  return [el("section", { class: "card" }, el("h2", {}, "Playground"),
+    el("div", { class: "filters" }, pickers, el("label", {}, "max tokens ", maxTokens), run), input), panes];
 }
 
 async function ask(model, task, text, maxTokens, pane) {
@@ -341,7 +352,6 @@ async function livePage() {
   const charts = el("div", { class: "grid" });
   const resident = el("section", { class: "card", id: "resident" }, el("h3", {}, "Resident adapters"));
   const errors = el("section", { class: "card", id: "errors" }, el("h3", {}, "Recent errors"));
-  main().replaceChildren(el("h2", {}, "Live"), stats, charts, resident, state.me.admin ? errors : "");
   const stat = (label, value, id) => el("section", { class: "card" }, el("div", { class: "muted" }, label), el("div", { class: "stat", id }, value));
   async function tick() {
     const text = await call("/metrics");
@@ -367,7 +377,7 @@ async function livePage() {
     }
   }
   await tick();
-  state.live = setInterval(() => tick().catch(() => {}), 1000);
+  return { nodes: [el("h2", {}, "Live"), stats, charts, resident, state.me.admin ? errors : ""], tick };
 }
 
 async function residentTable(section) {
