@@ -23,7 +23,7 @@ from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from . import rendering
+from . import promotions, rendering
 from . import responses as shape
 from .access import AccessLog, note
 from .auth import ApiKey, KeyStore
@@ -93,7 +93,11 @@ def build_app(hub: Any, options: ServeOptions | None = None, *, engine: Engine |
         return error_response(ServeError(400, str(exc), code="invalid_request"))
 
     for add_routes in (_openai_routes, _labelling_routes, _tgi_routes, _admin_routes, _operation_routes,
+<<<<<<< HEAD
                        add_console_routes):
+=======
+                       promotions.add_routes):
+>>>>>>> main
         add_routes(app, serving)
     return app
 

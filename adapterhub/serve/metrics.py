@@ -24,6 +24,7 @@ class Metrics:
 
         self.registry = CollectorRegistry()
         self.recent_errors: deque[dict[str, Any]] = deque(maxlen=50)  # the last failed requests (no text, no key)
+        self.on_request: list[Any] = []  # called as on_request(endpoint, adapter, status, seconds) (see rollout.py)
         r = self.registry
         self.requests = Counter("adapterhub_requests", "HTTP requests by endpoint, adapter and status",
                                 ["endpoint", "adapter", "status"], registry=r)
@@ -64,6 +65,8 @@ class Metrics:
             self.recent_errors.append({"ts": round(time.time(), 3), "endpoint": endpoint, "adapter": adapter,
                                        "status": status, "seconds": round(seconds, 4)})
         self.latency.labels(endpoint=endpoint, adapter=adapter).observe(seconds)
+        for listener in self.on_request:
+            listener(endpoint, adapter, status, seconds)
 
     def tokens(self, adapter: str, *, prompt: int = 0, generated: int = 0) -> None:
         if prompt:

@@ -141,8 +141,10 @@ def map_fields(rows: list[dict[str, Any]], *, fmt: str, fields: dict[str, str], 
             if row.get(column[name]) is None:
                 how = (f"data.fields maps {name!r} to column {column[name]!r}, which" if name in fields
                        else f"field {name!r} is required by format {fmt!r} but")
-                raise DataError(f"{how} is missing from row {number} of {origin} (columns: {sorted(row)}); "
-                                f"rename it with data.fields: {{{name}: <your column>}}")
+                others = sum(1 for other in rows if other.get(column[name]) is not None)
+                fix = (f"the other {others} row(s) have it: add it to row {number} or remove that row" if others
+                       else f"rename it with data.fields: {{{name}: <your column>}}")
+                raise DataError(f"{how} is missing from row {number} of {origin} (columns: {sorted(row)}); {fix}")
         mapped.append({name: row[column[name]] for name in canonical if row.get(column[name]) is not None})
     if fmt == "token_classification":
         from .encoder_data import canonical_token_rows
@@ -247,11 +249,7 @@ def encode_split(rows: list[dict[str, Any]], *, fmt: str, tokenizer: Any, task: 
 
         return encode_rows(rows, tokenizer=tokenizer, task=task, max_length=max_length, origin=origin)
     if task.is_classification:
-        unknown = sorted({str(row["label"]) for row in rows} - set(task.labels))
-        if unknown:
-            first = next(i for i, row in enumerate(rows, 1) if str(row["label"]) in unknown)
-            raise DataError(f"{origin} has label(s) {unknown} (first in row {first}) that are not in data.labels "
-                            f"{list(task.labels)}; add them to data.labels or fix the rows")
+        check_labels(rows, task.labels, origin=origin)
     examples, too_long = [], []
     for number, row in enumerate(rows, 1):
         input_ids, labels = encode(row, fmt=fmt, tokenizer=tokenizer, task=task)
@@ -318,3 +316,12 @@ def _hold_out(rows: list[dict[str, Any]], fraction: float, *, seed: int) -> tupl
     order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed)).tolist()
     keep = sorted(order[count:])
     return [rows[i] for i in keep], [rows[i] for i in sorted(order[:count])]
+
+
+def check_labels(rows: list[dict[str, Any]], labels: tuple[str, ...], *, origin: str) -> None:
+    """Every row's label must be one of ``labels``; the first offender is named."""
+    unknown = sorted({str(row["label"]) for row in rows} - set(labels))
+    if unknown:
+        first = next(i for i, row in enumerate(rows, 1) if str(row["label"]) in unknown)
+        raise DataError(f"{origin} has label(s) {unknown} (first in row {first}) that are not in data.labels "
+                        f"{list(labels)}; add them to data.labels or fix the rows")
