@@ -93,11 +93,7 @@ def build_app(hub: Any, options: ServeOptions | None = None, *, engine: Engine |
         return error_response(ServeError(400, str(exc), code="invalid_request"))
 
     for add_routes in (_openai_routes, _labelling_routes, _tgi_routes, _admin_routes, _operation_routes,
-<<<<<<< HEAD
-                       add_console_routes):
-=======
-                       promotions.add_routes):
->>>>>>> main
+                       promotions.add_routes, add_console_routes):
         add_routes(app, serving)
     return app
 

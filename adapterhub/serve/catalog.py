@@ -100,7 +100,8 @@ def summary(versions: Sequence[Any]) -> dict[str, Any]:
 def adapter_story(versions: Sequence[Any], *, card: Callable[[Any], str],
                   history: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
     """Everything the adapter page shows: every version (newest first) with its metrics, recipe, contract
-    and lineage, the channel history, and the model card of the latest version (``card(record)``)."""
+    and lineage, the channel history (newest move first), and the model card of the latest version
+    (``card(record)``)."""
     latest = versions[-1]
     return {**summary(versions), "card": card(latest), "history": list(history),
             "versions_detail": [_version(record) for record in reversed(versions)]}

@@ -66,8 +66,8 @@ def add_console_routes(app: FastAPI, serving: Any) -> None:
     async def adapter(request: Request, name: str) -> dict[str, Any]:
         key = gate.authenticate(request)
         versions = await run_in_threadpool(_versions, engine.hub, name, visible(key))
-        history = await run_in_threadpool(_history, engine.hub.registry, name)
-        return adapter_story(versions, card=_model_card, history=history)
+        history, channels = await run_in_threadpool(_channels, engine.hub.registry, name)
+        return {**adapter_story(versions, card=_model_card, history=history), "channels": channels}
 
     @app.get("/v1/registry/adapters/{name}/{version}/export")
     async def export(request: Request, name: str, version: int) -> Response:
@@ -102,13 +102,13 @@ def _versions(hub: Any, name: str, visible: Any) -> list[Any]:
     return versions
 
 
-def _history(registry: Any, name: str) -> list[dict[str, Any]]:
-    """The channel moves of ``name`` (promotions, rollbacks), newest first, where the registry keeps them."""
-    history = getattr(registry, "history", None)
-    if history is None:
-        return []
-    rows = history(name)
-    return [row if isinstance(row, dict) else getattr(row, "to_dict", lambda: vars(row))() for row in rows]
+def _channels(registry: Any, name: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """``name``'s channel moves (newest first) and each channel's holder and canary now."""
+    rows = registry.history(name)
+    states = [registry.channel(name, channel) for channel in sorted({row.channel for row in rows})]
+    return ([row.to_dict() for row in reversed(rows)],
+            [{"channel": s.channel, "holder": s.holder, "canary": s.canary, "percent": s.canary_percent}
+             for s in states])
 
 
 def _model_card(record: Any) -> str:

@@ -253,6 +253,18 @@ def test_a_restricted_key_sees_and_calls_only_its_adapters(browser, tiny_base, c
         page.wait_for_selector("#admin")
         page.click("#load")
         page.wait_for_function("document.querySelector('#admin-status').textContent === 'done'")
+        page = tab.go("/adapter/legal")  # admin channel moves: promote v2, then v1, then roll back to v2
+        for version in ("2", "1"):
+            page.fill("#promote-channel", "stable")
+            page.select_option("#promote-version", version)
+            page.click("#promote")
+            page.wait_for_function(f"(document.querySelector('#channels') || {{}}).textContent?.includes('stablev{version}')")
+        page.fill("#promote-channel", "stable")
+        page.click("#rollback")
+        page.wait_for_function("(document.querySelector('#channels') || {}).textContent?.includes('stablev2')")
+        history = page.inner_text("#history")
+        assert history.index("rollback") < history.index("promote") and "ops" in history  # newest first, by whom
+        assert console_registry.channel("legal", "stable").holder == 2
         provoked = ("401", "403", "404")  # the refusals this test provokes on purpose
         unexpected = [e for e in tab.errors if not any(code in e for code in provoked)]
         assert unexpected == []

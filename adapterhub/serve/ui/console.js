@@ -144,6 +144,10 @@ async function adapterPage(name) {
   if (version.source.parents.length) sections.push(el("section", { class: "card", id: "lineage" }, el("h3", {}, `Lineage (${version.source.kind})`),
     el("ul", {}, version.source.parents.map((ref) => el("li", {}, el("a", { href: `#/adapter/${encodeURIComponent(ref.split("@")[0])}` }, ref))))));
   if (version.contract) sections.push(el("section", { class: "card", id: "contract" }, el("h3", {}, "Serving contract"), el("pre", {}, JSON.stringify(version.contract, null, 2))));
+  if (story.channels.length) sections.push(el("section", { class: "card", id: "channels" }, el("h3", {}, "Channels"),
+    el("table", {}, el("thead", {}, el("tr", {}, ["channel", "holder", "canary"].map((h) => el("th", {}, h)))),
+      el("tbody", {}, story.channels.map((c) => el("tr", {}, el("td", {}, c.channel), el("td", {}, c.holder ? `v${c.holder}` : "—"),
+        el("td", {}, c.canary ? `v${c.canary} (${c.percent}%)` : "—")))))));
   if (story.history.length) sections.push(el("section", { class: "card", id: "history" }, el("h3", {}, "Channel history"), historyTable(story.history)));
   if (version.recipe) sections.push(el("section", { class: "card" }, el("h3", {}, "Recipe"), el("pre", { id: "recipe" }, JSON.stringify(version.recipe, null, 2))));
   sections.push(el("section", { class: "card" }, el("h3", {}, "Model card"), el("pre", { id: "card" }, story.card)));
@@ -179,17 +183,28 @@ function metricsCard(version) {
 }
 
 function historyTable(rows) {
-  const columns = [...new Set(rows.flatMap((row) => Object.keys(row)))].filter((c) => typeof rows[0][c] !== "object");
+  const columns = [...new Set(rows.flatMap((row) => Object.keys(row)))].filter((c) => rows.every((row) => row[c] === null || typeof row[c] !== "object"));
   return el("table", {}, el("thead", {}, el("tr", {}, columns.map((c) => el("th", {}, c)))),
     el("tbody", {}, rows.map((row) => el("tr", {}, columns.map((c) => el("td", {}, c === "when" || c === "ts" ? when(row[c]) : fmt(row[c])))))));
 }
 
+// Admin keys: load/unload on this server, and channel moves (a gated promotion, a rollback) on its registry.
 function adminCard(story) {
   const status = el("span", { class: "muted", id: "admin-status" });
-  const act = (path, body) => post(path, body).then(() => { status.textContent = "done"; }, (e) => { status.textContent = e.message; });
+  const act = (path, body, reload = false) => post(path, body).then(() => { status.textContent = "done"; if (reload) route(); },
+    (e) => { status.textContent = e.message; });
+  const base = `/v1/adapters/${encodeURIComponent(story.name)}`;
+  const channel = el("input", { id: "promote-channel", placeholder: "channel", value: (story.channels[0] || {}).channel || "prod", size: 8 });
+  const version = el("select", { id: "promote-version" }, story.versions_detail.map((v) => el("option", { value: v.version }, `v${v.version}`)));
+  const gate = el("input", { id: "promote-gate", placeholder: "gate, e.g. accuracy >= prod - 0.5 (optional)", size: 34 });
   return el("section", { class: "card", id: "admin" }, el("h3", {}, "Admin"),
-    el("button", { id: "load", on: { click: () => act("/v1/load_lora_adapter", { lora_name: story.name }) } }, "Load"), " ",
-    el("button", { id: "unload", class: "secondary", on: { click: () => act("/v1/unload_lora_adapter", { lora_name: story.name }) } }, "Unload"), " ", status);
+    el("div", { class: "filters" },
+      el("button", { id: "load", on: { click: () => act("/v1/load_lora_adapter", { lora_name: story.name }) } }, "Load"),
+      el("button", { id: "unload", class: "secondary", on: { click: () => act("/v1/unload_lora_adapter", { lora_name: story.name }) } }, "Unload")),
+    el("div", { class: "filters" }, channel, version, gate,
+      el("button", { id: "promote", on: { click: () => act(`${base}/promote`, { channel: channel.value, version: Number(version.value), gate: gate.value || null }, true) } }, "Promote"),
+      el("button", { id: "rollback", class: "secondary", on: { click: () => act(`${base}/rollback`, { channel: channel.value }, true) } }, "Roll back")),
+    status);
 }
 
 function heatmap(confusion) {
