@@ -75,7 +75,7 @@ class Registry(ChannelMoves):
     def add(self, peft_dir: str | os.PathLike[str], name: str, *, domain: str | None = None, task: Any = None,
             tags: Iterable[str] = (), description: str = "", base: Any = None,
             metrics: Mapping[str, Any] | None = None, recipe: Mapping[str, Any] | None = None,
-            source: Mapping[str, Any] | None = None) -> AdapterRecord:
+            source: Mapping[str, Any] | None = None, contract: Mapping[str, Any] | None = None) -> AdapterRecord:
         """Store a plain PEFT adapter directory as the next version of ``name``.
 
         Args:
@@ -90,6 +90,8 @@ class Registry(ChannelMoves):
                 and its fingerprint and name are recorded.
             metrics, recipe: recorded as given.
             source: ``{"kind": "trained"|"imported"|"pulled", ...}``; default imported from ``peft_dir``.
+            contract: the serving contract (:mod:`adapterhub.registry.contract`); default: the one in
+                ``peft_dir``'s ``adapterhub.json``, if any.
 
         Returns:
             The new :class:`AdapterRecord` (version = previous highest ever + 1).
@@ -112,7 +114,7 @@ class Registry(ChannelMoves):
                         .get("base") or {}).get("fingerprint")
             check_compatible(adapter.config, adapter.tensor_shapes, base, fingerprint=recorded, method=adapter.method)
         manifest = new_manifest(adapter, name, domain=domain, task=task, tags=tags, description=description,
-                                base=base, metrics=metrics, recipe=recipe, origin=source)
+                                base=base, metrics=metrics, recipe=recipe, origin=source, contract=contract)
         self._index.check_writable()
         try:
             self._write_entry(adapter, manifest, name, tags)
