@@ -7,6 +7,7 @@ that is how README's two images were made).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -22,6 +23,8 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="the console tests 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium to drive: apt-get install chromium "
                                                          "(or set ADAPTERHUB_CHROMIUM to a Chromium executable)")
 PROMPT = "The contract says that"
+SCHEMA = {"type": "object", "properties": {"level": {"enum": ["primary", "secondary", "university"]}},
+          "required": ["level"], "additionalProperties": False}
 CONFUSION = {"labels": ["positive", "negative", "neutral"], "matrix": [[5, 1, 0], [0, 6, 1], [1, 0, 4]]}
 METRICS = {"validation": {"accuracy": 0.8333, "loss": 0.41}, "test": {"accuracy": 0.8889, "loss": 0.35,
                                                                       "confusion": CONFUSION},
@@ -32,12 +35,12 @@ METRICS = {"validation": {"accuracy": 0.8333, "loss": 0.41}, "test": {"accuracy"
 @pytest.fixture(scope="module")
 def console_registry(tiny_base, tmp_path_factory):
     """legal@1/@2 (LoRA), finance (classifier with metrics, a loss curve and a confusion matrix), medical (prefix),
-    blend (a merge of legal@1 and legal@2)."""
+    blend (a merge of legal@1 and legal@2), tutor (answers under its contract's JSON schema)."""
     from adapterhub import Registry
     from adapterhub.runtime.testing import make_random_adapters
 
     root = tmp_path_factory.mktemp("console-adapters")
-    lora = make_random_adapters(tiny_base, root, count=3, r=4, prefix="ui")
+    lora = make_random_adapters(tiny_base, root, count=4, r=4, prefix="ui")
     prefix = make_random_adapters(tiny_base, root, count=1, method="prefix", num_virtual_tokens=4, prefix="uip")
     registry = Registry(tmp_path_factory.mktemp("console-registry"))
     registry.add(lora[0], "legal", domain="legal", base=tiny_base, description="Contract clauses")
@@ -45,6 +48,7 @@ def console_registry(tiny_base, tmp_path_factory):
     registry.add(lora[2], "finance", domain="finance", task=SENTIMENT, base=tiny_base, metrics=METRICS,
                  description="Sentiment of financial news")
     registry.add(prefix[0], "medical", domain="medical", base=tiny_base)
+    registry.add(lora[3], "tutor", domain="education", base=tiny_base, contract={"schema": SCHEMA, "max_tokens": 24})
     registry.add(lora[0], "blend", domain="legal", base=tiny_base,
                  source={"kind": "merged", "parents": [{"ref": "legal@1"}, {"ref": "legal@2"}], "weights": [0.5, 0.5],
                          "how": "linear"})
@@ -126,7 +130,7 @@ def test_the_registry_list_filters_and_pages(browser, open_server, screens):
     tab = Page(browser, server.url)
     page = tab.go("/adapters")
     page.wait_for_selector("#adapters tbody tr")
-    assert rows(page) == ["blend", "finance", "legal", "medical"]
+    assert rows(page) == ["blend", "finance", "legal", "medical", "tutor"]
     page.screenshot(path=screens / "registry.png")
     page.fill("#filter-q", "fin")
     page.press("#filter-q", "Enter")
@@ -139,10 +143,10 @@ def test_the_registry_list_filters_and_pages(browser, open_server, screens):
     page = tab.go("/adapters?tag=prod")
     assert rows(page) == ["legal"]
     page = tab.go("/adapters?limit=3")
-    assert rows(page) == ["blend", "finance", "legal"] and page.inner_text("#range") == "1–3 of 4"
+    assert rows(page) == ["blend", "finance", "legal"] and page.inner_text("#range") == "1–3 of 5"
     page.click("#next")
-    page.wait_for_function("document.querySelector('#range').textContent.startsWith('4–4')")
-    assert rows(page) == ["medical"] and page.is_disabled("#next")
+    tab.wait_shown("#/adapters?limit=3&offset=3")
+    assert rows(page) == ["medical", "tutor"] and page.is_disabled("#next") and page.inner_text("#range") == "4–5 of 5"
     page.select_option("#filter-domain", "legal")
     page.wait_for_function("document.querySelector('#range').textContent === '1–2 of 2'")
     assert rows(page) == ["blend", "legal"]
@@ -192,10 +196,12 @@ def test_the_playground_streams_two_adapters_side_by_side(browser, open_server, 
         assert answers[model] == hub.generate(PROMPT, domain=model, max_new_tokens=8, chat=False)
     assert "tokens" in page.inner_text(".answer-pane .stats >> nth=0")
     page.screenshot(path=screens / "playground.png")
-    page = tab.go("/playground?models=finance&text=great%20quarter")
+    page = tab.go("/playground?models=finance,tutor&text=great%20quarter")
     page.click("#run")
-    page.wait_for_selector(".answer-pane.done")
-    assert page.locator(".answer-pane .bar").count() == 3  # one bar per label, with its probability
+    page.wait_for_function("document.querySelectorAll('.answer-pane.done').length === 2", timeout=120_000)
+    assert page.locator(".answer-pane[data-model=finance] .bar").count() == 3  # one bar per label, with its probability
+    parsed = json.loads(page.inner_text(".answer-pane[data-model=tutor] .parsed"))  # under the tutor's contract schema
+    assert set(parsed) == {"level"} and parsed["level"] in SCHEMA["properties"]["level"]["enum"]
     assert tab.errors == []
     tab.close()
 
