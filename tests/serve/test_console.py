@@ -169,7 +169,7 @@ def test_an_adapter_page_shows_metrics_plots_lineage_and_card(browser, open_serv
     page = tab.go("/adapter/blend")
     page.wait_for_selector("#lineage")
     page.click("#lineage a >> nth=0")
-    page.wait_for_selector("#versions")
+    tab.wait_shown("#/adapter/legal")
     assert page.inner_text("#adapter-name").startswith("legal")
     assert "legal@2" in page.inner_text("#versions") and "prod" in page.inner_text("#versions")
     assert tab.errors == []
@@ -216,7 +216,8 @@ def test_the_live_view_updates(browser, open_server, screens):
                                                      "temperature": 0}, timeout=60).raise_for_status()
     page.wait_for_function(f"Number(document.querySelector('#stat-tokens').textContent) > {before}", timeout=15_000)
     page.wait_for_selector("#chart-tokens polyline")
-    assert "legal" in page.inner_text("#resident")
+    page.wait_for_function("document.querySelector('#resident').textContent.includes('legal')")
+    assert "device" in page.inner_text("#tiers") and "host" in page.inner_text("#tiers")  # each tier's use
     httpx.post(f"{server.url}/v1/completions", json={"model": "nope", "prompt": "x", "max_tokens": 2})
     page.wait_for_function("document.querySelector('#errors').textContent.includes('404')", timeout=15_000)
     page.screenshot(path=screens / "live.png")

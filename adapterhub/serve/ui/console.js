@@ -395,16 +395,24 @@ async function livePage() {
   return { nodes: [el("h2", {}, "Live"), stats, charts, resident, state.me.admin ? errors : ""], tick };
 }
 
+// Admin keys see every tier (GET /v1/adapters: tier, bytes, pins, hits; each tier's use of its budget);
+// other keys see the adapters resident on the device, from /v1/models.
 async function residentTable(section) {
-  let rows;
-  try {
-    rows = (await call("/v1/adapters")).data;  // admin: tiers, bytes, pins, hits
-  } catch {
+  let rows, tiers = null;
+  if (state.me.admin) {
+    const payload = await call("/v1/adapters");
+    rows = payload.data;
+    tiers = payload.tiers;
+  } else {
     rows = (await call("/v1/models")).data.filter((m) => m.resident && m.parent).map((m) => ({ name: m.id, method: m.method, task: m.task }));
   }
+  const mb = (bytes) => bytes === null || bytes === undefined ? "—" : `${(bytes / 2 ** 20).toFixed(1)} MB`;
+  const usage = tiers ? el("table", { id: "tiers" }, el("thead", {}, el("tr", {}, ["tier", "adapters", "max", "memory", "budget"].map((h) => el("th", {}, h)))),
+    el("tbody", {}, Object.entries(tiers).map(([tier, u]) => el("tr", {}, el("td", {}, tier), el("td", {}, fmt(u.adapters)),
+      el("td", {}, u.max_resident ?? "—"), el("td", {}, mb(u.bytes)), el("td", {}, mb(u.budget_bytes)))))) : "";
   const columns = [...new Set(rows.flatMap((r) => Object.keys(r)))].filter((c) => rows.every((r) => typeof r[c] !== "object"));
-  section.replaceChildren(el("h3", {}, `Resident adapters (${rows.length})`), rows.length
-    ? el("table", {}, el("thead", {}, el("tr", {}, columns.map((c) => el("th", {}, c)))), el("tbody", {}, rows.map((r) => el("tr", {}, columns.map((c) => el("td", {}, c === "last_used" ? when(r[c]) : fmt(r[c])))))))
+  section.replaceChildren(el("h3", {}, `Resident adapters (${rows.length})`), usage, rows.length
+    ? el("table", {}, el("thead", {}, el("tr", {}, columns.map((c) => el("th", {}, c)))), el("tbody", {}, rows.map((r) => el("tr", {}, columns.map((c) => el("td", {}, c === "last_used" ? when(r[c]) : c === "bytes" ? mb(r[c]) : fmt(r[c])))))))
     : el("p", { class: "muted" }, "none"));
 }
 
