@@ -1,7 +1,7 @@
 """The web console in a real browser: headless Chromium (Debian's ``chromium``) driven by Playwright, against a
 real ``adapterhub serve`` app on 127.0.0.1 over the tiny llama.
 
-Screenshots of each page go to ``<tmp>/screens`` (``ADAPTERHUB_SCREENSHOTS=<dir>`` writes them there instead:
+Screenshots of each page go to ``<tmp>/screens`` (``CONSOLE_SCREENSHOTS=<dir>`` writes them there instead:
 that is how README's two images were made).
 """
 
@@ -17,11 +17,11 @@ import pytest
 
 from tests.helpers.serving import SENTIMENT, start_server
 
-CHROMIUM = os.environ.get("ADAPTERHUB_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM = os.environ.get("CHROMIUM_EXECUTABLE") or shutil.which("chromium") or shutil.which("chromium-browser")
 sync_api = pytest.importorskip("playwright.sync_api", reason="the console tests drive Chromium with Playwright "
                                                            "(pip install playwright)")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium to drive: apt-get install chromium "
-                                                         "(or set ADAPTERHUB_CHROMIUM to a Chromium executable)")
+                                                         "(or set CHROMIUM_EXECUTABLE to a Chromium executable)")
 PROMPT = "The contract says that"
 SCHEMA = {"type": "object", "properties": {"level": {"enum": ["primary", "secondary", "university"]}},
           "required": ["level"], "additionalProperties": False}
@@ -73,7 +73,7 @@ def open_server(tiny_base, console_registry):
 
 @pytest.fixture()
 def screens(tmp_path):
-    folder = Path(os.environ.get("ADAPTERHUB_SCREENSHOTS") or tmp_path / "screens")
+    folder = Path(os.environ.get("CONSOLE_SCREENSHOTS") or tmp_path / "screens")
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
