@@ -72,6 +72,15 @@ def open_server(tiny_base, console_registry):
 
 
 @pytest.fixture()
+def tab(browser, open_server):
+    """A tab on the shared server; a JavaScript error, console error or failed request in it fails the test."""
+    page = Page(browser, open_server[1].url)
+    yield page
+    page.close()
+    assert page.errors == []
+
+
+@pytest.fixture()
 def screens(tmp_path):
     folder = Path(os.environ.get("CONSOLE_SCREENSHOTS") or tmp_path / "screens")
     folder.mkdir(parents=True, exist_ok=True)
@@ -125,9 +134,7 @@ def rows(page):
     return [cell.inner_text() for cell in page.locator("#adapters tbody tr td:first-child").all()]
 
 
-def test_the_registry_list_filters_and_pages(browser, open_server, screens):
-    _, server = open_server
-    tab = Page(browser, server.url)
+def test_the_registry_list_filters_and_pages(tab, screens):
     page = tab.go("/adapters")
     page.wait_for_selector("#adapters tbody tr")
     assert rows(page) == ["blend", "finance", "legal", "medical", "tutor"]
@@ -150,13 +157,10 @@ def test_the_registry_list_filters_and_pages(browser, open_server, screens):
     page.select_option("#filter-domain", "legal")
     page.wait_for_function("document.querySelector('#range').textContent === '1–2 of 2'")
     assert rows(page) == ["blend", "legal"]
-    assert tab.errors == []
-    tab.close()
 
 
-def test_an_adapter_page_shows_metrics_plots_lineage_and_card(browser, open_server, screens):
+def test_an_adapter_page_shows_metrics_plots_lineage_and_card(tab, open_server, screens):
     _, server = open_server
-    tab = Page(browser, server.url)
     page = tab.go("/adapter/finance")
     page.wait_for_selector("#metrics")
     metrics = page.inner_text("#metrics")
@@ -172,8 +176,6 @@ def test_an_adapter_page_shows_metrics_plots_lineage_and_card(browser, open_serv
     tab.wait_shown("#/adapter/legal")
     assert page.inner_text("#adapter-name").startswith("legal")
     assert "legal@2" in page.inner_text("#versions") and "prod" in page.inner_text("#versions")
-    assert tab.errors == []
-    tab.close()
     exported = httpx.get(f"{server.url}/v1/registry/adapters/legal/2/export")
     import io
     import zipfile
@@ -183,9 +185,8 @@ def test_an_adapter_page_shows_metrics_plots_lineage_and_card(browser, open_serv
             "legal-2/README.md"} <= set(names)
 
 
-def test_the_playground_streams_two_adapters_side_by_side(browser, open_server, screens):
+def test_the_playground_streams_two_adapters_side_by_side(tab, open_server, screens):
     hub, server = open_server
-    tab = Page(browser, server.url)
     page = tab.go(f"/playground?models=legal,medical&max_tokens=8&text={PROMPT.replace(' ', '%20')}")
     page.wait_for_selector("#run")
     page.click("#run")
@@ -202,13 +203,10 @@ def test_the_playground_streams_two_adapters_side_by_side(browser, open_server, 
     assert page.locator(".answer-pane[data-model=finance] .bar").count() == 3  # one bar per label, with its probability
     parsed = json.loads(page.inner_text(".answer-pane[data-model=tutor] .parsed"))  # under the tutor's contract schema
     assert set(parsed) == {"level"} and parsed["level"] in SCHEMA["properties"]["level"]["enum"]
-    assert tab.errors == []
-    tab.close()
 
 
-def test_the_live_view_updates(browser, open_server, screens):
+def test_the_live_view_updates(tab, open_server, screens):
     _, server = open_server
-    tab = Page(browser, server.url)
     page = tab.go("/live")
     page.wait_for_selector("#stat-tokens")
     before = float(page.inner_text("#stat-tokens"))
@@ -221,8 +219,6 @@ def test_the_live_view_updates(browser, open_server, screens):
     httpx.post(f"{server.url}/v1/completions", json={"model": "nope", "prompt": "x", "max_tokens": 2})
     page.wait_for_function("document.querySelector('#errors').textContent.includes('404')", timeout=15_000)
     page.screenshot(path=screens / "live.png")
-    assert tab.errors == []
-    tab.close()
 
 
 def test_a_restricted_key_sees_and_calls_only_its_adapters(browser, tiny_base, console_registry, tmp_path):
