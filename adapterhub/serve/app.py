@@ -28,6 +28,7 @@ from . import responses as shape
 from .access import AccessLog, note
 from .auth import ApiKey, KeyStore
 from .bodies import parse_body
+from .console import add_console_routes
 from .engine import Engine, Prepared, ServeOptions
 from .formats import response_schema
 from .gate import Gate
@@ -103,7 +104,7 @@ def build_app(hub: Any, options: ServeOptions | None = None, *, engine: Engine |
         return error_response(ServeError(400, str(exc), code="invalid_request"))
 
     for add_routes in (_openai_routes, _labelling_routes, _tgi_routes, _admin_routes, _operation_routes,
-                       promotions.add_routes):
+                       promotions.add_routes, add_console_routes):
         add_routes(app, serving)
     return app
 

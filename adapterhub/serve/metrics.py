@@ -7,6 +7,8 @@ request resolved to (``base`` for the bare base, ``-`` when none was resolved) w
 
 from __future__ import annotations
 
+import time
+from collections import deque
 from typing import Any
 
 from .adapter_labels import AdapterLabels, remove_series
@@ -24,6 +26,7 @@ class Metrics:
         disable_created_metrics()  # the *_created series double the output and nobody reads them
 
         self.registry = CollectorRegistry()
+        self.recent_errors: deque[dict[str, Any]] = deque(maxlen=50)  # the last failed requests (no text, no key)
         self.on_request: list[Any] = []  # called as on_request(endpoint, adapter, status, seconds) (see rollout.py)
         r = self.registry
         self.requests = Counter("adapterhub_requests", "HTTP requests by endpoint, adapter and status",
@@ -66,6 +69,9 @@ class Metrics:
     def request(self, endpoint: str, adapter: str, status: int, seconds: float) -> None:
         label = self.adapters.count(adapter)  # the adapter itself, or "other" beyond the top K
         self.requests.labels(endpoint=endpoint, adapter=label, status=str(status)).inc()
+        if status >= 400:  # the console's "recent errors" (the adapter's own name: no series is made of it)
+            self.recent_errors.append({"ts": round(time.time(), 3), "endpoint": endpoint, "adapter": adapter[:200],
+                                       "status": status, "seconds": round(seconds, 4)})
         self.latency.labels(endpoint=endpoint, adapter=label).observe(seconds)
         for listener in self.on_request:  # listeners get the adapter's own name
             listener(endpoint, adapter, status, seconds)
