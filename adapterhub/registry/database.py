@@ -45,6 +45,7 @@ CREATE TABLE IF NOT EXISTS adapters (
     PRIMARY KEY (name, version)
 );
 CREATE INDEX IF NOT EXISTS adapters_domain ON adapters (domain);
+CREATE INDEX IF NOT EXISTS adapters_domain_name ON adapters (domain, name, version);
 CREATE INDEX IF NOT EXISTS adapters_method ON adapters (method, name, version);
 CREATE INDEX IF NOT EXISTS adapters_base ON adapters (base_fingerprint, name, version);
 CREATE INDEX IF NOT EXISTS names_lower ON names (lower(name));

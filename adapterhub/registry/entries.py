@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,8 +75,9 @@ def check_labels(name: str, *, domain: str | None, tags: Sequence[str]) -> list[
     return list(dict.fromkeys(validate_tag(tag) for tag in tags))
 
 
-def prepare(entry: NewEntry, *, base: Any = None) -> Prepared:
-    """Read and check one adapter folder and build its manifest; nothing is written.
+def prepare(entry: NewEntry, *, base: Any = None,
+            read: Callable[[str | os.PathLike[str]], SourceAdapter] = read_adapter_dir) -> Prepared:
+    """Read and check one adapter folder (with ``read``) and build its manifest; nothing is written.
 
     Raises:
         InvalidNameError: bad name, tag or domain.
@@ -84,7 +85,7 @@ def prepare(entry: NewEntry, *, base: Any = None) -> Prepared:
         IncompatibleBaseError: it does not fit ``base``.
     """
     tags = check_labels(entry.name, domain=entry.domain, tags=entry.tags)
-    adapter = read_adapter_dir(entry.peft_dir)
+    adapter = read(entry.peft_dir)
     if base is not None:
         recorded = (recorded_fields(adapter.manifest or {}, where=str(adapter.path / MANIFEST_FILE))
                     .get("base") or {}).get("fingerprint")
@@ -93,6 +94,19 @@ def prepare(entry: NewEntry, *, base: Any = None) -> Prepared:
                             description=entry.description, base=base, metrics=entry.metrics, recipe=entry.recipe,
                             origin=entry.source)
     return Prepared(adapter=adapter, manifest=manifest, tags=tags)
+
+
+def reader_once_per_folder() -> Callable[[str | os.PathLike[str]], SourceAdapter]:
+    """A :func:`read_adapter_dir` that reads a folder given again only once (its result is kept while it lives)."""
+    seen: dict[str, SourceAdapter] = {}
+
+    def read(folder: str | os.PathLike[str]) -> SourceAdapter:
+        key = os.fspath(folder)
+        if key not in seen:
+            seen[key] = read_adapter_dir(folder)
+        return seen[key]
+
+    return read
 
 
 def manifest_bytes(manifest: Mapping[str, Any]) -> bytes:
@@ -123,19 +137,34 @@ def write_entries(registry_index: RegistryIndex, staging: StagingArea, adapters:
         placed: list[tuple[Path, Path]] = []
         try:
             with registry_index.write() as db:
-                for entry, folder in zip(entries, folders):
-                    _version(db, entry, folder, durable_each=durable_each)
-                    placed.append((place(db, staging, adapters, folder, entry.name, entry.manifest["version"],
-                                         durable=durable_each), folder))
-                    index.insert(db, entry.manifest)
-                    for tag in entry.tags:
-                        index.set_tag(db, entry.name, tag, entry.manifest["version"])
-                if not durable_each:
-                    os.sync()
+                try:
+                    for entry, folder in zip(entries, folders):
+                        _version(db, entry, folder, durable_each=durable_each)
+                        placed.append((place(db, staging, adapters, folder, entry.name, entry.manifest["version"],
+                                             durable=durable_each), folder))
+                        index.insert(db, entry.manifest)
+                        for tag in entry.tags:
+                            index.set_tag(db, entry.name, tag, entry.manifest["version"])
+                    if not durable_each:
+                        os.sync()
+                except BaseException:
+                    _unplace(placed)  # still under the write lock: no other writer is placing into these folders
+                    raise
         except BaseException:
-            for target, folder in reversed(placed):  # placed but not committed: back to staging, deleted on leaving
-                os.rename(target, folder)
+            _unplace(placed)  # the commit itself failed
             raise
+
+
+def _unplace(placed: list[tuple[Path, Path]]) -> None:
+    """Move placed but uncommitted folders back into staging (deleted on leaving it), and drop the name
+    folders this left empty; ``placed`` is emptied."""
+    while placed:
+        target, folder = placed.pop()
+        os.rename(target, folder)
+        try:
+            target.parent.rmdir()  # only when empty: the name had no other version
+        except OSError:
+            pass
 
 
 def _version(db: sqlite3.Connection, entry: Prepared, folder: Path, *, durable_each: bool) -> None:

@@ -139,7 +139,8 @@ class Registry:
         with tqdm(total=len(new), desc="registering", unit="adapter", disable=not progress, leave=False) as bar:
             for start in range(0, len(new), batch):
                 try:
-                    prepared = [entries.prepare(entry, base=base) for entry in new[start:start + batch]]
+                    read = entries.reader_once_per_folder()  # a folder given again in a batch is read once
+                    prepared = [entries.prepare(entry, base=base, read=read) for entry in new[start:start + batch]]
                     self._write(prepared, durable_each=False)
                 except AdapterHubError as error:
                     if records:  # say what stays registered, on every surface of the error
