@@ -95,13 +95,11 @@ def _ratio_lines(ratios: dict[str, Any], format_value: Any) -> list[str]:
             f"uniform {cell(versus.get('uniform'))}", ""]
 
 
-def plot(plt: Any, results: dict[str, Any]) -> Any:
-    """Tokens/s against N (log scale) for each server and traffic; ``None`` without a sweep."""
+def plot(plt: Any, results: dict[str, Any], *, colors: dict[str, str]) -> Any:
+    """Tokens/s against N (log scale) for each server (``colors[side]``) and traffic; ``None`` without a sweep."""
     sweep = (results.get("many") or {}).get("sweep") or []
     if not sweep:
         return None
-    from .plots import COLORS
-
     figure, axis = plt.subplots(figsize=(7, 4.5))
     ones = {point["side"]: point["tokens_per_s"] for point in sweep if point["traffic"] == "one"}
     for side in ("ours", "peft"):
@@ -109,10 +107,10 @@ def plot(plt: Any, results: dict[str, Any]) -> Any:
             points = sorted((point["n"], point["tokens_per_s"]) for point in sweep
                             if point["side"] == side and point["traffic"] in (traffic, "one"))
             if points:
-                axis.plot([n for n, _ in points], [value for _, value in points], style, color=COLORS[side],
+                axis.plot([n for n, _ in points], [value for _, value in points], style, color=colors[side],
                           label=f"{NAMES[side]}, {traffic}")
         if side in ones:
-            axis.axhline(ones[side], color=COLORS[side], linestyle=":", linewidth=0.8)
+            axis.axhline(ones[side], color=colors[side], linestyle=":", linewidth=0.8)
     axis.set_xscale("log")
     axis.set_xlabel("registered adapters N (log)")
     axis.set_ylabel("generated tokens/s")

@@ -191,4 +191,4 @@ def _concurrency(plt: Any, results: dict[str, Any]) -> Any:
 def _many(plt: Any, results: dict[str, Any]) -> Any:
     from .many_report import plot
 
-    return plot(plt, results)
+    return plot(plt, results, colors=COLORS)
