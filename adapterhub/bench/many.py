@@ -12,7 +12,8 @@ each in its own process, over that registry with the same number of device-resid
 ``many_new_tokens`` new tokens, greedy) whose adapters follow the traffic: ``one`` (the ceiling), Zipf(α) or
 uniform over N. Every leg first sends ``many_warmup_requests`` untimed requests of the same traffic (the
 resident set reaches its steady state), then ``many_requests`` timed ones. The headline legs run at the
-largest N, ``many_repeats`` times, the sides alternating; the sweep runs Zipf and uniform once at every N.
+largest N, ``many_repeats`` times, the sides alternating; the sweep runs Zipf and uniform once at every other N
+(N = 1 is the one-adapter leg, the largest N the headline's first repeat).
 During each timed leg the servers' counters are read before and after, and their resident bytes sampled.
 The registry part (:mod:`.registry_scale`) times a registry of ``many_registry_entries`` entries.
 
@@ -78,7 +79,7 @@ def measure_many(config: Any, *, base_name: str, progress: bool = False) -> dict
                 server.wait_ready()
             legs = _headline(config, servers, names[:counts[-1]], prompts)
             result["headline"] = {"n": counts[-1], "legs": legs, "ratios": _ratios(legs)}
-            result["sweep"] = _sweep(config, servers, names, counts, prompts)
+            result["sweep"] = _sweep(config, servers, names, counts, prompts, reuse=legs)
         finally:
             for server in servers.values():
                 server.stop()
@@ -109,14 +110,19 @@ def _headline(config: Any, servers: dict[str, ServerProcess], names: list[str],
 
 
 def _sweep(config: Any, servers: dict[str, ServerProcess], names: list[str], counts: Sequence[int],
-           prompts: list[str]) -> list[dict[str, Any]]:
+           prompts: list[str], *, reuse: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One pass per N, traffic and side; N = 1 and the largest N reuse the headline's first repeat."""
+    first = {(leg["side"], leg["traffic"]): leg for leg in reuse if leg["repeat"] == 0}
     points = []
     for n in counts:
         for traffic in SWEEP_TRAFFIC if n > 1 else ("one",):
             for side in SIDES:
-                leg = run_leg(config, servers[side], names[:n], prompts, traffic=traffic, seed=100 + n,
-                              streaming=side == "ours")
-                points.append({"side": side, "traffic": traffic, "n": n, **leg})
+                if n == 1 or n == counts[-1]:
+                    leg = {**first[(side, "one" if n == 1 else traffic)], "reused": True}
+                else:
+                    leg = run_leg(config, servers[side], names[:n], prompts, traffic=traffic, seed=100 + n,
+                                  streaming=side == "ours")
+                points.append({**leg, "side": side, "traffic": traffic, "n": n})
     return points
 
 

@@ -18,14 +18,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+import threading
+from typing import Any, Callable
 
 
 def peft_app(base: Any, adapters: dict[str, str]) -> Any:
     """The plain PEFT server (what the bench calls side (b))."""
-    import threading
-
-    import torch
     from fastapi import FastAPI
     from peft import PeftModel
 
@@ -34,37 +32,20 @@ def peft_app(base: Any, adapters: dict[str, str]) -> Any:
     for name in names[1:]:
         model.load_adapter(adapters[name], adapter_name=name)
     model.eval()
-    tokenizer = base.tokenizer
-    lock = threading.Lock()
     app = FastAPI()
 
-    @app.post("/generate")
-    def generate(body: dict[str, Any]) -> dict[str, Any]:  # a sync route: FastAPI runs it in its thread pool
-        parameters = body.get("parameters") or {}
-        new = int(parameters.get("max_new_tokens") or 20)
-        inputs = tokenizer(body["inputs"], return_tensors="pt").to(model.device)
-        with lock, torch.inference_mode():
-            model.set_adapter(parameters["adapter_id"])
-            output = model.generate(**inputs, max_new_tokens=new, do_sample=False,
-                                    min_new_tokens=new if parameters.get("ignore_eos_token") else 0,
-                                    pad_token_id=tokenizer.pad_token_id)
-        tokens = output[0, inputs["input_ids"].shape[1]:]
-        return {"generated_text": tokenizer.decode(tokens, skip_special_tokens=True),
-                "details": {"generated_tokens": int(tokens.numel()), "prompt_tokens": int(inputs["input_ids"].numel())}}
+    def activate(name: str) -> Any:
+        model.set_adapter(name)
+        return model
 
-    @app.get("/ready")
-    def ready() -> dict[str, str]:
-        return {"status": "ready"}
-
+    _generate_routes(app, base.tokenizer, activate)
     return app
 
 
 def peft_lru_app(base: Any, registry_root: str, *, resident: int) -> Any:
     """The plain PEFT server over a registry, loading on a miss and deleting the LRU adapter beyond ``resident``."""
-    import threading
     from collections import OrderedDict
 
-    import torch
     from fastapi import FastAPI
     from peft import PeftModel
 
@@ -74,7 +55,6 @@ def peft_lru_app(base: Any, registry_root: str, *, resident: int) -> Any:
     tokenizer = base.tokenizer
     state: dict[str, Any] = {"model": None, "hits": 0, "loads": 0, "evictions": 0, "peak_resident_bytes": 0}
     loaded: OrderedDict[str, int] = OrderedDict()  # name -> bytes of its weights, least recently used first
-    lock = threading.Lock()
     app = FastAPI()
 
     def activate(name: str) -> Any:
@@ -99,8 +79,26 @@ def peft_lru_app(base: Any, registry_root: str, *, resident: int) -> Any:
         state["peak_resident_bytes"] = max(state["peak_resident_bytes"], sum(loaded.values()))
         return model
 
+    lock = _generate_routes(app, tokenizer, activate)
+
+    @app.get("/stats")
+    def stats() -> dict[str, Any]:
+        with lock:
+            return {**{key: value for key, value in state.items() if key != "model"}, "resident": len(loaded),
+                    "resident_bytes": sum(loaded.values())}
+
+    return app
+
+
+def _generate_routes(app: Any, tokenizer: Any, activate: Callable[[str], Any]) -> threading.Lock:
+    """``POST /generate`` (one request at a time: ``activate(adapter)`` gives the model set to it, then
+    ``generate``) and ``GET /ready``; returns the lock requests take."""
+    import torch
+
+    lock = threading.Lock()
+
     @app.post("/generate")
-    def generate(body: dict[str, Any]) -> dict[str, Any]:
+    def generate(body: dict[str, Any]) -> dict[str, Any]:  # a sync route: FastAPI runs it in its thread pool
         parameters = body.get("parameters") or {}
         new = int(parameters.get("max_new_tokens") or 20)
         with lock, torch.inference_mode():
@@ -113,17 +111,11 @@ def peft_lru_app(base: Any, registry_root: str, *, resident: int) -> Any:
         return {"generated_text": tokenizer.decode(tokens, skip_special_tokens=True),
                 "details": {"generated_tokens": int(tokens.numel()), "prompt_tokens": int(inputs["input_ids"].numel())}}
 
-    @app.get("/stats")
-    def stats() -> dict[str, Any]:
-        with lock:
-            return {**{key: value for key, value in state.items() if key != "model"}, "resident": len(loaded),
-                    "resident_bytes": sum(loaded.values())}
-
     @app.get("/ready")
     def ready() -> dict[str, str]:
         return {"status": "ready"}
 
-    return app
+    return lock
 
 
 def ours_app(base: Any, adapters: dict[str, str], *, rows: int, max_new_tokens: int) -> Any:
