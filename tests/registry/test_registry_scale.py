@@ -13,7 +13,7 @@ import pytest
 from adapterhub.cli import main
 from adapterhub.errors import ConfigError, InvalidNameError
 from adapterhub.registry import Registry
-from adapterhub.registry.entries import NewEntry
+from adapterhub.registry import NewEntry
 
 ENTRIES = 10_000
 DOMAINS = ("legal", "finance", "medical", "retail", "support")
