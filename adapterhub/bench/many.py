@@ -141,7 +141,30 @@ def run_leg(config: Any, server: ServerProcess, names: list[str], prompts: list[
     change = {key: after[key] - before.get(key, 0) for key in after if isinstance(after[key], (int, float))}
     loads = change.get("loads", 0)
     return {**measured, "distinct": len(set(timed)), "counters": change, "peaks": peaks,
-            "device_hit_ratio": max(0.0, 1 - loads / measured["ok"]) if measured["ok"] else None}
+            "device_hit_ratio": max(0.0, 1 - loads / measured["ok"]) if measured["ok"] else None,
+            "tiers": tier_figures(change, peaks, server.gauges())}
+
+
+def tier_figures(change: dict[str, float], peaks: dict[str, float], now: dict[str, float]) -> dict[str, Any]:
+    """Per tier (where the server labels series by ``tier``): hit ratio over the leg, loads, evictions, the peak
+    of its resident bytes and whether that peak stayed within its budget.
+
+    >>> tier_figures({"adapterhub_tier_hits[host]": 3, "adapterhub_tier_misses[host]": 1},
+    ...              {"adapterhub_tier_bytes[host]": 50}, {"adapterhub_tier_budget_bytes[host]": 64})
+    {'host': {'hit_ratio': 0.75, 'loads': None, 'evictions': None, 'peak_bytes': 50, 'budget_bytes': 64, 'within_budget': True}}
+    """
+    tiers = sorted({key[key.index("[") + 1:-1] for key in [*change, *peaks] if key.endswith("]")})
+    figures: dict[str, Any] = {}
+    for tier in tiers:
+        hits, misses = change.get(f"adapterhub_tier_hits[{tier}]"), change.get(f"adapterhub_tier_misses[{tier}]")
+        peak, budget = peaks.get(f"adapterhub_tier_bytes[{tier}]"), now.get(f"adapterhub_tier_budget_bytes[{tier}]")
+        figures[tier] = {"hit_ratio": hits / (hits + misses) if hits is not None and misses is not None
+                         and hits + misses else None,
+                         "loads": change.get(f"adapterhub_tier_loads[{tier}]"),
+                         "evictions": change.get(f"adapterhub_tier_evictions[{tier}]"),
+                         "peak_bytes": peak, "budget_bytes": budget or None,
+                         "within_budget": None if peak is None or not budget else peak <= budget}
+    return figures
 
 
 def _schedule(names: list[str], prompts: list[str], clients: int) -> list[list[tuple[str, str]]]:

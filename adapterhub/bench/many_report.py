@@ -40,11 +40,12 @@ def render(result: dict[str, Any]) -> list[str]:
                      format_value(latency.get("p50")), format_value(latency.get("p99")),
                      format_value(ttft.get("p50")), format_value(ttft.get("p99")),
                      format_value(leg.get("device_hit_ratio")), int(counters.get("loads", 0)),
-                     int(counters.get("evictions", 0)), _peak_bytes(leg.get("peaks") or {}), leg["errors"]])
+                     int(counters.get("evictions", 0)), _peak_bytes(leg.get("peaks") or {}),
+                     _tiers(leg.get("tiers") or {}), leg["errors"]])
     if rows:
         lines += [f"N = {headline['n']}:", "",
                   *table(["server", "traffic", "repeat", "distinct", "tokens/s", "req/s", "p50 ms", "p99 ms",
-                          "TTFT p50", "TTFT p99", "device hits", "loads", "evictions", "peak resident", "errors"],
+                          "TTFT p50", "TTFT p99", "device hits", "loads", "evictions", "peak resident", "tiers: hits, peak / budget", "errors"],
                          rows), ""]
     lines += _ratio_lines(headline.get("ratios") or {}, format_value)
     sweep = result.get("sweep") or []
@@ -70,6 +71,17 @@ def _peak_bytes(peaks: dict[str, float]) -> str:
     if not found:
         return "—"
     return ", ".join(f"{key.replace('adapterhub_', '')} {_size(value)}" for key, value in sorted(found.items()))
+
+
+def _tiers(tiers: dict[str, Any]) -> str:
+    """``device 0.91, 30.1 MiB / 64.0 MiB; host ...`` (``—`` where the server reports no tiers)."""
+    cells = []
+    for tier, figures in tiers.items():
+        hit = "—" if figures.get("hit_ratio") is None else f"{figures['hit_ratio']:.2f}"
+        peak = "—" if figures.get("peak_bytes") is None else _size(figures["peak_bytes"])
+        budget = "" if not figures.get("budget_bytes") else f" / {_size(figures['budget_bytes'])}"
+        cells.append(f"{tier} {hit}, {peak}{budget}")
+    return "; ".join(cells) or "—"
 
 
 def _size(count: float) -> str:
