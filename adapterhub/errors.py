@@ -124,6 +124,12 @@ class AdapterNotFoundError(RegistryError, LookupError):
     http_fix = _MODELS_HINT
 
 
+class PromotionRefusedError(RegistryError, RuntimeError):
+    """A promotion, canary or rollback was refused (gate failed, another one running or won); nothing changed."""
+
+    http_fix = "GET /v1/adapters/<name>/history shows the channel's moves"
+
+
 class InvalidAdapterError(RegistryError, ValueError):
     """An adapter directory is malformed, pickle-only or of an unknown method."""
 
@@ -170,6 +176,11 @@ class IncompatibleBaseError(AdapterHubError, ValueError):
 # --- training -----------------------------------------------------------------
 class TrainingError(AdapterHubError, RuntimeError):
     """Training failed (NaN loss, interruption, ...); nothing was registered."""
+
+
+class BelowBaselineError(TrainingError):
+    """A trained classifier does not beat chance or the bare base by ``output.min_gain``; it was kept in its
+    run folder, not registered."""
 
 
 # --- runtime ------------------------------------------------------------------

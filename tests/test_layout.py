@@ -22,8 +22,9 @@ MAY_USE = {  # wing -> wings it may import (itself always)
     "hf": SHARED | {"base", "registry"},
     "training": SHARED | {"base", "registry", "hf"},
     "runtime": SHARED | {"base", "registry", "hf"},
-    "serve": SHARED | {"base", "registry", "hf", "runtime"},
+    "serve": SHARED | {"base", "registry", "hf", "runtime", "lifecycle"},
     "quickstart": SHARED | {"base", "registry", "hf", "training", "runtime"},
+    "lifecycle": SHARED | {"base", "registry", "hf", "training", "runtime"},  # gates evaluate through the hub
 }
 
 

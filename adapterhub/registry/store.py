@@ -34,6 +34,8 @@ from .database import RegistryIndex
 from .files import parse_json
 from .manifest import CONFIG_FILE, MANIFEST_FILE, WEIGHTS_FILE, AdapterRecord, LoadedAdapter
 from .refs import parse_ref, validate_tag
+from .channels import Channels
+from .promotion import ChannelMoves
 from .safetensors_file import safetensors_layout, safetensors_tensors
 from .rebuild import RebuildReport, rebuild_index, removed_versions, version_folders, write_removed_mark
 from ..paths import default_registry_root
@@ -45,8 +47,9 @@ ADAPTERS_DIR = "adapters"
 STAGING_DIR = ".staging"
 
 
-class Registry:
-    """A folder of immutable, checksummed adapter versions with an SQLite index.
+class Registry(ChannelMoves):
+    """A folder of immutable, checksummed adapter versions with an SQLite index; channels move through
+    :class:`~adapterhub.registry.promotion.ChannelMoves` (``promote``, ``rollback``, ``history``).
 
     Args:
         root: registry folder; ``None`` uses :func:`adapterhub.paths.default_registry_root`
@@ -62,6 +65,7 @@ class Registry:
         self._index = RegistryIndex(self.root / INDEX_FILE,
                                           entries=lambda: version_folders(self.root / ADAPTERS_DIR))
         self._staging = StagingArea(self.root / STAGING_DIR)
+        self.channels = Channels(self.root, self._index)
 
     def __repr__(self) -> str:
         return f"Registry(root={str(self.root)!r})"
@@ -208,6 +212,9 @@ class Registry:
         """
         validate_tag(tag)
         name, selector = parse_ref(ref)
+        if self.channels.has_history(name, tag):
+            raise ConfigError(f"{name}@{tag} is a channel: it moves only through `adapterhub promote` and "
+                              "`adapterhub rollback` (registry.promote / registry.rollback), which keep its history")
         with self._index.write() as db:
             row = index.resolve(db, name, selector)
             if row is None:
@@ -391,7 +398,9 @@ class Registry:
         >>> Registry("/srv/adapters").rebuild_index().indexed  # doctest: +SKIP
         ['legal@1', 'legal@2']
         """
-        return rebuild_index(self._index, self.root / ADAPTERS_DIR, removed_versions(self.root))
+        report = rebuild_index(self._index, self.root / ADAPTERS_DIR, removed_versions(self.root))
+        report.tags.update(self.channels.restore())  # channels follow their history, not the manifests
+        return report
 
     # --- helpers -------------------------------------------------------------------
     def _get_with_verified(self, ref: str) -> tuple[AdapterRecord, dict[str, tuple[str, str]]]:

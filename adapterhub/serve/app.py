@@ -23,7 +23,7 @@ from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from . import rendering
+from . import promotions, rendering
 from . import responses as shape
 from .access import AccessLog, note
 from .auth import ApiKey, KeyStore
@@ -91,7 +91,8 @@ def build_app(hub: Any, options: ServeOptions | None = None, *, engine: Engine |
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         return error_response(ServeError(400, str(exc), code="invalid_request"))
 
-    for add_routes in (_openai_routes, _labelling_routes, _tgi_routes, _admin_routes, _operation_routes):
+    for add_routes in (_openai_routes, _labelling_routes, _tgi_routes, _admin_routes, _operation_routes,
+                       promotions.add_routes):
         add_routes(app, serving)
     return app
 

@@ -22,8 +22,10 @@ from typing import TYPE_CHECKING, Any, AsyncIterator
 
 from ..runtime.sampling import Sampler
 from ..runtime.residency import Held
+from .classifiers import answers_with_label
 from .metrics import Metrics
 from .protocol import ServeError
+from .rollout import Rollout
 from .scheduler import Job, Scheduler
 
 if TYPE_CHECKING:
@@ -43,6 +45,8 @@ class ServeOptions:
     log_text: bool = False
     allow_hf: bool = False  # hf:// references may load on first use
     base_name: str | None = None  # the base's model id (default: its alias or folder name)
+    channel: str | None = None  # a bare adapter name means name@channel when that channel exists (see rollout.py)
+    channel_poll_s: float = 1.0  # how often followed channels are read again
 
 
 @dataclass
@@ -78,11 +82,15 @@ class Engine:
         self._residency_lock = threading.Lock()
         self.draining = False
         self.metrics.resident.set(len(hub.resident()))
+        self.rollout = Rollout(hub, self.metrics, unload=self.unload, default_channel=self.options.channel,
+                               poll_s=self.options.channel_poll_s)
 
     def start(self) -> None:
         self.scheduler.start()
+        self.rollout.start()
 
     def stop(self) -> None:
+        self.rollout.stop()
         self.scheduler.stop()
 
     # --- names -------------------------------------------------------------------------
@@ -172,7 +180,7 @@ class Engine:
             if messages is not None:
                 prompt = self.stepper.encode_messages(messages, entry)
             else:
-                prompt = self.stepper.encode(text or "", entry, chat=chat)
+                prompt = self.stepper.encode(text or "", entry, chat=chat or answers_with_label(entry))  # its template
             if not prompt:
                 raise ServeError(400, "the prompt is empty; send at least one token of text", code="empty_prompt")
             context = self.stepper.context_length
@@ -248,6 +256,7 @@ class Engine:
             labels, shares = list(row), label_probabilities(row)
             rows.append({"labels": labels, "scores": [row[label] for label in labels],
                          "probs": [shares[label] for label in labels], "label": max(labels, key=row.get)})
+        self.rollout.observe_labels(ref, [row["label"] for row in rows])
         return rows
 
     def _classify_encoder(self, entry: Held, texts: list[str]) -> list[dict[str, Any]]:

@@ -54,6 +54,7 @@ def from_exception(error: BaseException) -> ServeError:
         (errors.TaskMismatchError, 400, "task_mismatch"),
         (errors.MemoryBudgetError, 503, "adapter_capacity"),
         (errors.HubError, 502, "hub_error"),
+        (errors.PromotionRefusedError, 409, "promotion_refused"),
         (errors.ConfigError, 400, "invalid_value"),
         (errors.AdapterHubError, 400, "invalid_request"),
     ]

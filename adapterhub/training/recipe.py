@@ -191,7 +191,8 @@ class TrainingSection(_Section):
     keep_checkpoints: int = Field(2, ge=1, description="how many recent checkpoints to keep")
     early_stopping: EarlyStopping = Field(default_factory=EarlyStopping, description="stop early (validation needed)")
     load_best: bool = Field(True, description="register the adapter from the best validation evaluation")
-    eval_base: bool = Field(False, description="also score the bare base zero-shot with the same prompt (for comparison)")
+    eval_base: bool = Field(True, description="classification: also score the bare base zero-shot with the same "
+                                              "prompt (for comparison, and the baseline output.min_gain is checked against)")
     eval_batch_size: int = Field(128, ge=1, description="rows per forward pass when evaluating (when scoring labels: "
                                                          "texts × their labels per chunk of passes)")
     frozen_cache_mb: float = Field(
@@ -209,6 +210,11 @@ class OutputSection(_Section):
     prune_checkpoints: bool = Field(True, description="delete checkpoints/ once the run succeeds (only an "
                                                       "unfinished run needs them, for --resume); false keeps them")
     tags: list[str] = Field(default_factory=list, description="extra tags for the registered version")
+    min_gain: float = Field(0.05, ge=0, lt=1, description="classification: register only when validation accuracy "
+                                                            "beats chance (the most common label) and the bare base by "
+                                                            "at least this (0.05 = 5 points); else keep the run only")
+    register_anyway: bool = Field(False, description="register even when accuracy does not beat the baseline by "
+                                                     "min_gain (as --register-anyway)")
     push_to_hub: str | None = Field(None, description="Hugging Face repo id to push the registered adapter to")
 
     @field_validator("tags")

@@ -43,10 +43,12 @@ from typing import Any, Sequence
 
 from .. import methods
 from ..cpu import rebalance
-from ..errors import TrainingError
+from ..errors import BelowBaselineError, TrainingError
 from . import checkpoint, run_dir as runs
+from .baseline import check_before_registering
 from .batching import plan_batches, plan_steps
 from .data import load_dataset
+from .data_check import precheck
 from .distributed import any_process, from_main, sum_over_processes
 from .grad_guard import guard_4bit_gradients
 from .interrupt import CtrlC
@@ -124,6 +126,9 @@ class Trainer:
         training = self.recipe.training
         self.accelerator = self._setup_accelerator()
         torch.manual_seed(training.seed)
+        warnings = precheck(self.recipe)  # the data's mistakes, before the base takes seconds to load
+        for warning in warnings if self.progress and self.accelerator.is_main_process else ():
+            print(f"warning: {warning}", file=sys.stderr)
         self.base = self._setup_base()
         self.task = training_task(self.recipe, self.base, label=self._progress_label)  # decoder or encoder
         self.data = load_dataset(self.recipe, self.base.tokenizer)
@@ -360,6 +365,7 @@ class Trainer:
             raise TrainingError(f"interrupted after training, before registering; nothing was registered. {keep}")
         record = None
         if self.recipe.output.register_on_success:
+            self._check_baseline(metrics, adapter_dir)
             record = register_adapter(adapter_dir, self.recipe, metrics=metrics, base=self.base, registry=registry)
         if self.recipe.output.prune_checkpoints:
             runs.prune_checkpoints(self.run_dir)
@@ -368,6 +374,17 @@ class Trainer:
         if self.recipe.output.push_to_hub:
             push_adapter(record, self.recipe.output.push_to_hub, registry=registry, recipe=self.recipe)
         return TrainResult(record=record, run_dir=self.run_dir, metrics=metrics)
+
+    def _check_baseline(self, metrics: dict[str, Any], adapter_dir: Path) -> None:
+        """A classifier no better than chance or the bare base is not registered (:mod:`.baseline`)."""
+        try:
+            note = check_before_registering(self.recipe, metrics, adapter_dir)
+        except BelowBaselineError:
+            if self.recipe.output.prune_checkpoints:
+                runs.prune_checkpoints(self.run_dir)
+            raise
+        if note and self.progress:
+            print(note, file=sys.stderr)
 
     def final_metrics(self) -> dict[str, Any]:
         """Validation and test metrics of the current adapter (plus base zero-shot with ``eval_base``)."""
