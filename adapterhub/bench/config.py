@@ -70,6 +70,8 @@ class BenchConfig:
         many_prompt_tokens, many_new_tokens: its prompt length and generated tokens per request.
         many_requests, many_warmup_requests: timed and untimed (first) requests of each of its legs.
         many_repeats: how often its headline legs run (the sides alternating).
+        many_peft_repeats: how many of those repeats include the plain PEFT server (``None``: all; it serves one
+            request at a time, so on a small CPU its legs take several times ours).
         many_registry_entries: entries of the registry its registry part times.
         areas: which areas to run (subset of :data:`AREAS`).
     """
@@ -121,6 +123,7 @@ class BenchConfig:
     many_requests: int = 96
     many_warmup_requests: int = 64
     many_repeats: int = 3
+    many_peft_repeats: int | None = None
     many_registry_entries: int = 10_000
     areas: tuple[str, ...] = AREAS
 

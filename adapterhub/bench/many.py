@@ -103,6 +103,8 @@ def _headline(config: Any, servers: dict[str, ServerProcess], names: list[str],
         for traffic in ("one", "zipf", "uniform"):
             order = SIDES if repeat % 2 == 0 else SIDES[::-1]
             for side in order:
+                if side == "peft" and config.many_peft_repeats is not None and repeat >= config.many_peft_repeats:
+                    continue
                 leg = run_leg(config, servers[side], names, prompts, traffic=traffic, seed=repeat,
                               streaming=side == "ours")
                 legs.append({"side": side, "traffic": traffic, "repeat": repeat, "n": len(names), **leg})

@@ -40,6 +40,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     many.add_argument("--many-requests", type=int, default=None, help="timed requests per leg (default 96)")
     many.add_argument("--many-warmup-requests", type=int, default=None, help="untimed requests first (default 64)")
     many.add_argument("--many-repeats", type=int, default=None, help="repeats of the headline legs (default 3)")
+    many.add_argument("--many-peft-repeats", type=int, default=None,
+                      help="how many of those include the plain PEFT server (default: all)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(handler=_bench)
 
@@ -56,7 +58,7 @@ def _bench(args: argparse.Namespace) -> int:
                                 repeats=args.repeats, areas=tuple(args.only) if args.only else None,
                                 many_counts=tuple(args.many_counts) if args.many_counts else None,
                                 many_requests=args.many_requests, many_warmup_requests=args.many_warmup_requests,
-                                many_repeats=args.many_repeats)
+                                many_repeats=args.many_repeats, many_peft_repeats=args.many_peft_repeats)
     report = run_bench(config, progress=not args.no_progress)
     rows = [(check["target"], format_value(check["value"], check["unit"]), check["status"])
             for check in report["targets"]]
