@@ -84,6 +84,16 @@ class RecipeError(ConfigError):
     """A training recipe is invalid (unknown key, wrong type, bad value)."""
 
 
+class SchemaError(ConfigError):
+    """A response JSON schema is malformed, too large, or uses a feature constrained decoding does not support."""
+
+    http_fix = "send a JSON schema without that feature (README \"Structured output\" lists what is supported)"
+
+
+class ContractError(ConfigError):
+    """A request contradicts the adapter's serving contract, or a contract value is invalid."""
+
+
 class DataError(AdapterHubError, ValueError):
     """Training or evaluation data is missing, empty or inconsistent."""
 

@@ -10,11 +10,12 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "adapterhub"
 LEAVES = {"errors", "paths", "_transformers", "memory", "tokens", "cpu"}
-SHARED = LEAVES | {"prompts", "entities", "scoring", "methods"}
+SHARED = LEAVES | {"prompts", "entities", "scoring", "grammar", "methods"}
 MAY_USE = {  # wing -> wings it may import (itself always)
     "errors": set(), "paths": set(), "_transformers": set(), "memory": set(), "tokens": set(), "cpu": {"paths"},
     "prompts": {"errors"},
     "entities": {"errors"},
+    "grammar": {"errors"},
     "scoring": {"prompts", "tokens", "_transformers"},  # the README: "the above" leaves
     "methods": {"errors", "_transformers", "memory", "tokens"},  # each method's folder serves it too (leaves only)
     "base": LEAVES | {"hf.client"},  # Hugging Face ids load through the Hub client (itself a leaf)

@@ -1,4 +1,5 @@
-"""``adapterhub registry list|show|import|rm|tag|verify|export|gc|rebuild-index|history``: thin calls into :class:`Registry`."""
+"""``adapterhub registry list|show|import|rm|tag|verify|export|set-contract|gc|rebuild-index|history``: thin calls into
+:class:`Registry`."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import sys
 from typing import Any, Sequence
 
 from ._options import add_registry_option
+from .contract import add_contract_options, print_contract, set_contract_from_args
 from .lifecycle import add_history_verb
 from ._output import human_bytes, print_fields, print_json, print_table
 
@@ -69,6 +71,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "the adapter names)")
     export.add_argument("--repo-id", default=None, metavar="ORG/NAME", help="where it will live on the Hub, for "
                                                                           "the model card's usage lines")
+
+    contract = verb("set-contract", _set_contract, "record a serving contract as a new version (same files)",
+                    ref=any_ref, json=True)
+    add_contract_options(contract)
 
     verb("gc", _gc, "remove leftovers of interrupted writes")
 
@@ -145,6 +151,7 @@ def _show(args: argparse.Namespace) -> int:
            for name, entry in manifest["files"].items()},
     })
     _print_metrics(manifest.get("metrics") or {}, labels=task.get("labels") or ())
+    print_contract(manifest)
     return 0
 
 
@@ -198,6 +205,17 @@ def _merge_report(value: Any) -> str:
     kept = [f"{row['ref']} keeps {100 * row['kept']:.1f}% ({100 * row['parent_accuracy']:.1f}% -> "
             f"{100 * row['merged_accuracy']:.1f}%)" for row in value if row.get("kept") is not None]
     return "; ".join(kept) or "not evaluated"
+
+
+def _set_contract(args: argparse.Namespace) -> int:
+    record = set_contract_from_args(_registry(args), args)
+    if args.json:
+        print_json(record.to_dict())
+    else:
+        print(f"{record.ref}: the contract of {args.ref} recorded as a new version (move a tag to it to serve it "
+              f"there: adapterhub registry tag {record.ref} prod)")
+        print_contract(record.manifest)
+    return 0
 
 
 def _import(args: argparse.Namespace) -> int:

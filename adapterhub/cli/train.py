@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from ..errors import ConfigError
 from ..paths import REGISTRY_DEFAULT
 from ._options import add_registry_option, add_threads_option
 from ._output import print_fields, print_json, print_table
@@ -67,6 +68,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--batch-size", type=int, default=32)
     add_registry_option(evaluate)
     evaluate.add_argument("--json", action="store_true", help="machine-readable output")
+    evaluate.add_argument("--record-contract", action="store_true",
+                          help="record the scores in the adapter's contract (evaluated_on, under --quantize) as a "
+                               "new version")
     add_threads_option(evaluate)
     evaluate.set_defaults(handler=_evaluate)
 
@@ -122,6 +126,10 @@ def _summary(metrics: dict[str, Any]) -> str:
     if "per_type" in metrics:  # NER: entity-level, exact spans
         parts.append(f"entity F1 {metrics['f1']:.3f} (precision {metrics['precision']:.3f}, recall "
                      f"{metrics['recall']:.3f}, {metrics['support']} entities)")
+    if "json_valid" in metrics:  # answers generated under the response schema
+        fields = ", ".join(f"{key.removesuffix('_accuracy')} {value:.1%}" for key, value in metrics.items()
+                           if key.endswith("_accuracy"))
+        parts.append(f"JSON valid {metrics['json_valid']:.1%}, exact match {metrics['exact_match']:.1%} ({fields})")
     if "loss" in metrics:
         parts.append(f"loss {metrics['loss']:.4f}" + (f", perplexity {metrics['perplexity']:.3f}"
                                                       if "perplexity" in metrics else ""))
@@ -197,19 +205,30 @@ def _evaluate(args: argparse.Namespace) -> int:
     from ..base.loading import load_base
     from ..training.evaluate import evaluate_file
 
+    if args.record_contract and args.no_adapter:
+        raise ConfigError("--record-contract records the adapter's own scores; drop --no-adapter")
     base = load_base(args.base, quantize=args.quantize) if args.base else None
-    metrics = evaluate_file(args.ref, args.data, registry=_registry(args), base=base, adapter=not args.no_adapter,
+    registry = _registry(args)
+    metrics = evaluate_file(args.ref, args.data, registry=registry, base=base, adapter=not args.no_adapter,
                             batch_size=args.batch_size, progress=True, quantize=args.quantize, errors=args.errors)
     if args.confusion_png and "confusion" in metrics:
         from ..training.encoder_metrics import plot_confusion
 
         plot_confusion(Path(args.confusion_png), metrics["confusion"], title=f"{metrics['ref']} on {Path(args.data).name}")
+    if args.record_contract:
+        from ..registry import Registry
+        from ..registry.contract import record_evaluation
+
+        metrics["recorded_as"] = record_evaluation(registry if registry is not None else Registry(), metrics["ref"],
+                                                   metrics, metrics["quantize"]).ref
     if args.json:
         print_json(metrics)
         return 0
     who = metrics["ref"] if metrics["adapter"] else f"bare base with {metrics['ref']}'s prompt"
     served = f" (base loaded {metrics['quantize']})" if metrics.get("quantize") else ""
     print(f"{who} on {metrics['data']}{served}: {_summary(metrics)}")
+    if "recorded_as" in metrics:
+        print(f"recorded in the contract (evaluated_on {metrics['quantize'] or 'none'}) as {metrics['recorded_as']}")
     per_label = metrics.get("per_label") or metrics.get("per_type")
     if "overlap" in metrics:  # NER: exact spans, partial matches and the kinds of error
         _print_entity_errors(metrics)

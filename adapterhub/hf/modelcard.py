@@ -14,6 +14,7 @@ with, and how to use it with adapterhub or with plain PEFT.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any, Mapping
@@ -84,7 +85,8 @@ def render_model_card(manifest: Mapping[str, Any], adapter_config: Mapping[str, 
     """
     front = yaml.safe_dump(card_metadata(manifest, adapter_config), sort_keys=False).strip()
     sections = [f"---\n{front}\n---", _summary(manifest, adapter_config or {}), _lineage_section(manifest),
-                _task_section(manifest), _metrics_section(manifest), _recipe_section(manifest),
+                _task_section(manifest), _contract_section(manifest), _metrics_section(manifest),
+                _recipe_section(manifest),
                 _usage_section(manifest, repo_id, hub_base_model(manifest, adapter_config)),
                 _label_scoring_section(manifest, hub_base_model(manifest, adapter_config))]
     return "\n\n".join(section for section in sections if section) + "\n"
@@ -145,6 +147,18 @@ def _task_section(manifest: Mapping[str, Any]) -> str:
     if task.get("system_prompt"):
         lines += ["", f"System prompt: {task['system_prompt']}"]
     return "\n".join(lines)
+
+
+def _contract_section(manifest: Mapping[str, Any]) -> str:
+    """The serving contract (defaults, stop strings, response schema, quantisations evaluated on); "" without one."""
+    from ..registry.contract import contract_view
+
+    view = contract_view(manifest)
+    if view is None:
+        return ""
+    body = json.dumps({key: value for key, value in view.items() if key != "template"}, indent=2)
+    return "\n".join(["## Serving contract", "", "adapterhub applies these where a request is silent (README "
+                      "\"Structured output\"); the prompt template is the task's.", "", "```json", body, "```"])
 
 
 def _metrics_section(manifest: Mapping[str, Any]) -> str:

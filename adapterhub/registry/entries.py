@@ -48,6 +48,7 @@ class NewEntry:
     metrics: Mapping[str, Any] | None = None
     recipe: Mapping[str, Any] | None = None
     source: Mapping[str, Any] | None = None
+    contract: Mapping[str, Any] | None = None
 
 
 @dataclass
@@ -92,7 +93,7 @@ def prepare(entry: NewEntry, *, base: Any = None,
         check_compatible(adapter.config, adapter.tensor_shapes, base, fingerprint=recorded, method=adapter.method)
     manifest = new_manifest(adapter, entry.name, domain=entry.domain, task=entry.task, tags=tags,
                             description=entry.description, base=base, metrics=entry.metrics, recipe=entry.recipe,
-                            origin=entry.source)
+                            origin=entry.source, contract=entry.contract)
     return Prepared(adapter=adapter, manifest=manifest, tags=tags)
 
 

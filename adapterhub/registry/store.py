@@ -74,7 +74,7 @@ class Registry(ChannelMoves):
     def add(self, peft_dir: str | os.PathLike[str], name: str, *, domain: str | None = None, task: Any = None,
             tags: Iterable[str] = (), description: str = "", base: Any = None,
             metrics: Mapping[str, Any] | None = None, recipe: Mapping[str, Any] | None = None,
-            source: Mapping[str, Any] | None = None) -> AdapterRecord:
+            source: Mapping[str, Any] | None = None, contract: Mapping[str, Any] | None = None) -> AdapterRecord:
         """Store a plain PEFT adapter directory as the next version of ``name``.
 
         Args:
@@ -89,6 +89,8 @@ class Registry(ChannelMoves):
                 and its fingerprint and name are recorded.
             metrics, recipe: recorded as given.
             source: ``{"kind": "trained"|"imported"|"pulled", ...}``; default imported from ``peft_dir``.
+            contract: the serving contract (:mod:`adapterhub.registry.contract`); default: the one in
+                ``peft_dir``'s ``adapterhub.json``, if any.
 
         Returns:
             The new :class:`AdapterRecord` (version = previous highest ever + 1).
@@ -103,7 +105,7 @@ class Registry(ChannelMoves):
         """
         prepared = entries.prepare(entries.NewEntry(peft_dir, name, domain=domain, task=task, tags=tuple(tags),
                                                     description=description, metrics=metrics, recipe=recipe,
-                                                    source=source), base=base)
+                                                    source=source, contract=contract), base=base)
         self._write([prepared], durable_each=True)
         record = index.record(prepared.manifest, prepared.tags, adapters=self.root / ADAPTERS_DIR)
         integrity.remember_new(self._index, record)

@@ -20,18 +20,20 @@ from .decoder import DecoderCalls
 from .encoder import EncoderCalls
 from .residency import Residency
 from .slots import ResidentInfo, check_limits
+from .structured import StructuredCalls
 
 if TYPE_CHECKING:
     from .stepping import Stepper
 
 
-class AdapterHub(DecoderCalls, EncoderCalls):
+class AdapterHub(DecoderCalls, EncoderCalls, StructuredCalls):
     """One frozen base model serving many adapters, switched per call or mixed per row.
 
     On a decoder base: ``generate``, ``predict``, ``label_scores``, ``logits``
     (:class:`~adapterhub.runtime.decoder.DecoderCalls`); on an encoder base
     (``AdapterHub("minilm-l6")``): ``classify``, ``tag``, ``analyze``, ``head_logits``
-    (:class:`~adapterhub.runtime.encoder.EncoderCalls`), each row with its adapter's own head.
+    (:class:`~adapterhub.runtime.encoder.EncoderCalls`), each row with its adapter's own head;
+    ``extract`` and the adapters' serving contracts: :class:`~adapterhub.runtime.structured.StructuredCalls`.
     Which adapters are loaded, and the pins that keep them there during a call, are
     :attr:`residency` (:class:`~adapterhub.runtime.residency.Residency`).
 

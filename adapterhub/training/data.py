@@ -179,8 +179,7 @@ def encode(row: dict[str, Any], *, fmt: str, tokenizer: Any, task: TaskSpec) -> 
         pieces = [(prompt_ids(tokenizer, render_prompt(tokenizer, task, str(row["text"]))), False),
                   (answer_ids(tokenizer, str(row["label"])), True)]
     elif fmt == "instruction":
-        text = str(row["instruction"]) + (f"\n\n{row['input']}" if row.get("input") else "")
-        pieces = [(prompt_ids(tokenizer, render_prompt(tokenizer, task, text)), False),
+        pieces = [(prompt_ids(tokenizer, render_prompt(tokenizer, task, instruction_text(row))), False),
                   (answer_ids(tokenizer, output_text(row["output"])), True)]
     elif fmt == "completion":
         if "completion" in row:
@@ -197,6 +196,11 @@ def encode(row: dict[str, Any], *, fmt: str, tokenizer: Any, task: TaskSpec) -> 
         input_ids.extend(ids)
         labels.extend(ids if supervised else [IGNORE] * len(ids))
     return input_ids, labels
+
+
+def instruction_text(row: dict[str, Any]) -> str:
+    """The text an instruction row's prompt is rendered from: its instruction, then its input if any."""
+    return str(row["instruction"]) + (f"\n\n{row['input']}" if row.get("input") else "")
 
 
 def output_text(output: Any) -> str:

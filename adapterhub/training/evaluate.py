@@ -194,7 +194,9 @@ def evaluate_file(ref: str, data: str | Path, *, registry: Any = None, base: Any
 
     The file is read with the format and field mapping of the adapter's recipe
     (from its manifest). Classification adapters get accuracy and per-label F1;
-    every adapter gets loss and perplexity.
+    every adapter gets loss and perplexity; an instruction adapter whose contract has a response schema
+    and whose rows answer with objects also gets JSON validity, exact match and per-field accuracy of its
+    schema-constrained answers (:mod:`adapterhub.training.json_eval`).
 
     Args:
         ref: registry reference (``"finance"``, ``"finance@2"``).
@@ -221,7 +223,9 @@ def evaluate_file(ref: str, data: str | Path, *, registry: Any = None, base: Any
     """
     from ..base.loading import load_base
     from ..errors import ConfigError
+    from ..registry.contract import contract_schema
     from .data import encode_split, map_fields, read_rows
+    from .json_eval import answer_metrics, scores_answers
 
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"batch_size={batch_size!r} must be a whole number >= 1 (--batch-size)")
@@ -257,6 +261,11 @@ def evaluate_file(ref: str, data: str | Path, *, registry: Any = None, base: Any
             model = SupervisedLM(peft_model if adapter else peft_model.get_base_model())
             metrics = evaluate_split(model, base.tokenizer, task, split, batch_size=batch_size, device=base.model.device,
                                      progress=f"evaluate {record.ref}" if progress else None, errors=errors)
+            schema = contract_schema(record.manifest)
+            if scores_answers(fmt, rows, schema):  # answers in JSON: generated under the contract's schema
+                metrics.update(answer_metrics(model.model, base.tokenizer, task, rows, schema=schema,
+                                              batch_size=batch_size, device=base.model.device,
+                                              progress=f"answer {record.ref} under its schema" if progress else None))
     finally:
         if not peft_model.active_peft_config.is_prompt_learning:
             peft_model.unload()  # give the caller's base back unchanged (a prefix never changed it)

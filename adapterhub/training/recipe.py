@@ -35,6 +35,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from ..prompts import DEFAULT_CLASSIFICATION_TEMPLATE, TaskSpec
+from ..registry.contract import ServeDefaults
 
 FORMAT_FIELDS = {
     "classification": ("text", "label"),
@@ -239,6 +240,8 @@ class Recipe(_Section):
     data: DataSection = Field(..., description="training and evaluation data")
     training: TrainingSection = Field(default_factory=TrainingSection, description="optimisation")
     output: OutputSection = Field(default_factory=OutputSection, description="results")
+    serve: ServeDefaults = Field(default_factory=ServeDefaults, description="the serving contract recorded with the "
+                                 "adapter: default sampling, stop strings, response schema (README \"Structured output\")")
     _root: Path = PrivateAttr(default_factory=Path.cwd)  # folder that relative data paths are resolved in
 
     @field_validator("adapter", mode="before")
@@ -303,6 +306,13 @@ class Recipe(_Section):
                 problems.append(f"data.packing does not apply to data.format {self.data.format!r}")
         if problems:
             raise ValueError("\n  ".join(problems))
+        return self
+
+    @model_validator(mode="after")
+    def _serve_fits_task(self) -> Recipe:
+        if self.serve.response_schema is not None and self.data.format not in ("instruction", "chat", "completion"):
+            raise ValueError(f"serve.schema constrains generated answers; a {self.data.format!r} adapter does not "
+                             "generate (drop serve.schema)")
         return self
 
     def _data_problems(self) -> list[str]:
@@ -372,7 +382,7 @@ class Recipe(_Section):
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved recipe as plain data, with absolute data paths (re-runnable from anywhere)."""
-        data = self.model_dump(mode="json")
+        data = self.model_dump(mode="json", by_alias=True)
         for split in ("train", "validation", "test"):
             source = getattr(self.data, split)
             if source is not None and source.path is not None:

@@ -393,6 +393,7 @@ class Trainer:
         for name, split in splits.items():
             metrics[name] = self._scored_already(name) or self._evaluate(
                 split, progress=self._progress_label(f"evaluate {name}"))
+            metrics[name] = {**metrics[name], **self._answer_metrics(name, split)}
         base = self._evaluate(splits, bare=True)
         if base is not None:
             metrics["base"] = base
@@ -402,6 +403,18 @@ class Trainer:
             "tokens": self.train_tokens, "seconds": round(self.train_seconds, 2), "processes": self.accelerator.num_processes,
             "tokens_per_second": round(self.train_tokens / max(self.train_seconds, 1e-9), 1)}  # all processes
         return metrics
+
+    def _answer_metrics(self, name: str, split: Any) -> dict[str, Any]:
+        """JSON validity, exact match and per-field accuracy of schema-constrained answers (a recipe whose
+        ``serve.schema`` constrains object answers), else nothing."""
+        from .json_eval import answer_metrics, scores_answers
+
+        schema = self.recipe.serve.response_schema
+        if not scores_answers(self.recipe.data.format, split.rows, schema):
+            return {}
+        return answer_metrics(self.peft_model, self.base.tokenizer, self.recipe.task, split.rows, schema=schema,
+                              batch_size=self.recipe.training.eval_batch_size, device=self.accelerator.device,
+                              progress=self._progress_label(f"answer {name} under serve.schema"))
 
     def _scored_already(self, split: str) -> dict[str, Any] | None:
         """The best validation evaluation's metrics when they describe the adapter being exported
