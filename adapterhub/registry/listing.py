@@ -32,6 +32,10 @@ class ListQuery:
         tag: the version this tag (or channel) points at, e.g. ``prod``.
         base: base fingerprint, or its leading part as ``registry list`` prints it.
         method: adapter method, e.g. ``lora`` (see :func:`adapterhub.methods.names`).
+        text: names or descriptions holding this text (any case).
+        names: only entries of these names (a key's allow list).
+        latest: one entry per name, its newest version, kept when that version matches (a ``tag`` then keeps
+            a name when any of its versions carries the tag): the rows of an adapter catalogue.
         limit: at most this many entries (``None``: all).
         offset: skip this many matching entries first.
 
@@ -45,6 +49,9 @@ class ListQuery:
     tag: str | None = None
     base: str | None = None
     method: str | None = None
+    text: str | None = None
+    names: tuple[str, ...] | None = None
+    latest: bool = False
     limit: int | None = None
     offset: int = 0
 
@@ -63,6 +70,11 @@ class ListQuery:
             if self.method not in methods.names():
                 raise ConfigError(f"unknown method {self.method!r} in the list filter; use one of "
                                   f"{', '.join(methods.names())}")
+        if self.text is not None and (not isinstance(self.text, str) or len(self.text) > 200):
+            raise ConfigError(f"text filter {self.text!r} must be a string of at most 200 characters")
+        if self.names is not None:
+            for name in self.names:
+                validate_name(name)
         if self.limit is not None and (isinstance(self.limit, bool) or not isinstance(self.limit, int)
                                        or self.limit < 1):
             raise ConfigError(f"list limit {self.limit!r} must be a whole number >= 1 (or none for every entry)")
@@ -72,7 +84,7 @@ class ListQuery:
     def describe(self) -> str:
         """The filters in words (``""`` when there are none)."""
         parts = [("name prefix", self.name_prefix), ("domain", self.domain), ("tag", self.tag), ("base", self.base),
-                 ("method", self.method)]
+                 ("method", self.method), ("text", self.text)]
         return ", ".join(f"{what} {value!r}" for what, value in parts if value is not None)
 
     def _where(self) -> tuple[str, list[Any]]:
@@ -91,8 +103,18 @@ class ListQuery:
             clauses.append("a.base_fingerprint >= ? AND a.base_fingerprint < ?")
             args += [self.base, self.base + "\U0010ffff"]
         if self.tag is not None:
-            clauses.append("(a.name, a.version) IN (SELECT name, version FROM tags WHERE tag = ?)")
+            clauses.append("a.name IN (SELECT name FROM tags WHERE tag = ?)" if self.latest
+                           else "(a.name, a.version) IN (SELECT name, version FROM tags WHERE tag = ?)")
             args.append(self.tag)
+        if self.text:
+            clauses.append("(instr(lower(a.name), ?) OR instr(lower(coalesce(json_extract(a.manifest, "
+                           "'$.description'), '')), ?))")
+            args += [self.text.lower()] * 2
+        if self.names is not None:
+            clauses.append(f"a.name IN ({','.join('?' * len(self.names))})")
+            args += list(self.names)
+        if self.latest:
+            clauses.append("a.version = (SELECT max(b.version) FROM adapters AS b WHERE b.name = a.name)")
         return " AND ".join(clauses) or "1", args
 
 
@@ -120,3 +142,16 @@ def count(db: sqlite3.Connection, query: ListQuery) -> int:
     """How many entries match the filters (paging ignored)."""
     where, args = query._where()
     return db.execute(f"SELECT count(*) FROM adapters AS a WHERE {where}", args).fetchone()[0]
+
+
+def facets(db: sqlite3.Connection, names: tuple[str, ...] | None) -> dict[str, list[str]]:
+    """The domains, methods and tags in use (of ``names`` only, if given), sorted."""
+    where, args = ("1", []) if names is None else (f"name IN ({','.join('?' * len(names))})", list(names))
+
+    def distinct(column: str, table: str) -> list[str]:
+        rows = db.execute(f"SELECT DISTINCT {column} FROM {table} WHERE {where} AND {column} IS NOT NULL "
+                          f"ORDER BY {column}", args)
+        return [row[0] for row in rows]
+
+    return {"domains": distinct("domain", "adapters"), "methods": distinct("method", "adapters"),
+            "tags": distinct("tag", "tags")}

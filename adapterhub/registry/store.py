@@ -257,19 +257,16 @@ class Registry(ChannelMoves):
         """
         return self._get_with_verified(ref)[0]
 
-    def list(self, *, name_prefix: str | None = None, domain: str | None = None, tag: str | None = None,
-             base: str | None = None, method: str | None = None, limit: int | None = None,
-             offset: int = 0) -> list[AdapterRecord]:
+    def list(self, *, limit: int | None = None, offset: int = 0, **filters: Any) -> list[AdapterRecord]:
         """Entries by name then version, optionally filtered and paged (every filter given must match).
 
         Args:
-            name_prefix: names starting with this (case-sensitive), e.g. ``"legal-"``.
-            domain: exactly this domain.
-            tag: the version this tag or channel points at, e.g. ``"prod"``.
-            base: a base fingerprint, or its leading part (as ``registry list`` prints it).
-            method: e.g. ``"lora"``.
             limit, offset: one page: skip ``offset`` matching entries, return at most ``limit``
                 (:meth:`count` with the same filters gives the total).
+            filters: any of :class:`~adapterhub.registry.listing.ListQuery`'s: ``name_prefix``, ``domain``,
+                ``tag`` (the version a tag or channel points at), ``base`` (a fingerprint or its leading part),
+                ``method``, ``text`` (in the name or description), ``names`` (only these), ``latest`` (one
+                entry per name: its newest version).
 
         Raises:
             InvalidNameError / ConfigError: a malformed filter or page (see
@@ -277,23 +274,27 @@ class Registry(ChannelMoves):
 
         >>> [r.ref for r in Registry().list(domain="legal", tag="prod", limit=50)]  # doctest: +SKIP
         ['legal@2']
+        >>> [r.ref for r in Registry().list(latest=True, text="contract", limit=50)]  # doctest: +SKIP
+        ['legal@3']
         """
-        query = listing.ListQuery(name_prefix=name_prefix, domain=domain, tag=tag, base=base, method=method,
-                                  limit=limit, offset=offset)
+        query = listing.ListQuery(**filters, limit=limit, offset=offset)
         with self._index.read() as db:
             return [self._record_from_row(row, tags) for row, tags in listing.page(db, query)]
 
-    def count(self, *, name_prefix: str | None = None, domain: str | None = None, tag: str | None = None,
-              base: str | None = None, method: str | None = None) -> int:
+    def count(self, **filters: Any) -> int:
         """How many entries match the filters of :meth:`list` (cheap; works when a row is damaged, unlike
         :meth:`list`).
 
         >>> Registry().count(domain="legal")  # doctest: +SKIP
         2
         """
-        query = listing.ListQuery(name_prefix=name_prefix, domain=domain, tag=tag, base=base, method=method)
         with self._index.read() as db:
-            return listing.count(db, query)
+            return listing.count(db, listing.ListQuery(**filters))
+
+    def facets(self, *, names: Iterable[str] | None = None) -> dict[str, list[str]]:
+        """The ``domains``, ``methods`` and ``tags`` in use (of ``names`` only, if given), sorted: a filter menu."""
+        with self._index.read() as db:
+            return listing.facets(db, None if names is None else tuple(names))
 
     def load(self, ref: str, *, base: Any = None) -> LoadedAdapter:
         """Read an entry into memory, verifying every file's sha256 on the bytes it parses.

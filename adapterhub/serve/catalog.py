@@ -1,10 +1,11 @@
 """The registry as the web console shows it: one summary row per adapter name, filtered and paged, and
 one adapter's whole story (versions, metrics, recipe, contract, lineage, channel history, model card).
 
-Pure functions over :class:`~adapterhub.registry.AdapterRecord` lists, so the routes in :mod:`.console`
-stay thin and a key's allow list is applied before anything is counted or paged.
+Every page is answered by the registry's index (:class:`~adapterhub.registry.listing.ListQuery` with
+``latest=True``: one row per name), so a page stays cheap at 10,000 entries; a key's allow list is a filter
+of the same query, applied before anything is counted or paged.
 
->>> page = catalog_page(records, query="fin", limit=20, offset=0)  # doctest: +SKIP
+>>> page = catalog_page(registry, Filters(query="fin"), limit=20, offset=0)  # doctest: +SKIP
 >>> page["total"], [row["name"] for row in page["data"]]  # doctest: +SKIP
 (1, ['finance'])
 """
@@ -23,23 +24,20 @@ HEADLINE_METRICS = ("accuracy", "micro_f1", "exact_match", "macro_f1", "loss")
 
 @dataclass(frozen=True)
 class Filters:
-    """What the adapter list is narrowed to (every field optional; text matches are case-insensitive)."""
+    """What the adapter list is narrowed to (every field optional; an adapter is judged by its newest version,
+    except ``tag``, which any version may carry)."""
 
-    query: str = ""  # a substring of the name or description
+    query: str = ""  # text in the name or description, any case
     domain: str = ""
     method: str = ""
-    base: str = ""  # a substring of the base's name or its fingerprint
-    tag: str = ""  # a tag or channel any version carries
+    base: str = ""  # a base fingerprint or its leading part
+    tag: str = ""  # a tag or channel
 
-    def keeps(self, versions: Sequence[Any]) -> bool:
-        latest = versions[-1]
-        base = latest.manifest.get("base") or {}
-        text = f"{latest.name} {latest.manifest.get('description') or ''}".lower()
-        return ((not self.query or self.query.lower() in text)
-                and (not self.domain or (latest.domain or "").lower() == self.domain.lower())
-                and (not self.method or latest.method.lower() == self.method.lower())
-                and (not self.base or self.base.lower() in f"{base.get('name', '')} {base.get('fingerprint', '')}".lower())
-                and (not self.tag or any(self.tag in record.tags for record in versions)))
+    def registry_filters(self) -> dict[str, Any]:
+        """The same filters as :meth:`Registry.list <adapterhub.registry.Registry.list>` keywords."""
+        chosen = {"text": self.query, "domain": self.domain, "method": self.method, "base": self.base,
+                  "tag": self.tag}
+        return {key: value for key, value in chosen.items() if value}
 
 
 def headline(metrics: Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -62,28 +60,30 @@ def group_by_name(records: Iterable[Any]) -> dict[str, list[Any]]:
     return groups
 
 
-def catalog_page(records: Iterable[Any], *, filters: Filters = Filters(), limit: int = 50, offset: int = 0,
-                 visible: Callable[[str], bool] = lambda name: True) -> dict[str, Any]:
+def catalog_page(registry: Any, filters: Filters = Filters(), *, limit: int = 50, offset: int = 0,
+                 names: Sequence[str] | None = None) -> dict[str, Any]:
     """One page of adapter summaries: ``{"total", "limit", "offset", "data": [...], "facets": {...}}``.
 
     Args:
-        records: every registry entry (all versions).
+        registry: the :class:`~adapterhub.registry.Registry` to read.
         filters: what to keep.
         limit: rows per page (1..:data:`MAX_PAGE`).
         offset: rows to skip.
-        visible: whether the caller may see an adapter name (a key's allow list).
+        names: the only adapter names the caller may see (a key's allow list; ``None``: every name).
 
     ``facets`` lists the domains, methods and tags of what the caller may see, for the filter menus.
     """
     limit, offset = max(1, min(int(limit), MAX_PAGE)), max(0, int(offset))
-    groups = {name: versions for name, versions in group_by_name(records).items() if visible(name)}
-    kept = [versions for name, versions in sorted(groups.items()) if filters.keeps(versions)]
-    every = [record for versions in groups.values() for record in versions]
-    return {"total": len(kept), "limit": limit, "offset": offset,
-            "data": [summary(versions) for versions in kept[offset:offset + limit]],
-            "facets": {"domains": sorted({r.domain for r in every if r.domain}),
-                       "methods": sorted({r.method for r in every}),
-                       "tags": sorted({tag for r in every for tag in r.tags})}}
+    scope = {} if names is None else {"names": tuple(names)}
+    if names is not None and not names:
+        return {"total": 0, "limit": limit, "offset": offset, "data": [],
+                "facets": {"domains": [], "methods": [], "tags": []}}
+    chosen = {**filters.registry_filters(), **scope}
+    latest = registry.list(latest=True, limit=limit, offset=offset, **chosen)
+    versions = group_by_name(registry.list(names=tuple(r.name for r in latest))) if latest else {}
+    return {"total": registry.count(latest=True, **chosen), "limit": limit, "offset": offset,
+            "data": [summary(versions[record.name]) for record in latest],
+            "facets": registry.facets(**scope)}
 
 
 def summary(versions: Sequence[Any]) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
-from .catalog import Filters, adapter_story, catalog_page, group_by_name
+from .catalog import Filters, adapter_story, catalog_page
 from .protocol import ServeError
 
 UI_DIR = Path(__file__).with_name("ui")
@@ -51,28 +51,31 @@ def add_console_routes(app: FastAPI, serving: Any) -> None:
             return {"auth": False, "name": None, "admin": True, "allow": []}
         return {"auth": True, "name": key.name, "admin": key.admin, "allow": list(key.allow)}
 
-    def visible(key: Any) -> Any:
-        return (lambda name: True) if key is None else key.may_use
+    def allowed(key: Any) -> list[str] | None:
+        """The adapter names ``key`` may see (``None``: every name)."""
+        if key is None or not key.allow:
+            return None
+        return sorted({entry.split("@", 1)[0] for entry in key.allow if not entry.startswith("hf://")})
 
     @app.get("/v1/registry/adapters")
     async def adapters(request: Request, q: str = "", domain: str = "", method: str = "", base: str = "",
                        tag: str = "", limit: int = 50, offset: int = 0) -> dict[str, Any]:
         key = await gate.authenticate(request)
-        records = await run_in_threadpool(_records, engine.hub)
-        return catalog_page(records, filters=Filters(query=q, domain=domain, method=method, base=base, tag=tag),
-                            limit=limit, offset=offset, visible=visible(key))
+        filters = Filters(query=q, domain=domain, method=method, base=base, tag=tag)
+        return await run_in_threadpool(lambda: catalog_page(engine.hub.registry, filters, limit=limit, offset=offset,
+                                                            names=allowed(key)))
 
     @app.get("/v1/registry/adapters/{name}")
     async def adapter(request: Request, name: str) -> dict[str, Any]:
         key = await gate.authenticate(request)
-        versions = await run_in_threadpool(_versions, engine.hub, name, visible(key))
+        versions = await run_in_threadpool(_versions, engine.hub.registry, name, allowed(key))
         history, channels = await run_in_threadpool(_channels, engine.hub.registry, name)
         return {**adapter_story(versions, card=_model_card, history=history), "channels": channels}
 
     @app.get("/v1/registry/adapters/{name}/{version}/export")
     async def export(request: Request, name: str, version: int) -> Response:
         key = await gate.authenticate(request)
-        versions = await run_in_threadpool(_versions, engine.hub, name, visible(key))
+        versions = await run_in_threadpool(_versions, engine.hub.registry, name, allowed(key))
         record = next((r for r in versions if r.version == version), None)
         if record is None:
             raise ServeError(404, f"{name} has no version {version} (versions: "
@@ -87,16 +90,10 @@ def add_console_routes(app: FastAPI, serving: Any) -> None:
         return {"data": list(reversed(engine.metrics.recent_errors))}
 
 
-def _records(hub: Any) -> list[Any]:
-    try:
-        return hub.registry.list()
-    except Exception:  # noqa: BLE001 - a server without a registry serves only what was loaded by path
-        return []
-
-
-def _versions(hub: Any, name: str, visible: Any) -> list[Any]:
+def _versions(registry: Any, name: str, allowed: list[str] | None) -> list[Any]:
     """Every version of ``name`` the caller may see (404 otherwise: a restricted key learns nothing)."""
-    versions = group_by_name(r for r in _records(hub) if r.name == name).get(name) if visible(name) else None
+    visible = allowed is None or name in allowed
+    versions = registry.list(names=(name,)) if visible and _plausible(name) else []
     if not versions:
         raise ServeError(404, f"no adapter named {name!r} in this server's registry", code="model_not_found")
     return versions
@@ -129,3 +126,15 @@ def _zip(record: Any) -> bytes:
                 archive.write(path, f"{record.name}-{record.version}/{path.name}")
         archive.writestr(f"{record.name}-{record.version}/README.md", _model_card(record))
     return buffer.getvalue()
+
+
+def _plausible(name: str) -> bool:
+    """Whether ``name`` could be an adapter name (anything else is simply not there: 404, not 400)."""
+    from ..errors import InvalidNameError
+    from ..registry.refs import validate_name
+
+    try:
+        validate_name(name)
+    except InvalidNameError:
+        return False
+    return True

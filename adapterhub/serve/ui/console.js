@@ -105,7 +105,7 @@ async function listPage(params) {
     el("option", { value: "" }, `any ${name}`), values.map((v) => el("option", { value: v, selected: v === params.get(name) }, v)));
   const search = el("input", { id: "filter-q", type: "search", placeholder: "search name or description", value: params.get("q") || "",
     on: { change: (e) => go({ q: e.target.value, offset: 0 }) } });
-  const base = el("input", { id: "filter-base", placeholder: "base", value: params.get("base") || "",
+  const base = el("input", { id: "filter-base", placeholder: "base fingerprint", value: params.get("base") || "",
     on: { change: (e) => go({ base: e.target.value, offset: 0 }) } });
   const rows = page.data.map((a) => el("tr", { class: "adapter-row" },
     el("td", {}, el("a", { href: `#/adapter/${encodeURIComponent(a.name)}` }, a.name)),
