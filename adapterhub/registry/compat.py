@@ -14,8 +14,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from .. import methods
-from ..errors import IncompatibleBaseError
+from ..errors import IncompatibleBaseError, InvalidAdapterError
 from ..methods.heads import check_task_fits
+from .routers import is_router_config
 
 
 def check_compatible(config: Mapping[str, Any], tensor_shapes: Mapping[str, tuple[int, ...]], base: Any, *,
@@ -43,6 +44,9 @@ def check_compatible(config: Mapping[str, Any], tensor_shapes: Mapping[str, tupl
     Traceback (most recent call last):
     IncompatibleBaseError: adapter was made for base 'llama-x' ...
     """
+    if is_router_config(config):
+        raise InvalidAdapterError("this entry is a router, not an adapter: it chooses adapters and is not loaded as "
+                                  "one; use it with domain='auto' (hub.use_router(...)) or adapterhub router evaluate")
     check_task_fits(config, tensor_shapes, base)  # first: "decoder adapter on an encoder" says more than a fingerprint
     if fingerprint and fingerprint != base.fingerprint:
         raise IncompatibleBaseError(

@@ -19,13 +19,14 @@ from .batch import UNSET
 from .decoder import DecoderCalls
 from .encoder import EncoderCalls
 from .residency import Residency
+from .routers import RoutingCalls
 from .slots import ResidentInfo, check_limits
 
 if TYPE_CHECKING:
     from .stepping import Stepper
 
 
-class AdapterHub(DecoderCalls, EncoderCalls):
+class AdapterHub(DecoderCalls, EncoderCalls, RoutingCalls):
     """One frozen base model serving many adapters, switched per call or mixed per row.
 
     On a decoder base: ``generate``, ``predict``, ``label_scores``, ``logits``
@@ -33,7 +34,8 @@ class AdapterHub(DecoderCalls, EncoderCalls):
     (``AdapterHub("minilm-l6")``): ``classify``, ``tag``, ``analyze``, ``head_logits``
     (:class:`~adapterhub.runtime.encoder.EncoderCalls`), each row with its adapter's own head.
     Which adapters are loaded, and the pins that keep them there during a call, are
-    :attr:`residency` (:class:`~adapterhub.runtime.residency.Residency`).
+    :attr:`residency` (:class:`~adapterhub.runtime.residency.Residency`). ``domain="auto"`` rows are
+    routed by the router :meth:`use_router` sets (:class:`~adapterhub.runtime.routers.RoutingCalls`).
 
     Args:
         base: an alias (``"smollm2-135m-instruct"``, ``"minilm-l6"``), a local directory, a Hugging
