@@ -27,7 +27,7 @@ LABELS = {"finance": ["up", "down"], "medical": ["heart", "skin"], "legal": ["te
 def _texts(domain: str, count: int, seed: int) -> list[str]:
     words = WORDS[domain]
     generator = torch.Generator().manual_seed(seed)
-    return [" ".join(words[int(i)] for i in torch.randint(0, len(words), (6,), generator=generator))
+    return [" ".join(words[int(i)] for i in torch.randint(0, len(words), (10,), generator=generator))
             for _ in range(count)]
 
 
@@ -93,15 +93,17 @@ def test_decisions_are_deterministic_and_right_on_clear_texts(hub):
 
 
 def test_routed_rows_equal_named_rows_and_share_one_call(hub):
-    texts, truth = _mixed(seed=200)
-    domains = ["auto" if i % 2 else f"{name}@1" for i, name in enumerate(truth)]  # auto rows beside named rows
+    texts, _ = _mixed(seed=200)
+    chosen = [d.choice for d in hub.route(texts)]  # what the router picks (the tiny llama may pick wrong: no matter)
+    assert all(isinstance(choice, str) for choice in chosen)
+    domains = ["auto" if i % 2 else choice for i, choice in enumerate(chosen)]  # auto rows beside named rows
     routed = hub.label_scores(texts, domains=domains)
-    named = hub.label_scores(texts, domains=[f"{name}@1" for name in truth])
+    named = hub.label_scores(texts, domains=chosen)
     for a, b in zip(routed, named):
         assert list(a) == list(b) and all(abs(a[k] - b[k]) < ATOL for k in a)
-    assert hub.predict(texts, domain="auto") == hub.predict(texts, domains=truth)
+    assert hub.predict(texts, domain="auto") == hub.predict(texts, domains=chosen)
     assert hub.generate(texts[:2], domain="auto", max_new_tokens=3) == \
-        hub.generate(texts[:2], domains=truth[:2], max_new_tokens=3)
+        hub.generate(texts[:2], domains=chosen[:2], max_new_tokens=3)
 
 
 def test_the_mix_fallback_equals_the_explicit_weighted_mix(hub, router):
