@@ -35,8 +35,8 @@ class DecoderCalls:
                 ``"finance:0.7+legal:0.3"``: it equals PEFT's ``cat`` merge of them with those weights,
                 computed from the resident adapters (see :mod:`adapterhub.runtime.mixing`).
             domains: one adapter, mix (or ``None``) per prompt, for a mixed batch; ``"auto"`` (or
-                ``"auto:finance,legal"``) lets the hub's router choose from the text (:meth:`use_router`). A pin the caller
-                holds (``hub.residency.pin(...)``) may stand for a name: it is used as it is.
+                ``"auto:finance,legal"``) lets the hub's router choose from the text (:meth:`use_router`).
+                A pin the caller holds (``hub.residency.pin(...)``) may stand for a name: it is used as it is.
             max_new_tokens: new tokens per answer.
             chat: render each prompt the way its adapter was taught (template, system
                 prompt, chat template); ``False`` feeds the raw text.

@@ -3,54 +3,26 @@ the mix fallback equals the explicit mix, restrictions hold, stale routers refus
 
 from __future__ import annotations
 
-import json
-
 import pytest
-import torch
 
 from adapterhub.errors import (IncompatibleBaseError, InvalidAdapterError, RoutingError, StaleRouterError)
-from adapterhub.registry import Registry
 from adapterhub.runtime import AdapterHub
 from adapterhub.runtime.routers import Router
 from adapterhub.runtime.routers.build import build_router
 from adapterhub.runtime.testing import make_random_adapters
+from tests.helpers.routing import mixed_texts
 
 ATOL = 1e-4
-WORDS = {  # each domain's texts share words the others lack: the pooled states of the tiny llama separate them
-    "finance": ["shares", "revenue", "profit", "dividend", "bond", "quarter", "earnings", "investors"],
-    "medical": ["pain", "fever", "cough", "rash", "dizzy", "nausea", "swelling", "headache"],
-    "legal": ["clause", "party", "agreement", "liability", "termination", "notice", "court", "indemnify"],
-}
-LABELS = {"finance": ["up", "down"], "medical": ["heart", "skin"], "legal": ["term", "law"]}
 
 
-def _texts(domain: str, count: int, seed: int) -> list[str]:
-    words = WORDS[domain]
-    generator = torch.Generator().manual_seed(seed)
-    return [" ".join(words[int(i)] for i in torch.randint(0, len(words), (10,), generator=generator))
-            for _ in range(count)]
+@pytest.fixture
+def registry(routing_registry):
+    return routing_registry
 
 
-@pytest.fixture(scope="module")
-def registry(tiny_base, tmp_path_factory):
-    root = tmp_path_factory.mktemp("routing")
-    registry = Registry(root / "registry")
-    for index, domain in enumerate(WORDS):
-        files = {}
-        for split, count in (("train", 24), ("validation", 9)):
-            path = root / f"{domain}-{split}.jsonl"
-            path.write_text("".join(json.dumps({"text": t, "label": LABELS[domain][0]}) + "\n"
-                                    for t in _texts(domain, count, seed=10 * index + len(split))))
-            files[split] = {"path": str(path)}
-        folder = make_random_adapters(tiny_base, root, prefix=domain, seed=index, r=4)[0]
-        task = {"type": "classification", "labels": LABELS[domain], "chat": False, "prompt_template": "{text}\n"}
-        registry.add(folder, domain, domain=domain, task=task, base=tiny_base, recipe={"data": files})
-    return registry
-
-
-@pytest.fixture(scope="module")
-def router(registry, tiny_base):
-    return build_router("domains", adapters=["finance", "medical", "legal"], registry=registry, base=tiny_base).record
+@pytest.fixture
+def router(routing_router):
+    return routing_router
 
 
 @pytest.fixture
@@ -58,14 +30,6 @@ def hub(tiny_base, registry, router):
     with AdapterHub(tiny_base, registry=registry) as hub:
         hub.use_router("domains")
         yield hub
-
-
-def _mixed(seed: int) -> tuple[list[str], list[str]]:
-    texts, truth = [], []
-    for index, domain in enumerate(WORDS):
-        texts += _texts(domain, 3, seed=seed + index)
-        truth += [domain] * 3
-    return texts, truth
 
 
 def test_the_router_is_a_small_registry_entry_pinned_to_exact_refs(router, registry):
@@ -82,7 +46,7 @@ def test_the_router_is_a_small_registry_entry_pinned_to_exact_refs(router, regis
 
 
 def test_decisions_are_deterministic_and_right_on_clear_texts(hub):
-    texts, truth = _mixed(seed=100)
+    texts, truth = mixed_texts(seed=100)
     first = hub.route(texts)
     assert [d.to_dict() for d in first] == [d.to_dict() for d in hub.route(texts)]
     alone = [hub.route(text)[0] for text in texts]  # a text's decision does not depend on its batch
@@ -93,7 +57,7 @@ def test_decisions_are_deterministic_and_right_on_clear_texts(hub):
 
 
 def test_routed_rows_equal_named_rows_and_share_one_call(hub):
-    texts, _ = _mixed(seed=200)
+    texts, _ = mixed_texts(seed=200)
     chosen = [d.choice for d in hub.route(texts)]  # what the router picks (the tiny llama may pick wrong: no matter)
     assert all(isinstance(choice, str) for choice in chosen)
     domains = ["auto" if i % 2 else choice for i, choice in enumerate(chosen)]  # auto rows beside named rows
@@ -109,7 +73,7 @@ def test_routed_rows_equal_named_rows_and_share_one_call(hub):
 def test_the_mix_fallback_equals_the_explicit_weighted_mix(hub, router):
     doubtful = Router(router.ref, {**hub.router.config, "min_probability": 1.01}, hub.router.tensors)
     hub.use_router(doubtful, fallback="mix")
-    texts, _ = _mixed(seed=300)
+    texts, _ = mixed_texts(seed=300)
     decisions = hub.route(texts)
     assert all(d.decision == "mix" and abs(sum(d.choice.values()) - 1) < 1e-6 for d in decisions)
     assert all(set(d.choice) == {f"{d.adapter}@1", f"{d.runner_up}@1"} for d in decisions)
@@ -125,7 +89,7 @@ def test_the_mix_fallback_equals_the_explicit_weighted_mix(hub, router):
 
 
 def test_a_restriction_never_yields_another_adapter(hub):
-    texts, _ = _mixed(seed=400)
+    texts, _ = mixed_texts(seed=400)
     for decision in hub.route(texts, among=["finance"]):
         assert decision.choice in ("finance@1", None)
     restricted = hub.route(texts, among=["finance", "legal"])

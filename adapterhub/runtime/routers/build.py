@@ -102,7 +102,8 @@ def _texts(records: Sequence[Any], data: Mapping[str, Sequence[str]] | None) -> 
             rows = {"validation": rows["train"][::every],
                     "train": [t for i, t in enumerate(rows["train"]) if i % every]}
         if len(rows["train"]) < 2:
-            raise RoutingError(f"{record.ref} has {len(rows['train'])} training texts; a router needs a few per adapter")
+            raise RoutingError(f"{record.ref} has {len(rows['train'])} training texts; a router needs a few "
+                               "per adapter")
         train[record.name], validation[record.name] = rows["train"], rows["validation"]
         lineage.append({"name": record.name, "files": [{"path": str(Path(f).expanduser().resolve()),
                                                         "sha256": _sha256(f)} for f in [*train_files,

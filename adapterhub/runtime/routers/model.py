@@ -48,7 +48,7 @@ class RouteDecision:
         if self.choice is None:
             return "base"
         if isinstance(self.choice, Mapping):
-            return "+".join(f"{name}:{weight:.3g}" for name, weight in self.choice.items())
+            return "+".join(f"{name}:{weight:.6g}" for name, weight in self.choice.items())
         return str(self.choice)
 
     def to_dict(self) -> dict[str, Any]:
