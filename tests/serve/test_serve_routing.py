@@ -65,11 +65,17 @@ def test_auto_answers_like_the_adapter_it_chose(routed_server):
 def test_auto_classifies_each_text_with_its_adapter(routed_server):
     hub, srv = routed_server
     texts, _ = mixed_texts(seed=600)
+    texts = [text for text, d in zip(texts, hub.route(texts)) if d.decision == "adapter"]  # base rows: a 400 (below)
     chosen = [d.choice for d in hub.route(texts)]
+    assert len(set(chosen)) >= 2
     with httpx.Client(base_url=srv.url, timeout=60) as http:
         answer = http.post("/v1/classify", json={"model": "auto", "input": texts})
     assert answer.status_code == 200, answer.text
     assert [row["label"] for row in answer.json()["data"]] == hub.predict(texts, domains=chosen)
+    with httpx.Client(base_url=srv.url, timeout=60) as http:
+        outside = http.post("/v1/classify", json={"model": "auto", "input": ["the the the the"]})
+    if hub.route("the the the the")[0].decision == "base":
+        assert outside.status_code == 400 and outside.json()["error"]["code"] == "task_mismatch"
 
 
 def test_a_key_allowed_only_finance_never_gets_another_adapter(tiny_base, routing_registry, routing_router, tmp_path):
