@@ -82,8 +82,10 @@ def _build(args: argparse.Namespace) -> int:
     print_fields({"registered": built.record.ref, "layer": config["layer"], "head": config["head"],
                   "adapters": ", ".join(a["ref"] for a in built.record.manifest["source"]["adapters"])})
     print_table([(row["layer"], row["head"], f"{100 * row['validation_accuracy']:.1f}%",
+                  f"{100 * row['routed_accuracy']:.1f}%",
                   f"{100 * row['ood_fallback']:.1f}%" if "ood_fallback" in row else "-") for row in built.table],
-                ("layer", "head", "validation accuracy", "OOD to fallback"), title="candidates tried")
+                ("layer", "head", "validation accuracy", "routed (above thresholds)", "OOD to fallback"),
+                title="candidates tried (validation rows)")
     return 0
 
 

@@ -33,8 +33,9 @@ def check_router_files(config: Mapping[str, Any], shapes: Mapping[str, tuple[int
     """Raise :class:`InvalidAdapterError` unless a router's config and tensors fit together.
 
     Needed: ``adapters`` (two or more ``{"name", "ref"}``), ``layer`` (int >= 0), ``head`` (prototype or
-    linear), and tensors ``mean`` / ``scale`` ``[hidden]`` and ``prototypes`` ``[adapters, hidden]``
-    (a linear head adds ``weight`` ``[adapters, hidden]`` and ``bias`` ``[adapters]``).
+    linear), and tensors ``mean`` / ``scale`` ``[hidden]``, ``prototypes`` / ``centres`` ``[adapters, hidden]``
+    and ``whiten`` ``[hidden, hidden]`` (a linear head adds ``weight`` ``[adapters, hidden]`` and ``bias``
+    ``[adapters]``).
     """
     def bad(why: str) -> InvalidAdapterError:
         return InvalidAdapterError(f"{where}: not a valid router ({why}); rebuild it with adapterhub router build")
@@ -52,7 +53,8 @@ def check_router_files(config: Mapping[str, Any], shapes: Mapping[str, tuple[int
     if config.get("head") not in HEADS:
         raise bad(f"'head' is {config.get('head')!r}, not one of {', '.join(HEADS)}")
     hidden = (shapes.get("mean") or (None,))[0]
-    wanted = {"mean": (hidden,), "scale": (hidden,), "prototypes": (len(adapters), hidden)}
+    wanted = {"mean": (hidden,), "scale": (hidden,), "prototypes": (len(adapters), hidden),
+              "centres": (len(adapters), hidden), "whiten": (hidden, hidden)}
     if config["head"] == "linear":
         wanted |= {"weight": (len(adapters), hidden), "bias": (len(adapters),)}
     for key, shape in wanted.items():

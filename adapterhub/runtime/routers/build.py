@@ -151,7 +151,7 @@ def build_router(name: str, *, adapters: Sequence[str], registry: Any = None, ba
         data: ``{adapter name: [jsonl or txt files]}`` for adapters without recorded recipe data.
         ood: out-of-domain validation texts: reported per candidate (the share the fallback takes), not fitted.
         layers: blocks to try (default :func:`candidate_layers`); heads: ``prototype`` and/or ``linear``.
-        keep: share of in-domain validation rows the similarity threshold keeps.
+        keep: share of in-domain validation rows the distance threshold keeps.
         progress: show a progress bar on stderr.
 
     Returns:

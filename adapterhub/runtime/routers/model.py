@@ -6,8 +6,8 @@ Features are standardised (the training rows' ``mean`` / ``scale``) and L2-norma
 * ``linear`` head: probabilities = softmax(``weight`` @ f + ``bias``).
 
 A text goes to its top adapter when that adapter's probability is at least ``min_probability`` and its
-cosine to the adapter's prototype at least ``min_similarity`` (both chosen on validation data at build
-time, see :mod:`.build`); otherwise the ``fallback`` decides: ``"base"`` (the bare model), ``"mix"``
+Mahalanobis distance to the nearest adapter's training mean at most ``max_distance`` (both set on validation
+data at build time, see :mod:`.fit`); otherwise the ``fallback`` decides: ``"base"`` (the bare model), ``"mix"``
 (the top two through a weighted mix, weighted by their probabilities) or ``"error"``.
 
 >>> router.decide(features, fallback="base")[0].decision  # doctest: +SKIP
@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
 from ...errors import RoutingError
+from .fit import distances
 
 FALLBACKS = ("base", "mix", "error")
 
@@ -39,7 +40,7 @@ class RouteDecision:
     probability: float
     runner_up: str | None
     runner_up_probability: float | None
-    similarity: float
+    distance: float  # to the nearest adapter's training texts (squared Mahalanobis per width; in-domain ~1)
     reason: str = ""
 
     @property
@@ -97,19 +98,21 @@ class Router:
         return picked
 
     def probabilities(self, features: Any, among: Sequence[int]) -> tuple[Any, Any]:
-        """``([texts, len(among)] probabilities, [texts, len(among)] cosines to the prototypes)``."""
+        """``([texts, len(among)] probabilities, [texts] distance to the nearest adapter of all it knows)``.
+
+        The distance looks at every adapter: a text near one the call may not get is still in-domain text.
+        """
         import torch
 
         t = {key: value.float() for key, value in self.tensors.items()}
         standard = (features.float() - t["mean"]) / t["scale"]
         unit = torch.nn.functional.normalize(standard, dim=-1)
-        cosines = unit @ t["prototypes"].T
         if self.config["head"] == "linear":
             logits = unit @ t["weight"].T + t["bias"]
         else:
-            logits = cosines * float(self.config.get("temperature", 20.0))
+            logits = unit @ t["prototypes"].T * float(self.config.get("temperature", 20.0))
         index = torch.tensor(list(among))
-        return logits[:, index].softmax(-1), cosines[:, index]
+        return logits[:, index].softmax(-1), distances(features, t).min(-1).values
 
     def decide(self, features: Any, *, fallback: str = "base", among: Sequence[str] | None = None,
                mixable: Mapping[str, bool] | None = None) -> list[RouteDecision]:
@@ -127,23 +130,23 @@ class Router:
         if fallback not in FALLBACKS:
             raise RoutingError(f"fallback={fallback!r} is not one of {', '.join(FALLBACKS)}")
         picked = self.candidates(among)
-        probs, cosines = self.probabilities(features, picked)
+        probs, nearest = self.probabilities(features, picked)
         min_probability = float(self.config.get("min_probability", 0.0))
-        min_similarity = float(self.config.get("min_similarity", -1.0))
+        max_distance = float(self.config.get("max_distance", float("inf")))
         decisions = []
         for row in range(probs.shape[0]):
             order = probs[row].argsort(descending=True).tolist()
             top = order[0]
             second = order[1] if len(order) > 1 else None
-            name, p1, sim = self.names[picked[top]], float(probs[row, top]), float(cosines[row, top])
+            name, p1, distance = self.names[picked[top]], float(probs[row, top]), float(nearest[row])
             runner = None if second is None else self.names[picked[second]]
             p2 = None if second is None else float(probs[row, second])
-            common = dict(adapter=name, probability=p1, runner_up=runner, runner_up_probability=p2, similarity=sim)
-            if p1 >= min_probability and sim >= min_similarity:
+            common = dict(adapter=name, probability=p1, runner_up=runner, runner_up_probability=p2, distance=distance)
+            if p1 >= min_probability and distance <= max_distance:
                 decisions.append(RouteDecision("adapter", self.refs[name], **common))
                 continue
-            why = (f"similarity {sim:.3f} < {min_similarity:.3f}" if sim < min_similarity
-                   else f"probability {p1:.3f} < {min_probability:.3f}")
+            why = (f"distance {distance:.3f} > {max_distance:.3f} (unlike the adapters' texts)"
+                   if distance > max_distance else f"probability {p1:.3f} < {min_probability:.3f}")
             decisions.append(self._fallback(fallback, why, common, mixable or {}))
         return decisions
 
