@@ -61,7 +61,7 @@ class DecoderCalls:
                                     "use hub.classify or hub.tag")
         single = isinstance(prompt, str)
         prompts = [prompt] if single else list(prompt)
-        names = self._auto_rows(mixing.call_rows(len(prompts), domain, domains, default=self.domain), prompts)
+        names = self.resolve_auto_rows(mixing.call_rows(len(prompts), domain, domains, default=self.domain), prompts)
         _check_count("max_new_tokens", max_new_tokens)
         for key in ("num_beams", "num_return_sequences"):
             if generate_kwargs.get(key) is not None:
@@ -140,7 +140,7 @@ class DecoderCalls:
         """
         single = isinstance(texts, str)
         items = [texts] if single else list(texts)
-        names = self._auto_rows(mixing.call_rows(len(items), domain, domains, default=self.domain), items)
+        names = self.resolve_auto_rows(mixing.call_rows(len(items), domain, domains, default=self.domain), items)
         _check_count("batch_size", batch_size)
         with self.residency.pinned(names) as rows:
             tasks = [scoring.classification_task(entry, mixing.row_label(name)) for entry, name in zip(rows, names)]

@@ -109,7 +109,7 @@ class RoutingCalls:
         check_current(self.registry, self.router)
         return self.router
 
-    def _auto_rows(self, rows: list[Any], texts: Sequence[str]) -> list[Any]:
+    def resolve_auto_rows(self, rows: list[Any], texts: Sequence[str]) -> list[Any]:
         """``rows`` with every ``"auto"`` / ``"auto:a,b"`` row replaced by what the router chose for its text."""
         flags = [auto_among(row) for row in rows]
         wanted = [index for index, (auto, _) in enumerate(flags) if auto]
