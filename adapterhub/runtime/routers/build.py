@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from ...errors import ConfigError, IncompatibleBaseError, RoutingError
+from ...errors import ConfigError, RoutingError
+from ...registry.compat import check_one_base
 from ...registry.routers import ROUTER_FORMAT, ROUTER_METHOD
 from .features import decoder_layers, layer_features
 from .fit import choose
@@ -125,15 +126,7 @@ def _check(records: Sequence[Any], base: Any) -> None:
     routers = [record.ref for record in records if record.method == ROUTER_METHOD]
     if routers:
         raise RoutingError(f"{', '.join(routers)} is a router, not an adapter; a router chooses between adapters")
-    fingerprints = {record.ref: record.base_fingerprint for record in records}
-    if len(set(fingerprints.values())) > 1:
-        listed = ", ".join(f"{ref} -> {fp}" for ref, fp in fingerprints.items())
-        raise IncompatibleBaseError(f"the adapters were made for different bases ({listed}); a router serves "
-                                    "adapters of one base")
-    recorded = next(iter(fingerprints.values()))
-    if base is not None and recorded and recorded != base.fingerprint:
-        raise IncompatibleBaseError(f"the adapters were made for base {recorded!r} but the given base is "
-                                    f"{base.fingerprint!r}; pass the base they were trained on")
+    check_one_base(records, base, purpose="a router serves adapters of one base")
 
 
 def build_router(name: str, *, adapters: Sequence[str], registry: Any = None, base: Any = None,
