@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from .paths import home
+from .paths import seats_dir as _seats_folder
 
 ENV = "ADAPTERHUB_THREADS"
 USER_SETTINGS = (ENV, "OMP_NUM_THREADS", "MKL_NUM_THREADS")  # a user's explicit choice of threads
@@ -51,7 +51,7 @@ def usable_cores() -> int:
 
 def seats_dir() -> Path:
     """Where running adapterhub processes hold their seats: ``$ADAPTERHUB_HOME/cpu``."""
-    return home() / "cpu"
+    return _seats_folder()
 
 
 def sharers() -> int:

@@ -18,6 +18,7 @@ evaluation and the runtime's ``tag`` all use these functions, so spans are cut t
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Sequence
 
 from .errors import DataError
@@ -134,8 +135,65 @@ def spans_from_tags(words: Sequence[tuple[int, int]], tags: Sequence[str],
     return entities
 
 
+DECODES = ("constrained", "argmax")
+"""``argmax``: each word's most probable tag (an ``I-X`` after ``O`` or another type opens an entity);
+``constrained``: the most probable tag sequence in which ``I-X`` only follows ``B-X`` or ``I-X`` (Viterbi over
+the words, no learned transitions: a CRF-free repair of illegal transitions)."""
+
+
+def legal_after(before: str, tag: str) -> bool:
+    """Whether ``tag`` may follow ``before`` (``"O"`` at the start): ``I-X`` continues only ``B-X`` or ``I-X``.
+
+    >>> legal_after("O", "I-DRUG"), legal_after("B-DRUG", "I-DRUG"), legal_after("I-SYMPTOM", "I-DRUG")
+    (False, True, False)
+    """
+    kind, _, label = tag.partition("-")
+    return kind != "I" or before in (f"B-{label}", f"I-{label}")
+
+
+@functools.lru_cache(maxsize=64)
+def _transitions(tags: tuple[str, ...]) -> tuple[Any, Any]:
+    """``(penalty [from, to], start [to])``: 0 where a transition is legal, -inf where :func:`legal_after` forbids it."""
+    import torch
+
+    blocked = torch.tensor([[not legal_after(a, b) for b in tags] for a in tags])
+    start = torch.tensor([not legal_after("O", t) for t in tags])
+    return (torch.zeros(blocked.shape).masked_fill(blocked, float("-inf")),
+            torch.zeros(start.shape).masked_fill(start, float("-inf")))
+
+
+def constrained_tags(log_probs: Any, tags: Sequence[str]) -> list[int]:
+    """The most probable tag index of each word under :func:`legal_after` (Viterbi).
+
+    When each word's own best tag already forms a legal sequence it is the answer (no search runs).
+
+    Args:
+        log_probs: ``[words, tags]`` log-probabilities.
+        tags: the tag names in order.
+
+    >>> import torch
+    >>> tags = ["O", "B-DRUG", "I-DRUG"]
+    >>> constrained_tags(torch.tensor([[0.5, 0.2, 0.3], [0.1, 0.1, 0.8]]).log(), tags)  # argmax: O, I-DRUG
+    [1, 2]
+    """
+    best = log_probs.argmax(-1).tolist()
+    if all(legal_after(before, tags[index]) for before, index in zip(["O"] + [tags[i] for i in best], best)):
+        return best
+    penalty, start = _transitions(tuple(tags))
+    score = log_probs[0].float() + start
+    back = []
+    for row in log_probs[1:].float():
+        step = (score[:, None] + penalty).max(0)
+        back.append(step.indices)
+        score = step.values + row
+    path = [int(score.argmax())]
+    for pointers in reversed(back):
+        path.append(int(pointers[path[-1]]))
+    return path[::-1]
+
+
 def entities_from_logits(word_logits: Any, text: str, words: Sequence[tuple[int, int]],
-                         tags: Sequence[str]) -> list[dict[str, Any]]:
+                         tags: Sequence[str], *, decode: str = "constrained") -> list[dict[str, Any]]:
     """Entities ``{"start", "end", "label", "text", "score"}`` from the logits of each word's first piece.
 
     Args:
@@ -143,12 +201,18 @@ def entities_from_logits(word_logits: Any, text: str, words: Sequence[tuple[int,
         text: the input text (offsets index into it).
         words: each word's character span.
         tags: the head's BIO tags in order (``TaskSpec.head_labels``).
+        decode: one of :data:`DECODES`; an entity's score is the mean probability of its words' tags.
     """
     if not len(words):
         return []
     probabilities = word_logits.float().softmax(-1)
-    best = probabilities.argmax(-1).tolist()
-    scores = probabilities.max(-1).values.tolist()
+    if decode == "constrained":
+        best = constrained_tags(probabilities.clamp_min(1e-12).log(), tags)
+    elif decode == "argmax":
+        best = probabilities.argmax(-1).tolist()
+    else:
+        raise ValueError(f"decode={decode!r} is not one of {DECODES}")
+    scores = [float(probabilities[i, t]) for i, t in enumerate(best)]
     entities = spans_from_tags(words, [tags[i] for i in best], scores)
     return [{"start": e["start"], "end": e["end"], "label": e["label"], "text": text[e["start"]:e["end"]],
              "score": e["score"]} for e in entities]

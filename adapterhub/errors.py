@@ -84,6 +84,16 @@ class RecipeError(ConfigError):
     """A training recipe is invalid (unknown key, wrong type, bad value)."""
 
 
+class SchemaError(ConfigError):
+    """A response JSON schema is malformed, too large, or uses a feature constrained decoding does not support."""
+
+    http_fix = "send a JSON schema without that feature (README \"Structured output\" lists what is supported)"
+
+
+class ContractError(ConfigError):
+    """A request contradicts the adapter's serving contract, or a contract value is invalid."""
+
+
 class DataError(AdapterHubError, ValueError):
     """Training or evaluation data is missing, empty or inconsistent."""
 
@@ -122,6 +132,12 @@ class AdapterNotFoundError(RegistryError, LookupError):
     """No adapter matches the given reference."""
 
     http_fix = _MODELS_HINT
+
+
+class PromotionRefusedError(RegistryError, RuntimeError):
+    """A promotion, canary or rollback was refused (gate failed, another one running or won); nothing changed."""
+
+    http_fix = "GET /v1/adapters/<name>/history shows the channel's moves"
 
 
 class InvalidAdapterError(RegistryError, ValueError):
@@ -170,6 +186,11 @@ class IncompatibleBaseError(AdapterHubError, ValueError):
 # --- training -----------------------------------------------------------------
 class TrainingError(AdapterHubError, RuntimeError):
     """Training failed (NaN loss, interruption, ...); nothing was registered."""
+
+
+class BelowBaselineError(TrainingError):
+    """A trained classifier does not beat chance or the bare base by ``output.min_gain``; it was kept in its
+    run folder, not registered."""
 
 
 # --- runtime ------------------------------------------------------------------

@@ -93,7 +93,7 @@ def runs_root(registry_root: str | os.PathLike) -> Path:
 class CacheEntry:
     """One thing adapterhub keeps on disk."""
 
-    kind: str  # "models", "downloads", "bench", "runs", "registry" or "other"
+    kind: str  # "models", "downloads", "bench", "runs", "registry", "seats" or "other"
     path: Path
     bytes: int
     note: str  # what it is and what removing it costs
@@ -109,7 +109,9 @@ _NOTES = {
     "models": "converted base model; removing it means a new download and conversion on next use",
     "downloads": "downloaded model files (the default base's GGUF), only needed to convert again",
     "bench": "adapters, registry and tiny model of `adapterhub bench`; made again by the next bench",
-    "runs": "quickstart training runs (adapter, metrics, loss plot); the registry keeps its own copy",
+    "runs": "training runs (adapter, metrics, plots) of `adapterhub train` or the quickstart; the registry keeps "
+            "its own copy of what it registered (an adapter refused registration lives only here)",
+    "seats": "CPU seats of running adapterhub processes (how they share the cores); tiny, freed as they end",
     "registry": "your registered adapters: never cleaned here (see `adapterhub registry rm`)",
     "other": "not adapterhub's own layout",
 }
@@ -151,11 +153,27 @@ def cache_usage() -> list[CacheEntry]:
     for root in dict.fromkeys([registry, home() / "registry"]):
         add("runs", runs_root(root))
         add("registry", root)
+    if _holds_runs(Path.cwd() / "runs"):  # `adapterhub train`'s default: runs/ in the current folder
+        add("runs", Path.cwd() / "runs")
+    add("seats", seats_dir())
     if home().is_dir():
         for path in sorted(home().iterdir()):
             if path.resolve() not in seen and path.resolve() != models_dir().resolve():
                 add("other", path)
     return entries
+
+
+def seats_dir() -> Path:
+    """Where running adapterhub processes hold their CPU seats (:mod:`adapterhub.cpu`): ``$ADAPTERHUB_HOME/cpu``."""
+    return home() / "cpu"
+
+
+def _holds_runs(folder: Path) -> bool:
+    """Whether ``folder`` holds training run folders (each with the ``recipe.yaml`` a run writes first)."""
+    try:
+        return folder.is_dir() and any((run / "recipe.yaml").is_file() for run in folder.iterdir())
+    except OSError:
+        return False
 
 
 def clean_cache(kinds: Iterable[str]) -> list[CacheEntry]:

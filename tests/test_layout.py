@@ -10,11 +10,12 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "adapterhub"
 LEAVES = {"errors", "paths", "_transformers", "memory", "tokens", "cpu"}
-SHARED = LEAVES | {"prompts", "entities", "scoring", "methods"}
+SHARED = LEAVES | {"prompts", "entities", "scoring", "grammar", "methods"}
 MAY_USE = {  # wing -> wings it may import (itself always)
     "errors": set(), "paths": set(), "_transformers": set(), "memory": set(), "tokens": set(), "cpu": {"paths"},
     "prompts": {"errors"},
     "entities": {"errors"},
+    "grammar": {"errors"},
     "scoring": {"prompts", "tokens", "_transformers"},  # the README: "the above" leaves
     "methods": {"errors", "_transformers", "memory", "tokens"},  # each method's folder serves it too (leaves only)
     "base": LEAVES | {"hf.client"},  # Hugging Face ids load through the Hub client (itself a leaf)
@@ -22,8 +23,9 @@ MAY_USE = {  # wing -> wings it may import (itself always)
     "hf": SHARED | {"base", "registry"},
     "training": SHARED | {"base", "registry", "hf"},
     "runtime": SHARED | {"base", "registry", "hf"},
-    "serve": SHARED | {"base", "registry", "hf", "runtime"},
+    "serve": SHARED | {"base", "registry", "hf", "runtime", "lifecycle"},
     "quickstart": SHARED | {"base", "registry", "hf", "training", "runtime"},
+    "lifecycle": SHARED | {"base", "registry", "hf", "training", "runtime"},  # gates evaluate through the hub
 }
 
 

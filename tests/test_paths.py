@@ -79,3 +79,14 @@ def test_registry_help_and_origin_agree(tmp_path, monkeypatch):
     assert paths.default_registry_root() == paths.registry_origin()[0] == paths.home() / "registry"
     assert paths.REGISTRY_DEFAULT in paths.REGISTRY_HELP
     assert paths.runs_root(tmp_path / "registry") == tmp_path / "runs"
+
+
+def test_cache_lists_the_runs_train_wrote_here_and_the_cpu_seats(home, tmp_path, capsys):
+    (tmp_path / "runs" / "support-20261207-070000").mkdir(parents=True)
+    (tmp_path / "runs" / "support-20261207-070000" / "recipe.yaml").write_text("name: support\n")
+    (home / "cpu").mkdir()
+    (home / "cpu" / "123-456").write_bytes(b"")
+    kinds = {(entry.kind, entry.path) for entry in paths.cache_usage()}
+    assert ("runs", tmp_path / "runs") in kinds and ("seats", home / "cpu") in kinds
+    assert not any(kind == "other" for kind, _ in kinds)
+    assert main(["cache"]) == 0 and "CPU seats" in capsys.readouterr().out

@@ -1,4 +1,5 @@
-"""``adapterhub registry list|show|import|rm|tag|verify|export|gc|rebuild-index``: thin calls into :class:`Registry`."""
+"""``adapterhub registry list|show|import|rm|tag|verify|export|set-contract|gc|rebuild-index|history``: thin calls into
+:class:`Registry`."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ import sys
 from typing import Any, Sequence
 
 from ._options import add_registry_option
+from .contract import add_contract_options, print_contract, set_contract_from_args
+from .lifecycle import add_history_verb
 from ._output import human_bytes, print_fields, print_json, print_table
 
-LIST_COLUMNS = ("ref", "domain", "method", "task", "tags", "base", "created")
+LIST_COLUMNS = ("ref", "domain", "method", "task", "metric", "tags", "base", "created")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -53,13 +56,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     verify = verb("verify", _verify, "check every file against its sha256 (exit 1 on problems)", json=True)
     verify.add_argument("ref", nargs="?", default=None, help="only this entry (default: all)")
 
-    export = verb("export", _export, "write a verified plain PEFT copy to a folder", ref=any_ref)
+    export = verb("export", _export, "write a verified plain PEFT copy to share: model card, base id, "
+                                     "label_scoring.py", ref=any_ref)
     export.add_argument("dir", help="new or empty folder")
+    export.add_argument("--base-id", default=None, metavar="ORG/NAME",
+                        help="the base's public id to write (default: the embedded base's Hub id, or the one "
+                             "the adapter names)")
+    export.add_argument("--repo-id", default=None, metavar="ORG/NAME", help="where it will live on the Hub, for "
+                                                                          "the model card's usage lines")
+
+    contract = verb("set-contract", _set_contract, "record a serving contract as a new version (same files)",
+                    ref=any_ref, json=True)
+    add_contract_options(contract)
 
     verb("gc", _gc, "remove leftovers of interrupted writes")
 
     verb("rebuild-index", _rebuild_index, "index every verifying version folder again (after losing index.sqlite)",
          json=True)
+    add_history_verb(verb)
 
 
 def _registry(args: argparse.Namespace) -> Any:
@@ -86,7 +100,10 @@ def _list(args: argparse.Namespace) -> int:
     elif not records:
         print(f"no adapters in {registry.root}; add one with `adapterhub registry import DIR --name NAME`")
     else:
-        rows = [(r.ref, r.domain, r.method, _task_label(r.manifest["task"]), ",".join(r.tags),
+        from ..registry.headline import headline_metric
+
+        rows = [(r.ref, r.domain, r.method, _task_label(r.manifest["task"]),
+                 headline_metric(r.manifest.get("metrics")) or "-", ",".join(r.tags),
                  _short_base(r.base_fingerprint or r.manifest["base"].get("name")), r.created[:16].replace("T", " "))
                 for r in records]
         print_table(rows, LIST_COLUMNS, title=f"registry {registry.root} (details: adapterhub registry show REF)",
@@ -114,6 +131,7 @@ def _show(args: argparse.Namespace) -> int:
            for name, entry in manifest["files"].items()},
     })
     _print_metrics(manifest.get("metrics") or {}, labels=task.get("labels") or ())
+    print_contract(manifest)
     return 0
 
 
@@ -169,6 +187,17 @@ def _merge_report(value: Any) -> str:
     return "; ".join(kept) or "not evaluated"
 
 
+def _set_contract(args: argparse.Namespace) -> int:
+    record = set_contract_from_args(_registry(args), args)
+    if args.json:
+        print_json(record.to_dict())
+    else:
+        print(f"{record.ref}: the contract of {args.ref} recorded as a new version (move a tag to it to serve it "
+              f"there: adapterhub registry tag {record.ref} prod)")
+        print_contract(record.manifest)
+    return 0
+
+
 def _import(args: argparse.Namespace) -> int:
     record = _registry(args).add(args.dir, args.name, domain=args.domain, tags=args.tag, description=args.description)
     size = sum(entry["size"] for entry in record.manifest["files"].values())
@@ -204,10 +233,15 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
+    from ..hf.export import export_adapter
+
     registry = _registry(args)
     record = registry.get(args.ref)
-    path = registry.export(record.ref, args.dir)
-    print(f"exported {record.ref} to {path}")
+    done = export_adapter(record.ref, args.dir, registry=registry, base_id=args.base_id, repo_id=args.repo_id)
+    print(f"exported {record.ref} to {done.path}: {', '.join(done.files)}")
+    if done.base_id is None:
+        print(f"note: no public id is known for its base {record.manifest['base'].get('name')!r}; "
+              "adapter_config.json keeps the local path: pass --base-id ORG/NAME", file=sys.stderr)
     return 0
 
 

@@ -35,6 +35,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--max-resident", type=int, default=None, help="most adapters resident (LRU eviction)")
     serve.add_argument("--allow-hf", action="store_true", help="let requests name hf://org/repo[@rev] adapters")
     serve.add_argument("--log-text", action="store_true", help="also log prompt and answer text")
+    serve.add_argument("--channel", default=None, help="a bare adapter name means name@CHANNEL when that channel "
+                       "exists (e.g. prod); channels are followed live (adapterhub promote / rollback)")
+    serve.add_argument("--strict", action="store_true",
+                       help="refuse adapters whose contract was never evaluated on this base's quantisation")
     ray = serve.add_argument_group("scale out on Ray Serve (pip install 'adapterhub[ray]')")
     ray.add_argument("--ray", action="store_true", help="serve from N Ray Serve replicas routed by adapter")
     ray.add_argument("--replicas", type=int, default=2, help="replicas, each with its own base (default 2)")
@@ -73,7 +77,8 @@ def _serve(args: argparse.Namespace) -> int:
     from ..serve import ServeOptions, build_app, serve
 
     options = ServeOptions(max_rows=args.max_batch_rows, max_queue=args.max_queue, max_new_tokens=args.max_new_tokens,
-                           auth=args.auth, log_text=args.log_text, allow_hf=args.allow_hf, base_name=args.base_name)
+                           auth=args.auth, log_text=args.log_text, allow_hf=args.allow_hf, base_name=args.base_name,
+                           channel=args.channel, strict=args.strict)
     if args.ray:
         if args.replicas < 1 or args.adapters_per_replica < 1:
             raise ConfigError("--replicas and --adapters-per-replica must be >= 1")

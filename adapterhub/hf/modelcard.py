@@ -14,6 +14,7 @@ with, and how to use it with adapterhub or with plain PEFT.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any, Mapping
@@ -23,6 +24,10 @@ import yaml
 from .. import methods
 from ..errors import InvalidAdapterError
 from ..registry.manifest import lineage
+from .label_snippet import SCRIPT_FILE, has_label_scoring, label_scoring_script, peft_loads
+
+CARD_FILE = "README.md"
+"""The model card's file name, beside the adapter's files (on the Hub and in an export)."""
 
 # Hub ids of the embedded aliases, so cards link the real base model.
 BASE_HUB_IDS = {"smollm2-135m-instruct": "HuggingFaceTB/SmolLM2-135M-Instruct",
@@ -59,10 +64,10 @@ def card_metadata(manifest: Mapping[str, Any], adapter_config: Mapping[str, Any]
     if base_model:
         metadata["base_model"] = base_model
     task_type = (manifest.get("task") or {}).get("type")
-    peft_loads = _peft_loads(manifest)  # False for adapterhub's own methods: PEFT cannot load them
-    metadata.update(library_name="peft" if peft_loads else "adapterhub",
+    in_peft = peft_loads(manifest)  # False for adapterhub's own methods: PEFT cannot load them
+    metadata.update(library_name="peft" if in_peft else "adapterhub",
                     pipeline_tag=PIPELINE_TAGS.get(task_type, "text-generation"),
-                    tags=list(dict.fromkeys(tag for tag in tags if tag and (peft_loads or tag != "peft"))))
+                    tags=list(dict.fromkeys(tag for tag in tags if tag and (in_peft or tag != "peft"))))
     return metadata
 
 
@@ -80,8 +85,10 @@ def render_model_card(manifest: Mapping[str, Any], adapter_config: Mapping[str, 
     """
     front = yaml.safe_dump(card_metadata(manifest, adapter_config), sort_keys=False).strip()
     sections = [f"---\n{front}\n---", _summary(manifest, adapter_config or {}), _lineage_section(manifest),
-                _task_section(manifest), _metrics_section(manifest), _recipe_section(manifest),
-                _usage_section(manifest, repo_id, hub_base_model(manifest, adapter_config))]
+                _task_section(manifest), _contract_section(manifest), _metrics_section(manifest),
+                _recipe_section(manifest),
+                _usage_section(manifest, repo_id, hub_base_model(manifest, adapter_config)),
+                _label_scoring_section(manifest, hub_base_model(manifest, adapter_config))]
     return "\n\n".join(section for section in sections if section) + "\n"
 
 
@@ -98,14 +105,6 @@ def _summary(manifest: Mapping[str, Any], adapter_config: Mapping[str, Any]) -> 
     if fingerprint:
         lines.append(f"Base fingerprint: `{fingerprint}` (adapterhub refuses to load it on other weights).")
     return "\n".join(lines)
-
-
-def _peft_loads(manifest: Mapping[str, Any]) -> bool:
-    """Whether plain PEFT loads the entry's method (an unknown method, from a newer adapterhub: assumed so)."""
-    try:
-        return methods.get(manifest.get("method") or methods.default()).peft_loads
-    except InvalidAdapterError:
-        return True
 
 
 def _describe(method: str, adapter_config: Mapping[str, Any]) -> str:
@@ -150,6 +149,18 @@ def _task_section(manifest: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _contract_section(manifest: Mapping[str, Any]) -> str:
+    """The serving contract (defaults, stop strings, response schema, quantisations evaluated on); "" without one."""
+    from ..registry.contract import contract_view
+
+    view = contract_view(manifest)
+    if view is None:
+        return ""
+    body = json.dumps({key: value for key, value in view.items() if key != "template"}, indent=2)
+    return "\n".join(["## Serving contract", "", "adapterhub applies these where a request is silent (README "
+                      "\"Structured output\"); the prompt template is the task's.", "", "```json", body, "```"])
+
+
 def _metrics_section(manifest: Mapping[str, Any]) -> str:
     metrics = manifest.get("metrics") or {}
     if not metrics:
@@ -173,7 +184,7 @@ def _recipe_section(manifest: Mapping[str, Any]) -> str:
 
 def _usage_section(manifest: Mapping[str, Any], repo_id: str, base_model: str | None) -> str:
     base = base_model or "<the base model>"
-    if not _peft_loads(manifest):  # adapterhub's own method: no PEFT snippet that could not work
+    if not peft_loads(manifest):  # adapterhub's own method: no PEFT snippet that could not work
         spec = methods.get(manifest["method"])
         return f"""## Usage
 
@@ -220,3 +231,13 @@ from peft import PeftModel
 tokenizer = AutoTokenizer.from_pretrained("{base}")
 model = PeftModel.from_pretrained(base, "{repo_id}")
 ```"""
+
+
+def _label_scoring_section(manifest: Mapping[str, Any], base_model: str | None) -> str:
+    """Decoder classifiers: how to reproduce adapterhub's label scoring in plain PEFT (``label_scoring.py``)."""
+    if not has_label_scoring(manifest):
+        return ""
+    script = label_scoring_script(manifest["task"], base_id=base_model or "<the base model>")
+    return (f"## Label scoring with plain PEFT\n\nThe adapter answers by scoring every label, not by generating "
+            f"text. This script (`{SCRIPT_FILE}` beside the weights) gives the scores adapterhub gives:\n\n"
+            f"```python\n{script.strip()}\n```")

@@ -22,7 +22,6 @@ HubRef(repo_id='acme/legal-lora', revision='v2')
 from __future__ import annotations
 
 import contextlib
-import json
 import re
 import tempfile
 from dataclasses import dataclass
@@ -33,10 +32,10 @@ from ..errors import (HubConnectionError, HubError, HubFileNotFoundError, HubInc
                      HubInvalidAdapterError, HubNotAnAdapterError, HubPickleWeightsError, IncompatibleBaseError,
                      InvalidAdapterError, InvalidNameError)
 from .client import HUB_SCHEME, HubRef, HubSettings, hf_api, hub_errors
+from .modelcard import CARD_FILE
 from ..registry.files import MAX_JSON_BYTES, parse_json, read_regular
 from ..registry.manifest import CONFIG_FILE, MANIFEST_FILE, PICKLE_SUFFIXES, WEIGHTS_FILE
 
-CARD_FILE = "README.md"
 PULL_PATTERNS = [CONFIG_FILE, WEIGHTS_FILE, MANIFEST_FILE, CARD_FILE]
 _ADAPTER_WORDS = {"lora", "qlora", "dora", "adapter", "adapters", "peft", "prefix", "tuning"}
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
@@ -181,7 +180,7 @@ def push(ref: str, repo_id: str, *, registry: Any = None, private: bool = False,
     """
     from huggingface_hub import CommitOperationAdd
 
-    from .modelcard import render_model_card
+    from .export import export_adapter
 
     target = parse_hub_ref(repo_id, revision=revision)
     settings = HubSettings.from_env()
@@ -192,10 +191,9 @@ def push(ref: str, repo_id: str, *, registry: Any = None, private: bool = False,
     record = registry.get(ref)
     api = hf_api(settings)
     with tempfile.TemporaryDirectory(prefix="adapterhub-push-") as scratch:
-        folder = registry.export(record.ref, Path(scratch) / record.name)  # verified bytes + manifest
-        config = json.loads((folder / CONFIG_FILE).read_bytes())
-        (folder / CARD_FILE).write_text(render_model_card(record.manifest, config, repo_id=target.repo_id),
-                                        encoding="utf-8")
+        # verified bytes naming the base's public id, the manifest, the model card (and label_scoring.py)
+        folder = export_adapter(record.ref, Path(scratch) / record.name, registry=registry,
+                                repo_id=target.repo_id).path
         operations = [CommitOperationAdd(path_in_repo=path.name, path_or_fileobj=path.read_bytes())
                       for path in sorted(folder.iterdir())]
     with hub_errors(target, settings, action="push to"):

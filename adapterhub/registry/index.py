@@ -48,6 +48,11 @@ def set_tag(db: sqlite3.Connection, name: str, tag: str, version: int) -> None:
                "ON CONFLICT (name, tag) DO UPDATE SET version = excluded.version", (name, tag, version))
 
 
+def delete_tag(db: sqlite3.Connection, name: str, tag: str) -> None:
+    """Remove ``name@tag`` (nothing happens when it does not exist)."""
+    db.execute("DELETE FROM tags WHERE name = ? AND tag = ?", (name, tag))
+
+
 def resolve(db: sqlite3.Connection, name: str, selector: int | str) -> sqlite3.Row | None:
     """The row ``name@selector`` means (selector: version, ``"latest"`` or a tag), or ``None``."""
     if selector == "latest":

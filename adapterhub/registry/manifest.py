@@ -17,6 +17,7 @@ from typing import Any
 from .. import methods
 from ..errors import ConfigError, IntegrityError, InvalidAdapterError, InvalidNameError
 from ..prompts import TaskSpec
+from .contract import parse_contract
 from .files import MAX_JSON_BYTES, json_depth_ok, parse_json, read_regular, shorten
 from .refs import validate_name
 from .routers import ROUTER_METHOD, check_router_files, is_router_config
@@ -122,10 +123,12 @@ def task_to_dict(task: Any) -> dict[str, Any]:
 
 def new_manifest(source: SourceAdapter, name: str, *, domain: str | None, task: Any, tags: list[str],
                  description: str, base: Any, metrics: Mapping[str, Any] | None,
-                 recipe: Mapping[str, Any] | None, origin: Mapping[str, Any] | None) -> dict[str, Any]:
+                 recipe: Mapping[str, Any] | None, origin: Mapping[str, Any] | None,
+                 contract: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The manifest for a new entry (``version`` is filled in when it is allocated).
 
-    Fields not given fall back to an ``adapterhub.json`` found in the source directory.
+    Fields not given fall back to an ``adapterhub.json`` found in the source directory. ``contract``
+    (:mod:`.contract`) is stored only when there is one, so entries without stay as they always were.
     """
     previous = recorded_fields(source.manifest or {}, where=str(source.path / MANIFEST_FILE))
     if base is not None:
@@ -137,6 +140,7 @@ def new_manifest(source: SourceAdapter, name: str, *, domain: str | None, task: 
     origin = dict(origin) if origin is not None else {"kind": "imported", "path": str(source.path.resolve())}
     if origin.get("kind") not in SOURCE_KINDS:
         raise ConfigError(f"source kind {origin.get('kind')!r} is not one of {', '.join(SOURCE_KINDS)}")
+    contract = dict(contract) if contract is not None else previous.get("contract")
     return {
         "format": FORMAT, "name": name, "version": None,
         "domain": domain if domain is not None else previous.get("domain"),
@@ -150,6 +154,7 @@ def new_manifest(source: SourceAdapter, name: str, *, domain: str | None, task: 
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "tags": list(tags),
         "description": description or previous.get("description") or "",
+        **({"contract": parse_contract(contract, where=name).to_manifest_all()} if contract else {}),
     }
 
 
@@ -206,6 +211,11 @@ def recorded_fields(manifest: Mapping[str, Any], *, where: str) -> dict[str, Any
         if not isinstance(description, str) or len(description) > _TEXT_LIMIT:
             raise bad("description", f"must be a string of at most {_TEXT_LIMIT} characters")
         fields["description"] = description
+    if manifest.get("contract") is not None:
+        try:
+            fields["contract"] = parse_contract(manifest["contract"], where=where).to_manifest_all()
+        except ConfigError as error:
+            raise bad("contract", f"is invalid ({shorten(str(error))})") from None
     return fields
 
 
@@ -246,6 +256,13 @@ class AdapterRecord:
     @property
     def description(self) -> str:
         return self.manifest.get("description") or ""
+
+    @property
+    def contract(self) -> Any:
+        """The serving :class:`~adapterhub.registry.contract.Contract`, or ``None`` (none recorded)."""
+        from .contract import record_contract
+
+        return record_contract(self.manifest)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable: the manifest plus ``ref`` and ``path`` (for ``--json``)."""

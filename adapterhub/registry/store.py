@@ -36,6 +36,8 @@ from .files import parse_json
 from .manifest import (ADAPTER_FILES, CONFIG_FILE, MANIFEST_FILE, WEIGHTS_FILE, AdapterRecord, LoadedAdapter,
                        new_manifest, read_adapter_dir, recorded_fields)
 from .refs import parse_ref, validate_name, validate_tag
+from .channels import Channels
+from .promotion import ChannelMoves
 from .safetensors_file import safetensors_layout, safetensors_tensors
 from .rebuild import RebuildReport, rebuild_index, removed_versions, version_folders, write_removed_mark
 from ..paths import default_registry_root
@@ -46,8 +48,9 @@ ADAPTERS_DIR = "adapters"
 STAGING_DIR = ".staging"
 
 
-class Registry:
-    """A folder of immutable, checksummed adapter versions with an SQLite index.
+class Registry(ChannelMoves):
+    """A folder of immutable, checksummed adapter versions with an SQLite index; channels move through
+    :class:`~adapterhub.registry.promotion.ChannelMoves` (``promote``, ``rollback``, ``history``).
 
     Args:
         root: registry folder; ``None`` uses :func:`adapterhub.paths.default_registry_root`
@@ -63,6 +66,7 @@ class Registry:
         self._index = RegistryIndex(self.root / INDEX_FILE,
                                           entries=lambda: version_folders(self.root / ADAPTERS_DIR))
         self._staging = StagingArea(self.root / STAGING_DIR)
+        self.channels = Channels(self.root, self._index)
 
     def __repr__(self) -> str:
         return f"Registry(root={str(self.root)!r})"
@@ -71,7 +75,7 @@ class Registry:
     def add(self, peft_dir: str | os.PathLike[str], name: str, *, domain: str | None = None, task: Any = None,
             tags: Iterable[str] = (), description: str = "", base: Any = None,
             metrics: Mapping[str, Any] | None = None, recipe: Mapping[str, Any] | None = None,
-            source: Mapping[str, Any] | None = None) -> AdapterRecord:
+            source: Mapping[str, Any] | None = None, contract: Mapping[str, Any] | None = None) -> AdapterRecord:
         """Store a plain PEFT adapter directory as the next version of ``name``.
 
         Args:
@@ -86,6 +90,8 @@ class Registry:
                 and its fingerprint and name are recorded.
             metrics, recipe: recorded as given.
             source: ``{"kind": "trained"|"imported"|"pulled", ...}``; default imported from ``peft_dir``.
+            contract: the serving contract (:mod:`adapterhub.registry.contract`); default: the one in
+                ``peft_dir``'s ``adapterhub.json``, if any.
 
         Returns:
             The new :class:`AdapterRecord` (version = previous highest ever + 1).
@@ -108,7 +114,7 @@ class Registry:
                         .get("base") or {}).get("fingerprint")
             check_compatible(adapter.config, adapter.tensor_shapes, base, fingerprint=recorded, method=adapter.method)
         manifest = new_manifest(adapter, name, domain=domain, task=task, tags=tags, description=description,
-                                base=base, metrics=metrics, recipe=recipe, origin=source)
+                                base=base, metrics=metrics, recipe=recipe, origin=source, contract=contract)
         self._index.check_writable()
         try:
             self._write_entry(adapter, manifest, name, tags)
@@ -213,6 +219,9 @@ class Registry:
         """
         validate_tag(tag)
         name, selector = parse_ref(ref)
+        if self.channels.has_history(name, tag):
+            raise ConfigError(f"{name}@{tag} is a channel: it moves only through `adapterhub promote` and "
+                              "`adapterhub rollback` (registry.promote / registry.rollback), which keep its history")
         with self._index.write() as db:
             row = index.resolve(db, name, selector)
             if row is None:
@@ -374,7 +383,9 @@ class Registry:
         >>> Registry("/srv/adapters").rebuild_index().indexed  # doctest: +SKIP
         ['legal@1', 'legal@2']
         """
-        return rebuild_index(self._index, self.root / ADAPTERS_DIR, removed_versions(self.root))
+        report = rebuild_index(self._index, self.root / ADAPTERS_DIR, removed_versions(self.root))
+        report.tags.update(self.channels.restore())  # channels follow their history, not the manifests
+        return report
 
     # --- helpers -------------------------------------------------------------------
     def _get_with_verified(self, ref: str) -> tuple[AdapterRecord, dict[str, tuple[str, str]]]:

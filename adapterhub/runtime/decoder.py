@@ -14,7 +14,7 @@ from ..errors import ConfigError, TaskMismatchError
 from ..prompts import TaskSpec
 from ..scoring import label_probabilities, label_scores
 from ..tokens import left_pad, pad_id_of
-from . import generation, mixing, scoring
+from . import constrained, generation, mixing, scoring
 from .batch import BARE, UNSET as _UNSET
 
 
@@ -25,7 +25,8 @@ class DecoderCalls:
     """
 
     def generate(self, prompt: str | Sequence[str], *, domain: Any = _UNSET, domains: Sequence[str | None] | None = None,
-                 max_new_tokens: int = 64, chat: bool = True, **generate_kwargs: Any) -> Any:
+                 max_new_tokens: int | None = None, chat: bool = True, schema: Any = None, stop: Any = None,
+                 **generate_kwargs: Any) -> Any:
         """Generate answers; each prompt row uses its own adapter, all in one batch.
 
         Args:
@@ -37,11 +38,17 @@ class DecoderCalls:
             domains: one adapter, mix (or ``None``) per prompt, for a mixed batch; ``"auto"`` (or
                 ``"auto:finance,legal"``) lets the hub's router choose from the text (:meth:`use_router`).
                 A pin the caller holds (``hub.residency.pin(...)``) may stand for a name: it is used as it is.
-            max_new_tokens: new tokens per answer.
+            max_new_tokens: new tokens per answer (default: the adapter's contract, else 64).
             chat: render each prompt the way its adapter was taught (template, system
                 prompt, chat template); ``False`` feeds the raw text.
+            schema: constrain every answer to this JSON schema (a dict, a pydantic model class or
+                ``"json_object"``); each row keeps its own grammar state (:mod:`adapterhub.runtime.structured`).
+                Default: the adapter's contract schema; ``"text"`` asks for free text.
+            stop: stop strings (default: the adapter's contract).
             **generate_kwargs: passed to transformers' ``generate`` (``do_sample``,
-                ``temperature``, ``num_beams``, ``num_return_sequences``, ...); greedy by default.
+                ``temperature``, ``num_beams``, ``num_return_sequences``, ...); greedy by default. With a
+                schema, stop strings or contract defaults only ``do_sample``, ``temperature``, ``top_p``,
+                ``top_k`` and ``seed`` apply (the adapter's contract fills in what is not given).
 
         Returns:
             The answer (``str``) for one prompt, a list for a list; with
@@ -62,12 +69,21 @@ class DecoderCalls:
         single = isinstance(prompt, str)
         prompts = [prompt] if single else list(prompt)
         names = self.resolve_auto_rows(mixing.call_rows(len(prompts), domain, domains, default=self.domain), prompts)
-        _check_count("max_new_tokens", max_new_tokens)
+        if max_new_tokens is not None:
+            _check_count("max_new_tokens", max_new_tokens)
         for key in ("num_beams", "num_return_sequences"):
             if generate_kwargs.get(key) is not None:
                 _check_count(key, generate_kwargs[key])
         if not prompts:
             return []
+        explicit = schema is not None or stop is not None
+        if explicit or set(generate_kwargs) <= set(constrained.SAMPLING_KWARGS):  # the per-row loop (contracts too)
+            rows = self.generate_rows(prompts, domain=domain, domains=domains, schema=schema, stop=stop,
+                                      max_new_tokens=max_new_tokens, chat=chat, generate_kwargs=generate_kwargs,
+                                      only_if_needed=not explicit)
+            if rows is not None:
+                return rows[0].text.strip() if single else [row.text.strip() for row in rows]
+        max_new_tokens = max_new_tokens or 64
         generate_kwargs.setdefault("do_sample", False)
         generate_kwargs.setdefault("pad_token_id", self.tokenizer.pad_token_id)
         with self.residency.pinned(names) as rows:

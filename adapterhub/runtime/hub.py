@@ -21,18 +21,20 @@ from .encoder import EncoderCalls
 from .residency import Residency
 from .routers import RoutingCalls
 from .slots import ResidentInfo, check_limits
+from .structured import StructuredCalls
 
 if TYPE_CHECKING:
     from .stepping import Stepper
 
 
-class AdapterHub(DecoderCalls, EncoderCalls, RoutingCalls):
+class AdapterHub(DecoderCalls, EncoderCalls, StructuredCalls, RoutingCalls):
     """One frozen base model serving many adapters, switched per call or mixed per row.
 
     On a decoder base: ``generate``, ``predict``, ``label_scores``, ``logits``
     (:class:`~adapterhub.runtime.decoder.DecoderCalls`); on an encoder base
     (``AdapterHub("minilm-l6")``): ``classify``, ``tag``, ``analyze``, ``head_logits``
-    (:class:`~adapterhub.runtime.encoder.EncoderCalls`), each row with its adapter's own head.
+    (:class:`~adapterhub.runtime.encoder.EncoderCalls`), each row with its adapter's own head;
+    ``extract`` and the adapters' serving contracts: :class:`~adapterhub.runtime.structured.StructuredCalls`.
     Which adapters are loaded, and the pins that keep them there during a call, are
     :attr:`residency` (:class:`~adapterhub.runtime.residency.Residency`). ``domain="auto"`` rows are
     routed by the router :meth:`use_router` sets (:class:`~adapterhub.runtime.routers.RoutingCalls`).

@@ -23,12 +23,13 @@ from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from . import rendering, routing
+from . import promotions, rendering, routing
 from . import responses as shape
 from .access import AccessLog, note
 from .auth import ApiKey, KeyStore
 from .bodies import parse_body
 from .engine import Engine, Prepared, ServeOptions
+from .formats import response_schema
 from .gate import Gate
 from .protocol import (ChatRequest, ClassifyRequest, CompletionRequest, GenerateRequest, LoadAdapterRequest,
                        ServeError, UnloadAdapterRequest, from_exception)
@@ -91,7 +92,8 @@ def build_app(hub: Any, options: ServeOptions | None = None, *, engine: Engine |
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         return error_response(ServeError(400, str(exc), code="invalid_request"))
 
-    for add_routes in (_openai_routes, _labelling_routes, _tgi_routes, _admin_routes, _operation_routes):
+    for add_routes in (_openai_routes, _labelling_routes, _tgi_routes, _admin_routes, _operation_routes,
+                       promotions.add_routes):
         add_routes(app, serving)
     return app
 
@@ -139,9 +141,9 @@ def _openai_routes(app: FastAPI, serving: _Serving) -> None:
         body = await parse_body(request, ChatRequest if chat else CompletionRequest)
         max_tokens = (body.max_completion_tokens or body.max_tokens) if chat else body.max_tokens
         inputs = {"messages": [m.plain() for m in body.messages]} if chat else {"text": body.text(), "chat": False}
-        prepared = await serving.prepare(request, key, body.model, max_tokens=max_tokens,
-                                         temperature=1.0 if body.temperature is None else body.temperature,
-                                         top_p=body.top_p, seed=body.seed, stops=body.stops(), **inputs)
+        prepared = await serving.prepare(request, key, body.model, max_tokens=max_tokens, temperature=body.temperature,
+                                         top_p=body.top_p, seed=body.seed, stops=body.stops(),
+                                         schema=response_schema(body.response_format), **inputs)
         rid = shape.new_id("chatcmpl" if chat else "cmpl")
         model = routing.served_model(request, body.model)
         if not body.stream:
@@ -206,10 +208,11 @@ def _tgi_routes(app: FastAPI, serving: _Serving) -> None:
                              "with /v1/load_lora_adapter, then requests name them", code="unsupported_parameter")
         sampled = p.sampling()
         prepared = await serving.prepare(request, key, p.adapter_id or engine.base_id, text=body.inputs, chat=False,
-                                         max_tokens=p.max_new_tokens or 20,
-                                         temperature=(p.temperature or 1.0) if sampled else 0.0,
+                                         max_tokens=p.max_new_tokens, default_max_tokens=20,
+                                         temperature=(p.temperature or 1.0) if sampled else None,
                                          top_p=p.top_p if sampled else None, top_k=p.top_k if sampled else None,
-                                         seed=p.seed, stops=list(p.stop), stop_at_eos=not p.ignore_eos_token)
+                                         seed=p.seed, stops=list(p.stop), stop_at_eos=not p.ignore_eos_token,
+                                         schema=response_schema(p.response_format), default_temperature=0.0)
         seed = prepared.sampler.seed
         prefix = body.inputs if p.return_full_text else ""
         if not (body.stream if force_stream is None else force_stream):

@@ -37,11 +37,9 @@ async def parse_body(request: Request, model: type[BaseModel]) -> Any:
     try:
         body = model.model_validate(data)
     except ValidationError as error:
-        first = error.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "body"
-        problem = "unknown field" if first["type"] == "extra_forbidden" else first["msg"]
-        raise ServeError(400, f"{where}: {problem} ({error.error_count()} problem(s) in the body)",
-                         code="invalid_value", type="invalid_request_error") from None
+        from .body_problems import describe
+
+        raise ServeError(400, describe(error, model), code="invalid_value", type="invalid_request_error") from None
     problems = body.unsupported() if hasattr(body, "unsupported") else []
     if problems:
         raise ServeError(400, "; ".join(problems), code="unsupported_parameter")

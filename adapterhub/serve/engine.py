@@ -20,10 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, AsyncIterator
 
+from ..runtime.constrained import ConstrainedSampler
 from ..runtime.sampling import Sampler
 from ..runtime.residency import Held
+from .classifiers import answers_with_label
 from .metrics import Metrics
 from .protocol import ServeError
+from .rollout import Rollout
 from .scheduler import Job, Scheduler
 
 if TYPE_CHECKING:
@@ -43,6 +46,9 @@ class ServeOptions:
     log_text: bool = False
     allow_hf: bool = False  # hf:// references may load on first use
     base_name: str | None = None  # the base's model id (default: its alias or folder name)
+    channel: str | None = None  # a bare adapter name means name@channel when that channel exists (see rollout.py)
+    channel_poll_s: float = 1.0  # how often followed channels are read again
+    strict: bool = False  # refuse adapters whose contract was never evaluated on this base's quantisation
 
 
 @dataclass
@@ -78,11 +84,16 @@ class Engine:
         self._residency_lock = threading.Lock()
         self.draining = False
         self.metrics.resident.set(len(hub.resident()))
+        self.rollout = Rollout(hub, self.metrics, unload=self.unload, default_channel=self.options.channel,
+                               poll_s=self.options.channel_poll_s)
+        hub.contracts.strict = hub.contracts.strict or self.options.strict
 
     def start(self) -> None:
         self.scheduler.start()
+        self.rollout.start()
 
     def stop(self) -> None:
+        self.rollout.stop()
         self.scheduler.stop()
 
     # --- names -------------------------------------------------------------------------
@@ -109,7 +120,8 @@ class Engine:
         return [{"id": name, "object": "model", "created": 0, "owned_by": "adapterhub",
                  "root": self.base_id, "parent": None if name == self.base_id else self.base_id,
                  "resident": name in names or name == self.base_id,
-                 **({"method": names[name].method, "task": names[name].task} if name in names else {})}
+                 **({"method": names[name].method, "task": names[name].task} if name in names else {}),
+                 **_contract(self.hub.contracts.view(names[name].source if name in names else name))}
                 for name in ids]
 
     # --- adapters -----------------------------------------------------------------------
@@ -155,12 +167,23 @@ class Engine:
                 messages: list[dict] | None = None,
                 chat: bool = False, max_tokens: int | None, temperature: float | None, top_p: float | None,
                 top_k: int | None = None, seed: int | None, stops: list[str],
-                stop_at_eos: bool = True) -> Prepared:
+                stop_at_eos: bool = True, schema: Any = None, default_temperature: float = 1.0,
+                default_max_tokens: int | None = None) -> Prepared:
         """Tokenize and check one request against the context and token caps (400 on a violation).
 
-        The caller passes the pinned ``entry`` from :meth:`acquire`; it is released here on any error.
+        The adapter's contract fills in what the request leaves ``None`` (temperature, top_p, max_tokens, an
+        empty ``stops``, ``schema``; see :mod:`adapterhub.runtime.contracts`); ``default_temperature`` applies
+        when neither gives one. The caller passes the pinned ``entry`` from :meth:`acquire`; it is released
+        here on any error.
         """
         try:
+            settings = self.hub.contracts.settings(entry, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
+                                                   stops=stops or None, schema=schema)
+            temperature, top_p, max_tokens = settings.temperature, settings.top_p, settings.max_tokens
+            stops = [] if settings.schema is not None else settings.stops  # the grammar ends a schema's answer
+            temperature = default_temperature if temperature is None else temperature
+            if "max_tokens" in settings.from_contract:
+                max_tokens = min(max_tokens, self.options.max_new_tokens)
             if self.hub.base.kind == "encoder":
                 raise ServeError(400, f"this server's base ({self.base_id}) is an encoder: it classifies "
                                  "(/v1/classify) and tags (/v1/tag) but does not generate text", code="task_mismatch")
@@ -168,11 +191,11 @@ class Engine:
             if max_tokens is not None and max_tokens > cap:
                 raise ServeError(400, f"max_tokens={max_tokens} is over this server's cap of {cap} "
                                  "(adapterhub serve --max-new-tokens)", code="max_tokens_over_cap")
-            new = max_tokens if max_tokens is not None else min(self.options.default_max_tokens, cap)
+            new = max_tokens if max_tokens is not None else min(default_max_tokens or self.options.default_max_tokens, cap)
             if messages is not None:
                 prompt = self.stepper.encode_messages(messages, entry)
             else:
-                prompt = self.stepper.encode(text or "", entry, chat=chat)
+                prompt = self.stepper.encode(text or "", entry, chat=chat or answers_with_label(entry))  # its template
             if not prompt:
                 raise ServeError(400, "the prompt is empty; send at least one token of text", code="empty_prompt")
             context = self.stepper.context_length
@@ -182,6 +205,8 @@ class Engine:
                                  f"({used} in the prompt, {new} to generate); shorten the prompt or lower "
                                  "max_tokens", code="context_length_exceeded")
             sampler = Sampler(temperature=temperature, top_p=top_p, top_k=top_k, seed=seed)
+            if settings.schema is not None:
+                sampler = ConstrainedSampler(sampler, self.hub.grammars.state(settings.schema))
         except BaseException:
             self.stepper.release(entry)
             raise
@@ -248,6 +273,7 @@ class Engine:
             labels, shares = list(row), label_probabilities(row)
             rows.append({"labels": labels, "scores": [row[label] for label in labels],
                          "probs": [shares[label] for label in labels], "label": max(labels, key=row.get)})
+        self.rollout.observe_labels(ref, [row["label"] for row in rows])
         return rows
 
     def _classify_encoder(self, entry: Held, texts: list[str]) -> list[dict[str, Any]]:
@@ -278,3 +304,7 @@ class Engine:
             return self.hub.tag(texts, domain=entry)
         finally:
             self.stepper.release(entry)
+
+
+def _contract(view: dict[str, Any] | None) -> dict[str, Any]:
+    return {} if view is None else {"contract": view}

@@ -52,7 +52,8 @@ class Gate:
         return key
 
     def permit(self, request: Request, key: ApiKey | None, model: str) -> str | None:
-        """The adapter reference ``model`` means (``None``: the bare base), if ``key`` may use it.
+        """The adapter reference ``model`` means now (``None``: the bare base; a channel: its version), if ``key``
+        may use it.
 
         Raises:
             ServeError: 403 the key's allow list does not cover it (or the engine's errors for ``model``).
@@ -62,4 +63,4 @@ class Gate:
         if key is not None and not key.may_use(ref):
             raise ServeError(403, f"key {key.name!r} may not use {model!r} (allowed: {', '.join(key.allow)})",
                              code="model_not_allowed")
-        return ref
+        return self.engine.rollout.route(ref)  # a channel (finance@prod) runs on the version it holds now

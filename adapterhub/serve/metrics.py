@@ -21,6 +21,7 @@ class Metrics:
         disable_created_metrics()  # the *_created series double the output and nobody reads them
 
         self.registry = CollectorRegistry()
+        self.on_request: list[Any] = []  # called as on_request(endpoint, adapter, status, seconds) (see rollout.py)
         r = self.registry
         self.requests = Counter("adapterhub_requests", "HTTP requests by endpoint, adapter and status",
                                 ["endpoint", "adapter", "status"], registry=r)
@@ -64,6 +65,8 @@ class Metrics:
     def request(self, endpoint: str, adapter: str, status: int, seconds: float) -> None:
         self.requests.labels(endpoint=endpoint, adapter=adapter, status=str(status)).inc()
         self.latency.labels(endpoint=endpoint, adapter=adapter).observe(seconds)
+        for listener in self.on_request:
+            listener(endpoint, adapter, status, seconds)
 
     def tokens(self, adapter: str, *, prompt: int = 0, generated: int = 0) -> None:
         if prompt:

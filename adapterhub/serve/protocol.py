@@ -52,8 +52,11 @@ def from_exception(error: BaseException) -> ServeError:
         (errors.IncompatibleBaseError, 400, "incompatible_adapter"),
         (errors.InvalidAdapterError, 400, "invalid_adapter"),
         (errors.TaskMismatchError, 400, "task_mismatch"),
+        (errors.SchemaError, 400, "unsupported_schema"),
+        (errors.ContractError, 400, "contract_conflict"),
         (errors.MemoryBudgetError, 503, "adapter_capacity"),
         (errors.HubError, 502, "hub_error"),
+        (errors.PromotionRefusedError, 409, "promotion_refused"),
         (errors.ConfigError, 400, "invalid_value"),
         (errors.AdapterHubError, 400, "invalid_request"),
     ]
@@ -113,6 +116,7 @@ class CompletionRequest(_Sampling):
     logprobs: int | None = None
     best_of: int | None = None
     suffix: str | None = None
+    response_format: dict[str, Any] | None = None
 
     def unsupported(self) -> list[str]:
         problems = super().unsupported()
@@ -165,8 +169,6 @@ class ChatRequest(_Sampling):
             problems.append("logprobs is not supported on /v1/chat/completions; /generate returns token logprobs")
         if self.tools or self.tool_choice not in (None, "none"):
             problems.append("tools are not supported")
-        if self.response_format and self.response_format.get("type") != "text":
-            problems.append("response_format other than text is not supported")
         return problems
 
 
@@ -226,8 +228,6 @@ class GenerateParameters(_Body):
             problems.append("watermark is not supported")
         if self.return_k_alternatives:
             problems.append("return_k_alternatives is not supported")
-        if self.response_format:
-            problems.append("response_format is not supported")
         if self.truncate is not None:
             problems.append("truncate is not supported; send a shorter input")
         if len(self.stop) > 4 or any(not s for s in self.stop):

@@ -19,6 +19,11 @@ local registry, else pulls ``hf://<hub_namespace>/<name>`` by commit from the Hu
 (``HF_ENDPOINT`` for a private Hub-compatible server) into it — pulls are
 idempotent per commit, and no SQLite file is shared over a network.
 
+Channels (``finance@prod``) are followed by every replica's own engine (see :mod:`.rollout`): replicas
+that share one registry folder (``registry`` without ``{replica}``, on one host) all see a promotion or
+rollback within their poll interval; the multiplexed id stays ``finance@prod``, and each request pins the
+exact version the channel holds when it arrives.
+
 >>> app = ray_app(ReplicaSettings(base="smollm2-135m-instruct", replicas=2, adapters_per_replica=4))  # doctest: +SKIP
 >>> ray.serve.run(app, route_prefix="/")  # doctest: +SKIP
 """
@@ -124,6 +129,8 @@ class ReplicaServer:
 
         try:
             if not model or self.engine.model_ref(model) is None:
+                return AdapterToken(self.hub, None)
+            if self.engine.rollout.follows(model):  # finance@prod: each request pins the version it holds then
                 return AdapterToken(self.hub, None)
             return AdapterToken(self.hub, self.engine.load(model, None)["lora_name"])
         except (AdapterHubError, ServeError):

@@ -173,6 +173,8 @@ class Scheduler:
         token, logprob = job.sampler.pick(logits)
         job.tokens.append(token)
         finish = "eos" if job.stop_at_eos and token in self.stepper.eos_ids else None
+        if finish is None and getattr(job.sampler, "complete", False):
+            finish = "stop"  # the row's response schema closed its JSON value: the answer ends at its last brace
         text = self.stepper.tokenizer.decode(job.tokens, skip_special_tokens=True)
         cut = min((text.find(s) for s in job.stops if s in text), default=-1)
         if cut >= 0:

@@ -8,8 +8,8 @@ renames the canonical fields to your column names):
 format          fields                             supervised (loss) tokens
 =============== ================================== ======================================
 classification  ``text``, ``label``                the label and the end token
-instruction     ``instruction``, ``input``?,       the output and the end token
-                ``output``
+instruction     ``instruction``, ``input``?,       the output and the end token (an object
+                ``output``                         or list is written as JSON)
 chat            ``messages`` (role/content list)   every assistant turn
 completion      ``prompt``?, ``completion``        the completion (or all of ``text``)
                 — or ``text``
@@ -141,8 +141,10 @@ def map_fields(rows: list[dict[str, Any]], *, fmt: str, fields: dict[str, str], 
             if row.get(column[name]) is None:
                 how = (f"data.fields maps {name!r} to column {column[name]!r}, which" if name in fields
                        else f"field {name!r} is required by format {fmt!r} but")
-                raise DataError(f"{how} is missing from row {number} of {origin} (columns: {sorted(row)}); "
-                                f"rename it with data.fields: {{{name}: <your column>}}")
+                others = sum(1 for other in rows if other.get(column[name]) is not None)
+                fix = (f"the other {others} row(s) have it: add it to row {number} or remove that row" if others
+                       else f"rename it with data.fields: {{{name}: <your column>}}")
+                raise DataError(f"{how} is missing from row {number} of {origin} (columns: {sorted(row)}); {fix}")
         mapped.append({name: row[column[name]] for name in canonical if row.get(column[name]) is not None})
     if fmt == "token_classification":
         from .encoder_data import canonical_token_rows
@@ -177,9 +179,8 @@ def encode(row: dict[str, Any], *, fmt: str, tokenizer: Any, task: TaskSpec) -> 
         pieces = [(prompt_ids(tokenizer, render_prompt(tokenizer, task, str(row["text"]))), False),
                   (answer_ids(tokenizer, str(row["label"])), True)]
     elif fmt == "instruction":
-        text = str(row["instruction"]) + (f"\n\n{row['input']}" if row.get("input") else "")
-        pieces = [(prompt_ids(tokenizer, render_prompt(tokenizer, task, text)), False),
-                  (answer_ids(tokenizer, str(row["output"])), True)]
+        pieces = [(prompt_ids(tokenizer, render_prompt(tokenizer, task, instruction_text(row))), False),
+                  (answer_ids(tokenizer, output_text(row["output"])), True)]
     elif fmt == "completion":
         if "completion" in row:
             prompt = render_prompt(tokenizer, task, str(row["prompt"])) if row.get("prompt") else ""
@@ -195,6 +196,20 @@ def encode(row: dict[str, Any], *, fmt: str, tokenizer: Any, task: TaskSpec) -> 
         input_ids.extend(ids)
         labels.extend(ids if supervised else [IGNORE] * len(ids))
     return input_ids, labels
+
+
+def instruction_text(row: dict[str, Any]) -> str:
+    """The text an instruction row's prompt is rendered from: its instruction, then its input if any."""
+    return str(row["instruction"]) + (f"\n\n{row['input']}" if row.get("input") else "")
+
+
+def output_text(output: Any) -> str:
+    """An instruction row's answer as the model learns to write it: text as is, a JSON object or list as JSON.
+
+    >>> output_text({"subject": "physics", "level": "primary"})
+    '{"subject": "physics", "level": "primary"}'
+    """
+    return json.dumps(output, ensure_ascii=False) if isinstance(output, (dict, list)) else str(output)
 
 
 def _chat_pieces(messages: Any, *, tokenizer: Any, task: TaskSpec) -> list[tuple[list[int], bool]]:
@@ -238,11 +253,7 @@ def encode_split(rows: list[dict[str, Any]], *, fmt: str, tokenizer: Any, task: 
 
         return encode_rows(rows, tokenizer=tokenizer, task=task, max_length=max_length, origin=origin)
     if task.is_classification:
-        unknown = sorted({str(row["label"]) for row in rows} - set(task.labels))
-        if unknown:
-            first = next(i for i, row in enumerate(rows, 1) if str(row["label"]) in unknown)
-            raise DataError(f"{origin} has label(s) {unknown} (first in row {first}) that are not in data.labels "
-                            f"{list(task.labels)}; add them to data.labels or fix the rows")
+        check_labels(rows, task.labels, origin=origin)
     examples, too_long = [], []
     for number, row in enumerate(rows, 1):
         input_ids, labels = encode(row, fmt=fmt, tokenizer=tokenizer, task=task)
@@ -309,3 +320,12 @@ def _hold_out(rows: list[dict[str, Any]], fraction: float, *, seed: int) -> tupl
     order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed)).tolist()
     keep = sorted(order[count:])
     return [rows[i] for i in keep], [rows[i] for i in sorted(order[:count])]
+
+
+def check_labels(rows: list[dict[str, Any]], labels: tuple[str, ...], *, origin: str) -> None:
+    """Every row's label must be one of ``labels``; the first offender is named."""
+    unknown = sorted({str(row["label"]) for row in rows} - set(labels))
+    if unknown:
+        first = next(i for i, row in enumerate(rows, 1) if str(row["label"]) in unknown)
+        raise DataError(f"{origin} has label(s) {unknown} (first in row {first}) that are not in data.labels "
+                        f"{list(labels)}; add them to data.labels or fix the rows")

@@ -102,4 +102,7 @@ class DecoderTask:
                 for name, split in splits.items()}
 
     def write_plots(self, run_dir: Path, metrics: dict[str, Any]) -> None:
-        return None  # the loss curve, which every run writes, is the decoder's plot
+        """Classifiers: the encoder's confusion-matrix PNGs (the loss curve every run writes is beside them)."""
+        from .encoder_task import write_plots
+
+        write_plots(run_dir, metrics, name=self.recipe.name)

@@ -112,4 +112,8 @@ def check_recipe(recipe: str | Path | dict[str, Any] | Recipe, *, overrides: Seq
         elif dataset.task.type == "token_classification":  # entities per type
             entry["labels"] = dict(Counter(e["label"] for row in split.rows for e in row["entities"]))
         summary[name] = entry
+    from .data_check import label_warnings, settings_warnings
+
+    counts = {name: summary[name]["labels"] for name in ("train", "validation", "test") if "labels" in summary.get(name, {})}
+    summary["warnings"] = [*settings_warnings(recipe), *label_warnings(recipe, counts)]
     return summary

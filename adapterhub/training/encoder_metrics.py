@@ -21,6 +21,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
+from .entity_errors import error_kinds, overlap_report
+
 
 def _prf(true_positive: int, predicted: int, actual: int) -> dict[str, Any]:
     precision = true_positive / predicted if predicted else 0.0
@@ -62,16 +64,19 @@ def classification_report(predictions: Sequence[str], references: Sequence[str],
 
 
 def entity_report(predictions: Sequence[Sequence[dict[str, Any]]], references: Sequence[Sequence[dict[str, Any]]], *,
-                  types: Sequence[str]) -> dict[str, Any]:
-    """Entity-level exact-span precision, recall and F1, per type and micro/macro-averaged.
+                  types: Sequence[str], texts: Sequence[str] | None = None, examples: int = 0) -> dict[str, Any]:
+    """Entity-level exact-span precision, recall and F1, per type and micro/macro-averaged, with overlap
+    scores and error kinds (:mod:`~adapterhub.training.entity_errors`).
 
     Args:
         predictions / references: per text, the entities (``start``, ``end``, ``label``).
         types: the entity types to report (in order).
+        texts / examples: keep up to ``examples`` examples of each error kind, quoted from ``texts``.
 
     Returns:
         ``{"precision", "recall", "f1" (micro), "macro_f1", "per_type": {type: {precision, recall, f1,
-        support}}, "macro": {...}, "predicted", "support", "count"}``.
+        support}}, "macro": {...}, "overlap": {precision, recall, f1, per_type}, "errors": {counts, per_type,
+        examples}, "predicted", "support", "count"}``.
     """
     def keyed(entities: Sequence[Sequence[dict[str, Any]]]) -> set[tuple[int, int, int, str]]:
         return {(row, int(e["start"]), int(e["end"]), str(e["label"])) for row, items in enumerate(entities)
@@ -84,8 +89,9 @@ def entity_report(predictions: Sequence[Sequence[dict[str, Any]]], references: S
     micro = _prf(len(hits), len(predicted), len(gold))
     macro = _macro(per_type)
     return {"precision": micro["precision"], "recall": micro["recall"], "f1": micro["f1"], "macro_f1": macro["f1"],
-            "per_type": per_type, "macro": macro, "predicted": len(predicted), "support": len(gold),
-            "count": len(references)}
+            "per_type": per_type, "macro": macro, "overlap": overlap_report(predictions, references, types=types),
+            "errors": error_kinds(predictions, references, texts=texts, examples=examples),
+            "predicted": len(predicted), "support": len(gold), "count": len(references)}
 
 
 def plot_confusion(path: Path, confusion: dict[str, Any], *, title: str) -> Path:

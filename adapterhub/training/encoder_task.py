@@ -26,6 +26,7 @@ from ..entities import IGNORE, entities_from_logits, words_of
 from ..prompts import TaskSpec
 from .examples import Example, Split
 from .encoder_metrics import classification_report, entity_report, plot_confusion
+from .entity_errors import plot_entity_errors
 
 
 def peft_model(base: Any, recipe: Any, method: Any) -> Any:
@@ -99,11 +100,18 @@ class ClassifierLoss(torch.nn.Module):
                                reduction="sum")
 
 
-def evaluate_split(model: ClassifierLoss, tokenizer: Any, task: TaskSpec, split: Split, *, batch_size: int = 32,
-                   device: Any = "cpu", accuracy: bool = True) -> dict[str, Any]:
-    """Loss, plus the classification report (sequence) or the entity report (token) of ``split``.
+ERROR_EXAMPLES = 15
+"""Examples of each NER error kind kept in the metrics (the run folder's ``metrics.json``)."""
 
-    Entities are decoded exactly as the runtime's ``tag`` decodes them (per word, first word piece).
+
+def evaluate_split(model: ClassifierLoss, tokenizer: Any, task: TaskSpec, split: Split, *, batch_size: int = 32,
+                   device: Any = "cpu", accuracy: bool = True, errors: bool = False) -> dict[str, Any]:
+    """Loss, plus the classification report (sequence) or the entity report (token) of ``split``
+    (``errors``: sequence classification also lists the misclassified rows).
+
+    Entities are decoded exactly as the runtime's ``tag`` decodes them (per word, first word piece, illegal
+    BIO transitions repaired); NER metrics add overlap scores, error kinds with examples, and the exact-span
+    scores of plain per-word argmax decoding (``argmax_decode``).
     """
     token = task.type == "token_classification"
     total, count, rows_logits = 0.0, 0, [None] * len(split.examples)
@@ -130,12 +138,20 @@ def evaluate_split(model: ClassifierLoss, tokenizer: Any, task: TaskSpec, split:
     if not token:
         predictions = [labels[int(logits.argmax())] for logits in rows_logits]
         metrics.update(classification_report(predictions, [str(r["label"]) for r in split.rows], labels=labels))
+        if errors:
+            from .misclassified import misclassified
+
+            metrics["errors"] = misclassified(split.rows, torch.stack(rows_logits), labels)
         return metrics
-    predicted = []
+    predicted, argmax = [], []
     for row, logits in zip(split.rows, rows_logits):
         words, firsts = words_of(tokenizer(row["text"], return_offsets_mapping=True))
         predicted.append(entities_from_logits(logits[firsts], row["text"], words, labels))
-    metrics.update(entity_report(predicted, [r["entities"] for r in split.rows], types=task.labels))
+        argmax.append(entities_from_logits(logits[firsts], row["text"], words, labels, decode="argmax"))
+    gold, texts = [r["entities"] for r in split.rows], [r["text"] for r in split.rows]
+    metrics.update(entity_report(predicted, gold, types=task.labels, texts=texts, examples=ERROR_EXAMPLES))
+    plain = entity_report(argmax, gold, types=task.labels)  # the same logits without the BIO repair, to compare
+    metrics["argmax_decode"] = {key: plain[key] for key in ("precision", "recall", "f1")}
     return metrics
 
 
@@ -183,13 +199,16 @@ class EncoderTask:
 
 
 def write_plots(run_dir: Path, metrics: dict[str, Any], *, name: str) -> list[Path]:
-    """``confusion_matrix[_<split>].png`` in the run folder for every split with a confusion matrix."""
+    """``confusion_matrix[_<split>].png`` in the run folder for every split with a confusion matrix, and
+    ``entity_errors[_<split>].png`` (exact/overlap F1 and error kinds per type) for every NER split."""
     written = []
     for split, values in metrics.items():
+        suffix = "" if split == "validation" else f"_{split}"
         if isinstance(values, dict) and "confusion" in values:
-            suffix = "" if split == "validation" else f"_{split}"
             written.append(plot_confusion(run_dir / f"confusion_matrix{suffix}.png", values["confusion"],
                                           title=f"{name}: {split}"))
+        if isinstance(values, dict) and "errors" in values:
+            written.append(plot_entity_errors(run_dir / f"entity_errors{suffix}.png", values, title=f"{name}: {split}"))
     return written
 
 
@@ -197,7 +216,8 @@ def _pad(tokenizer: Any) -> int:
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
 
-def evaluate_registered(registry: Any, record: Any, base: Any, data: Any, *, batch_size: int = 32) -> dict[str, Any]:
+def evaluate_registered(registry: Any, record: Any, base: Any, data: Any, *, batch_size: int = 32,
+                        errors: bool = False) -> dict[str, Any]:
     """Metrics of a registered encoder adapter on a data file (the format and fields of its recipe).
 
     The adapter's verified weights go into a fresh task model on ``base`` (as plain PEFT would load it).
@@ -222,4 +242,4 @@ def evaluate_registered(registry: Any, record: Any, base: Any, data: Any, *, bat
     examples = encode_split(rows, fmt=task.type, tokenizer=base.tokenizer, task=task,
                             max_length=int(recipe_data.get("max_length") or 512), origin=origin)
     return evaluate_split(ClassifierLoss(model), base.tokenizer, task, Split(origin, rows, examples),
-                          batch_size=batch_size, device=base.model.device)
+                          batch_size=batch_size, device=base.model.device, errors=errors)

@@ -65,20 +65,16 @@ def loss_metrics(model: Any, examples: Sequence[Example], *, pad_id: int, batch_
 
 
 def label_metrics(predictions: Sequence[str], references: Sequence[str], *, labels: Sequence[str]) -> dict[str, Any]:
-    """Accuracy, macro-F1 and per-label F1 (rounded to 4 places).
+    """Accuracy, macro-F1, per-label F1 and the rest of the classification report (per-label precision,
+    recall and support, the confusion matrix), rounded to 4 places: the encoder's
+    :func:`~adapterhub.training.encoder_metrics.classification_report`, so both kinds report alike.
 
     >>> label_metrics(["a", "a"], ["a", "b"], labels=("a", "b"))["f1"]
     {'a': 0.6667, 'b': 0.0}
     """
-    correct = sum(p == r for p, r in zip(predictions, references))
-    f1 = {}
-    for label in labels:
-        true_positive = sum(p == label and r == label for p, r in zip(predictions, references))
-        predicted = sum(p == label for p in predictions)
-        actual = sum(r == label for r in references)
-        f1[label] = round(2 * true_positive / (predicted + actual), 4) if predicted + actual else 0.0
-    return {"accuracy": round(correct / max(len(references), 1), 4),
-            "macro_f1": round(sum(f1.values()) / max(len(f1), 1), 4), "f1": f1, "count": len(references)}
+    from .encoder_metrics import classification_report
+
+    return classification_report(predictions, references, labels=labels)
 
 
 def classify(model: Any, tokenizer: Any, task: TaskSpec, texts: Sequence[str], *, batch_size: int = 32,
@@ -135,7 +131,7 @@ def label_score_matrix(model: Any, tokenizer: Any, task: TaskSpec, texts: Sequen
 
 def evaluate_split(model: Any, tokenizer: Any, task: TaskSpec, split: Split, *, batch_size: int = 32,
                    device: Any = "cpu", accuracy: bool = True, progress: str | None = None,
-                   leave: bool = True) -> dict[str, Any]:
+                   leave: bool = True, errors: bool = False) -> dict[str, Any]:
     """Loss and perplexity, plus label metrics for classification tasks (unless ``accuracy=False``).
 
     With label metrics the split runs once: a classification example's supervised tokens are
@@ -150,6 +146,8 @@ def evaluate_split(model: Any, tokenizer: Any, task: TaskSpec, split: Split, *, 
         split: the encoded split (its rows give texts and reference labels).
         progress: the label of a progress bar on stderr (``None``: no bar); it counts rows.
         leave: keep the finished bar on screen.
+        errors: classification: also list the misclassified rows with their label probabilities
+            (``"errors"``, :func:`~adapterhub.training.misclassified.misclassified`).
     """
     if not (accuracy and task.is_classification):
         with row_bar(progress, len(split.examples), leave=leave) as bar:
@@ -163,8 +161,13 @@ def evaluate_split(model: Any, tokenizer: Any, task: TaskSpec, split: Split, *, 
     tokens = sum(len(answer_ids(tokenizer, task.labels[index])) for index in gold)
     loss = -float(sum(scores[row, index] for row, index in enumerate(gold))) / max(tokens, 1)
     predictions = [task.labels[int(i)] for i in scores.argmax(dim=-1)]
-    return {"loss": round(loss, 5), "perplexity": round(math.exp(min(loss, 50.0)), 4), "tokens": tokens,
-            **label_metrics(predictions, [str(r["label"]) for r in split.rows], labels=task.labels)}
+    metrics = {"loss": round(loss, 5), "perplexity": round(math.exp(min(loss, 50.0)), 4), "tokens": tokens,
+               **label_metrics(predictions, [str(r["label"]) for r in split.rows], labels=task.labels)}
+    if errors:
+        from .misclassified import misclassified
+
+        metrics["errors"] = misclassified(split.rows, scores, task.labels)
+    return metrics
 
 
 def zero_shot_metrics(peft_model: Any, tokenizer: Any, task: TaskSpec, split: Split, *, batch_size: int = 32,
@@ -185,12 +188,15 @@ def _split_label_metrics(model: Any, tokenizer: Any, task: TaskSpec, split: Spli
 
 
 def evaluate_file(ref: str, data: str | Path, *, registry: Any = None, base: Any = None, adapter: bool = True,
-                  batch_size: int = 32, progress: bool = False, quantize: str | None = None) -> dict[str, Any]:
+                  batch_size: int = 32, progress: bool = False, quantize: str | None = None,
+                  errors: bool = False) -> dict[str, Any]:
     """Score a registered adapter (or, with ``adapter=False``, the bare base with its prompt) on a data file.
 
     The file is read with the format and field mapping of the adapter's recipe
     (from its manifest). Classification adapters get accuracy and per-label F1;
-    every adapter gets loss and perplexity.
+    every adapter gets loss and perplexity; an instruction adapter whose contract has a response schema
+    and whose rows answer with objects also gets JSON validity, exact match and per-field accuracy of its
+    schema-constrained answers (:mod:`adapterhub.training.json_eval`).
 
     Args:
         ref: registry reference (``"finance"``, ``"finance@2"``).
@@ -204,6 +210,7 @@ def evaluate_file(ref: str, data: str | Path, *, registry: Any = None, base: Any
         progress: show a progress bar on stderr.
         quantize: load the manifest's base quantised (``"nf4"``, ``"fp4"``, ``"int8"``) when ``base`` is
             not given: how the adapter does when served on that base.
+        errors: classifiers: also return ``"errors"``, the misclassified rows with their label probabilities.
 
     Returns:
         The metrics dict, plus ``"ref"``, ``"data"``, ``"adapter"`` and ``"quantize"`` (the base's).
@@ -216,7 +223,9 @@ def evaluate_file(ref: str, data: str | Path, *, registry: Any = None, base: Any
     """
     from ..base.loading import load_base
     from ..errors import ConfigError
+    from ..registry.contract import contract_schema
     from .data import encode_split, map_fields, read_rows
+    from .json_eval import answer_metrics, scores_answers
 
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"batch_size={batch_size!r} must be a whole number >= 1 (--batch-size)")
@@ -239,7 +248,7 @@ def evaluate_file(ref: str, data: str | Path, *, registry: Any = None, base: Any
         from .encoder_task import evaluate_registered
 
         return {"ref": record.ref, "data": str(data), "adapter": True, "quantize": base.spec.quantize,
-                **evaluate_registered(registry, record, base, data, batch_size=batch_size)}
+                **evaluate_registered(registry, record, base, data, batch_size=batch_size, errors=errors)}
     peft_model = load_peft_model(registry, ref, base)
     task, fmt = record.task, recipe_data.get("format") or ("classification" if record.task.is_classification else "completion")
     origin = str(data)
@@ -251,7 +260,12 @@ def evaluate_file(ref: str, data: str | Path, *, registry: Any = None, base: Any
         with nullcontext() if adapter else peft_model.disable_adapter():
             model = SupervisedLM(peft_model if adapter else peft_model.get_base_model())
             metrics = evaluate_split(model, base.tokenizer, task, split, batch_size=batch_size, device=base.model.device,
-                                     progress=f"evaluate {record.ref}" if progress else None)
+                                     progress=f"evaluate {record.ref}" if progress else None, errors=errors)
+            schema = contract_schema(record.manifest)
+            if scores_answers(fmt, rows, schema):  # answers in JSON: generated under the contract's schema
+                metrics.update(answer_metrics(model.model, base.tokenizer, task, rows, schema=schema,
+                                              batch_size=batch_size, device=base.model.device,
+                                              progress=f"answer {record.ref} under its schema" if progress else None))
     finally:
         if not peft_model.active_peft_config.is_prompt_learning:
             peft_model.unload()  # give the caller's base back unchanged (a prefix never changed it)

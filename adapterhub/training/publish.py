@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import HubError
+from ..registry.contract import trained_contract
 from .recipe import Recipe
 
 
@@ -22,7 +23,8 @@ def register_adapter(adapter_dir: Path, recipe: Recipe, *, metrics: dict[str, An
     registry = registry if registry is not None else Registry(recipe.output.registry)
     return registry.add(adapter_dir, recipe.name, domain=recipe.adapter_domain, task=recipe.task,
                         tags=[*recipe.tags, *recipe.output.tags], description=recipe.description, base=base,
-                        metrics=metrics, recipe=recipe.to_dict(), source={"kind": "trained"})
+                        metrics=metrics, recipe=recipe.to_dict(), source={"kind": "trained"},
+                        contract=_contract(recipe, metrics))
 
 
 def describe_adapter_dir(adapter_dir: Path, recipe: Recipe, *, metrics: dict[str, Any], base: Any) -> Path:
@@ -36,10 +38,16 @@ def describe_adapter_dir(adapter_dir: Path, recipe: Recipe, *, metrics: dict[str
     manifest = new_manifest(read_adapter_dir(adapter_dir), recipe.name, domain=recipe.adapter_domain,
                             task=recipe.task, tags=[*recipe.tags, *recipe.output.tags],
                             description=recipe.description, base=base, metrics=metrics, recipe=recipe.to_dict(),
-                            origin={"kind": "trained", "path": str(Path(adapter_dir).resolve())})
+                            origin={"kind": "trained", "path": str(Path(adapter_dir).resolve())},
+                            contract=_contract(recipe, metrics))
     path = Path(adapter_dir) / MANIFEST_FILE
     path.write_text(json.dumps(manifest, indent=2, default=str), encoding="utf-8")
     return path
+
+
+def _contract(recipe: Recipe, metrics: dict[str, Any]) -> dict[str, Any] | None:
+    """The recipe's ``serve:`` section and the held-out scores under the base quantisation trained on."""
+    return trained_contract(recipe.serve, metrics, recipe.base.quantize)
 
 
 def push_adapter(record: Any, repo_id: str, *, registry: Any, recipe: Recipe) -> None:

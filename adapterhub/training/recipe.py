@@ -35,6 +35,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from ..prompts import DEFAULT_CLASSIFICATION_TEMPLATE, TaskSpec
+from ..registry.contract import ServeDefaults
 
 FORMAT_FIELDS = {
     "classification": ("text", "label"),
@@ -191,7 +192,8 @@ class TrainingSection(_Section):
     keep_checkpoints: int = Field(2, ge=1, description="how many recent checkpoints to keep")
     early_stopping: EarlyStopping = Field(default_factory=EarlyStopping, description="stop early (validation needed)")
     load_best: bool = Field(True, description="register the adapter from the best validation evaluation")
-    eval_base: bool = Field(False, description="also score the bare base zero-shot with the same prompt (for comparison)")
+    eval_base: bool = Field(True, description="classification: also score the bare base zero-shot with the same "
+                                              "prompt (for comparison, and the baseline output.min_gain is checked against)")
     eval_batch_size: int = Field(128, ge=1, description="rows per forward pass when evaluating (when scoring labels: "
                                                          "texts × their labels per chunk of passes)")
     frozen_cache_mb: float = Field(
@@ -209,6 +211,11 @@ class OutputSection(_Section):
     prune_checkpoints: bool = Field(True, description="delete checkpoints/ once the run succeeds (only an "
                                                       "unfinished run needs them, for --resume); false keeps them")
     tags: list[str] = Field(default_factory=list, description="extra tags for the registered version")
+    min_gain: float = Field(0.05, ge=0, lt=1, description="classification: register only when validation accuracy "
+                                                            "beats chance (the most common label) and the bare base by "
+                                                            "at least this (0.05 = 5 points); else keep the run only")
+    register_anyway: bool = Field(False, description="register even when accuracy does not beat the baseline by "
+                                                     "min_gain (as --register-anyway)")
     push_to_hub: str | None = Field(None, description="Hugging Face repo id to push the registered adapter to")
 
     @field_validator("tags")
@@ -233,6 +240,8 @@ class Recipe(_Section):
     data: DataSection = Field(..., description="training and evaluation data")
     training: TrainingSection = Field(default_factory=TrainingSection, description="optimisation")
     output: OutputSection = Field(default_factory=OutputSection, description="results")
+    serve: ServeDefaults = Field(default_factory=ServeDefaults, description="the serving contract recorded with the "
+                                 "adapter: default sampling, stop strings, response schema (README \"Structured output\")")
     _root: Path = PrivateAttr(default_factory=Path.cwd)  # folder that relative data paths are resolved in
 
     @field_validator("adapter", mode="before")
@@ -297,6 +306,13 @@ class Recipe(_Section):
                 problems.append(f"data.packing does not apply to data.format {self.data.format!r}")
         if problems:
             raise ValueError("\n  ".join(problems))
+        return self
+
+    @model_validator(mode="after")
+    def _serve_fits_task(self) -> Recipe:
+        if self.serve.response_schema is not None and self.data.format not in ("instruction", "chat", "completion"):
+            raise ValueError(f"serve.schema constrains generated answers; a {self.data.format!r} adapter does not "
+                             "generate (drop serve.schema)")
         return self
 
     def _data_problems(self) -> list[str]:
@@ -366,7 +382,7 @@ class Recipe(_Section):
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved recipe as plain data, with absolute data paths (re-runnable from anywhere)."""
-        data = self.model_dump(mode="json")
+        data = self.model_dump(mode="json", by_alias=True)
         for split in ("train", "validation", "test"):
             source = getattr(self.data, split)
             if source is not None and source.path is not None:

@@ -43,10 +43,12 @@ from typing import Any, Sequence
 
 from .. import methods
 from ..cpu import rebalance
-from ..errors import TrainingError
+from ..errors import BelowBaselineError, TrainingError
 from . import checkpoint, run_dir as runs
+from .baseline import check_before_registering
 from .batching import plan_batches, plan_steps
 from .data import load_dataset
+from .data_check import precheck
 from .distributed import any_process, from_main, sum_over_processes
 from .grad_guard import guard_4bit_gradients
 from .interrupt import CtrlC
@@ -124,6 +126,9 @@ class Trainer:
         training = self.recipe.training
         self.accelerator = self._setup_accelerator()
         torch.manual_seed(training.seed)
+        warnings = precheck(self.recipe)  # the data's mistakes, before the base takes seconds to load
+        for warning in warnings if self.progress and self.accelerator.is_main_process else ():
+            print(f"warning: {warning}", file=sys.stderr)
         self.base = self._setup_base()
         self.task = training_task(self.recipe, self.base, label=self._progress_label)  # decoder or encoder
         self.data = load_dataset(self.recipe, self.base.tokenizer)
@@ -360,6 +365,7 @@ class Trainer:
             raise TrainingError(f"interrupted after training, before registering; nothing was registered. {keep}")
         record = None
         if self.recipe.output.register_on_success:
+            self._check_baseline(metrics, adapter_dir)
             record = register_adapter(adapter_dir, self.recipe, metrics=metrics, base=self.base, registry=registry)
         if self.recipe.output.prune_checkpoints:
             runs.prune_checkpoints(self.run_dir)
@@ -369,6 +375,17 @@ class Trainer:
             push_adapter(record, self.recipe.output.push_to_hub, registry=registry, recipe=self.recipe)
         return TrainResult(record=record, run_dir=self.run_dir, metrics=metrics)
 
+    def _check_baseline(self, metrics: dict[str, Any], adapter_dir: Path) -> None:
+        """A classifier no better than chance or the bare base is not registered (:mod:`.baseline`)."""
+        try:
+            note = check_before_registering(self.recipe, metrics, adapter_dir)
+        except BelowBaselineError:
+            if self.recipe.output.prune_checkpoints:
+                runs.prune_checkpoints(self.run_dir)
+            raise
+        if note and self.progress:
+            print(note, file=sys.stderr)
+
     def final_metrics(self) -> dict[str, Any]:
         """Validation and test metrics of the current adapter (plus base zero-shot with ``eval_base``)."""
         splits = {name: split for name in ("validation", "test") if (split := getattr(self.data, name)) is not None}
@@ -376,6 +393,7 @@ class Trainer:
         for name, split in splits.items():
             metrics[name] = self._scored_already(name) or self._evaluate(
                 split, progress=self._progress_label(f"evaluate {name}"))
+            metrics[name] = {**metrics[name], **self._answer_metrics(name, split)}
         base = self._evaluate(splits, bare=True)
         if base is not None:
             metrics["base"] = base
@@ -385,6 +403,18 @@ class Trainer:
             "tokens": self.train_tokens, "seconds": round(self.train_seconds, 2), "processes": self.accelerator.num_processes,
             "tokens_per_second": round(self.train_tokens / max(self.train_seconds, 1e-9), 1)}  # all processes
         return metrics
+
+    def _answer_metrics(self, name: str, split: Any) -> dict[str, Any]:
+        """JSON validity, exact match and per-field accuracy of schema-constrained answers (a recipe whose
+        ``serve.schema`` constrains object answers), else nothing."""
+        from .json_eval import answer_metrics, scores_answers
+
+        schema = self.recipe.serve.response_schema
+        if not scores_answers(self.recipe.data.format, split.rows, schema):
+            return {}
+        return answer_metrics(self.peft_model, self.base.tokenizer, self.recipe.task, split.rows, schema=schema,
+                              batch_size=self.recipe.training.eval_batch_size, device=self.accelerator.device,
+                              progress=self._progress_label(f"answer {name} under serve.schema"))
 
     def _scored_already(self, split: str) -> dict[str, Any] | None:
         """The best validation evaluation's metrics when they describe the adapter being exported

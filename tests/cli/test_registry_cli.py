@@ -101,6 +101,8 @@ def test_show_prints_metrics_as_tables(registry_root, lora_dir, capsys):
                "note": "imported"}
     task = {"type": "classification", "labels": ["positive", "negative"]}
     Registry(registry_root).add(lora_dir, "fin", metrics=metrics, task=task)
+    listed = run(capsys, "list")[1]
+    assert "metric" in listed and "val acc 83.3%" in listed  # each version's headline metric
     code, out, _ = run(capsys, "show", "fin")
     assert code == 0 and "{" not in out  # no raw dicts
     lines = out.splitlines()

@@ -10,10 +10,11 @@ import pytest
 from adapterhub.cli import build_parser, main
 from adapterhub.paths import REGISTRY_DEFAULT
 
-REGISTRY_VERBS = ("list", "show", "import", "rm", "tag", "verify", "export", "gc", "rebuild-index")
+REGISTRY_VERBS = ("list", "show", "import", "rm", "tag", "verify", "export", "gc", "rebuild-index", "set-contract", "history")
 # every command that opens a registry (a verb added later that opens one belongs here too)
 OPENS_A_REGISTRY = {"registry", *(f"registry {verb}" for verb in REGISTRY_VERBS), "pull", "push", "train",
-                    "evaluate", "merge", "quickstart", "generate", "predict", "chat", "classify", "tag", "serve"}
+                    "evaluate", "merge", "quickstart", "generate", "predict", "chat", "classify", "tag", "serve",
+                    "promote", "rollback"}
 
 
 def _commands(parser: argparse.ArgumentParser,

@@ -42,7 +42,9 @@ def tiny_recipe(folder: Path, model_dir: Path, *, train_rows: int = 16, validati
         "data": {"train": str(folder / "train.jsonl"), "labels": list(LABELS), "max_length": 256,
                  **({"validation": str(folder / "validation.jsonl")} if validation_rows else {})},
         "training": {"epochs": 1, "batch_size": 4, "lr": 1e-3, "eval_batch_size": 16},
-        "output": {"registry": str(folder / "registry"), "run_dir": str(folder / "run")},
+        # the tiny random model learns nothing in a few steps: register it anyway (tests/training/test_baseline.py
+        # checks that a near-chance adapter is refused without this)
+        "output": {"registry": str(folder / "registry"), "run_dir": str(folder / "run"), "register_anyway": True},
     }
     for section, values in sections.items():
         if section == "adapter" and values.get("method", "lora") != "lora":

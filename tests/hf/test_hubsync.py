@@ -87,7 +87,7 @@ def test_push_uploads_peft_files_manifest_and_card_in_one_commit(hub_env, regist
     assert result.commit == head.oid and result.url.endswith(f"/alice/finance-lora/commit/{head.oid}")
     assert [m for m, p in hub_env.requests if p.endswith("/commit/main")] == ["POST"]
     assert sorted(head.files) == [".gitattributes", "README.md", "adapter_config.json", "adapter_model.safetensors",
-                                  "adapterhub.json"]
+                                  "adapterhub.json", "label_scoring.py"]  # a classifier: plain-PEFT label scores
     for file in ("adapter_config.json", "adapter_model.safetensors"):
         assert head.files[file] == (finance.path / file).read_bytes()
     assert json.loads(head.files["adapterhub.json"])["files"] == finance.manifest["files"]

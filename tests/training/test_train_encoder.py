@@ -46,7 +46,7 @@ def encoder_recipe(folder, bert_dir, fmt, rows, labels, **training):
             "data": {"train": str(folder / "train.jsonl"), "validation": str(folder / "validation.jsonl"),
                      "test": str(folder / "validation.jsonl"), "format": fmt, "labels": labels, "max_length": 64},
             "training": {"epochs": 2, "batch_size": 4, "lr": 5e-3, "eval_batch_size": 8, **training},
-            "output": {"registry": str(folder / "registry"), "run_dir": str(folder / "run")}}
+            "output": {"registry": str(folder / "registry"), "run_dir": str(folder / "run"), "register_anyway": True}}
 
 
 def test_sequence_classification_trains_registers_and_loads_in_plain_peft(tmp_path, bert_dir):
@@ -80,7 +80,7 @@ def test_sequence_classification_trains_registers_and_loads_in_plain_peft(tmp_pa
 
 
 @pytest.mark.parametrize("conll", [False, True], ids=["char-offsets", "conll"])
-def test_token_classification_trains_with_entity_metrics(tmp_path, bert_dir, conll):
+def test_token_classification_trains_with_entity_metrics(tmp_path, bert_dir, conll, capsys):
     from peft import PeftModel
     from transformers import AutoModelForTokenClassification
 
@@ -95,6 +95,11 @@ def test_token_classification_trains_with_entity_metrics(tmp_path, bert_dir, con
     assert set(validation["per_type"]) == {"DRUG", "DISEASE"}
     assert {"precision", "recall", "f1", "macro_f1", "support"} <= set(validation)
     assert validation["support"] == sum(row["support"] for row in validation["per_type"].values()) > 0
+    assert set(validation["overlap"]["per_type"]) == {"DRUG", "DISEASE"} and "argmax_decode" in validation
+    assert set(validation["errors"]["counts"]) == {"boundary", "spurious", "wrong_type", "missed"}
+    saved = json.loads((result.run_dir / "metrics.json").read_text())["metrics"]["validation"]
+    assert saved["errors"]["counts"] == validation["errors"]["counts"]
+    assert (result.run_dir / "entity_errors.png").read_bytes()[:4] == b"\x89PNG"  # F1 and error kinds per type
     record = result.record
     assert record.task.head_labels == ("O", "B-DRUG", "I-DRUG", "B-DISEASE", "I-DISEASE")
     reference = PeftModel.from_pretrained(AutoModelForTokenClassification.from_pretrained(
@@ -103,6 +108,14 @@ def test_token_classification_trains_with_entity_metrics(tmp_path, bert_dir, con
     with AdapterHub(str(bert_dir), device="cpu", registry=Registry(tmp_path / "registry")) as hub:
         for entity in hub.tag("Aspirin helps the patient with COPD.", domain=record.name):
             assert entity["label"] in ("DRUG", "DISEASE")
+    if not conll:  # adapterhub evaluate prints exact and overlap F1 per type and the error kinds
+        from adapterhub.cli import main
+
+        assert main(["evaluate", record.ref, "--data", str(tmp_path / "validation.jsonl"),
+                     "--registry", str(tmp_path / "registry")]) == 0
+        printed = capsys.readouterr().out
+        assert "overlap F1" in printed and "boundary / spurious / wrong_type / missed" in printed
+        assert "without the BIO repair" in printed and "all (micro)" in printed
 
 
 @pytest.mark.parametrize("entities, message", [
