@@ -160,7 +160,7 @@ def _predict_rows(hub: Any, texts: list[str], choices: list[Any], batch_size: in
 
 
 def _timing(hub: Any, texts: list[str], choices: list[Any], *, repeats: int, batch_size: int) -> dict[str, Any]:
-    """``predict(domain="auto")`` vs ``predict(domains=named)``, alternated; the first (warm-up) round is dropped."""
+    """``predict(domain="auto")`` vs ``predict(domains=named)``, alternated, after one small warm-up call of each."""
     if not texts:
         return {}
     hub.predict(texts[:4], domains=choices[:4], batch_size=batch_size)  # warm: adapters resident, kernels built
