@@ -10,6 +10,10 @@ from typing import Any
 from ._options import add_registry_option, add_threads_option, add_unpacked_4bit_option
 
 
+DEFAULT_MAX_RESIDENT = 32  # a server's residency is always bounded (README "Many adapters" sizes it)
+DEFAULT_HOST_BUDGET_MB = 1024.0
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     serve = subparsers.add_parser("serve", help="serve adapters over HTTP (OpenAI and LoRAX routes, mixed batching)")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
@@ -32,7 +36,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--max-batch-rows", type=int, default=32, help="rows in the running batch (1: no batching)")
     serve.add_argument("--max-queue", type=int, default=256, help="requests waiting before 503 (default 256)")
     serve.add_argument("--max-new-tokens", type=int, default=512, help="cap on max_tokens per request")
-    serve.add_argument("--max-resident", type=int, default=None, help="most adapters resident (LRU eviction)")
+    serve.add_argument("--max-resident", type=int, default=DEFAULT_MAX_RESIDENT,
+                       help=f"device slots: most adapters resident (LRU eviction; default {DEFAULT_MAX_RESIDENT})")
+    serve.add_argument("--memory-budget-mb", type=float, default=None,
+                       help="device slots: most MiB of adapter weights resident (default: no byte budget)")
+    serve.add_argument("--host-budget-mb", type=float, default=DEFAULT_HOST_BUDGET_MB,
+                       help="host tier: MiB of read, checked adapters kept in RAM below the slots (0: none; "
+                            f"default {DEFAULT_HOST_BUDGET_MB:g})")
+    serve.add_argument("--metrics-top-k", type=int, default=32,
+                       help="adapters with their own /metrics series (the K busiest); the rest count as 'other' "
+                            "(default 32)")
     serve.add_argument("--allow-hf", action="store_true", help="let requests name hf://org/repo[@rev] adapters")
     serve.add_argument("--log-text", action="store_true", help="also log prompt and answer text")
     serve.add_argument("--channel", default=None, help="a bare adapter name means name@CHANNEL when that channel "
@@ -78,13 +91,14 @@ def _serve(args: argparse.Namespace) -> int:
 
     options = ServeOptions(max_rows=args.max_batch_rows, max_queue=args.max_queue, max_new_tokens=args.max_new_tokens,
                            auth=args.auth, log_text=args.log_text, allow_hf=args.allow_hf, base_name=args.base_name,
-                           channel=args.channel, strict=args.strict)
+                           metrics_top_k=args.metrics_top_k, channel=args.channel, strict=args.strict)
     if args.ray:
         if args.replicas < 1 or args.adapters_per_replica < 1:
             raise ConfigError("--replicas and --adapters-per-replica must be >= 1")
         return _serve_on_ray(args, options)
     hub_args: dict[str, Any] = {"quantize": args.quantize, "registry": args.registry, "device": args.device,
-                                "max_resident": args.max_resident, "packed_4bit": args.packed_4bit}
+                                "max_resident": args.max_resident, "memory_budget_mb": args.memory_budget_mb,
+                                "host_budget_mb": args.host_budget_mb, "packed_4bit": args.packed_4bit}
     hub = AdapterHub(args.base, **hub_args) if args.base else AdapterHub(**hub_args)
     for ref in args.adapters:
         print(f"loaded {hub.load(ref).name}", file=sys.stderr)

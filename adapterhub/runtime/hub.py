@@ -51,6 +51,8 @@ class AdapterHub(DecoderCalls, EncoderCalls, StructuredCalls, RoutingCalls):
             about 2x faster), ``False`` dequantises every forward (see README "4-bit").
         max_resident: most adapters kept loaded; the least recently used is evicted.
         memory_budget_mb: most MiB of adapter weights kept loaded.
+        host_budget_mb: most MiB of read, checked adapters kept in host RAM below the slots (the host tier):
+            reloading an evicted adapter from there is a copy, not a disk read (``None``: no host tier).
         slot_wait_s: how long a call waits for a slot when every slot is held by running calls
             (then :class:`MemoryBudgetError`); a call that needs more slots than the limits allow fails at once.
 
@@ -64,10 +66,12 @@ class AdapterHub(DecoderCalls, EncoderCalls, StructuredCalls, RoutingCalls):
 
     def __init__(self, base: Any = embedded.DEFAULT_ALIAS, *, quantize: str | None = None, registry: Any = None,
                  device: str = "auto", packed_4bit: bool | None = None, max_resident: int | None = None,
-                 memory_budget_mb: float | None = None, slot_wait_s: float = 30.0) -> None:
+                 memory_budget_mb: float | None = None, host_budget_mb: float | None = None,
+                 slot_wait_s: float = 30.0) -> None:
         from ..base.loading import Base, load_base
 
-        limits = {"max_resident": max_resident, "memory_budget_mb": memory_budget_mb, "slot_wait_s": slot_wait_s}
+        limits = {"max_resident": max_resident, "memory_budget_mb": memory_budget_mb, "slot_wait_s": slot_wait_s,
+                  "host_budget_mb": host_budget_mb}
         check_limits(**limits)  # before a base is loaded for them
         if isinstance(base, Base):
             if quantize not in (None, base.spec.quantize) or device not in ("auto", base.spec.device) \
@@ -115,9 +119,16 @@ class AdapterHub(DecoderCalls, EncoderCalls, StructuredCalls, RoutingCalls):
             self._default = None
         return unloaded
 
-    def resident(self) -> list[ResidentInfo]:
-        """Resident adapters (name, method, bytes, last use, ...), most recently used first."""
-        return self.residency.report()
+    def resident(self, *, tier: str = "device") -> list[ResidentInfo]:
+        """Resident adapters (name, tier, method, bytes, pins, hits, last use, ...), most recently used first.
+
+        Args:
+            tier: ``"device"`` (in a slot: what calls use), ``"host"`` (the host tier) or ``"all"``.
+
+        >>> [(info.name, info.tier) for info in hub.resident(tier="all")]  # doctest: +SKIP
+        [('legal', 'device'), ('finance', 'host')]
+        """
+        return self.residency.report(tier=tier)
 
     def close(self) -> None:
         """Unload every adapter (the base stays loaded and unchanged for other users)."""

@@ -1,11 +1,12 @@
 """Residency: which adapters are loaded on one base, and the pins that keep them there while rows use them.
 
 One :class:`Residency` per hub owns everything about loaded adapters: the lock and the condition
-that waiting loads sleep on, the slot table (LRU order, ``max_resident``, the byte budget), where
-each name came from (an evicted adapter reloads the same version on next use), every method's
-slot storage and the encoder heads. A call pins what its rows use and unpins when it returns;
-every unpin wakes the loads waiting for a slot, whichever door the pin came through (a hub call,
-the stepper of a server, a held lease).
+that waiting loads sleep on, the slot table (the device tier: LRU order, ``max_resident``, the byte
+budget), every method's slot storage and the encoder heads. Below the slots, its
+:class:`~adapterhub.runtime.reading.AdapterReader` holds the host tier and where each name came from.
+A non-resident adapter is read and checked *outside* the lock (rows of others keep decoding); only
+the copy into its slot holds it. A call pins what its rows use and unpins when it returns; every
+unpin wakes the loads waiting for a slot, whichever door the pin came through.
 
 >>> residency = hub.residency                            # doctest: +SKIP
 >>> entry = residency.pin("legal")                      # doctest: +SKIP
@@ -21,16 +22,20 @@ import threading
 import time
 import weakref
 from contextlib import ExitStack, contextmanager
+from functools import partial
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence, Union
 
-from ..errors import AdapterInUseError, AdapterNotFoundError, InvalidNameError, MemoryBudgetError
+from ..errors import AdapterInUseError, AdapterNotFoundError, ConfigError, InvalidNameError
 from . import mixing, sources
-from .batch import BARE, UNSET, RowRouting, RowSlots
-from .heads import HeadBank, default_task, split_payload
+from .batch import BARE, RowRouting, RowSlots
+from .heads import HeadBank
+from .host_tier import TierCounters
 from .methods import AdapterMethod, build_methods, route
 from .mixing import Mix, MixLease, MixRow, RowDomain
-from .slots import ResidentAdapter, ResidentInfo, SlotsBusyError, check_limits
+from .reading import AdapterReader, is_versioned
+from .slots import ResidentAdapter, ResidentInfo, check_limits
+from .staging import StagedAdapter, stage
 
 if TYPE_CHECKING:
     from ..base.loading import Base
@@ -51,6 +56,9 @@ class Residency:
             default registry (opened on first use of a registry reference).
         max_resident: most adapters kept loaded; the least recently used unpinned one is evicted.
         memory_budget_mb: most MiB of adapter weights kept loaded.
+        host_budget_mb: most MiB of read, checked adapters kept in host RAM (the host tier, see
+            :mod:`~adapterhub.runtime.host_tier`): a device load found there is a copy, not a disk read
+            (``None`` or ``0``: no host tier).
         slot_wait_s: how long a load waits for running calls to free a slot before
             :class:`~adapterhub.errors.MemoryBudgetError`.
 
@@ -63,19 +71,19 @@ class Residency:
     """
 
     def __init__(self, base: Base, *, registry: Any = None, max_resident: int | None = None,
-                 memory_budget_mb: float | None = None, slot_wait_s: float = 30.0) -> None:
+                 memory_budget_mb: float | None = None, host_budget_mb: float | None = None,
+                 slot_wait_s: float = 30.0) -> None:
         self.base = base
         self._table = check_limits(max_resident=max_resident, memory_budget_mb=memory_budget_mb,
-                                   slot_wait_s=slot_wait_s)
+                                   slot_wait_s=slot_wait_s, host_budget_mb=host_budget_mb)
         self._slot_wait_s = float(slot_wait_s)
         self._methods = build_methods(base)
         self._heads = HeadBank()  # encoder adapters' task heads, by slot
-        self._registry_arg = registry
-        self._registry: Any = UNSET
         self._lock = threading.RLock()
         self._slot_freed = threading.Condition(self._lock)  # notified whenever a pin is released or a slot freed
-        self._sources: dict[str, str] = {}  # name -> source, kept after eviction so it reloads on next use
         self._device = next(base.model.parameters()).device
+        self._reader = AdapterReader(base, registry=registry, host_budget_mb=host_budget_mb,
+                                     prepare=partial(stage, methods=self._methods, base=base))
         weakref.finalize(self, self._table.release_all, self._methods)
 
     # --- what it serves on ------------------------------------------------------------
@@ -92,9 +100,12 @@ class Residency:
     @property
     def registry(self) -> Any:
         """The :class:`~adapterhub.registry.Registry` names and references resolve in (opened on first use)."""
-        if self._registry is UNSET:
-            self._registry = sources.open_registry(self._registry_arg)
-        return self._registry
+        return self._reader.registry
+
+    @property
+    def counters(self) -> TierCounters:
+        """Loads, evictions, hits and misses per tier, and load latencies (what ``/metrics`` reports)."""
+        return self._reader.counters
 
     # --- loading and unloading ------------------------------------------------------------
     def load(self, ref_or_path: str | os.PathLike, *, name: str | None = None) -> ResidentInfo:
@@ -108,8 +119,13 @@ class Residency:
         >>> residency.load("/adapters/finance-r16", name="finance").method  # doctest: +SKIP
         'lora'
         """
+        name, source = self._reader.identify(ref_or_path, name=name)
         with self._lock:
-            entry = self._load(ref_or_path, name=name, protect=frozenset())
+            entry = self._table.get(name)
+        staged = None if entry is not None and entry.source == source else self._reader.fetch(source, name=name)
+        with self._lock:
+            entry = (self._installed(staged, protect=frozenset()) if staged is not None else
+                     self._load(ref_or_path, name=name, protect=frozenset()))
             return next(info for info in self._table.report() if info.name == entry.name)
 
     def unload(self, name: str) -> bool:
@@ -123,7 +139,7 @@ class Residency:
             if entry is not None and entry.pins:
                 raise AdapterInUseError(f"adapter {name!r} is in use by a running call; unload it after the call "
                                         "returns")
-            self._sources.pop(name, None)
+            self._reader.forget(name)
             if entry is None:
                 return False
             self._evict(entry)
@@ -134,12 +150,24 @@ class Residency:
         with self._lock:
             for entry in self._table.entries():
                 self._evict(entry)
-            self._sources.clear()
+            self._reader.forget()
 
-    def report(self) -> list[ResidentInfo]:
-        """Every resident adapter (name, method, bytes, last use, ...), most recently used first."""
+    def report(self, *, tier: str = "device") -> list[ResidentInfo]:
+        """Resident adapters (name, tier, method, bytes, pins, hits, last use, ...), most recently used first.
+
+        Args:
+            tier: ``"device"`` (the slots calls use), ``"host"`` (the host tier) or ``"all"`` (device first).
+        """
+        if tier not in ("device", "host", "all"):
+            raise ConfigError(f"tier={tier!r} must be 'device', 'host' or 'all'")
         with self._lock:
-            return self._table.report()
+            device = self._table.report() if tier != "host" else []
+        return device + (self._reader.held() if tier != "device" else [])
+
+    def usage(self) -> dict[str, dict[str, int | None]]:
+        """Per tier (``device``, ``host``): ``adapters`` held, their ``bytes``, ``budget_bytes`` and ``max_resident``."""
+        with self._lock:
+            return {"device": self._table.usage(), "host": self._reader.host.usage()}
 
     def get(self, name: str) -> ResidentAdapter | None:
         """The resident entry called ``name`` (unpinned: read its ``slot`` or ``task``, do not keep it), or ``None``."""
@@ -172,8 +200,9 @@ class Residency:
         >>> entry = residency.pin("legal@2", exact=True)  # doctest: +SKIP
         >>> residency.unpin(entry)                         # doctest: +SKIP
         """
+        staged = self._staged([ref], exact=exact)
         with self._lock:
-            return self._pin_all([ref], exact=exact)[0]
+            return self._pin_all([ref], exact=exact, staged=staged)[0]
 
     def pin_mix(self, mix: Mix, *, exact: bool = False) -> MixLease:
         """Pin every adapter of a weighted mix and give the mix a virtual slot in their layers until :meth:`unpin`.
@@ -186,8 +215,9 @@ class Residency:
         >>> residency.unpin(lease)                                                # doctest: +SKIP
         """
         names = [name for name, _ in mix.parts]
+        staged = self._staged(names, exact=exact)
         with self._lock:
-            parts = self._pin_all(names, exact=exact)
+            parts = self._pin_all(names, exact=exact, staged=staged)
             mixes, installed = self._mix_slots([mix], dict(zip(names, parts)), pinned=parts)
             return MixLease.holding(mixes[mix], installed)
 
@@ -222,8 +252,9 @@ class Residency:
         """
         names = [*rows, *(part for row in rows if isinstance(row, Mix) for part, _ in row.parts)]
         distinct = list(dict.fromkeys(name for name in names if isinstance(name, str)))
+        staged = self._staged(distinct, exact=False)
         with self._lock:
-            entries = self._pin_all(distinct, exact=False)
+            entries = self._pin_all(distinct, exact=False, staged=staged)
             resolved = dict(zip(distinct, entries))
             mixes, installed = self._mix_slots(rows, resolved, pinned=entries)
         try:
@@ -265,17 +296,45 @@ class Residency:
         return f"Residency(resident={[info.name for info in self.report()]})"
 
     # --- internals (called with the lock held) ---------------------------------------------------------
-    def _pin_all(self, refs: Sequence[str], *, exact: bool) -> list[ResidentAdapter]:
+    def _staged(self, refs: Sequence[str], *, exact: bool) -> dict[str, StagedAdapter]:
+        """Each ref that is not resident, read, checked and prepared *without* the lock (disk, sha256, Hub
+        pulls), so rows of resident adapters keep decoding meanwhile; refs whose lookup fails are left to the
+        locked path, which raises their error."""
+        staged = {}
+        for ref in refs:
+            with self._lock:
+                if self._table.get(ref) is not None:
+                    continue
+            try:
+                name, source = self._reader.target(ref, exact=exact)
+            except (AdapterNotFoundError, InvalidNameError):
+                continue
+            with self._lock:
+                entry = self._table.get(name)
+            if entry is None or entry.source != source:
+                try:
+                    staged[ref] = self._reader.fetch(source, name=name)
+                except BaseException:
+                    with self._lock:
+                        self.counters.misses["device"] += 1  # a lookup that missed, and a load that failed
+                    raise
+        return staged
+
+    def _pin_all(self, refs: Sequence[str], *, exact: bool,
+                 staged: Mapping[str, StagedAdapter]) -> list[ResidentAdapter]:
         """Resolve and pin each ref in turn (a wait for a slot releases the lock); all or none stay pinned."""
         pinned: list[ResidentAdapter] = []
         try:
             for ref in refs:
                 entry = self._table.get(ref)
+                (self.counters.hits if entry is not None else self.counters.misses)["device"] += 1
                 if entry is None:
                     protect = frozenset(e.name for e in pinned)  # this call's own adapters: never evicted for it
-                    entry = self._load(ref, name=ref, protect=protect) if exact and _versioned(ref) else \
-                        self._resolve(ref, protect=protect)
+                    entry = (self._installed(staged[ref], protect=protect) if ref in staged else
+                             self._load(ref, name=ref, protect=protect) if exact and is_versioned(ref) else
+                             self._resolve(ref, protect=protect))
                 entry.pins += 1
+                entry.hits += 1
                 pinned.append(entry)
         except BaseException:
             self._release(pinned)
@@ -309,10 +368,9 @@ class Residency:
         entry = self._table.get(name)
         if entry is not None:
             return entry
-        if name in self._sources:  # evicted earlier: reload the same version
-            source = self._sources[name]
-            payload = sources.fetch(source, registry=self._registry_for(source), base=self.base, name=name)
-            return self._install(payload, protect=protect)
+        known = self._reader.known(name)
+        if known is not None:  # evicted earlier: reload the same version
+            return self._install(self._reader.fetch(known, name=name), protect=protect)
         try:
             return self._load(name, name=None, protect=protect)
         except (AdapterNotFoundError, InvalidNameError) as error:
@@ -321,68 +379,49 @@ class Residency:
             raise sources.unknown_domain(name, resident=self._table.names(), registry=self.registry) from error
 
     def _load(self, ref: str | os.PathLike, *, name: str | None, protect: frozenset[str]) -> ResidentAdapter:
-        name, source = sources.identify(ref, registry=self._registry_for(ref), name=name)
+        name, source = self._reader.identify(ref, name=name)
         entry = self._table.get(name)
         if entry is not None and entry.source == source:
             self._table.touch(entry)
             return entry
-        payload = sources.fetch(source, registry=self._registry_for(source), base=self.base, name=name)
-        return self._install(payload, protect=protect)
+        return self._install(self._reader.fetch(source, name=name), protect=protect)
 
-    def _install(self, payload: sources.AdapterPayload, *, protect: frozenset[str]) -> ResidentAdapter:
-        method = self._methods[payload.method]
-        head, config, tensors = split_payload(payload.config, payload.tensors, method=payload.method, base=self.base)
-        prepared = method.prepare(config, tensors)
-        nbytes = prepared.nbytes + (head.nbytes if head is not None else 0)
-        task = payload.task if head is None or payload.task.is_encoder_task else default_task(config, head)
-        loaded, victims = self._room_for(payload, nbytes, protect=protect)
+    def _installed(self, staged: StagedAdapter, *, protect: frozenset[str]) -> ResidentAdapter:
+        """``staged`` in a slot: the resident entry when another call installed that version meanwhile."""
+        current = self._table.get(staged.name)
+        if current is not None and current.source == staged.source:
+            self._table.touch(current)
+            return current
+        return self._install(staged, protect=protect)
+
+    def _install(self, staged: StagedAdapter, *, protect: frozenset[str]) -> ResidentAdapter:
+        started = time.perf_counter()
+        method = self._methods[staged.method]
+        loaded, victims = self._table.room_for(staged.name, staged.source, staged.nbytes, protect=protect,
+                                               evict=self._evict, wait=self._slot_freed.wait,
+                                               slot_wait_s=self._slot_wait_s)
         if loaded is not None:  # another call loaded the same version while this one waited
             return loaded
         for victim in victims:
             self._evict(victim)
-        entry = ResidentAdapter(name=payload.name, slot=self._table.new_slot(), method=method.name,
-                                source=payload.source, nbytes=nbytes, file_bytes=payload.file_bytes,
-                                task=task, domain=payload.domain)
-        method.install(entry.slot, prepared)
-        if head is not None:
-            self._heads.install(entry.slot, head)
+        entry = ResidentAdapter(name=staged.name, slot=self._table.new_slot(), method=method.name,
+                                source=staged.source, nbytes=staged.nbytes, file_bytes=staged.file_bytes,
+                                task=staged.task, domain=staged.domain)
+        method.install(entry.slot, staged.prepared)
+        if staged.head is not None:
+            self._heads.install(entry.slot, staged.head)
         self._table.add(entry)
-        self._sources[entry.name] = entry.source
+        self._reader.remember(entry.name, entry.source)
+        self.counters.observe_load(staged.origin, staged.read_seconds + time.perf_counter() - started)
+        self.counters.record("load", "device", entry.name)
         return entry
-
-    def _room_for(self, payload: sources.AdapterPayload, nbytes: int, *,
-                  protect: frozenset[str]) -> tuple[ResidentAdapter | None, list[ResidentAdapter]]:
-        """``(None, entries to evict so payload fits)``, waiting (bounded) while running calls pin them;
-        ``(entry, [])`` when another call loaded the same version meanwhile."""
-        deadline = None
-        while True:
-            previous = self._table.get(payload.name)
-            if deadline is not None and previous is not None and previous.source == payload.source:
-                return previous, []
-            if previous is not None:  # another version under the same name: replace it
-                if previous.pins:
-                    raise AdapterInUseError(f"adapter {payload.name!r} is in use by a running call; load the new "
-                                            "version after it returns")
-                self._evict(previous)
-            try:
-                return None, self._table.evictions_for(nbytes, name=payload.name, protect=protect)
-            except SlotsBusyError as error:  # running calls hold every slot: wait (bounded) for one to return
-                now = time.monotonic()
-                deadline = now + self._slot_wait_s if deadline is None else deadline
-                if now >= deadline:
-                    raise MemoryBudgetError(f"{error} (waited {self._slot_wait_s:g} s for a running call to free a "
-                                            "slot; raise slot_wait_s or max_resident)") from None
-                self._slot_freed.wait(deadline - now)
 
     def _evict(self, entry: ResidentAdapter) -> None:
         self._methods[entry.method].remove(entry.slot)
         self._heads.remove(entry.slot)
         self._table.pop(entry.name)
         self._slot_freed.notify_all()
-
-    def _registry_for(self, ref: str | os.PathLike) -> Any:
-        """The registry, opened only when ``ref`` is a registry reference."""
-        return None if sources.is_path(ref) else self.registry
+        self.counters.record("evict", "device", entry.name)
 
 
 def _entry_of(row: RowDomain, resolved: Mapping[str, ResidentAdapter],
@@ -391,7 +430,3 @@ def _entry_of(row: RowDomain, resolved: Mapping[str, ResidentAdapter],
         return row
     return mixes[row] if isinstance(row, Mix) else resolved[row]
 
-
-def _versioned(ref: str) -> bool:
-    """Whether ``ref`` names one version (``legal@2``, ``hf://...``) rather than a name's latest."""
-    return "@" in ref or ref.startswith("hf://")

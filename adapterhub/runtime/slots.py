@@ -18,9 +18,9 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Callable
 
-from ..errors import ConfigError, MemoryBudgetError
+from ..errors import AdapterInUseError, ConfigError, MemoryBudgetError
 from ..prompts import TaskSpec
 
 _SLOT_IDS = itertools.count()  # unique across hubs: LoRA layers are shared by every hub on one base
@@ -40,6 +40,7 @@ class ResidentAdapter:
     domain: str | None = None
     last_used: float = field(default_factory=time.time)
     pins: int = 0
+    hits: int = 0  # pins taken since it was loaded
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,8 @@ class ResidentInfo:
     domain: str | None
     task: str  # a TaskSpec type: one of ``adapterhub.prompts.TASK_TYPES``
     pins: int = 0  # running calls (and served rows) holding it now; it cannot be evicted or unloaded while > 0
+    tier: str = "device"  # "device": in a slot calls use; "host": read and checked, in host RAM (a copy away)
+    hits: int = 0  # uses found it in this tier (device: pins taken; host: loads served from it)
 
 
 class SlotTable:
@@ -92,6 +95,11 @@ class SlotTable:
     @property
     def total_bytes(self) -> int:
         return sum(entry.nbytes for entry in self._entries.values())
+
+    def usage(self) -> dict[str, int | None]:
+        """``adapters`` resident, their ``bytes``, and the limits (``budget_bytes``, ``max_resident``; ``None``: none)."""
+        return {"adapters": len(self), "bytes": self.total_bytes, "budget_bytes": self.budget_bytes,
+                "max_resident": self.max_resident}
 
     @staticmethod
     def new_slot() -> int:
@@ -142,6 +150,37 @@ class SlotTable:
                 "domains per call")
         return chosen
 
+    def room_for(self, name: str, source: str, nbytes: int, *, protect: frozenset[str],
+                 evict: Callable[[ResidentAdapter], None], wait: Callable[[float], Any],
+                 slot_wait_s: float) -> tuple[ResidentAdapter | None, list[ResidentAdapter]]:
+        """``(None, entries to evict so ``nbytes`` more fit under ``name``)``, waiting (``wait(seconds)``, at most
+        ``slot_wait_s`` in all) while running calls pin them; ``(entry, [])`` when another call loaded the same
+        ``source`` meanwhile. Another version under ``name`` is evicted first (``evict``).
+
+        Raises:
+            AdapterInUseError: another version under ``name`` is pinned.
+            MemoryBudgetError: it can never fit, or the slots stayed busy for ``slot_wait_s``.
+        """
+        deadline = None
+        while True:
+            previous = self.get(name)
+            if deadline is not None and previous is not None and previous.source == source:
+                return previous, []
+            if previous is not None:  # another version under the same name: replace it
+                if previous.pins:
+                    raise AdapterInUseError(f"adapter {name!r} is in use by a running call; load the new version "
+                                            "after it returns")
+                evict(previous)
+            try:
+                return None, self.evictions_for(nbytes, name=name, protect=protect)
+            except SlotsBusyError as error:  # running calls hold every slot: wait (bounded) for one to return
+                now = time.monotonic()
+                deadline = now + slot_wait_s if deadline is None else deadline
+                if now >= deadline:
+                    raise MemoryBudgetError(f"{error} (waited {slot_wait_s:g} s for a running call to free a "
+                                            "slot; raise slot_wait_s or max_resident)") from None
+                wait(deadline - now)
+
     def release_all(self, methods: dict[str, Any]) -> None:
         """Free every entry's slot in its method's storage (a hub collected without ``close()``)."""
         for entry in self.entries():
@@ -152,18 +191,22 @@ class SlotTable:
         return [
             ResidentInfo(name=e.name, method=e.method, bytes=e.nbytes, file_bytes=e.file_bytes,
                          last_used=datetime.fromtimestamp(e.last_used, tz=timezone.utc), source=e.source,
-                         domain=e.domain, task=e.task.type, pins=e.pins)
+                         domain=e.domain, task=e.task.type, pins=e.pins, hits=e.hits)
             for e in reversed(self._entries.values())
         ]
 
 
-def check_limits(*, max_resident: int | None, memory_budget_mb: float | None, slot_wait_s: float) -> SlotTable:
+def check_limits(*, max_resident: int | None, memory_budget_mb: float | None, slot_wait_s: float,
+                 host_budget_mb: float | None = None) -> SlotTable:
     """An empty :class:`SlotTable` under these limits, once they are checked (before a base is loaded for them).
 
     Raises:
-        ConfigError: ``max_resident`` below 1, a budget that is not positive, or a negative ``slot_wait_s``.
+        ConfigError: ``max_resident`` below 1, a budget that is not positive (``host_budget_mb``: negative),
+            or a negative ``slot_wait_s``.
     """
     table = SlotTable(max_resident=max_resident, budget_bytes=budget_bytes(memory_budget_mb))
+    if host_budget_mb is not None and (isinstance(host_budget_mb, bool) or not host_budget_mb >= 0):
+        raise ConfigError(f"host_budget_mb={host_budget_mb!r} must be a number of MiB >= 0 (0 or None: no host tier)")
     if isinstance(slot_wait_s, bool) or not (isinstance(slot_wait_s, (int, float)) and slot_wait_s >= 0):
         raise ConfigError(f"slot_wait_s={slot_wait_s!r} must be a number of seconds >= 0")
     return table

@@ -33,6 +33,8 @@ class AdapterPayload:
     file_bytes: int
     task: TaskSpec = field(default_factory=TaskSpec)
     domain: str | None = None
+    origin: str = "disk"  # where this read found it: "disk" or "host" (the host tier, runtime/host_tier.py)
+    read_seconds: float = 0.0  # how long getting it took
 
 
 def is_path(ref: str | os.PathLike) -> bool:

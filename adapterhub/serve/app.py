@@ -28,6 +28,7 @@ from . import responses as shape
 from .access import AccessLog, note
 from .auth import ApiKey, KeyStore
 from .bodies import parse_body
+from .console import add_console_routes
 from .engine import Engine, Prepared, ServeOptions
 from .formats import response_schema
 from .gate import Gate
@@ -93,7 +94,7 @@ def build_app(hub: Any, options: ServeOptions | None = None, *, engine: Engine |
         return error_response(ServeError(400, str(exc), code="invalid_request"))
 
     for add_routes in (_openai_routes, _labelling_routes, _tgi_routes, _admin_routes, _operation_routes,
-                       promotions.add_routes):
+                       promotions.add_routes, add_console_routes):
         add_routes(app, serving)
     return app
 
@@ -114,7 +115,7 @@ class _Serving:
             note(request, served_by=decision.label)
         else:
             ref = self.gate.permit(request, key, model)
-        entry = await run_in_threadpool(self.engine.acquire, ref)
+        entry = await self.engine.acquire_async(ref)
         note(request, adapter=routing.metrics_label(ref) if routing.is_auto(model)  # a metrics label only once
              else "base" if ref is None else ref)  # it resolved
         prepared = self.engine.prepare(ref, entry, **kwargs)
@@ -251,6 +252,11 @@ def _admin_routes(app: FastAPI, serving: _Serving) -> None:
         loaded = await run_in_threadpool(engine.load, body.lora_name, body.lora_path)
         note(request, adapter=body.lora_name)
         return {"object": "adapter", **loaded}
+
+    @app.get("/v1/adapters")
+    async def adapters(request: Request) -> dict[str, Any]:
+        serving.gate.authenticate(request, admin=True)
+        return await run_in_threadpool(engine.adapters)
 
     @app.post("/v1/unload_lora_adapter")
     async def unload_adapter(request: Request) -> dict[str, Any]:

@@ -12,6 +12,7 @@ by :meth:`KeyStore.create` and never stored, logged or counted.
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import hmac
 import json
@@ -61,6 +62,21 @@ class ApiKey:
         mix = parse_mix(model)
         names = [name for name, _ in mix.parts] if mix is not None else [model]  # a mix needs every part allowed
         return all(name in self.allow or name.split("@", 1)[0] in self.allow for name in names)
+
+    def may_pull(self, ref: str) -> bool:
+        """Whether the key may make the server pull ``ref`` (``hf://org/name[@rev]``) from the Hugging Face Hub.
+
+        An admin key may; any other key only through an ``hf://`` entry of its allow list that matches the
+        repository (``hf://acme/legal``, or a pattern such as ``hf://acme/*``). An empty allow list (every
+        registered adapter) does not reach the Hub.
+
+        >>> ApiKey("team", allow=("hf://acme/*",), admin=False, rpm=None, created=0).may_pull("hf://acme/legal@v2")
+        True
+        """
+        repo = ref.split("@", 1)[0]
+        return self.admin or any(fnmatch.fnmatchcase(repo, entry.split("@", 1)[0]) and
+                                 (entry == repo or "@" not in entry or entry == ref)
+                                 for entry in self.allow if entry.startswith("hf://"))
 
     def to_dict(self) -> dict[str, object]:
         return {"name": self.name, "allow": list(self.allow), "admin": self.admin, "rpm": self.rpm,

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, AsyncIterator
@@ -28,6 +28,7 @@ from .metrics import Metrics
 from .protocol import ServeError
 from .rollout import Rollout
 from .scheduler import Job, Scheduler
+from .tier_metrics import TierCollector
 
 if TYPE_CHECKING:
     from ..runtime.hub import AdapterHub
@@ -46,6 +47,7 @@ class ServeOptions:
     log_text: bool = False
     allow_hf: bool = False  # hf:// references may load on first use
     base_name: str | None = None  # the base's model id (default: its alias or folder name)
+    metrics_top_k: int = 32  # adapters with their own /metrics series (by traffic); the rest count as "other"
     channel: str | None = None  # a bare adapter name means name@channel when that channel exists (see rollout.py)
     channel_poll_s: float = 1.0  # how often followed channels are read again
     strict: bool = False  # refuse adapters whose contract was never evaluated on this base's quantisation
@@ -74,16 +76,19 @@ class Engine:
     def __init__(self, hub: AdapterHub, options: ServeOptions | None = None, metrics: Metrics | None = None) -> None:
         self.hub = hub
         self.options = options or ServeOptions()
-        self.metrics = metrics or Metrics()
+        self.metrics = metrics or Metrics(top_k=self.options.metrics_top_k)
         self.stepper = hub.stepper()
         self.scheduler = Scheduler(self.stepper, max_rows=self.options.max_rows, max_queue=self.options.max_queue,
                                    on_step=self.metrics.batch_rows.observe, on_queue=self.metrics.queue)
         spec_name = hub.base.spec.name
         self.base_id = self.options.base_name or (Path(spec_name).name if os.sep in spec_name else spec_name)
         self._base_names = {self.base_id, spec_name, "base"}
-        self._residency_lock = threading.Lock()
         self.draining = False
         self.metrics.resident.set(len(hub.resident()))
+        hub.residency.counters.subscribe(self._count_residency)
+        self.metrics.registry.register(TierCollector(hub.residency))
+        # loads wait here (reading, or for a free slot) without taking the shared threadpool's threads
+        self._loads = ThreadPoolExecutor(max_workers=max(4, self.options.max_queue), thread_name_prefix="adapterhub-load")
         self.rollout = Rollout(hub, self.metrics, unload=self.unload, default_channel=self.options.channel,
                                poll_s=self.options.channel_poll_s)
         hub.contracts.strict = hub.contracts.strict or self.options.strict
@@ -95,6 +100,7 @@ class Engine:
     def stop(self) -> None:
         self.rollout.stop()
         self.scheduler.stop()
+        self._loads.shutdown(wait=False)
 
     # --- names -------------------------------------------------------------------------
     def model_ref(self, model: str) -> str | None:
@@ -137,30 +143,42 @@ class Engine:
         from ..errors import UnknownDomainError
 
         try:
-            return self._tracked(self.stepper.acquire, ref)
+            return self.stepper.acquire(ref)
         except UnknownDomainError:
             known = ", ".join(m["id"] for m in self.models())
             raise ServeError(404, f"model {ref!r} does not exist: it is not the base, a loaded adapter or a "
                              f"registered one (servable: {known})", code="model_not_found") from None
+
+    async def acquire_async(self, ref: str | None) -> Held | None:
+        """:meth:`acquire` on a load worker: the request's adapter is read (host tier, disk or an ``hf://`` pull)
+        and put in a slot there while the scheduler's running rows keep decoding."""
+        return await asyncio.get_running_loop().run_in_executor(self._loads, self.acquire, ref)
+
+    def adapters(self) -> dict[str, Any]:
+        """Every adapter held in any residency tier (tier, bytes, pins, hits, last use) and each tier's usage."""
+        rows = [{"name": info.name, "tier": info.tier, "bytes": info.bytes, "pins": info.pins, "hits": info.hits,
+                 "last_used": info.last_used.isoformat(), "method": info.method, "source": info.source}
+                for info in self.hub.resident(tier="all")]
+        return {"object": "list", "data": rows, "tiers": self.hub.residency.usage()}
 
     def load(self, name: str, path: str | None) -> dict[str, Any]:
         source = path or name
         if source.startswith("hf://") and not self.options.allow_hf:
             raise ServeError(403, "hf:// references are not served here (start the server with --allow-hf)",
                              code="hf_refs_disabled")
-        info = self._tracked(self.hub.load, source, name=name)
+        info = self.hub.load(source, name=name)
         return {"lora_name": info.name, "method": info.method, "source": info.source, "task": info.task}
 
     def unload(self, name: str) -> bool:
-        return self._tracked(self.hub.unload, name)
+        return self.hub.unload(name)
 
-    def _tracked(self, call: Any, *args: Any, **kwargs: Any) -> Any:
-        with self._residency_lock:
-            before = {info.name for info in self.hub.resident()}
-            try:
-                return call(*args, **kwargs)
-            finally:
-                self.metrics.residency(before, {info.name for info in self.hub.resident()})
+    def _count_residency(self, event: str, tier: str, name: str) -> None:
+        """Per-adapter load and eviction counts (device tier), told by the residency as they happen."""
+        if tier != "device":
+            return
+        after = {info.name for info in self.hub.resident()}  # inside the residency's (re-entrant) lock
+        before = after - {name} if event == "load" else after | {name}
+        self.metrics.residency(before, after)
 
     # --- generation -----------------------------------------------------------------------
     def prepare(self, ref: str | None, entry: Held | None, *, text: str | None = None,

@@ -56,11 +56,24 @@ class Gate:
         may use it.
 
         Raises:
-            ServeError: 403 the key's allow list does not cover it (or the engine's errors for ``model``).
+            ServeError: 403 the key's allow list does not cover it, or it names ``hf://`` and the key may not pull
+                from the Hub (:meth:`~.auth.ApiKey.may_pull`); or the engine's errors for ``model``.
         """
         note(request, model=model[:200])
         ref = self.engine.model_ref(model)
-        if key is not None and not key.may_use(ref):
+        pulls = [] if key is None or ref is None else [part for part in _parts(ref) if part.startswith("hf://")]
+        if any(not key.may_pull(part) for part in pulls):
+            raise ServeError(403, f"key {key.name!r} may not pull {model!r} from the Hugging Face Hub (an admin key "
+                             "may, or one created with --allow 'hf://ORG/*')", code="hf_pull_not_allowed")
+        if key is not None and not all(key.may_use(part) for part in _parts(ref) if part not in pulls):
             raise ServeError(403, f"key {key.name!r} may not use {model!r} (allowed: {', '.join(key.allow)})",
                              code="model_not_allowed")
         return self.engine.rollout.route(ref)  # a channel (finance@prod) runs on the version it holds now
+
+
+def _parts(ref: str | None) -> list[str | None]:
+    """The adapters ``ref`` names: a weighted mix's members, else ``ref`` itself."""
+    from ..runtime.mixing import parse_mix
+
+    mix = None if ref is None else parse_mix(ref)
+    return [name for name, _ in mix.parts] if mix is not None else [ref]

@@ -130,6 +130,21 @@ def read_metrics(run_dir: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8")).get("metrics", {}) if path.is_file() else {}
 
 
+def loss_curve(history: dict[str, list[dict[str, Any]]], *, points: int = 200) -> list[dict[str, Any]]:
+    """The loss history kept in a manifest (the console draws it): at most ``points`` training steps, evenly
+    spaced (the last one always kept), then every validation point, each ``{"step", "loss", "split"}``.
+
+    >>> loss_curve({"train": [{"step": s, "loss": 1 / s} for s in range(1, 5)], "validation": []}, points=2)
+    [{'step': 1, 'loss': 1.0, 'split': 'train'}, {'step': 4, 'loss': 0.25, 'split': 'train'}]
+    """
+    train = [row for row in history.get("train") or [] if isinstance(row.get("loss"), (int, float))]
+    if len(train) > points > 1:
+        train = [train[round(i * (len(train) - 1) / (points - 1))] for i in range(points)]
+    return ([{"step": row["step"], "loss": round(row["loss"], 5), "split": "train"} for row in train]
+            + [{"step": row["step"], "loss": round(row["loss"], 5), "split": "validation"}
+               for row in history.get("validation") or [] if isinstance(row.get("loss"), (int, float))])
+
+
 def plot_losses(run_dir: Path, history: dict[str, list[dict[str, Any]]], *, title: str) -> Path | None:
     """Save ``loss.png``: training loss per step (and its running mean) with validation loss points."""
     train = history.get("train") or []

@@ -401,7 +401,8 @@ class Trainer:
             "steps": self.step, "epochs": round(self.step / self.steps_per_epoch, 3), "stopped_early": self.stopped_early,
             "best_step": self.best["step"], "final_loss": self.history["train"][-1]["loss"] if self.history["train"] else None,
             "tokens": self.train_tokens, "seconds": round(self.train_seconds, 2), "processes": self.accelerator.num_processes,
-            "tokens_per_second": round(self.train_tokens / max(self.train_seconds, 1e-9), 1)}  # all processes
+            "tokens_per_second": round(self.train_tokens / max(self.train_seconds, 1e-9), 1),  # all processes
+            "curve": runs.loss_curve(self.history)}  # the console draws it from the manifest
         return metrics
 
     def _answer_metrics(self, name: str, split: Any) -> dict[str, Any]:
