@@ -18,7 +18,7 @@ import math
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Collection
 
 _DELTA_SCALE = 0.02  # the LoRA delta's size relative to the layer input (keeps generations finite)
 
@@ -47,7 +47,8 @@ def lora_targets(base: Any) -> dict[str, tuple[int, int]]:
     return {name: shape for name, shape in base.linear_shapes.items() if name not in skip}
 
 
-def write_lora_adapter(base: Any, path: str | Path, *, rank: int = 16, seed: int = 0) -> Path:
+def write_lora_adapter(base: Any, path: str | Path, *, rank: int = 16, seed: int = 0,
+                       modules: Collection[str] | None = None) -> Path:
     """Write one random LoRA adapter for ``base`` as a PEFT folder and return its path.
 
     Args:
@@ -55,12 +56,17 @@ def write_lora_adapter(base: Any, path: str | Path, *, rank: int = 16, seed: int
         path: the folder to write (created).
         rank: LoRA rank.
         seed: weights are a pure function of the seed and the shapes.
+        modules: adapt only linear layers whose last name part is one of these (e.g. ``{"q_proj", "v_proj"}``);
+            ``None``: every linear layer but the LM head.
     """
     import torch
     from peft import LoraConfig
     from safetensors.torch import save_file
 
-    targets = lora_targets(base)
+    targets = {name: shape for name, shape in lora_targets(base).items()
+               if modules is None or name.rsplit(".", 1)[-1] in modules}
+    if not targets:
+        raise ValueError(f"the base has no linear layer named {sorted(modules or ())}")
     generator = torch.Generator().manual_seed(seed)
     tensors: dict[str, torch.Tensor] = {}
     for name, (in_features, out_features) in sorted(targets.items()):

@@ -20,7 +20,7 @@ from typing import Any
 from ..errors import ConfigError
 
 AREAS = ("switch", "load", "forward", "generation", "training", "memory", "serve", "encoder", "methods", "accuracy",
-         "concurrency")
+         "concurrency", "many")
 DEFAULT_OUT = Path("bench-out")
 
 
@@ -64,6 +64,15 @@ class BenchConfig:
         serve_requests: requests each client sends, one after another.
         concurrency_settle_s: the longest the concurrency area waits, before a leg whose threads adapterhub
             chooses, for the 1-minute load average to stop counting the work that just ended (0: never).
+        many_counts: the numbers of registered adapters the many-adapters sweep runs at (the largest: its headline).
+        many_clients, many_resident: its concurrent clients and device-resident adapters (both servers).
+        many_alpha: the Zipf exponent of its skewed traffic.
+        many_prompt_tokens, many_new_tokens: its prompt length and generated tokens per request.
+        many_requests, many_warmup_requests: timed and untimed (first) requests of each of its legs.
+        many_repeats: how often its headline legs run (the sides alternating).
+        many_peft_repeats: how many of those repeats include the plain PEFT server (``None``: all; it serves one
+            request at a time, so on a small CPU its legs take several times ours).
+        many_registry_entries: entries of the registry its registry part times.
         areas: which areas to run (subset of :data:`AREAS`).
     """
 
@@ -105,6 +114,17 @@ class BenchConfig:
     serve_new_tokens: int = 32
     serve_requests: int = 2
     concurrency_settle_s: float = 120.0
+    many_counts: tuple[int, ...] = (1, 8, 64, 256, 1000)
+    many_clients: int = 32
+    many_resident: int = 32
+    many_alpha: float = 1.0
+    many_prompt_tokens: int = 64
+    many_new_tokens: int = 32
+    many_requests: int = 96
+    many_warmup_requests: int = 64
+    many_repeats: int = 3
+    many_peft_repeats: int | None = None
+    many_registry_entries: int = 10_000
     areas: tuple[str, ...] = AREAS
 
     def __post_init__(self) -> None:
@@ -114,6 +134,11 @@ class BenchConfig:
         if self.warmup < 0 or self.repeats < 1 or self.concurrency_settle_s < 0:
             raise ConfigError(f"need warmup >= 0, repeats >= 1 and concurrency_settle_s >= 0, got warmup={self.warmup}, "
                               f"repeats={self.repeats}, concurrency_settle_s={self.concurrency_settle_s}")
+        if (min(self.many_counts, default=0) < 1 or min(self.many_clients, self.many_resident, self.many_requests,
+                                                          self.many_repeats, self.many_new_tokens) < 1
+                or self.many_warmup_requests < 0 or self.many_alpha <= 0 or self.many_registry_entries < 1):
+            raise ConfigError("the many-adapters options need counts, clients, resident, requests, repeats, new tokens "
+                              "and registry entries >= 1, warm-up requests >= 0 and alpha > 0")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"threads must be a positive integer, got {self.threads}")
         if not 0.0 <= self.accuracy_threshold <= 1.0 or self.accuracy_eval_every < 1 or any(
@@ -137,7 +162,10 @@ class BenchConfig:
                           mixed_counts=(2, 8), generation_rows_per_domain=1, generation_new_tokens=4, decode_steps=4,
                           memory_counts=(1, 8), train_steps=2, train_batch=4, train_repeats=1, serve_clients=8,
                           serve_adapters=4, serve_prompt_tokens=16, serve_new_tokens=8, serve_requests=1,
-                          accuracy_eval_every=2, accuracy_eval_rows=8, accuracy_max_steps=4, concurrency_settle_s=0.0)
+                          accuracy_eval_every=2, accuracy_eval_rows=8, accuracy_max_steps=4, concurrency_settle_s=0.0,
+                          many_counts=(1, 6), many_clients=4, many_resident=2, many_prompt_tokens=16,
+                          many_new_tokens=4, many_requests=8, many_warmup_requests=4, many_repeats=1,
+                          many_registry_entries=200)
         if gpu_sizes:
             values.update(forward_shapes=((8, 64), (64, 256)), mixed_counts=(2, 4, 8, 32),
                           generation_domains=(3, 32), memory_counts=(1, 8, 32), train_batch=32)

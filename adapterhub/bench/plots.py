@@ -31,7 +31,7 @@ def write_plots(report: dict[str, Any], out: str | Path) -> list[Path]:
     written = []
     for name, draw in (("forward.png", _forward), ("latency.png", _latency), ("memory.png", _memory),
                        ("throughput.png", _throughput), ("accuracy.png", _accuracy),
-                       ("concurrency.png", _concurrency)):
+                       ("concurrency.png", _concurrency), ("many.png", _many)):
         figure = draw(plt, results)
         if figure is not None:
             figure.tight_layout()
@@ -186,3 +186,9 @@ def _concurrency(plt: Any, results: dict[str, Any]) -> Any:
     axis.set_title("concurrent trainings on the CPU" + ("" if ratio is None else f": after ÷ before = {ratio:.2f}×"))
     axis.legend()
     return figure
+
+
+def _many(plt: Any, results: dict[str, Any]) -> Any:
+    from .many_report import plot
+
+    return plot(plt, results, colors=COLORS)

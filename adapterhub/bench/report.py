@@ -255,6 +255,8 @@ _SECTIONS = (
     ("methods", "9. Mixed methods in one batch", _methods),
     ("accuracy", "10. Time to accuracy", _accuracy),
     ("concurrency", "11. Concurrent trainings", _concurrency),
+    ("many", "12. Many adapters", lambda result: __import__("adapterhub.bench.many_report",
+                                                           fromlist=["render"]).render(result)),
 )
 
 

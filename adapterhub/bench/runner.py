@@ -29,6 +29,7 @@ from .training import measure_training
 
 IN_PROCESS_AREAS = {"switch": measure_switch, "forward": measure_forward, "generation": measure_generation,
                     "load": measure_load, "methods": measure_methods}  # in this order: each leaves the adapters the next needs resident
+SIDE_AREAS = {*IN_PROCESS_AREAS, "memory", "serve"}  # areas that use the generated adapters or the in-process sides
 
 
 def run_bench(config: BenchConfig | None = None, *, progress: bool = True) -> dict[str, Any]:
@@ -85,6 +86,10 @@ def run_bench(config: BenchConfig | None = None, *, progress: bool = True) -> di
 
         _timed(report, "concurrency", lambda: measure_concurrency(config, base_name=base_name,
                                                                   skipped=report["skipped"]))
+    if "many" in config.areas:
+        from .many import measure_many
+
+        _timed(report, "many", lambda: measure_many(config, base_name=base_name, progress=progress))
     report["targets"] = check_targets(report)
     report["seconds"] = time.perf_counter() - started
     write_report(report, config.out)
@@ -119,14 +124,17 @@ def _open(config: BenchConfig, base_name: str, *, progress: bool) -> tuple[Bench
         "results": {}, "skipped": [],
         "area_seconds": {},
     }
-    adapters = make_adapters(bare, config.work_dir / "adapters", count=config.adapters_needed, rank=config.rank)
-    report["adapters"] = {"count": len(adapters), "rank": config.rank, "modules": len(lora_targets(bare)),
-                          "file_bytes": adapters[0].file_bytes}
-    sides: dict[str, Any] = {"bare": BareSide(bare), "peft": PeftSide(_load(base_name, config))}
-    ours, adapters = open_ours(adapters, load_hub_base=lambda: _load(base_name, config),
-                               registry_root=_fresh(config.work_dir / "registry"), skipped=report["skipped"])
-    if ours is not None:
-        sides["ours"] = ours
+    sides: dict[str, Any] = {"bare": BareSide(bare)}
+    adapters: list[Any] = []
+    if set(config.areas) & SIDE_AREAS:
+        adapters = make_adapters(bare, config.work_dir / "adapters", count=config.adapters_needed, rank=config.rank)
+        report["adapters"] = {"count": len(adapters), "rank": config.rank, "modules": len(lora_targets(bare)),
+                              "file_bytes": adapters[0].file_bytes}
+        sides["peft"] = PeftSide(_load(base_name, config))
+        ours, adapters = open_ours(adapters, load_hub_base=lambda: _load(base_name, config),
+                                   registry_root=_fresh(config.work_dir / "registry"), skipped=report["skipped"])
+        if ours is not None:
+            sides["ours"] = ours
     report["area_seconds"]["setup"] = time.perf_counter() - start
     ctx = BenchContext(config=config, adapters=adapters, sides=sides, vocab_size=bare.spec.vocab_size, device=device,
                        timer=Timer(device), progress=_progress_factory(progress), skipped=report["skipped"],

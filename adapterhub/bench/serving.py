@@ -39,7 +39,7 @@ def measure_serve(config: Any, *, base_name: str, adapters: Sequence[Any], progr
 
     chosen = {adapter.name: str(adapter.path) for adapter in adapters[:config.serve_adapters]}
     tokenizer = load_base(base_name, device="cpu").tokenizer  # tokenizer only matters; the model is dropped
-    prompts = _prompts(tokenizer, config.serve_prompt_tokens, len(chosen))
+    prompts = prompts_of_length(tokenizer, config.serve_prompt_tokens, len(chosen))
     result: dict[str, Any] = {"clients": config.serve_clients, "adapters": len(chosen),
                               "requests_per_client": config.serve_requests, "prompt_tokens": config.serve_prompt_tokens,
                               "new_tokens": config.serve_new_tokens, "rows": config.serve_clients, "sides": {}}
@@ -81,7 +81,7 @@ def measure_serve(config: Any, *, base_name: str, adapters: Sequence[Any], progr
     return result
 
 
-def _prompts(tokenizer: Any, length: int, count: int) -> list[str]:
+def prompts_of_length(tokenizer: Any, length: int, count: int) -> list[str]:
     """``count`` different prompts of ``length`` tokens (decoded from token windows of a fixed text)."""
     ids = tokenizer(_TEXT * (1 + 4 * length // 16), add_special_tokens=False)["input_ids"]
     return [tokenizer.decode(ids[i * 3:i * 3 + length]) for i in range(count)]
@@ -89,19 +89,35 @@ def _prompts(tokenizer: Any, length: int, count: int) -> list[str]:
 
 async def _load(url: str, adapters: list[str], prompts: list[str], *, clients: int, requests: int, new_tokens: int,
                 streaming: bool) -> dict[str, Any]:
+    """Client ``c``'s ``i``-th request uses adapter (and prompt) ``(c + i) % len(adapters)``."""
+    schedule = [[(adapters[(index + turn) % len(adapters)], prompts[(index + turn) % len(adapters)])
+                 for turn in range(requests)] for index in range(clients)]
+    return await drive(url, schedule, new_tokens=new_tokens, streaming=streaming)
+
+
+async def drive(url: str, schedule: Sequence[Sequence[tuple[str, str]]], *, new_tokens: int,
+                streaming: bool) -> dict[str, Any]:
+    """Send every client's ``(adapter, prompt)`` requests one after another, all clients at once.
+
+    LoRAX bodies (``adapter_id``), exactly ``new_tokens`` generated (end token ignored), greedy; streamed
+    (``/generate_stream``: the first event is the first token) or not (``/generate``: it comes with the answer).
+
+    Returns:
+        ``requests``, ``ok``, ``errors`` (with up to 3 ``error_examples``), ``seconds`` (wall), ``requests_per_s``,
+        ``tokens_per_s``, ``generated_tokens``, ``latency_ms`` and ``ttft_ms`` (:class:`Stats` dicts).
+    """
     import httpx
 
     latencies: list[float] = []
     firsts: list[float] = []
     generated = [0]
     errors: list[str] = []
-    limits = httpx.Limits(max_connections=clients + 4, max_keepalive_connections=clients + 4)
+    limits = httpx.Limits(max_connections=len(schedule) + 4, max_keepalive_connections=len(schedule) + 4)
 
-    async def client(http: httpx.AsyncClient, index: int) -> None:
-        for turn in range(requests):
-            slot = (index + turn) % len(adapters)
-            body = {"inputs": prompts[slot], "parameters": {"adapter_id": adapters[slot], "max_new_tokens": new_tokens,
-                                                            "ignore_eos_token": True, "details": True}}
+    async def client(http: httpx.AsyncClient, requests: Sequence[tuple[str, str]]) -> None:
+        for adapter, prompt in requests:
+            body = {"inputs": prompt, "parameters": {"adapter_id": adapter, "max_new_tokens": new_tokens,
+                                                     "ignore_eos_token": True, "details": True}}
             start = time.perf_counter()
             try:
                 first, count = await (_stream(http, url, body) if streaming else _whole(http, url, body))
@@ -115,12 +131,12 @@ async def _load(url: str, adapters: list[str], prompts: list[str], *, clients: i
 
     async with httpx.AsyncClient(timeout=600, limits=limits) as http:
         started = time.perf_counter()
-        await asyncio.gather(*(client(http, i) for i in range(clients)))
+        await asyncio.gather(*(client(http, requests) for requests in schedule))
         wall = time.perf_counter() - started
     ok = len(latencies)
-    return {"requests": clients * requests, "ok": ok, "errors": len(errors), "error_examples": errors[:3],
-            "seconds": wall, "requests_per_s": ok / wall, "tokens_per_s": generated[0] / wall,
-            "generated_tokens": generated[0],
+    return {"requests": sum(len(requests) for requests in schedule), "ok": ok, "errors": len(errors),
+            "error_examples": errors[:3], "seconds": wall, "requests_per_s": ok / wall,
+            "tokens_per_s": generated[0] / wall, "generated_tokens": generated[0],
             "latency_ms": Stats.of(latencies).scaled(1e3).to_dict() if latencies else None,
             "ttft_ms": Stats.of(firsts).scaled(1e3).to_dict() if firsts else None}
 

@@ -31,8 +31,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--only", nargs="+", default=None, metavar="AREA",
                         help="run only these areas: switch, load, forward, generation, training, memory, serve, "
                              "encoder, methods, accuracy (time to 85%% validation accuracy; minutes on a CPU), "
-                             "concurrency (two trainings at once, before and after CPU seats)")
+                             "concurrency (two trainings at once, before and after CPU seats), many (serving throughput over "
+                             "many registered adapters under Zipf and uniform traffic, and a registry of 10,000)")
     parser.add_argument("--repeats", type=int, default=None, help="timed runs per figure (median is reported)")
+    many = parser.add_argument_group("the many-adapters area (--only many)")
+    many.add_argument("--many-counts", type=int, nargs="+", default=None, metavar="N",
+                      help="registered adapters per sweep point; the largest is the headline (default 1 8 64 256 1000)")
+    many.add_argument("--many-requests", type=int, default=None, help="timed requests per leg (default 96)")
+    many.add_argument("--many-warmup-requests", type=int, default=None, help="untimed requests first (default 64)")
+    many.add_argument("--many-repeats", type=int, default=None, help="repeats of the headline legs (default 3)")
+    many.add_argument("--many-peft-repeats", type=int, default=None,
+                      help="how many of those include the plain PEFT server (default: all)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(handler=_bench)
 
@@ -46,7 +55,10 @@ def _bench(args: argparse.Namespace) -> int:
     config = BenchConfig.preset(quick=args.quick, gpu_sizes=args.gpu_sizes, base=args.base, dtype=args.dtype,
                                 quantize=args.quantize, device=args.device, threads=args.threads, out=args.out,
                                 work=args.work,
-                                repeats=args.repeats, areas=tuple(args.only) if args.only else None)
+                                repeats=args.repeats, areas=tuple(args.only) if args.only else None,
+                                many_counts=tuple(args.many_counts) if args.many_counts else None,
+                                many_requests=args.many_requests, many_warmup_requests=args.many_warmup_requests,
+                                many_repeats=args.many_repeats, many_peft_repeats=args.many_peft_repeats)
     report = run_bench(config, progress=not args.no_progress)
     rows = [(check["target"], format_value(check["value"], check["unit"]), check["status"])
             for check in report["targets"]]

@@ -35,8 +35,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     any_ref = "name, name@N, name@latest or name@tag"
     listing = verb("list", _list, "registered adapters, one row per version", json=True)
+    listing.add_argument("--name", default=None, metavar="PREFIX", dest="name_prefix",
+                         help="only names starting with PREFIX (case-sensitive)")
     listing.add_argument("--domain", default=None, help="only this domain")
-    listing.add_argument("--base", default=None, metavar="FINGERPRINT", help="only adapters made for this base")
+    listing.add_argument("--tag", default=None, help="only the version this tag or channel points at, e.g. prod")
+    listing.add_argument("--base", default=None, metavar="FINGERPRINT",
+                         help="only adapters made for this base (a fingerprint or its leading part, as listed)")
+    listing.add_argument("--method", default=None, help="only this method, e.g. lora")
+    listing.add_argument("--limit", type=int, default=None, help="at most this many rows (default: all)")
+    listing.add_argument("--offset", type=int, default=0, help="skip this many matching rows first (paging)")
 
     verb("show", _show, "one entry's manifest", ref=any_ref, json=True)
 
@@ -93,21 +100,34 @@ def _short_base(fingerprint: str | None) -> str | None:
 
 
 def _list(args: argparse.Namespace) -> int:
+    from ..registry.listing import ListQuery
+
     registry = _registry(args)
-    records = registry.list(domain=args.domain, base=args.base)
+    filters = {"name_prefix": args.name_prefix, "domain": args.domain, "tag": args.tag, "base": args.base,
+               "method": args.method}
+    query = ListQuery(**filters, limit=args.limit, offset=args.offset)  # checks every filter before reading
+    records = registry.list(**filters, limit=args.limit, offset=args.offset)
     if args.json:
         print_json([record.to_dict() for record in records])
-    elif not records:
-        print(f"no adapters in {registry.root}; add one with `adapterhub registry import DIR --name NAME`")
-    else:
-        from ..registry.headline import headline_metric
+        return 0
+    total = registry.count(**filters) if (records or args.offset) else 0
+    matching = f" matching {query.describe()}" if query.describe() else ""
+    if not records:
+        print(f"no adapters{matching} in {registry.root}" + (f" past offset {args.offset} ({total} in all)"
+                                                              if args.offset else "")
+              + ("" if matching or args.offset else "; add one with `adapterhub registry import DIR --name NAME`"))
+        return 0
+    from ..registry.headline import headline_metric
 
-        rows = [(r.ref, r.domain, r.method, _task_label(r.manifest["task"]),
-                 headline_metric(r.manifest.get("metrics")) or "-", ",".join(r.tags),
-                 _short_base(r.base_fingerprint or r.manifest["base"].get("name")), r.created[:16].replace("T", " "))
-                for r in records]
-        print_table(rows, LIST_COLUMNS, title=f"registry {registry.root} (details: adapterhub registry show REF)",
-                    no_wrap=LIST_COLUMNS)
+    rows = [(r.ref, r.domain, r.method, _task_label(r.manifest["task"]),
+             headline_metric(r.manifest.get("metrics")) or "-", ",".join(r.tags),
+             _short_base(r.base_fingerprint or r.manifest["base"].get("name")), r.created[:16].replace("T", " "))
+            for r in records]
+    print_table(rows, LIST_COLUMNS, title=f"registry {registry.root} (details: adapterhub registry show REF)",
+                no_wrap=LIST_COLUMNS)
+    shown = f"{args.offset + 1}-{args.offset + len(records)}"
+    more = (f"; next page: --offset {args.offset + len(records)}" if args.offset + len(records) < total else "")
+    print(f"{shown} of {total} entr{'y' if total == 1 else 'ies'}{matching}{more}")
     return 0
 
 

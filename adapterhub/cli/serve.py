@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from ._options import add_registry_option, add_threads_option, add_unpacked_4bit_option
+from ._safety import add_safety_options, safety_options, start_metrics_port
 
 
 DEFAULT_MAX_RESIDENT = 32  # a server's residency is always bounded (README "Many adapters" sizes it)
@@ -48,6 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                             "(default 32)")
     serve.add_argument("--allow-hf", action="store_true", help="let requests name hf://org/repo[@rev] adapters")
     serve.add_argument("--log-text", action="store_true", help="also log prompt and answer text")
+    add_safety_options(serve)
     serve.add_argument("--channel", default=None, help="a bare adapter name means name@CHANNEL when that channel "
                        "exists (e.g. prod); channels are followed live (adapterhub promote / rollback)")
     serve.add_argument("--strict", action="store_true",
@@ -91,7 +93,8 @@ def _serve(args: argparse.Namespace) -> int:
 
     options = ServeOptions(max_rows=args.max_batch_rows, max_queue=args.max_queue, max_new_tokens=args.max_new_tokens,
                            auth=args.auth, log_text=args.log_text, allow_hf=args.allow_hf, base_name=args.base_name,
-                           metrics_top_k=args.metrics_top_k, channel=args.channel, strict=args.strict)
+                           metrics_top_k=args.metrics_top_k, channel=args.channel, strict=args.strict,
+                           **safety_options(args))
     if args.ray:
         if args.replicas < 1 or args.adapters_per_replica < 1:
             raise ConfigError("--replicas and --adapters-per-replica must be >= 1")
@@ -104,7 +107,9 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"loaded {hub.load(ref).name}", file=sys.stderr)
     if args.router:
         print(f"routing model='auto' with {hub.use_router(args.router, fallback=args.fallback).ref}", file=sys.stderr)
-    return serve(build_app(hub, options), host=args.host, port=args.port)
+    app = build_app(hub, options)
+    start_metrics_port(app, args.metrics_port)
+    return serve(app, host=args.host, port=args.port)
 
 
 def _serve_on_ray(args: argparse.Namespace, options: Any) -> int:

@@ -4,7 +4,8 @@
 >>> registry = Registry("/tmp/registry")  # doctest: +SKIP
 """
 
+from .entries import NewEntry
 from .manifest import AdapterRecord, LoadedAdapter
 from .store import Registry
 
-__all__ = ["AdapterRecord", "LoadedAdapter", "Registry"]
+__all__ = ["AdapterRecord", "LoadedAdapter", "NewEntry", "Registry"]

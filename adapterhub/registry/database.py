@@ -45,6 +45,10 @@ CREATE TABLE IF NOT EXISTS adapters (
     PRIMARY KEY (name, version)
 );
 CREATE INDEX IF NOT EXISTS adapters_domain ON adapters (domain);
+CREATE INDEX IF NOT EXISTS adapters_domain_name ON adapters (domain, name, version);
+CREATE INDEX IF NOT EXISTS adapters_method ON adapters (method, name, version);
+CREATE INDEX IF NOT EXISTS adapters_base ON adapters (base_fingerprint, name, version);
+CREATE INDEX IF NOT EXISTS names_lower ON names (lower(name));
 CREATE TABLE IF NOT EXISTS tags (
     name TEXT NOT NULL,
     tag TEXT NOT NULL,
@@ -52,6 +56,7 @@ CREATE TABLE IF NOT EXISTS tags (
     PRIMARY KEY (name, tag),
     FOREIGN KEY (name, version) REFERENCES adapters (name, version) ON DELETE CASCADE
 );
+CREATE INDEX IF NOT EXISTS tags_tag ON tags (tag, name, version);
 CREATE TABLE IF NOT EXISTS verified (
     name TEXT NOT NULL,
     version INTEGER NOT NULL,

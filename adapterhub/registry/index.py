@@ -86,14 +86,6 @@ def verified_files(db: sqlite3.Connection, name: str, version: int) -> dict[str,
     return {row["file"]: (row["sha256"], row["identity"]) for row in found}
 
 
-def tags_by_entry(db: sqlite3.Connection) -> dict[tuple[str, int], list[str]]:
-    """``{(name, version): [tags]}`` for every tagged entry."""
-    tags: dict[tuple[str, int], list[str]] = {}
-    for row in db.execute("SELECT name, version, tag FROM tags ORDER BY tag"):
-        tags.setdefault((row["name"], row["version"]), []).append(row["tag"])
-    return tags
-
-
 def tags_of(db: sqlite3.Connection, name: str, version: int) -> list[str]:
     """Tags pointing at ``name@version``, sorted."""
     return [row["tag"] for row in db.execute("SELECT tag FROM tags WHERE name = ? AND version = ? ORDER BY tag",

@@ -24,12 +24,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
-def write_synced(path: Path, data: bytes) -> None:
-    """Create ``path`` (it must not exist) with ``data`` and fsync it."""
+def write_synced(path: Path, data: bytes, *, sync: bool = True) -> None:
+    """Create ``path`` (it must not exist) with ``data`` and fsync it (``sync=False``: the caller syncs later)."""
     with open(path, "xb") as handle:
         handle.write(data)
         handle.flush()
-        os.fsync(handle.fileno())
+        if sync:
+            os.fsync(handle.fileno())
 
 
 def fsync_dir(path: Path) -> None:

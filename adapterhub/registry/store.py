@@ -21,27 +21,26 @@ most an unindexed folder, which nobody can see and the next ``add``/``gc`` remov
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from . import index, integrity
+from . import entries, index, integrity, listing
 from .compat import check_compatible
-from ..errors import AdapterHubError, AdapterNotFoundError, ConfigError, InvalidNameError, RegistryError, StorageError
+from ..errors import AdapterHubError, AdapterNotFoundError, ConfigError, InvalidNameError, StorageError
 from .database import RegistryIndex
 from .files import parse_json
-from .manifest import (ADAPTER_FILES, CONFIG_FILE, MANIFEST_FILE, WEIGHTS_FILE, AdapterRecord, LoadedAdapter,
-                       new_manifest, read_adapter_dir, recorded_fields)
-from .refs import parse_ref, validate_name, validate_tag
+from .manifest import CONFIG_FILE, MANIFEST_FILE, WEIGHTS_FILE, AdapterRecord, LoadedAdapter
+from .refs import parse_ref, validate_tag
 from .channels import Channels
 from .promotion import ChannelMoves
 from .safetensors_file import safetensors_layout, safetensors_tensors
 from .rebuild import RebuildReport, rebuild_index, removed_versions, version_folders, write_removed_mark
 from ..paths import default_registry_root
-from .staging import StagingArea, fsync_dir, write_synced
+from .entries import NewEntry
+from .staging import StagingArea
 
 INDEX_FILE = "index.sqlite"
 ADAPTERS_DIR = "adapters"
@@ -104,79 +103,75 @@ class Registry(ChannelMoves):
         >>> Registry().add("out/legal", "legal", domain="legal", tags=["prod"]).ref  # doctest: +SKIP
         'legal@1'
         """
-        validate_name(name)
-        tags = list(dict.fromkeys(validate_tag(tag) for tag in tags))
-        if domain is not None:
-            validate_name(domain, what="domain")
-        adapter = read_adapter_dir(peft_dir)
-        if base is not None:
-            recorded = (recorded_fields(adapter.manifest or {}, where=str(adapter.path / MANIFEST_FILE))
-                        .get("base") or {}).get("fingerprint")
-            check_compatible(adapter.config, adapter.tensor_shapes, base, fingerprint=recorded, method=adapter.method)
-        manifest = new_manifest(adapter, name, domain=domain, task=task, tags=tags, description=description,
-                                base=base, metrics=metrics, recipe=recipe, origin=source, contract=contract)
-        self._index.check_writable()
-        try:
-            self._write_entry(adapter, manifest, name, tags)
-        except OSError as error:
-            if isinstance(error, AdapterHubError):
-                raise
-            raise StorageError(f"could not write {name} into registry {self.root}: {error}; free disk space or make "
-                               "the folder writable, then retry (nothing was registered)") from error
-        record = index.record(manifest, tags, adapters=self.root / ADAPTERS_DIR)
+        prepared = entries.prepare(entries.NewEntry(peft_dir, name, domain=domain, task=task, tags=tuple(tags),
+                                                    description=description, metrics=metrics, recipe=recipe,
+                                                    source=source, contract=contract), base=base)
+        self._write([prepared], durable_each=True)
+        record = index.record(prepared.manifest, prepared.tags, adapters=self.root / ADAPTERS_DIR)
         integrity.remember_new(self._index, record)
         return record
 
-    def _write_entry(self, adapter: Any, manifest: dict[str, Any], name: str, tags: list[str]) -> None:
-        """Stage the files, then allocate the version, place the folder and index it in one transaction."""
-        self._staging.clean()
-        with self._staging.stage() as stage:
-            for file in ADAPTER_FILES:
-                write_synced(stage / file, adapter.files[file])
-            target = None
-            try:
-                with self._index.write() as db:
-                    other = index.name_differing_in_case(db, name)
-                    if other is not None:
-                        raise InvalidNameError(f"adapter name {name!r} differs only in case from the existing "
-                                               f"{other!r}; use {other!r} or a clearly different name")
-                    manifest["version"] = index.next_version(db, name)
-                    write_synced(stage / MANIFEST_FILE, _manifest_bytes(manifest))
-                    fsync_dir(stage)
-                    target = self._place(db, stage, name, manifest["version"])
-                    index.insert(db, manifest)
-                    for tag in tags:
-                        index.set_tag(db, name, tag, manifest["version"])
-            except BaseException:
-                if target is not None:  # placed but not committed: back to staging, deleted on leaving
-                    os.rename(target, stage)
-                raise
+    def add_many(self, new: Iterable[NewEntry], *, base: Any = None, batch: int = 256,
+                 progress: bool = False) -> list[AdapterRecord]:
+        """Store many adapters, ``batch`` at a time, each batch in one transaction (much faster than ``add``).
 
-    def _place(self, db: sqlite3.Connection, stage: Path, name: str, version: int) -> Path:
-        """Rename a complete staging folder to ``adapters/<name>/<version>`` (under the write lock)."""
-        folder = self.root / ADAPTERS_DIR / name
-        for needed in (folder.parent, folder):
-            if not needed.is_dir():
-                needed.mkdir()
-                fsync_dir(needed.parent)
-        self._discard_orphans(db, folder)
-        target = folder / str(version)
+        The same checks and the same files as :meth:`add` (so ``rebuild-index`` finds exactly these entries);
+        a batch is made durable by one ``os.sync`` instead of an fsync per file. Every name, tag and domain is
+        checked before anything is written; each batch is all or nothing, so when an adapter folder of a later
+        batch is bad, the earlier batches stay registered and the error says how many.
+
+        Args:
+            new: :class:`~adapterhub.registry.entries.NewEntry` items (``add``'s arguments).
+            base: as in :meth:`add`, for every entry.
+            batch: entries per transaction (their files are held in memory meanwhile).
+            progress: show a progress bar (stderr).
+
+        Returns:
+            The new records, in the order given.
+
+        Raises:
+            As :meth:`add`; ``ConfigError`` for ``batch < 1``.
+
+        >>> Registry().add_many([NewEntry("out/a", "a"), NewEntry("out/b", "b", domain="legal")])  # doctest: +SKIP
+        """
+        from tqdm.auto import tqdm
+
+        new = list(new)
+        if batch < 1:
+            raise ConfigError(f"add_many batch={batch} must be at least 1")
+        for entry in new:
+            entries.check_labels(entry.name, domain=entry.domain, tags=entry.tags)
+        records: list[AdapterRecord] = []
+        with tqdm(total=len(new), desc="registering", unit="adapter", disable=not progress, leave=False) as bar:
+            for start in range(0, len(new), batch):
+                try:
+                    read = entries.reader_once_per_folder()  # a folder given again in a batch is read once
+                    prepared = [entries.prepare(entry, base=base, read=read) for entry in new[start:start + batch]]
+                    self._write(prepared, durable_each=False)
+                except AdapterHubError as error:
+                    if records:  # say what stays registered, on every surface of the error
+                        error.message += (f" (the first {len(records)} entries, up to {records[-1].ref}, were "
+                                          "registered; none after them)")
+                        error.args = (f"{error.message}; {error.fix}" if error.fix else error.message,
+                                      *error.args[1:])
+                    raise
+                records += [index.record(item.manifest, item.tags, adapters=self.root / ADAPTERS_DIR)
+                            for item in prepared]
+                bar.update(len(prepared))
+        return records
+
+    def _write(self, prepared: list[entries.Prepared], *, durable_each: bool) -> None:
+        """Place and index prepared entries in one transaction; a failing disk is one clear error."""
+        self._index.check_writable()
         try:
-            os.rename(stage, target)
+            entries.write_entries(self._index, self._staging, self.root / ADAPTERS_DIR, prepared,
+                                  durable_each=durable_each)
         except OSError as error:
-            raise RegistryError(f"could not move the new entry into {target}: {error}; run `adapterhub registry gc` "
-                                "and check the registry folder is writable") from error
-        fsync_dir(folder)
-        return target
-
-    def _discard_orphans(self, db: sqlite3.Connection, folder: Path) -> list[Path]:
-        """Remove version folders of one name that the index does not know (under the write lock)."""
-        if not folder.is_dir():
-            return []
-        indexed = {row["version"] for row in index.rows(db, name=folder.name)}
-        orphans = [entry for entry in folder.iterdir()
-                   if entry.name.isascii() and entry.name.isdigit() and int(entry.name) not in indexed]
-        return [entry for entry in orphans if self._staging.discard(entry)]
+            if isinstance(error, AdapterHubError):
+                raise
+            names = ", ".join(item.name for item in prepared[:3]) + (", ..." if len(prepared) > 3 else "")
+            raise StorageError(f"could not write {names} into registry {self.root}: {error}; free disk space or "
+                               "make the folder writable, then retry (nothing was registered)") from error
 
     def remove(self, ref: str, *, all_versions: bool = False) -> list[AdapterRecord]:
         """Delete the version ``ref`` resolves to (or every version of a bare name with ``all_versions``).
@@ -243,7 +238,7 @@ class Registry(ChannelMoves):
         with self._index.write() as db:
             for folder in sorted(adapters.iterdir()) if adapters.is_dir() else []:
                 if folder.is_dir() and not folder.is_symlink():
-                    removed += self._discard_orphans(db, folder)
+                    removed += entries.discard_orphans(db, self._staging, folder)
                     if not any(folder.iterdir()):
                         folder.rmdir()
                         removed.append(folder)
@@ -262,21 +257,43 @@ class Registry(ChannelMoves):
         """
         return self._get_with_verified(ref)[0]
 
-    def list(self, *, domain: str | None = None, base: str | None = None) -> list[AdapterRecord]:
-        """Every entry, by name then version, optionally only one domain and/or base fingerprint.
+    def list(self, *, name_prefix: str | None = None, domain: str | None = None, tag: str | None = None,
+             base: str | None = None, method: str | None = None, limit: int | None = None,
+             offset: int = 0) -> list[AdapterRecord]:
+        """Entries by name then version, optionally filtered and paged (every filter given must match).
 
-        >>> [r.ref for r in Registry().list(domain="legal")]  # doctest: +SKIP
-        ['legal@1', 'legal@2']
+        Args:
+            name_prefix: names starting with this (case-sensitive), e.g. ``"legal-"``.
+            domain: exactly this domain.
+            tag: the version this tag or channel points at, e.g. ``"prod"``.
+            base: a base fingerprint, or its leading part (as ``registry list`` prints it).
+            method: e.g. ``"lora"``.
+            limit, offset: one page: skip ``offset`` matching entries, return at most ``limit``
+                (:meth:`count` with the same filters gives the total).
+
+        Raises:
+            InvalidNameError / ConfigError: a malformed filter or page (see
+                :class:`~adapterhub.registry.listing.ListQuery`).
+
+        >>> [r.ref for r in Registry().list(domain="legal", tag="prod", limit=50)]  # doctest: +SKIP
+        ['legal@2']
         """
+        query = listing.ListQuery(name_prefix=name_prefix, domain=domain, tag=tag, base=base, method=method,
+                                  limit=limit, offset=offset)
         with self._index.read() as db:
-            tags = index.tags_by_entry(db)
-            return [self._record_from_row(row, tags.get((row["name"], row["version"]), []))
-                    for row in index.rows(db, domain=domain, base=base)]
+            return [self._record_from_row(row, tags) for row, tags in listing.page(db, query)]
 
-    def count(self) -> int:
-        """How many entries the index holds (cheap; works when a row is damaged, unlike :meth:`list`)."""
+    def count(self, *, name_prefix: str | None = None, domain: str | None = None, tag: str | None = None,
+              base: str | None = None, method: str | None = None) -> int:
+        """How many entries match the filters of :meth:`list` (cheap; works when a row is damaged, unlike
+        :meth:`list`).
+
+        >>> Registry().count(domain="legal")  # doctest: +SKIP
+        2
+        """
+        query = listing.ListQuery(name_prefix=name_prefix, domain=domain, tag=tag, base=base, method=method)
         with self._index.read() as db:
-            return db.execute("SELECT count(*) FROM adapters").fetchone()[0]
+            return listing.count(db, query)
 
     def load(self, ref: str, *, base: Any = None) -> LoadedAdapter:
         """Read an entry into memory, verifying every file's sha256 on the bytes it parses.
@@ -357,7 +374,7 @@ class Registry(ChannelMoves):
             raise ConfigError(f"export folder {target} already exists and is not empty; choose a new or empty folder")
         try:
             target.mkdir(parents=True, exist_ok=True)
-            for file, data in {**files, MANIFEST_FILE: _manifest_bytes(record.manifest)}.items():
+            for file, data in {**files, MANIFEST_FILE: entries.manifest_bytes(record.manifest)}.items():
                 (target / file).write_bytes(data)
         except OSError as error:
             raise StorageError(f"cannot export {record.ref} to {target}: {error.strerror or error}; choose a writable "
@@ -409,5 +426,3 @@ class Registry(ChannelMoves):
         return AdapterNotFoundError(f"no adapter {ref!r} in registry {self.root}{note}; {known}")
 
 
-def _manifest_bytes(manifest: Mapping[str, Any]) -> bytes:
-    return (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()

@@ -15,6 +15,7 @@ True
 
 from __future__ import annotations
 
+import math
 import secrets
 from typing import Any
 
@@ -42,6 +43,10 @@ class Sampler:
             raise ConfigError(f"top_p must be in (0, 1], got {top_p}")
         if top_k is not None and top_k < 0:
             raise ConfigError(f"top_k must be >= 0, got {top_k}")
+        if temperature is not None and not math.isfinite(temperature):
+            raise ConfigError(f"temperature must be a finite number, got {temperature}")
+        if seed is not None and not -(2**63) <= seed < 2**64:
+            raise ConfigError(f"seed must fit in 64 bits (0 to 2**64 - 1), got {seed}")
         self.greedy = not temperature
         self.temperature = float(temperature or 0.0)
         self.top_p = top_p
@@ -50,10 +55,18 @@ class Sampler:
         self._generator: Any = None
 
     def pick(self, logits: Any) -> tuple[int, float]:
-        """``(token id, its log-probability)`` from one row's next-token logits ``[vocab]``."""
+        """``(token id, its log-probability)`` from one row's next-token logits ``[vocab]``.
+
+        Raises:
+            ConfigError: the logits, or the probabilities this sampler makes of them, are not finite (NaN, or
+                an overflow from the sampling settings or the adapter's weights): the row cannot go on.
+        """
         import torch
 
         logits = logits.float()
+        if bool(torch.isnan(logits).any()) or not bool(torch.isfinite(logits).any()):
+            raise ConfigError("this row's logits are not finite (NaN or infinite): its adapter weights or mix "
+                              "weights overflow")
         if self.greedy:
             token = int(torch.argmax(logits))
             return token, float(torch.log_softmax(logits, -1)[token])
@@ -68,6 +81,9 @@ class Sampler:
             scaled = scaled.clone()
             scaled[order[drop]] = float("-inf")
         logprobs = torch.log_softmax(scaled, -1)
+        if bool(torch.isnan(logprobs).any()):
+            raise ConfigError(f"temperature={self.temperature:g} / top_p={self.top_p} make this row's probabilities "
+                              "NaN; use temperature 0 (greedy) or >= 1e-3")
         if self._generator is None:
             self._generator = torch.Generator(device="cpu").manual_seed(int(self.seed))
         token = int(torch.multinomial(logprobs.exp().cpu(), 1, generator=self._generator))

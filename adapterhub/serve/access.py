@@ -16,8 +16,8 @@ from typing import Any
 
 access_log = logging.getLogger("adapterhub.access")
 
-ENDPOINTS = frozenset({"/v1/models", "/v1/completions", "/v1/chat/completions", "/v1/classify", "/generate",
-                       "/generate_stream", "/", "/v1/load_lora_adapter", "/v1/unload_lora_adapter", "/health",
+ENDPOINTS = frozenset({"/v1/models", "/v1/completions", "/v1/chat/completions", "/v1/classify", "/v1/tag",
+                       "/generate", "/generate_stream", "/", "/v1/load_lora_adapter", "/v1/unload_lora_adapter", "/health",
                        "/ready", "/metrics"})
 _TEXT = ("text_in", "text_out")
 

@@ -1,6 +1,7 @@
 """Bounded ``adapter`` labels for ``/metrics``: the top-K adapters by traffic get their own series, the rest
-share ``other``, so a server with a thousand adapters exports at most K + 3 values of the label (K adapters,
-``other``, ``base`` for the bare base and ``-`` for requests that never resolved one).
+share ``other``, so a server with a thousand adapters exports at most K + 4 values of the label (K adapters,
+``other``, ``mix`` for every weighted mix, ``base`` for the bare base and ``-`` for requests that never resolved
+one).
 
 Traffic is counted per request. While fewer than K adapters hold a label, the next one seen takes one. After
 that an unlabelled adapter takes the label of the least-used labelled one once its count passes twice that
@@ -24,7 +25,12 @@ from typing import Any, Callable, Iterable
 from ..errors import ConfigError
 
 OTHER = "other"
-SPECIAL = frozenset({"base", "-", OTHER})  # never counted against K
+MIX = "mix"  # every weighted mix ("legal:0.7+finance:0.3"): one value however many spellings (issue 32)
+SPECIAL = frozenset({"base", "-", OTHER, MIX})  # never counted against K
+
+
+def _mixed(name: str) -> bool:
+    return "+" in name or ":" in name.replace("hf://", "", 1)
 PROMOTE_FACTOR = 2
 
 
@@ -54,8 +60,8 @@ class AdapterLabels:
 
     def label(self, name: str) -> str:
         """The ``adapter`` label value for ``name`` now (it takes a free label; it does not count traffic)."""
-        if name in SPECIAL:
-            return name
+        if name in SPECIAL or _mixed(name):
+            return MIX if _mixed(name) else name
         with self._lock:
             if name not in self._labelled and len(self._labelled) < self.top_k:
                 self._labelled.add(name)
@@ -64,8 +70,8 @@ class AdapterLabels:
     def count(self, name: str) -> str:
         """Count one request of ``name`` (promoting it past the least-used labelled adapter when it has
         overtaken it twice over) and return its label value."""
-        if name in SPECIAL:
-            return name
+        if name in SPECIAL or _mixed(name):
+            return MIX if _mixed(name) else name
         demoted = None
         with self._lock:
             if len(self._tally) >= self.max_tracked:

@@ -32,9 +32,12 @@ from .console import add_console_routes
 from .engine import Engine, Prepared, ServeOptions
 from .formats import response_schema
 from .gate import Gate
+from .hosts import HostCheck
+from .limits import Lane, check_inputs
 from .protocol import (ChatRequest, ClassifyRequest, CompletionRequest, GenerateRequest, LoadAdapterRequest,
                        ServeError, UnloadAdapterRequest, from_exception)
 from .streaming import collect, finish, stream
+from .unwind import drop_locals, return_freed_memory
 
 log = logging.getLogger("adapterhub.serve")
 
@@ -57,6 +60,10 @@ class _Route(APIRoute):
                 error = from_exception(exc)
                 if error.code == "internal_error":
                     log.exception("unexpected error on %s", request.url.path)
+                drop_locals(exc)  # a refused 6 MiB prompt is freed now, not at the next full gc
+                if request.scope.get("state", {}).get("large_body"):
+                    await run_in_threadpool(return_freed_memory)
+                error.message = request.app.state.engine.redact(error.message)  # no server paths in answers
                 # LoRAX's client reads error_type; OpenAI's reads error.message/type/code
                 extra = {"error_type": "validation" if error.status == 400 else "generation"} if tgi else None
                 return error_response(error, extra)
@@ -67,7 +74,8 @@ class _Route(APIRoute):
 def build_app(hub: Any, options: ServeOptions | None = None, *, engine: Engine | None = None) -> FastAPI:
     """The app serving ``hub`` (an :class:`adapterhub.AdapterHub`); the scheduler runs while the app is up."""
     engine = engine or Engine(hub, options)
-    serving = _Serving(engine, Gate(engine, KeyStore(engine.options.keys_path) if engine.options.auth else None))
+    serving = _Serving(engine, Gate(engine, KeyStore(engine.options.keys_path) if engine.options.auth else None),
+                       Lane(waiting=engine.options.max_queue))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -80,8 +88,10 @@ def build_app(hub: Any, options: ServeOptions | None = None, *, engine: Engine |
 
     app = FastAPI(title="adapterhub", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.router.route_class = _Route
+    app.router.redirect_slashes = False  # a 307's Location would echo the request's Host
     app.state.engine = engine
     app.add_middleware(AccessLog, metrics=engine.metrics, log_text=engine.options.log_text)
+    app.add_middleware(HostCheck, bound=engine.options.host, allowed=engine.options.allowed_hosts)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -105,9 +115,11 @@ class _Serving:
 
     engine: Engine
     gate: Gate
+    labelling: Lane  # /v1/classify and /v1/tag run one at a time, outside the event loop
 
     async def prepare(self, request: Request, key: ApiKey | None, model: str, **kwargs: Any) -> Prepared:
-        """A generation of ``model`` ready to submit, once the key may use it and the adapter is resident."""
+        """A generation of ``model`` ready to submit, once the key may use it and the adapter is resident
+        (tokenising runs in a worker thread: a long prompt never holds the event loop)."""
         if routing.is_auto(model):  # the router picks (serve/routing.py); the key's allow list bounds its choice
             note(request, model=model[:200])
             text = routing.routed_text(kwargs.get("text"), kwargs.get("messages"))
@@ -118,7 +130,7 @@ class _Serving:
         entry = await self.engine.acquire_async(ref)
         note(request, adapter=routing.metrics_label(ref) if routing.is_auto(model)  # a metrics label only once
              else "base" if ref is None else ref)  # it resolved
-        prepared = self.engine.prepare(ref, entry, **kwargs)
+        prepared = await run_in_threadpool(self.engine.prepare, ref, entry, **kwargs)
         note(request, prompt_tokens=len(prepared.prompt), text_in=kwargs.get("text") or kwargs.get("messages"))
         return prepared
 
@@ -131,14 +143,14 @@ def _openai_routes(app: FastAPI, serving: _Serving) -> None:
 
     @app.get("/v1/models")
     async def models(request: Request) -> dict[str, Any]:
-        key = serving.gate.authenticate(request)
+        key = await serving.gate.authenticate(request)
         listed = await run_in_threadpool(engine.models)
         if key is not None:
             listed = [m for m in listed if m["id"] == engine.base_id or key.may_use(m["id"])]
         return {"object": "list", "data": listed}
 
     async def openai_generate(request: Request, chat: bool) -> Response:
-        key = serving.gate.authenticate(request)
+        key = await serving.gate.authenticate(request)
         body = await parse_body(request, ChatRequest if chat else CompletionRequest)
         max_tokens = (body.max_completion_tokens or body.max_tokens) if chat else body.max_tokens
         inputs = {"messages": [m.plain() for m in body.messages]} if chat else {"text": body.text(), "chat": False}
@@ -179,15 +191,18 @@ def _labelling_routes(app: FastAPI, serving: _Serving) -> None:
 def _labelling(serving: _Serving, method: str, logged: Callable[[Any], Any],
                row: Callable[[int, Any], dict[str, Any]]) -> Callable[[Request], Any]:
     async def handler(request: Request) -> dict[str, Any]:
-        key = serving.gate.authenticate(request)
+        key = await serving.gate.authenticate(request)
         body = await parse_body(request, ClassifyRequest)
         texts = body.texts()
-        if routing.is_auto(body.model):  # each text goes to the adapter the router picks for it
-            note(request, model=body.model[:200])
-            answers, ref = await run_in_threadpool(routing.label_auto, serving.engine, key, body.model, texts, method)
-        else:
-            ref = serving.gate.permit(request, key, body.model)
-            answers = await run_in_threadpool(getattr(serving.engine, method), ref, texts)
+        check_inputs(texts, most=serving.engine.options.max_inputs)
+        async with serving.labelling:
+            if routing.is_auto(body.model):  # each text goes to the adapter the router picks for it
+                note(request, model=body.model[:200])
+                answers, ref = await run_in_threadpool(routing.label_auto, serving.engine, key, body.model, texts,
+                                                       method)
+            else:
+                ref = serving.gate.permit(request, key, body.model)
+                answers = await run_in_threadpool(getattr(serving.engine, method), ref, texts)
         note(request, adapter=ref)
         note(request, text_in=texts, text_out=[logged(answer) for answer in answers])
         return {"id": shape.new_id(method), "object": "list", "created": int(time.time()), "model": body.model,
@@ -201,7 +216,7 @@ def _tgi_routes(app: FastAPI, serving: _Serving) -> None:
     engine = serving.engine
 
     async def tgi(request: Request, force_stream: bool | None) -> Response:
-        key = serving.gate.authenticate(request)
+        key = await serving.gate.authenticate(request)
         body = await parse_body(request, GenerateRequest)
         p = body.parameters
         if p.adapter_source == "local":
@@ -246,21 +261,21 @@ def _admin_routes(app: FastAPI, serving: _Serving) -> None:
 
     @app.post("/v1/load_lora_adapter")
     async def load_adapter(request: Request) -> dict[str, Any]:
-        serving.gate.authenticate(request, admin=True)
+        key = await serving.gate.authenticate(request, admin=True)
         body = await parse_body(request, LoadAdapterRequest)
         note(request, model=body.lora_name[:200])
-        loaded = await run_in_threadpool(engine.load, body.lora_name, body.lora_path)
+        loaded = await run_in_threadpool(lambda: engine.load(body.lora_name, body.lora_path, detailed=key is not None))
         note(request, adapter=body.lora_name)
         return {"object": "adapter", **loaded}
 
     @app.get("/v1/adapters")
     async def adapters(request: Request) -> dict[str, Any]:
-        serving.gate.authenticate(request, admin=True)
+        await serving.gate.authenticate(request, admin=True)
         return await run_in_threadpool(engine.adapters)
 
     @app.post("/v1/unload_lora_adapter")
     async def unload_adapter(request: Request) -> dict[str, Any]:
-        serving.gate.authenticate(request, admin=True)
+        await serving.gate.authenticate(request, admin=True)
         body = await parse_body(request, UnloadAdapterRequest)
         note(request, model=body.lora_name[:200])
         if not await run_in_threadpool(engine.unload, body.lora_name):
@@ -281,10 +296,13 @@ def _operation_routes(app: FastAPI, serving: _Serving) -> None:
     async def ready() -> JSONResponse:
         if engine.draining:
             return error_response(ServeError(503, "draining: finishing in-flight requests", code="draining"))
+        if engine.options.auth:  # unauthenticated: say only whether it is ready, never which adapters it holds
+            return JSONResponse({"status": "ready"})
         return JSONResponse({"status": "ready", "base": engine.base_id,
                              "resident": [info.name for info in engine.hub.resident()]})
 
     @app.get("/metrics")
-    async def metrics() -> Response:
+    async def metrics(request: Request) -> Response:
+        await serving.gate.authenticate(request, admin=True)  # with --auth: adapter names are for admins
         data, content_type = engine.metrics.render()
         return Response(data, media_type=content_type)

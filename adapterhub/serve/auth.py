@@ -17,6 +17,7 @@ import hashlib
 import hmac
 import json
 import math
+import os
 import re
 import secrets
 import sqlite3
@@ -83,17 +84,29 @@ class ApiKey:
                 "created": self.created, "revoked": self.revoked}
 
 
-class KeyStore:
-    """The key table (``path`` default: :func:`default_path`)."""
+class KeyStoreBusy(Exception):
+    """Another process holds the key table's lock past the wait (the server answers 503)."""
 
-    def __init__(self, path: str | Path | None = None) -> None:
+
+class KeyStore:
+    """The key table (``path`` default: :func:`default_path`); the file is readable by its owner only (0600).
+
+    ``busy_timeout``: seconds a lookup waits for another process's lock before :class:`KeyStoreBusy`.
+    """
+
+    def __init__(self, path: str | Path | None = None, *, busy_timeout: float = 10.0) -> None:
         self.path = Path(path) if path is not None else default_path()
+        self.busy_timeout = busy_timeout
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
         """One connection per operation: committed on success, always closed."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self.path, timeout=10)
+        if not self.path.exists():
+            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+        if self.path.stat().st_mode & 0o077:
+            os.chmod(self.path, 0o600)
+        db = sqlite3.connect(self.path, timeout=self.busy_timeout)
         try:
             db.row_factory = sqlite3.Row
             db.execute(_SCHEMA)
@@ -141,8 +154,13 @@ class KeyStore:
         match = re.fullmatch(r"ahk_([0-9a-f]{12})\.[A-Za-z0-9_-]{20,}", key or "")
         if match is None:
             return None
-        with self._connect() as db:
-            row = db.execute("SELECT * FROM keys WHERE key_id = ?", (match.group(1),)).fetchone()
+        try:
+            with self._connect() as db:
+                row = db.execute("SELECT * FROM keys WHERE key_id = ?", (match.group(1),)).fetchone()
+        except sqlite3.OperationalError as error:
+            if "locked" in str(error) or "busy" in str(error):
+                raise KeyStoreBusy(str(error)) from None
+            raise
         if row is None or row["revoked"] is not None:
             return None
         if not hmac.compare_digest(bytes(row["hash"]), _digest(bytes(row["salt"]), key)):

@@ -46,7 +46,7 @@ def add_console_routes(app: FastAPI, serving: Any) -> None:
 
     @app.get("/v1/whoami")
     async def whoami(request: Request) -> dict[str, Any]:
-        key = gate.authenticate(request)
+        key = await gate.authenticate(request)
         if key is None:
             return {"auth": False, "name": None, "admin": True, "allow": []}
         return {"auth": True, "name": key.name, "admin": key.admin, "allow": list(key.allow)}
@@ -57,21 +57,21 @@ def add_console_routes(app: FastAPI, serving: Any) -> None:
     @app.get("/v1/registry/adapters")
     async def adapters(request: Request, q: str = "", domain: str = "", method: str = "", base: str = "",
                        tag: str = "", limit: int = 50, offset: int = 0) -> dict[str, Any]:
-        key = gate.authenticate(request)
+        key = await gate.authenticate(request)
         records = await run_in_threadpool(_records, engine.hub)
         return catalog_page(records, filters=Filters(query=q, domain=domain, method=method, base=base, tag=tag),
                             limit=limit, offset=offset, visible=visible(key))
 
     @app.get("/v1/registry/adapters/{name}")
     async def adapter(request: Request, name: str) -> dict[str, Any]:
-        key = gate.authenticate(request)
+        key = await gate.authenticate(request)
         versions = await run_in_threadpool(_versions, engine.hub, name, visible(key))
         history, channels = await run_in_threadpool(_channels, engine.hub.registry, name)
         return {**adapter_story(versions, card=_model_card, history=history), "channels": channels}
 
     @app.get("/v1/registry/adapters/{name}/{version}/export")
     async def export(request: Request, name: str, version: int) -> Response:
-        key = gate.authenticate(request)
+        key = await gate.authenticate(request)
         versions = await run_in_threadpool(_versions, engine.hub, name, visible(key))
         record = next((r for r in versions if r.version == version), None)
         if record is None:
@@ -83,7 +83,7 @@ def add_console_routes(app: FastAPI, serving: Any) -> None:
 
     @app.get("/v1/console/errors")
     async def recent_errors(request: Request) -> dict[str, Any]:
-        gate.authenticate(request, admin=True)
+        await gate.authenticate(request, admin=True)
         return {"data": list(reversed(engine.metrics.recent_errors))}
 
 

@@ -14,6 +14,7 @@ and the error code the routes send back; library errors pass through to
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -23,8 +24,11 @@ from typing import TYPE_CHECKING, Any, AsyncIterator
 from ..runtime.constrained import ConstrainedSampler
 from ..runtime.sampling import Sampler
 from ..runtime.residency import Held
+from . import limits
+from .limits import MAX_CLASSIFY_INPUTS
 from .classifiers import answers_with_label
 from .metrics import Metrics
+from .redact import Redactor
 from .protocol import ServeError
 from .rollout import Rollout
 from .scheduler import Job, Scheduler
@@ -32,6 +36,8 @@ from .tier_metrics import TierCollector
 
 if TYPE_CHECKING:
     from ..runtime.hub import AdapterHub
+
+log = logging.getLogger("adapterhub.serve")
 
 
 @dataclass
@@ -47,6 +53,11 @@ class ServeOptions:
     log_text: bool = False
     allow_hf: bool = False  # hf:// references may load on first use
     base_name: str | None = None  # the base's model id (default: its alias or folder name)
+    host: str = "127.0.0.1"  # the address served (the Host check answers its names)
+    allowed_hosts: tuple[str, ...] = ()  # more Host names to answer ("*": any)
+    max_inputs: int = MAX_CLASSIFY_INPUTS  # texts in one /v1/classify or /v1/tag request
+    max_connections: int = 1024  # open connections before new requests get 503
+    header_timeout_s: float = 10.0  # a connection must finish its request headers within this
     metrics_top_k: int = 32  # adapters with their own /metrics series (by traffic); the rest count as "other"
     channel: str | None = None  # a bare adapter name means name@channel when that channel exists (see rollout.py)
     channel_poll_s: float = 1.0  # how often followed channels are read again
@@ -77,6 +88,8 @@ class Engine:
         self.hub = hub
         self.options = options or ServeOptions()
         self.metrics = metrics or Metrics(top_k=self.options.metrics_top_k)
+        self.redact = Redactor.for_hub(hub)
+        self._chars_per_token: int | None = None
         self.stepper = hub.stepper()
         self.scheduler = Scheduler(self.stepper, max_rows=self.options.max_rows, max_queue=self.options.max_queue,
                                    on_step=self.metrics.batch_rows.observe, on_queue=self.metrics.queue)
@@ -104,9 +117,11 @@ class Engine:
 
     # --- names -------------------------------------------------------------------------
     def model_ref(self, model: str) -> str | None:
-        """``None`` when ``model`` names the base, else the adapter reference (checked for shape)."""
+        """``None`` when ``model`` names the base, else the adapter reference in its canonical spelling (checked
+        for shape; see :func:`.limits.canonical_model`)."""
         if model in self._base_names:
             return None
+        model = limits.canonical_model(model, latest_is_bare=self.options.channel is None)
         if model.startswith("hf://") and not self.options.allow_hf:
             raise ServeError(403, f"{model!r}: hf:// references are not served here (start the server with "
                              "--allow-hf, or ask an admin to load it)", code="hf_refs_disabled")
@@ -161,13 +176,36 @@ class Engine:
                 for info in self.hub.resident(tier="all")]
         return {"object": "list", "data": rows, "tiers": self.hub.residency.usage()}
 
-    def load(self, name: str, path: str | None) -> dict[str, Any]:
+    def load(self, name: str, path: str | None, *, detailed: bool = False) -> dict[str, Any]:
+        """Load ``path`` (or the registry reference ``name``) as ``name``.
+
+        ``detailed``: a folder's load error says what is wrong with it; otherwise every failing folder gets the
+        same answer, so a caller cannot tell which paths exist.
+        """
+        from ..errors import AdapterHubError
+        from ..runtime.sources import is_path
+
+        limits.check_lora_name(name, reserved=self._base_names, registered=self._registered(name), path=path)
         source = path or name
         if source.startswith("hf://") and not self.options.allow_hf:
             raise ServeError(403, "hf:// references are not served here (start the server with --allow-hf)",
                              code="hf_refs_disabled")
-        info = self.hub.load(source, name=name)
+        try:
+            info = self.hub.load(source, name=name)
+        except AdapterHubError as error:
+            if path is None or detailed or not is_path(path):  # a registry reference reveals no file
+                raise
+            log.warning("loading lora_path %r failed: %s", path, error)
+            raise ServeError(400, "lora_path could not be loaded: it is not a readable PEFT adapter folder made for "
+                             "this base (the server log says why)", code="invalid_adapter") from None
         return {"lora_name": info.name, "method": info.method, "source": info.source, "task": info.task}
+
+    def _registered(self, name: str) -> bool:
+        try:
+            self.hub.registry.get(name)
+        except Exception:  # noqa: BLE001 - not registered, or no registry
+            return False
+        return True
 
     def unload(self, name: str) -> bool:
         return self.hub.unload(name)
@@ -210,6 +248,10 @@ class Engine:
                 raise ServeError(400, f"max_tokens={max_tokens} is over this server's cap of {cap} "
                                  "(adapterhub serve --max-new-tokens)", code="max_tokens_over_cap")
             new = max_tokens if max_tokens is not None else min(default_max_tokens or self.options.default_max_tokens, cap)
+            limits.check_sampling(temperature=temperature, top_p=top_p, seed=seed)
+            texts = [m["content"] for m in messages] if messages is not None else [text or ""]
+            limits.check_prompt_chars(texts, context=self.stepper.context_length,
+                                      chars_per_token=self.chars_per_token)
             if messages is not None:
                 prompt = self.stepper.encode_messages(messages, entry)
             else:
@@ -230,6 +272,13 @@ class Engine:
             raise
         return Prepared(ref=ref, entry=entry, prompt=prompt, max_new_tokens=new, sampler=sampler, stops=stops,
                         stop_at_eos=stop_at_eos)
+
+    @property
+    def chars_per_token(self) -> int:
+        """Characters in the tokenizer's longest token (what bounds a prompt's tokens by its characters)."""
+        if self._chars_per_token is None:
+            self._chars_per_token = limits.longest_token_chars(self.stepper.tokenizer)
+        return self._chars_per_token
 
     def submit(self, prepared: Prepared) -> tuple[Job, AsyncIterator[dict[str, Any]]]:
         """Queue a prepared request now (503 when the queue is full or the server drains).

@@ -2,18 +2,30 @@
 it may use. Every refusal is a :class:`~.protocol.ServeError` in OpenAI's shape.
 
 >>> gate = Gate(engine, KeyStore(path))  # doctest: +SKIP
->>> key = gate.authenticate(request)  # doctest: +SKIP
+>>> key = await gate.authenticate(request)  # doctest: +SKIP
+
+Keys are looked up in a worker thread (SQLite never runs on the event loop) and a verified key is
+remembered for :data:`KEY_CACHE_S` seconds (a revocation takes effect within that); a key store locked
+by another process answers 503 ``keys_busy`` after :data:`KEY_BUSY_S` seconds.
 """
 
 from __future__ import annotations
 
+import hashlib
+import threading
+import time
 from typing import Any
 
 from fastapi import Request
+from starlette.concurrency import run_in_threadpool
 
 from .access import note
-from .auth import ApiKey, KeyStore, RateLimiter
+from .auth import ApiKey, KeyStore, KeyStoreBusy, RateLimiter
 from .protocol import ServeError
+
+KEY_CACHE_S = 5.0
+KEY_BUSY_S = 2.0
+_CACHED = 10_000  # verified keys remembered at most
 
 
 class Gate:
@@ -22,9 +34,13 @@ class Gate:
     def __init__(self, engine: Any, keys: KeyStore | None):
         self.engine = engine
         self.keys = keys
+        if keys is not None:
+            keys.busy_timeout = min(keys.busy_timeout, KEY_BUSY_S)
         self.limiter = RateLimiter()
+        self._verified: dict[bytes, tuple[ApiKey, float]] = {}
+        self._lock = threading.Lock()
 
-    def authenticate(self, request: Request, *, admin: bool = False) -> ApiKey | None:
+    async def authenticate(self, request: Request, *, admin: bool = False) -> ApiKey | None:
         """The request's valid key (``None`` without auth), noted for the access log.
 
         Raises:
@@ -37,11 +53,12 @@ class Gate:
         if not header:
             raise ServeError(401, "missing API key: send 'Authorization: Bearer <key>'", code="missing_api_key",
                              headers={"WWW-Authenticate": "Bearer"})
-        key = self.keys.verify(token.strip()) if scheme.lower() == "bearer" else None
+        key = await self._verify(token.strip()) if scheme.lower() == "bearer" else None
         if key is None:
             raise ServeError(401, "invalid or revoked API key", code="invalid_api_key",
                              headers={"WWW-Authenticate": "Bearer"})
         note(request, key=key.name)
+        request.scope.setdefault("state", {})["admin"] = key.admin
         if admin and not key.admin:
             raise ServeError(403, f"key {key.name!r} is not an admin key (adapterhub keys create NAME --admin)",
                              code="admin_required")
@@ -49,6 +66,28 @@ class Gate:
         if wait is not None:
             raise ServeError(429, f"key {key.name!r} is over its limit of {key.rpm} requests per minute",
                              code="rate_limit_exceeded", headers={"Retry-After": str(wait)})
+        return key
+
+    async def _verify(self, token: str) -> ApiKey | None:
+        """The live key ``token`` is (cached for :data:`KEY_CACHE_S`), looked up off the event loop."""
+        digest = hashlib.sha256(token.encode("utf-8", "replace")).digest()
+        now = time.monotonic()
+        with self._lock:
+            cached = self._verified.get(digest)
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        try:
+            key = await run_in_threadpool(self.keys.verify, token)
+        except KeyStoreBusy:
+            raise ServeError(503, "the key store is busy (another process holds its lock); retry shortly",
+                             code="keys_busy", headers={"Retry-After": "1"}) from None
+        if key is not None:
+            with self._lock:
+                if len(self._verified) >= _CACHED:
+                    self._verified = {d: entry for d, entry in self._verified.items() if entry[1] > now}
+                    if len(self._verified) >= _CACHED:
+                        self._verified.clear()
+                self._verified[digest] = (key, now + KEY_CACHE_S)
         return key
 
     def permit(self, request: Request, key: ApiKey | None, model: str) -> str | None:

@@ -53,7 +53,7 @@ def add_routes(app: FastAPI, serving: Any) -> None:
 
     @app.post("/v1/adapters/{name}/promote")
     async def promote(name: str, request: Request) -> dict[str, Any]:
-        key = gate.authenticate(request, admin=True)
+        key = await gate.authenticate(request, admin=True)
         body = await parse_body(request, PromoteRequest)
         note(request, model=name[:200])
         registry = engine.hub.registry
@@ -72,7 +72,7 @@ def add_routes(app: FastAPI, serving: Any) -> None:
 
     @app.post("/v1/adapters/{name}/rollback")
     async def rollback(name: str, request: Request) -> dict[str, Any]:
-        key = gate.authenticate(request, admin=True)
+        key = await gate.authenticate(request, admin=True)
         body = await parse_body(request, RollbackRequest)
         note(request, model=name[:200])
         result = await run_in_threadpool(engine.hub.registry.rollback, name, channel=body.channel, who=who(key))
@@ -81,7 +81,7 @@ def add_routes(app: FastAPI, serving: Any) -> None:
 
     @app.get("/v1/adapters/{name}/history")
     async def history(name: str, request: Request) -> dict[str, Any]:
-        gate.authenticate(request, admin=True)
+        await gate.authenticate(request, admin=True)
         note(request, model=name[:200])
         rows = await run_in_threadpool(engine.hub.registry.history, name)
         return {"object": "list", "data": [row.to_dict() for row in rows]}

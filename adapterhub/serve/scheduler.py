@@ -146,11 +146,18 @@ class Scheduler:
         stepper = self.stepper
         admitted = [job for job in admitted if not self._dropped(job)]
         if admitted:
-            joining, logits = stepper.prefill([job.prompt for job in admitted], [job.entry for job in admitted],
-                                              rows=admitted)
+            try:
+                joining, logits = stepper.prefill([job.prompt for job in admitted],
+                                                  [job.entry for job in admitted], rows=admitted)
+            except Exception as error:  # noqa: BLE001 - fails the joining rows only; the running batch goes on
+                log.exception("prefill failed; failing its %d joining rows", len(admitted))
+                for job in admitted:
+                    self._end(job, error=from_exception(error))
+                admitted = []
             for row, job in enumerate(admitted):
-                self._advance(job, logits[row])
-            self._batch = stepper.merge(self._batch, joining)
+                self._advance_or_fail(job, logits[row])
+            if admitted:
+                self._batch = stepper.merge(self._batch, joining)
         if self._batch is None:
             return
         alive = [job for job in self._batch.rows if job.finish is None and not self._dropped(job)]
@@ -160,13 +167,22 @@ class Scheduler:
         self._on_step(len(self._batch))
         logits = stepper.decode(self._batch, [job.tokens[-1] for job in self._batch.rows])
         for row, job in enumerate(self._batch.rows):
-            self._advance(job, logits[row])
+            self._advance_or_fail(job, logits[row])
 
     def _dropped(self, job: Job) -> bool:
         if job.cancelled and job.finish is None:
             self.cancelled_rows += 1
             self._end(job, finish="cancelled")
         return job.cancelled
+
+    def _advance_or_fail(self, job: Job, logits: Any) -> None:
+        """:meth:`_advance`, ending only this job when its sampling or logits go bad (the other rows decode on;
+        a finished row leaves the batch at the next step)."""
+        try:
+            self._advance(job, logits)
+        except Exception as error:  # noqa: BLE001 - one row's failure is that row's answer
+            log.warning("row failed alone: %s", error)
+            self._end(job, error=from_exception(error))
 
     def _advance(self, job: Job, logits: Any) -> None:
         """Choose the job's next token, emit its text delta, and end it when a stop rule says so."""

@@ -43,12 +43,45 @@ def check_exposure(host: str, *, auth: bool, insecure: bool) -> None:
         raise ConfigError(f"refusing to listen on {host} without --auth: anyone who reaches it could use every "
                           "adapter. Add --auth (and create keys with `adapterhub keys create`), or --insecure "
                           "if the network is yours")
+    if not is_loopback(host) and not auth:
+        print(f"WARNING: --insecure: serving {host} without --auth; anyone who reaches it may use, load and unload "
+              "every adapter", file=sys.stderr, flush=True)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def _header_timed(seconds: float) -> type:
+    """uvicorn's h11 protocol closing a connection that has not finished its first request's headers within
+    ``seconds`` (later requests on a kept-alive connection meet uvicorn's keep-alive timeout the same way)."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeaderTimed(H11Protocol):
+        header_timer: Any = None
+
+        def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self.header_timer = self.loop.call_later(seconds, self.headers_late)
+
+        def handle_events(self) -> None:
+            super().handle_events()
+            if self.cycle is not None and self.header_timer is not None:
+                self.header_timer.cancel()
+                self.header_timer = None
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self.header_timer is not None:
+                self.header_timer.cancel()
+            super().connection_lost(exc)
+
+        def headers_late(self) -> None:
+            if self.cycle is None and not self.transport.is_closing():
+                self.transport.close()
+
+    return HeaderTimed
 
 
 def _server(app: Any, host: str, port: int) -> Any:
@@ -64,13 +97,19 @@ def _server(app: Any, host: str, port: int) -> Any:
                 self.force_exit = True
             self.should_exit = True
 
+    options = getattr(getattr(getattr(app, "state", None), "engine", None), "options", None)
+    limits = {} if options is None else {"http": _header_timed(options.header_timeout_s),
+                                         "limit_concurrency": options.max_connections}
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="on",
-                            timeout_keep_alive=5, timeout_graceful_shutdown=None)
+                            timeout_keep_alive=5, timeout_graceful_shutdown=None, **limits)
     return Server(config)
 
 
 def serve(app: Any, *, host: str = "127.0.0.1", port: int = 8000) -> int:
     """Serve until SIGTERM/SIGINT, finishing in-flight requests; returns 0."""
+    from .unwind import limit_heap_arenas
+
+    limit_heap_arenas()  # large bodies parsed across worker threads must not fragment a heap per thread
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
     access = logging.getLogger("adapterhub.access")

@@ -87,6 +87,7 @@ async def stream(engine: Engine, prepared: Prepared, render: Render) -> Streamin
             async for chunk in render(chained()):
                 yield chunk
         except ServeError as error:
+            error.message = engine.redact(error.message)  # a row's error mid-stream shows no server paths either
             yield shape.sse(error.body())
         finally:
             job.cancel()

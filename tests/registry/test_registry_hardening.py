@@ -342,12 +342,12 @@ def test_a_read_only_registry_is_readable_and_refuses_writes_clearly(seeded, lor
 
 # --- 11. disk full and unwritable paths ---------------------------------------------------------------
 def test_a_full_disk_during_add_is_one_clear_error_and_leaves_nothing(seeded, lora_dir, monkeypatch):
-    import adapterhub.registry.store as store
+    import adapterhub.registry.entries as entries
 
-    def full(path, data):
+    def full(path, data, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
-    monkeypatch.setattr(store, "write_synced", full)
+    monkeypatch.setattr(entries, "write_synced", full)
     before = _folders(seeded)
     with pytest.raises(StorageError, match="free disk space") as caught:
         seeded.add(lora_dir, "legal")

@@ -42,12 +42,12 @@ while int(count) == 0 or added < int(count):
 
 CRASH_AT = """
 import os, signal, sys
-import adapterhub.registry.store as registry_module, adapterhub.registry.index as index_module
+import adapterhub.registry.entries as entries_module, adapterhub.registry.index as index_module
 from adapterhub.registry import Registry
 from adapterhub.registry.staging import StagingArea
 root, source, operation, step = sys.argv[1:5]
 owner, attribute = step.rsplit(".", 1)
-owner = {"registry": registry_module, "registry_index": index_module, "StagingArea": StagingArea}[owner]
+owner = {"entries": entries_module, "registry_index": index_module, "StagingArea": StagingArea}[owner]
 setattr(owner, attribute, lambda *args, **kwargs: os.kill(os.getpid(), signal.SIGKILL))
 registry = Registry(root)
 registry.add(source, "crash") if operation == "add" else registry.remove("crash@1")
@@ -108,8 +108,8 @@ def test_sigkill_at_random_points_of_add(tmp_path, lora_dir):
 
 @pytest.mark.parametrize("cleaner", ["add", "gc"])
 @pytest.mark.parametrize("operation, step, visible, orphan", [
-    ("add", "registry.write_synced", ["crash@1"], None),  # while staging files
-    ("add", "registry.fsync_dir", ["crash@1"], None),  # holding the lock, before the rename
+    ("add", "entries.write_synced", ["crash@1"], None),  # while staging files
+    ("add", "entries.fsync_dir", ["crash@1"], None),  # holding the lock, before the rename
     ("add", "registry_index.insert", ["crash@1"], "crash/2"),  # renamed into place, not indexed
     ("remove", "StagingArea.discard", [], "crash/1"),  # unindexed, files not yet discarded
 ])

@@ -68,8 +68,8 @@ BAD_INPUTS = [  # (path, body or raw bytes, status, code, words in the message)
      "best_of"),
     ("/generate", {"inputs": "x", "parameters": {"adapter_id": "/tmp", "adapter_source": "local"}}, 400,
      "unsupported_parameter", "load_lora_adapter"),
-    ("/v1/load_lora_adapter", {"lora_name": "x", "lora_path": "/no/such/dir"}, 404, "model_not_found",
-     "does not exist"),
+    ("/v1/load_lora_adapter", {"lora_name": "x", "lora_path": "/no/such/dir"}, 400, "invalid_adapter",
+     "could not be loaded"),  # the same answer whether the folder exists or not (no probing without a key)
     ("/v1/unload_lora_adapter", {"lora_name": "never-loaded"}, 404, "model_not_found", None),
     ("/v1/nothing", {}, 404, "not_found", "no route"),
 ]
