@@ -28,6 +28,7 @@ _EXPORTS = {
     "train": "adapterhub.training",
     "merge_adapters": "adapterhub.training",
     "AdapterHub": "adapterhub.runtime",
+    "build_router": "adapterhub.runtime.routers",
 }
 __all__ = ["__version__", "errors", *_EXPORTS]
 

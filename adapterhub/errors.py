@@ -210,6 +210,14 @@ class TaskMismatchError(AdapterHubError, ValueError):
     http_fix = "send a model whose task fits this route (GET /v1/models gives each resident model's task)"
 
 
+class RoutingError(AdapterHubError, ValueError):
+    """``domain="auto"`` could not choose: bad router input, no candidate left, or ``fallback="error"`` refused a row."""
+
+
+class StaleRouterError(RoutingError, LookupError):
+    """A router's adapters were removed or replaced by a newer version since it was built; rebuild it."""
+
+
 class AdapterInUseError(AdapterHubError, RuntimeError):
     """An adapter cannot be unloaded or replaced while a running call uses it; retry after the call returns."""
 

@@ -30,7 +30,8 @@ import pytest  # noqa: E402
 from adapterhub.base.tiny import make_tiny_llama  # noqa: E402
 
 # fixtures shared across folders live in tests/helpers/ (imported as tests.helpers.<module>); registered here once
-pytest_plugins = ["tests.helpers.peft_adapters", "tests.helpers.serving", "tests.helpers.hub"]
+pytest_plugins = ["tests.helpers.peft_adapters", "tests.helpers.serving", "tests.helpers.hub",
+                  "tests.helpers.routing"]
 
 
 @pytest.fixture(autouse=True)

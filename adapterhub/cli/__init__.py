@@ -15,8 +15,8 @@ import sys
 from ..errors import AdapterHubError
 
 # order = order in --help
-COMMAND_MODULES = ["quickstart", "runtime", "encoder", "train", "merge", "registry", "lifecycle", "hub", "base", "serve",
-                   "cache", "bench"]
+COMMAND_MODULES = ["quickstart", "runtime", "encoder", "train", "merge", "router", "registry", "lifecycle", "hub", "base",
+                   "serve", "cache", "bench"]
 
 
 def build_parser() -> argparse.ArgumentParser:

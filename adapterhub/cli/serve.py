@@ -28,6 +28,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="preload these registry references or folders (others load on first use)")
     add_registry_option(serve)
     add_threads_option(serve)
+    serve.add_argument("--router", default=None, metavar="REF",
+                       help="router for model='auto' (adapterhub router build); requests may then name 'auto'")
+    serve.add_argument("--fallback", choices=["base", "mix", "error"], default="base",
+                       help="what model='auto' serves when the router is unsure (default: the bare base)")
     serve.add_argument("--auth", action="store_true", help="require 'Authorization: Bearer <key>' (adapterhub keys)")
     serve.add_argument("--insecure", action="store_true", help="allow a non-loopback --host without --auth")
     serve.add_argument("--max-batch-rows", type=int, default=32, help="rows in the running batch (1: no batching)")
@@ -101,6 +105,8 @@ def _serve(args: argparse.Namespace) -> int:
     hub = AdapterHub(args.base, **hub_args) if args.base else AdapterHub(**hub_args)
     for ref in args.adapters:
         print(f"loaded {hub.load(ref).name}", file=sys.stderr)
+    if args.router:
+        print(f"routing model='auto' with {hub.use_router(args.router, fallback=args.fallback).ref}", file=sys.stderr)
     app = build_app(hub, options)
     start_metrics_port(app, args.metrics_port)
     return serve(app, host=args.host, port=args.port)

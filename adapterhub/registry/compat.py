@@ -14,8 +14,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from .. import methods
-from ..errors import IncompatibleBaseError
+from ..errors import IncompatibleBaseError, InvalidAdapterError
 from ..methods.heads import check_task_fits
+from .routers import is_router_config
 
 
 def check_compatible(config: Mapping[str, Any], tensor_shapes: Mapping[str, tuple[int, ...]], base: Any, *,
@@ -43,6 +44,9 @@ def check_compatible(config: Mapping[str, Any], tensor_shapes: Mapping[str, tupl
     Traceback (most recent call last):
     IncompatibleBaseError: adapter was made for base 'llama-x' ...
     """
+    if is_router_config(config):
+        raise InvalidAdapterError("this entry is a router, not an adapter: it chooses adapters and is not loaded as "
+                                  "one; use it with domain='auto' (hub.use_router(...)) or adapterhub router evaluate")
     check_task_fits(config, tensor_shapes, base)  # first: "decoder adapter on an encoder" says more than a fingerprint
     if fingerprint and fingerprint != base.fingerprint:
         raise IncompatibleBaseError(
@@ -51,3 +55,18 @@ def check_compatible(config: Mapping[str, Any], tensor_shapes: Mapping[str, tupl
     name = method or methods.method_from_config(config)
     methods.get(name).check_fits(config, tensor_shapes, base)
     return name
+
+
+def check_one_base(records: Any, base: Any = None, *, purpose: str) -> None:
+    """Raise :class:`IncompatibleBaseError` unless ``records`` were all made for one base (and ``base``, if given).
+
+    ``purpose`` ends the message: ``"merge only adapters trained on one base"``.
+    """
+    fingerprints = {record.ref: record.base_fingerprint for record in records}
+    if len(set(fingerprints.values())) > 1:
+        listed = ", ".join(f"{ref} -> {fp}" for ref, fp in fingerprints.items())
+        raise IncompatibleBaseError(f"the adapters were made for different bases ({listed}); {purpose}")
+    recorded = next(iter(fingerprints.values()), None)
+    if base is not None and recorded and recorded != base.fingerprint:
+        raise IncompatibleBaseError(f"the adapters were made for base {recorded!r} but the given base is "
+                                    f"{base.fingerprint!r}; pass the base they were trained on")

@@ -20,6 +20,7 @@ from ..prompts import TaskSpec
 from .contract import parse_contract
 from .files import MAX_JSON_BYTES, json_depth_ok, parse_json, read_regular, shorten
 from .refs import validate_name
+from .routers import ROUTER_METHOD, check_router_files, is_router_config
 from .safetensors_file import safetensors_shapes
 
 FORMAT = 1
@@ -28,7 +29,8 @@ WEIGHTS_FILE = "adapter_model.safetensors"
 MANIFEST_FILE = "adapterhub.json"
 ADAPTER_FILES = (CONFIG_FILE, WEIGHTS_FILE)
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
-SOURCE_KINDS = ("trained", "imported", "pulled", "merged")  # merged: source also lists parents, weights, how
+SOURCE_KINDS = ("trained", "imported", "pulled", "merged", "router")  # merged: source also lists parents, weights,
+# how; router: the adapters it chooses between (adapterhub.registry.routers)
 _CONVERT_HINT = ("load it with PEFT in a trusted environment and save it again with "
                  "model.save_pretrained(out_dir, safe_serialization=True), then import out_dir")
 
@@ -83,9 +85,13 @@ def read_adapter_dir(path: str | Path) -> SourceAdapter:
                                   "model.save_pretrained(dir, safe_serialization=True)")
     files = {name: _read_source(path / name) for name in ADAPTER_FILES}
     config = parse_json(files[CONFIG_FILE], where=str(path / CONFIG_FILE))
-    method = methods.method_from_config(config)
     shapes = safetensors_shapes(files[WEIGHTS_FILE], where=str(weights))
-    methods.get(method).check_files(config, shapes, where=str(weights))
+    if is_router_config(config):  # a router entry (adapterhub.registry.routers): same files, its own checks
+        method = ROUTER_METHOD
+        check_router_files(config, shapes, where=str(path / CONFIG_FILE))
+    else:
+        method = methods.method_from_config(config)
+        methods.get(method).check_files(config, shapes, where=str(weights))
     manifest = None
     if (path / MANIFEST_FILE).is_file():
         manifest = parse_json(_read_source(path / MANIFEST_FILE), where=str(path / MANIFEST_FILE))

@@ -35,8 +35,9 @@ class DecoderCalls:
                 weighted mix of LoRA-family adapters is ``{"finance": 0.7, "legal": 0.3}`` or
                 ``"finance:0.7+legal:0.3"``: it equals PEFT's ``cat`` merge of them with those weights,
                 computed from the resident adapters (see :mod:`adapterhub.runtime.mixing`).
-            domains: one adapter, mix (or ``None``) per prompt, for a mixed batch. A pin the caller
-                holds (``hub.residency.pin(...)``) may stand for a name: it is used as it is.
+            domains: one adapter, mix (or ``None``) per prompt, for a mixed batch; ``"auto"`` (or
+                ``"auto:finance,legal"``) lets the hub's router choose from the text (:meth:`use_router`).
+                A pin the caller holds (``hub.residency.pin(...)``) may stand for a name: it is used as it is.
             max_new_tokens: new tokens per answer (default: the adapter's contract, else 64).
             chat: render each prompt the way its adapter was taught (template, system
                 prompt, chat template); ``False`` feeds the raw text.
@@ -67,7 +68,7 @@ class DecoderCalls:
                                     "use hub.classify or hub.tag")
         single = isinstance(prompt, str)
         prompts = [prompt] if single else list(prompt)
-        names = mixing.call_rows(len(prompts), domain, domains, default=self.domain)
+        names = self.resolve_auto_rows(mixing.call_rows(len(prompts), domain, domains, default=self.domain), prompts)
         if max_new_tokens is not None:
             _check_count("max_new_tokens", max_new_tokens)
         for key in ("num_beams", "num_return_sequences"):
@@ -155,7 +156,7 @@ class DecoderCalls:
         """
         single = isinstance(texts, str)
         items = [texts] if single else list(texts)
-        names = mixing.call_rows(len(items), domain, domains, default=self.domain)
+        names = self.resolve_auto_rows(mixing.call_rows(len(items), domain, domains, default=self.domain), items)
         _check_count("batch_size", batch_size)
         with self.residency.pinned(names) as rows:
             tasks = [scoring.classification_task(entry, mixing.row_label(name)) for entry, name in zip(rows, names)]

@@ -19,6 +19,7 @@ from .batch import UNSET
 from .decoder import DecoderCalls
 from .encoder import EncoderCalls
 from .residency import Residency
+from .routers import RoutingCalls
 from .slots import ResidentInfo, check_limits
 from .structured import StructuredCalls
 
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
     from .stepping import Stepper
 
 
-class AdapterHub(DecoderCalls, EncoderCalls, StructuredCalls):
+class AdapterHub(DecoderCalls, EncoderCalls, StructuredCalls, RoutingCalls):
     """One frozen base model serving many adapters, switched per call or mixed per row.
 
     On a decoder base: ``generate``, ``predict``, ``label_scores``, ``logits``
@@ -35,7 +36,8 @@ class AdapterHub(DecoderCalls, EncoderCalls, StructuredCalls):
     (:class:`~adapterhub.runtime.encoder.EncoderCalls`), each row with its adapter's own head;
     ``extract`` and the adapters' serving contracts: :class:`~adapterhub.runtime.structured.StructuredCalls`.
     Which adapters are loaded, and the pins that keep them there during a call, are
-    :attr:`residency` (:class:`~adapterhub.runtime.residency.Residency`).
+    :attr:`residency` (:class:`~adapterhub.runtime.residency.Residency`). ``domain="auto"`` rows are
+    routed by the router :meth:`use_router` sets (:class:`~adapterhub.runtime.routers.RoutingCalls`).
 
     Args:
         base: an alias (``"smollm2-135m-instruct"``, ``"minilm-l6"``), a local directory, a Hugging

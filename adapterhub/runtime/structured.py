@@ -87,7 +87,7 @@ class StructuredCalls:
         or a contract default to apply: the caller then uses transformers' ``generate``.
         """
         kwargs = dict(generate_kwargs or {})
-        names = mixing.call_rows(len(prompts), domain, domains, default=self.domain)
+        names = self.resolve_auto_rows(mixing.call_rows(len(prompts), domain, domains, default=self.domain), prompts)
         stepper = self.stepper()
         with self.residency.pinned(names) as entries:
             settings = [self.contracts.settings(entry, max_tokens=max_new_tokens, stops=_stops(stop),

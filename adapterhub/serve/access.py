@@ -49,6 +49,9 @@ class AccessLog:
         async def send_status(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 status[0] = message["status"]
+                if record.get("served_by"):  # model="auto": say what the router chose (serve/routing.py)
+                    message = {**message, "headers": [*message.get("headers", []),
+                                                      (b"x-adapterhub-served-by", str(record["served_by"]).encode())]}
             await send(message)
 
         try:

@@ -23,7 +23,7 @@ from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from . import promotions, rendering
+from . import promotions, rendering, routing
 from . import responses as shape
 from .access import AccessLog, note
 from .auth import ApiKey, KeyStore
@@ -120,9 +120,16 @@ class _Serving:
     async def prepare(self, request: Request, key: ApiKey | None, model: str, **kwargs: Any) -> Prepared:
         """A generation of ``model`` ready to submit, once the key may use it and the adapter is resident
         (tokenising runs in a worker thread: a long prompt never holds the event loop)."""
-        ref = self.gate.permit(request, key, model)
+        if routing.is_auto(model):  # the router picks (serve/routing.py); the key's allow list bounds its choice
+            note(request, model=model[:200])
+            text = routing.routed_text(kwargs.get("text"), kwargs.get("messages"))
+            ref, decision = await run_in_threadpool(routing.choose, self.engine, key, model, text)
+            note(request, served_by=decision.label)
+        else:
+            ref = self.gate.permit(request, key, model)
         entry = await self.engine.acquire_async(ref)
-        note(request, adapter="base" if ref is None else ref)  # a metrics label only once it resolved
+        note(request, adapter=routing.metrics_label(ref) if routing.is_auto(model)  # a metrics label only once
+             else "base" if ref is None else ref)  # it resolved
         prepared = await run_in_threadpool(self.engine.prepare, ref, entry, **kwargs)
         note(request, prompt_tokens=len(prepared.prompt), text_in=kwargs.get("text") or kwargs.get("messages"))
         return prepared
@@ -151,10 +158,11 @@ def _openai_routes(app: FastAPI, serving: _Serving) -> None:
                                          top_p=body.top_p, seed=body.seed, stops=body.stops(),
                                          schema=response_schema(body.response_format), **inputs)
         rid = shape.new_id("chatcmpl" if chat else "cmpl")
+        model = routing.served_model(request, body.model)
         if not body.stream:
             done = await collect(engine, request, prepared)
-            return JSONResponse(rendering.openai_answer(chat, rid, body.model, len(prepared.prompt), done))
-        render = rendering.openai_events(chat, rid, body.model, len(prepared.prompt),
+            return JSONResponse(rendering.openai_answer(chat, rid, model, len(prepared.prompt), done))
+        render = rendering.openai_events(chat, rid, model, len(prepared.prompt),
                                          include_usage=bool((body.stream_options or {}).get("include_usage")),
                                          on_done=serving.on_done(request, prepared))
         return await stream(engine, prepared, render)
@@ -185,11 +193,16 @@ def _labelling(serving: _Serving, method: str, logged: Callable[[Any], Any],
     async def handler(request: Request) -> dict[str, Any]:
         key = await serving.gate.authenticate(request)
         body = await parse_body(request, ClassifyRequest)
-        ref = serving.gate.permit(request, key, body.model)
         texts = body.texts()
         check_inputs(texts, most=serving.engine.options.max_inputs)
         async with serving.labelling:
-            answers = await run_in_threadpool(getattr(serving.engine, method), ref, texts)
+            if routing.is_auto(body.model):  # each text goes to the adapter the router picks for it
+                note(request, model=body.model[:200])
+                answers, ref = await run_in_threadpool(routing.label_auto, serving.engine, key, body.model, texts,
+                                                       method)
+            else:
+                ref = serving.gate.permit(request, key, body.model)
+                answers = await run_in_threadpool(getattr(serving.engine, method), ref, texts)
         note(request, adapter=ref)
         note(request, text_in=texts, text_out=[logged(answer) for answer in answers])
         return {"id": shape.new_id(method), "object": "list", "created": int(time.time()), "model": body.model,
@@ -222,6 +235,8 @@ def _tgi_routes(app: FastAPI, serving: _Serving) -> None:
             done = await collect(engine, request, prepared)
             answer = rendering.tgi_answer(done, prefix=prefix, prompt_tokens=len(prepared.prompt), seed=seed,
                                           details=p.details, decode=engine.stepper.tokenizer.decode)
+            if "details" in answer and routing.is_auto(p.adapter_id or ""):
+                answer["details"]["adapter_id"] = routing.served_model(request, p.adapter_id)
             return JSONResponse([answer] if request.url.path == "/" else answer)
         render = rendering.tgi_events(prefix=prefix, prompt_tokens=len(prepared.prompt), seed=seed,
                                       on_done=serving.on_done(request, prepared))

@@ -42,12 +42,18 @@ class Metrics:
         self.batch_rows = Histogram("adapterhub_batch_rows", "Rows per decode step", buckets=_ROWS, registry=r)
         self.resident = Gauge("adapterhub_resident_adapters", "Adapters resident in memory", registry=r)
         self.loads = Counter("adapterhub_adapter_loads", "Adapters made resident", ["adapter"], registry=r)
+        self.route_decisions = Counter("adapterhub_route_decisions", "model='auto' decisions by the router's top "
+                                       "adapter and decision (adapter, mix, base)", ["adapter", "decision"], registry=r)
         self.evictions = Counter("adapterhub_adapter_evictions", "Adapters evicted or unloaded", ["adapter"],
                                  registry=r)
         per_adapter = [(self.requests, ("endpoint", "adapter", "status")), (self.latency, ("endpoint", "adapter")),
                        *((m, ("adapter",)) for m in (self.ttft, self.prompt_tokens, self.generated_tokens,
                                                       self.loads, self.evictions))]
         self.adapters = AdapterLabels(top_k, on_demote=lambda name: remove_series(per_adapter, name))
+
+    def route_decision(self, adapter: str, decision: str) -> None:
+        """Count one ``model="auto"`` decision (``adapter``: the router's top candidate, bounded by its adapters)."""
+        self.route_decisions.labels(adapter=adapter, decision=decision).inc()
 
     def queue(self, waiting: int, running: int) -> None:
         self.queue_depth.set(waiting)

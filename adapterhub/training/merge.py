@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .. import methods
-from ..errors import ConfigError, IncompatibleBaseError
+from ..errors import ConfigError
+from ..registry.compat import check_one_base
 
 HOWS = ("linear", "cat", "svd", "ties", "dare_linear", "dare_ties")
 """The ``--how`` values: PEFT's combination types."""
@@ -124,15 +125,7 @@ def _check_parents(records: Sequence[Any], base: Any) -> None:
             raise ConfigError(f"{record.ref} is a {record.method} adapter; merges combine {mergeable} adapters "
                               "(PEFT's add_weighted_adapter). Use weighted mixes at run time, or retrain it as "
                               f"{mergeable}")
-    fingerprints = {record.ref: record.base_fingerprint for record in records}
-    if len(set(fingerprints.values())) > 1:
-        listed = ", ".join(f"{ref} -> {fp}" for ref, fp in fingerprints.items())
-        raise IncompatibleBaseError(f"the adapters were made for different bases ({listed}); merge only adapters "
-                                    "trained on one base")
-    recorded = next(iter(fingerprints.values()))
-    if base is not None and recorded and recorded != base.fingerprint:
-        raise IncompatibleBaseError(f"the adapters were made for base {recorded!r} but the given base is "
-                                    f"{base.fingerprint!r}; pass the base they were trained on")
+    check_one_base(records, base, purpose="merge only adapters trained on one base")
 
 
 def _peft_with_parents(registry: Any, records: Sequence[Any], base: Any) -> tuple[Any, list[str]]:

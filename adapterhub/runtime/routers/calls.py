@@ -1,0 +1,128 @@
+"""``hub.route(...)`` and ``domain="auto"``: the router chooses each row's adapter (or a mix, or the bare base).
+
+:class:`RoutingCalls` is mixed into :class:`~adapterhub.runtime.AdapterHub`. A row whose domain is
+``"auto"`` (every adapter the router knows) or ``"auto:finance,legal"`` (only those) is routed before the
+call pins its adapters; the router's feature pass runs the bare base's first ``layer + 1`` blocks over the
+raw text (see :mod:`.features`), then the row runs exactly as if it had named the chosen adapter.
+
+>>> hub.use_router("domains", fallback="base")  # doctest: +SKIP
+>>> hub.predict(["Shares fell 9%.", "Chest pain on exertion."], domain="auto")  # doctest: +SKIP
+['negative', 'cardiology']
+>>> hub.route("Shares fell 9%.")[0].choice  # doctest: +SKIP
+'finance@1'
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from ... import methods
+from ...errors import RoutingError
+from ..batch import routed
+from .features import features
+from .loading import check_current, open_router
+from .model import FALLBACKS, RouteDecision, Router
+
+AUTO = "auto"
+
+
+def auto_among(row: Any) -> tuple[bool, list[str] | None]:
+    """``(is it an auto row, the names it restricts to or None)`` for one row's domain.
+
+    >>> auto_among("auto"), auto_among("auto:finance,legal"), auto_among("finance")
+    ((True, None), (True, ['finance', 'legal']), (False, None))
+    """
+    if not isinstance(row, str) or not (row == AUTO or row.startswith(AUTO + ":")):
+        return False, None
+    names = [name.strip() for name in row[len(AUTO) + 1:].split(",") if name.strip()] if ":" in row else None
+    if names is not None and not names:
+        raise RoutingError(f"{row!r} names no adapters; write 'auto' or 'auto:finance,legal'")
+    return True, names
+
+
+class RoutingCalls:
+    """Routing for :class:`~adapterhub.runtime.AdapterHub` (uses its ``base``, ``registry`` and ``residency``)."""
+
+    def use_router(self, ref: str | Router | None, *, fallback: str = "base") -> Router | None:
+        """Make ``ref`` the router ``domain="auto"`` rows use (``None``: none), with its ``fallback``.
+
+        Args:
+            ref: a router entry (``"domains"``, ``"domains@2"``) or a loaded :class:`Router`.
+            fallback: ``"base"``, ``"mix"`` or ``"error"``: what a row under the router's thresholds gets.
+
+        Raises:
+            RoutingError, StaleRouterError, IncompatibleBaseError, AdapterNotFoundError (see :func:`open_router`).
+        """
+        if fallback not in FALLBACKS:
+            raise RoutingError(f"fallback={fallback!r} is not one of {', '.join(FALLBACKS)}")
+        self._router = None if ref is None else self._current_router(ref)
+        self._router_fallback = fallback
+        return self._router
+
+    @property
+    def router(self) -> Router | None:
+        """The router ``domain="auto"`` uses (set by :meth:`use_router`)."""
+        return getattr(self, "_router", None)
+
+    def route(self, texts: str | Sequence[str], *, router: str | Router | None = None, fallback: str | None = None,
+              among: Sequence[str] | None = None) -> list[RouteDecision]:
+        """Per text: the chosen ref, its probability, the runner-up and the decision (adapter / mix / base).
+
+        Args:
+            texts: one text or a list (each non-empty).
+            router: a router ref or :class:`Router` (default: the one :meth:`use_router` set).
+            fallback: for rows under the thresholds (default: the one :meth:`use_router` set, else ``"base"``).
+            among: adapter names the texts may get (default: all the router knows).
+
+        Returns:
+            One :class:`RouteDecision` per text (a list also for one text).
+
+        Raises:
+            RoutingError: no router, an empty text, a bad fallback or candidate; StaleRouterError.
+
+        >>> [d.label for d in hub.route(["Shares fell.", "Who won the cup final?"], router="domains")]  # doctest: +SKIP
+        ['finance@1', 'base']
+        """
+        items = [texts] if isinstance(texts, str) else list(texts)
+        chosen = self._current_router(router)
+        for index, text in enumerate(items):
+            if not isinstance(text, str) or not text.strip():
+                raise RoutingError(f"text {index} is empty (or not a string); routing reads the text, so send some")
+        if not items:
+            return []
+        with routed(None):  # the bare base: no adapter touches the router's features
+            found = features(self.base.model, self.tokenizer, items, layer=chosen.layer, device=self.residency.device)
+        mixable = {entry["name"]: methods.get(entry["method"]).mixable if entry.get("method") in methods.names()
+                   else False for entry in chosen.config["adapters"]}
+        return chosen.decide(found, fallback=fallback or getattr(self, "_router_fallback", "base"), among=among,
+                             mixable=mixable)
+
+    def _current_router(self, router: str | Router | None) -> Router:
+        if isinstance(router, Router):
+            check_current(self.registry, router)
+            return router
+        if router is not None:
+            return open_router(self.registry, router, base=self.base)
+        if self.router is None:
+            raise RoutingError("domain='auto' needs a router", fix="call hub.use_router('NAME') first (build one "
+                               "with adapterhub.build_router), or pass router= to hub.route")
+        check_current(self.registry, self.router)
+        return self.router
+
+    def resolve_auto_rows(self, rows: list[Any], texts: Sequence[str]) -> list[Any]:
+        """``rows`` with every ``"auto"`` / ``"auto:a,b"`` row replaced by what the router chose for its text."""
+        flags = [auto_among(row) for row in rows]
+        wanted = [index for index, (auto, _) in enumerate(flags) if auto]
+        if not wanted:
+            return rows
+        from ..mixing import as_row
+
+        groups: dict[tuple[str, ...] | None, list[int]] = {}
+        for index in wanted:
+            among = flags[index][1]
+            groups.setdefault(None if among is None else tuple(among), []).append(index)
+        out = list(rows)
+        for among, indices in groups.items():
+            for index, decision in zip(indices, self.route([texts[i] for i in indices], among=among)):
+                out[index] = as_row(decision.choice)
+        return out
