@@ -47,9 +47,10 @@ def add_console_routes(app: FastAPI, serving: Any) -> None:
     @app.get("/v1/whoami")
     async def whoami(request: Request) -> dict[str, Any]:
         key = await gate.authenticate(request)
+        routing = engine.hub.router is not None  # the playground offers model="auto"
         if key is None:
-            return {"auth": False, "name": None, "admin": True, "allow": []}
-        return {"auth": True, "name": key.name, "admin": key.admin, "allow": list(key.allow)}
+            return {"auth": False, "name": None, "admin": True, "allow": [], "routing": routing}
+        return {"auth": True, "name": key.name, "admin": key.admin, "allow": list(key.allow), "routing": routing}
 
     def allowed(key: Any) -> list[str] | None:
         """The adapter names ``key`` may see (``None``: every name)."""

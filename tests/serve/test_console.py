@@ -275,3 +275,23 @@ def test_a_restricted_key_sees_and_calls_only_its_adapters(browser, tiny_base, c
     finally:
         server.stop()
         hub.close()
+
+
+def test_the_playground_offers_auto_where_a_router_serves(browser, tiny_base, routing_registry, routing_router):
+    from tests.helpers.routing import domain_texts
+
+    hub, server = start_server(tiny_base, routing_registry)
+    hub.use_router(routing_router.ref)
+    try:
+        tab = Page(browser, server.url)
+        text = domain_texts("finance", 1, seed=99)[0]
+        page = tab.go(f"/playground?models=auto&max_tokens=4&text={text.replace(' ', '%20')}")
+        assert "auto" in page.locator("#model-0 option").all_inner_texts()
+        page.click("#run")
+        page.wait_for_selector(".answer-pane.done")
+        assert "served by finance@1" in page.inner_text(".answer-pane .stats")  # what the router chose
+        assert tab.errors == []
+        tab.close()
+    finally:
+        server.stop()
+        hub.close()

@@ -250,7 +250,7 @@ const lossChart = (curve) => chart(curve.filter((p) => p.loss !== undefined && p
 async function playgroundPage(params) {
   const [models, catalog] = await Promise.all([call("/v1/models"), call("/v1/registry/adapters?limit=200")]);
   const tasks = Object.fromEntries(catalog.data.map((a) => [a.name, a.task]));
-  const ids = models.data.map((m) => m.id);
+  const ids = [...(state.me.routing ? ["auto"] : []), ...models.data.map((m) => m.id)];  // auto: the router chooses
   const chosen = (params.get("models") || ids.slice(0, 2).join(",")).split(",").filter(Boolean);
   const pickers = [0, 1, 2].map((i) => el("select", { id: `model-${i}` }, el("option", { value: "" }, i ? "(none)" : "choose…"),
     ids.map((id) => el("option", { value: id, selected: chosen[i] === id }, id))));
@@ -298,7 +298,7 @@ async function streamCompletion(model, text, maxTokens, body, status, started) {
     body: JSON.stringify({ model, prompt: text, max_tokens: maxTokens, temperature: 0, stream: true, stream_options: { include_usage: true } }) });
   if (!response.ok) throw new Error(((await response.json()).error || {}).message || `${response.status}`);
   const reader = response.body.getReader(), decoder = new TextDecoder();
-  let buffer = "", answer = "", first = null, usage = null;
+  let buffer = "", answer = "", first = null, usage = null, servedBy = null;
   for (;;) {
     const { done, value } = await reader.read();
     if (done) break;
@@ -310,6 +310,7 @@ async function streamCompletion(model, text, maxTokens, body, status, started) {
       if (event === "[DONE]") continue;
       const chunk = JSON.parse(event);
       if (chunk.usage) usage = chunk.usage;
+      if (chunk.model) servedBy = chunk.model;
       for (const choice of chunk.choices || []) {
         if (first === null) first = performance.now();
         answer += choice.text || "";
@@ -320,7 +321,7 @@ async function streamCompletion(model, text, maxTokens, body, status, started) {
   const parsed = tryObject(answer);
   if (parsed) body.append(el("pre", { class: "parsed" }, JSON.stringify(parsed, null, 2)));
   const total = Math.round(performance.now() - started);
-  status.textContent = `${usage ? usage.completion_tokens : "?"} tokens · first token ${first ? Math.round(first - started) : "—"} ms · ${total} ms`;
+  status.textContent = `${model === "auto" && servedBy ? `served by ${servedBy} · ` : ""}${usage ? usage.completion_tokens : "?"} tokens · first token ${first ? Math.round(first - started) : "—"} ms · ${total} ms`;
   body.dataset.text = answer;
 }
 
