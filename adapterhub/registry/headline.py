@@ -11,21 +11,33 @@ imported adapters without metrics have none.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 _SHORT = {"validation": "val", "test": "test"}
+_FORMATS = {"accuracy": "{split} acc {value:.1%}", "f1": "{split} F1 {value:.3f}", "loss": "{split} loss {value:.3f}"}
+
+
+def headline(metrics: Mapping[str, Any] | None, *, splits: Sequence[str] = ("validation", "test"),
+             names: Sequence[str] = ("accuracy", "f1", "loss")) -> tuple[str, str, float] | None:
+    """``(split, metric, value)``: the first of ``names`` held by the first of ``splits`` that holds one, or ``None``.
+
+    >>> headline({"validation": {"loss": 0.2}, "test": {"accuracy": 0.9}}, splits=("test", "validation"))
+    ('test', 'accuracy', 0.9)
+    """
+    for split in splits:
+        values = (metrics or {}).get(split)
+        if not isinstance(values, Mapping):
+            continue
+        for name in names:
+            if isinstance(values.get(name), (int, float)):
+                return split, name, values[name]
+    return None
 
 
 def headline_metric(metrics: Mapping[str, Any] | None) -> str | None:
     """``"val acc 96.9%"``, ``"test F1 0.912"``, ``"val loss 1.234"``, or ``None`` when nothing was measured."""
-    for split in ("validation", "test"):
-        values = (metrics or {}).get(split)
-        if not isinstance(values, Mapping):
-            continue
-        if isinstance(values.get("accuracy"), (int, float)):
-            return f"{_SHORT[split]} acc {values['accuracy']:.1%}"
-        if isinstance(values.get("f1"), (int, float)):
-            return f"{_SHORT[split]} F1 {values['f1']:.3f}"
-        if isinstance(values.get("loss"), (int, float)):
-            return f"{_SHORT[split]} loss {values['loss']:.3f}"
-    return None
+    found = headline(metrics, names=tuple(_FORMATS))
+    if found is None:
+        return None
+    split, name, value = found
+    return _FORMATS[name].format(split=_SHORT[split], value=value)

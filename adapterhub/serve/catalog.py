@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+from ..registry.headline import headline as registry_headline
+
 MAX_PAGE = 200
 """Most rows one page may ask for."""
 
@@ -42,12 +44,8 @@ class Filters:
 
 def headline(metrics: Mapping[str, Any] | None) -> dict[str, Any] | None:
     """``{"split", "metric", "value"}``: the figure a list shows for a version, or ``None`` without metrics."""
-    for split in ("test", "validation"):
-        values = (metrics or {}).get(split) or {}
-        for metric in HEADLINE_METRICS:
-            if isinstance(values.get(metric), (int, float)):
-                return {"split": split, "metric": metric, "value": values[metric]}
-    return None
+    found = registry_headline(metrics, splits=("test", "validation"), names=HEADLINE_METRICS)
+    return None if found is None else dict(zip(("split", "metric", "value"), found))
 
 
 def group_by_name(records: Iterable[Any]) -> dict[str, list[Any]]:

@@ -6,7 +6,7 @@
   ``tag``) and paged (``limit``, ``offset``);
 - ``GET /v1/registry/adapters/{name}`` — one adapter's versions, metrics, recipe, contract, lineage,
   channel history and model card;
-- ``GET /v1/registry/adapters/{name}/{version}/export`` — the version as a zip (PEFT files, manifest, card);
+- ``GET /v1/registry/adapters/{name}/{version}/export`` — the version as a zip of what ``adapterhub registry export`` writes;
 - ``GET /v1/console/errors`` — the last failed requests (admin keys; everyone without ``--auth``).
 
 A key restricted with ``--allow`` sees and exports only its adapters; every route authenticates like the
@@ -16,6 +16,7 @@ API routes do. The page keeps the key in the browser tab's session storage only.
 from __future__ import annotations
 
 import io
+import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -81,7 +82,7 @@ def add_console_routes(app: FastAPI, serving: Any) -> None:
         if record is None:
             raise ServeError(404, f"{name} has no version {version} (versions: "
                              f"{', '.join(str(r.version) for r in versions)})", code="model_not_found")
-        data = await run_in_threadpool(_zip, record)
+        data = await run_in_threadpool(_zip, engine.hub.registry, record)
         return Response(data, media_type="application/zip",
                         headers={"Content-Disposition": f'attachment; filename="{record.name}-{record.version}.zip"'})
 
@@ -118,14 +119,17 @@ def _model_card(record: Any) -> str:
     return render_model_card(record.manifest, config, repo_id=f"<org>/{record.name}")
 
 
-def _zip(record: Any) -> bytes:
-    """The version folder's files and its model card, zipped in memory (adapters are small)."""
+def _zip(registry: Any, record: Any) -> bytes:
+    """The version as ``adapterhub registry export`` writes it (verified files, the base's public id, model card,
+    ``label_scoring.py`` for decoder classifiers), zipped in memory (adapters are small)."""
+    from ..hf.export import export_adapter
+
     buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for path in sorted(record.path.iterdir()):
-            if path.is_file():
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = export_adapter(record.ref, Path(scratch) / "export", registry=registry).path
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+            for path in sorted(folder.iterdir()):
                 archive.write(path, f"{record.name}-{record.version}/{path.name}")
-        archive.writestr(f"{record.name}-{record.version}/README.md", _model_card(record))
     return buffer.getvalue()
 
 

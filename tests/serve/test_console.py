@@ -176,13 +176,16 @@ def test_an_adapter_page_shows_metrics_plots_lineage_and_card(tab, open_server, 
     tab.wait_shown("#/adapter/legal")
     assert page.inner_text("#adapter-name").startswith("legal")
     assert "legal@2" in page.inner_text("#versions") and "prod" in page.inner_text("#versions")
-    exported = httpx.get(f"{server.url}/v1/registry/adapters/legal/2/export")
     import io
     import zipfile
 
-    names = zipfile.ZipFile(io.BytesIO(exported.content)).namelist()
+    def exported(ref):
+        response = httpx.get(f"{server.url}/v1/registry/adapters/{ref.replace('@', '/')}/export")
+        return set(zipfile.ZipFile(io.BytesIO(response.content)).namelist())
+
     assert {"legal-2/adapter_config.json", "legal-2/adapter_model.safetensors", "legal-2/adapterhub.json",
-            "legal-2/README.md"} <= set(names)
+            "legal-2/README.md"} <= exported("legal@2")
+    assert "finance-1/label_scoring.py" in exported("finance@1")  # what `registry export` writes for a classifier
 
 
 def test_the_playground_streams_two_adapters_side_by_side(tab, open_server, screens):
