@@ -118,7 +118,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     print_table([(row, *(table["counts"][row][c] for c in table["columns"])) for row in table["rows"]],
                 ("text from", *table["columns"]), title="served by")
     if report.get("end_to_end"):
+        mixed = {"all files": report["end_to_end_mixed"]} if len(report["end_to_end"]) > 1 else {}
         print_table([(name, row["rows"], f"{100 * row['named']:.1f}%", f"{100 * row['auto']:.1f}%",
-                      f"{row['points']:+.1f}") for name, row in report["end_to_end"].items()],
+                      f"{row['points']:+.1f}") for name, row in {**report["end_to_end"], **mixed}.items()],
                     ("adapter", "rows", "named", "auto", "points"), title="task accuracy")
     return 0

@@ -122,7 +122,8 @@ def _serve_on_ray(args: argparse.Namespace, options: Any) -> int:
                                packed_4bit=args.packed_4bit,
                                hub_namespace=args.hub_namespace, replicas=args.replicas,
                                adapters_per_replica=args.adapters_per_replica,
-                               cpus_per_replica=args.cpus_per_replica, options=options)
+                               cpus_per_replica=args.cpus_per_replica, options=options,
+                               router=args.router, fallback=args.fallback)
     return serve_on_ray(settings, host=args.host, port=args.port, address=args.ray_address)
 
 

@@ -20,7 +20,11 @@ from ..errors import InvalidAdapterError
 
 ROUTER_METHOD = "router"
 """The manifest ``method`` (and index column) of a router entry."""
-ROUTER_FORMAT = 1
+ROUTER_FORMAT = 2
+"""Format written: 2 (relative Mahalanobis gate, low-rank); format 1 (``whiten``, the plain distance) is still read."""
+FORMATS = (1, 2)
+GATE = "embedding+block"
+"""Format 2's gate: it reads the mean of the text's token embeddings beside the block's."""
 HEADS = ("prototype", "linear")
 
 
@@ -33,15 +37,18 @@ def check_router_files(config: Mapping[str, Any], shapes: Mapping[str, tuple[int
     """Raise :class:`InvalidAdapterError` unless a router's config and tensors fit together.
 
     Needed: ``adapters`` (two or more ``{"name", "ref"}``), ``layer`` (int >= 0), ``head`` (prototype or
-    linear), and tensors ``mean`` / ``scale`` ``[hidden]``, ``prototypes`` / ``centres`` ``[adapters, hidden]``
-    and ``whiten`` ``[hidden, hidden]`` (a linear head adds ``weight`` ``[adapters, hidden]`` and ``bias``
-    ``[adapters]``).
+    linear), and tensors ``mean`` / ``scale`` ``[hidden]``, ``prototypes`` / ``centres`` ``[adapters, hidden]``,
+    and the gate's: format 2 (``"gate": "embedding+block"``) ``gate_mean`` / ``gate_scale`` ``[2 hidden]``,
+    ``centres`` ``[adapters, 2 hidden]``, ``within_*`` and ``overall_*`` (``basis`` ``[rank, 2 hidden]``,
+    ``values`` ``[rank]``, ``rest`` ``[1]``); format 1 ``centres`` ``[adapters, hidden]`` and ``whiten``
+    ``[hidden, hidden]``. A linear head adds ``weight`` ``[adapters, hidden]`` and ``bias`` ``[adapters]``.
     """
     def bad(why: str) -> InvalidAdapterError:
         return InvalidAdapterError(f"{where}: not a valid router ({why}); rebuild it with adapterhub router build")
 
-    if config.get("adapterhub_router") != ROUTER_FORMAT:
-        raise bad(f"format {config.get('adapterhub_router')!r}, this adapterhub reads format {ROUTER_FORMAT}")
+    version = config.get("adapterhub_router")
+    if version not in FORMATS:
+        raise bad(f"format {version!r}, this adapterhub reads formats {', '.join(map(str, FORMATS))}")
     adapters = config.get("adapters")
     if not isinstance(adapters, list) or len(adapters) < 2 or not all(
             isinstance(a, Mapping) and isinstance(a.get("name"), str) and isinstance(a.get("ref"), str)
@@ -53,8 +60,17 @@ def check_router_files(config: Mapping[str, Any], shapes: Mapping[str, tuple[int
     if config.get("head") not in HEADS:
         raise bad(f"'head' is {config.get('head')!r}, not one of {', '.join(HEADS)}")
     hidden = (shapes.get("mean") or (None,))[0]
-    wanted = {"mean": (hidden,), "scale": (hidden,), "prototypes": (len(adapters), hidden),
-              "centres": (len(adapters), hidden), "whiten": (hidden, hidden)}
+    wanted = {"mean": (hidden,), "scale": (hidden,), "prototypes": (len(adapters), hidden)}
+    if version == 1:
+        wanted |= {"centres": (len(adapters), hidden), "whiten": (hidden, hidden)}
+    else:
+        if config.get("gate") != GATE:
+            raise bad(f"'gate' is {config.get('gate')!r}, not {GATE!r}")
+        gate = None if hidden is None else 2 * hidden  # the token embeddings' mean, then the block's
+        rank = (shapes.get("within_values") or (None,))[0]
+        wanted |= {"gate_mean": (gate,), "gate_scale": (gate,), "centres": (len(adapters), gate)}
+        for part in ("within", "overall"):
+            wanted |= {f"{part}_basis": (rank, gate), f"{part}_values": (rank,), f"{part}_rest": (1,)}
     if config["head"] == "linear":
         wanted |= {"weight": (len(adapters), hidden), "bias": (len(adapters),)}
     for key, shape in wanted.items():

@@ -31,6 +31,7 @@ from .metrics import Metrics
 from .redact import Redactor
 from .protocol import ServeError
 from .rollout import Rollout
+from .routing import decide_each
 from .scheduler import Job, Scheduler
 from .tier_metrics import TierCollector
 
@@ -92,7 +93,8 @@ class Engine:
         self._chars_per_token: int | None = None
         self.stepper = hub.stepper()
         self.scheduler = Scheduler(self.stepper, max_rows=self.options.max_rows, max_queue=self.options.max_queue,
-                                   on_step=self.metrics.batch_rows.observe, on_queue=self.metrics.queue)
+                                   on_step=self.metrics.batch_rows.observe, on_queue=self.metrics.queue,
+                                   route_batch=lambda jobs: decide_each(hub, jobs))
         spec_name = hub.base.spec.name
         self.base_id = self.options.base_name or (Path(spec_name).name if os.sep in spec_name else spec_name)
         self._base_names = {self.base_id, spec_name, "base"}

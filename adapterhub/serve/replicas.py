@@ -36,6 +36,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Any, AsyncIterator
 
+from ..runtime.routers import auto_among
 from .engine import ServeOptions
 
 REPLICA_HEADER = "x-adapterhub-replica"  # which replica answered (and its pid)
@@ -58,14 +59,24 @@ class ReplicaSettings:
     max_ongoing_requests: int = 64  # per replica: what it may batch together
     options: ServeOptions = field(default_factory=ServeOptions)
     env: dict[str, str] = field(default_factory=dict)  # passed to the replicas' processes (HF_ENDPOINT, ...)
+    router: str | None = None  # model="auto": each replica routes with this router of its registry
+    fallback: str = "base"  # what auto serves when the router is unsure (base, mix or error)
 
 
 def adapter_of(body: bytes) -> str:
-    """The adapter a request body names (``""`` when it names none or is not JSON).
+    """The adapter a request body names (``""`` when it names none, is not JSON, or asks the router with
+    ``auto``: any replica routes it with its own router and loads what that chose).
 
     >>> adapter_of(b'{"model": "finance", "prompt": "x"}'), adapter_of(b'{"parameters": {"adapter_id": "legal"}}')
     ('finance', 'legal')
+    >>> adapter_of(b'{"model": "auto:finance,legal", "prompt": "x"}')
+    ''
     """
+    adapter = _named(body)
+    return "" if auto_among(adapter)[0] else adapter
+
+
+def _named(body: bytes) -> str:
     try:
         payload = json.loads(body) if body else None
     except ValueError:
@@ -108,6 +119,8 @@ class ReplicaServer:
         hub_args: dict[str, Any] = {"quantize": settings.quantize, "device": settings.device, "registry": registry,
                                     "max_resident": settings.adapters_per_replica, "packed_4bit": settings.packed_4bit}
         self.hub = AdapterHub(settings.base, **hub_args) if settings.base else AdapterHub(**hub_args)
+        if settings.router:
+            self.hub.use_router(settings.router, fallback=settings.fallback)
         self.app = build_app(self.hub, settings.options)
         self.engine = self.app.state.engine
         self.engine.start()  # the app's lifespan does this in a standalone server

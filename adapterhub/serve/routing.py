@@ -6,8 +6,8 @@ What served the request goes back in the ``X-Adapterhub-Served-By`` header, the 
 and LoRAX's ``details.adapter_id``; ``/metrics`` counts decisions per adapter (``adapterhub_route_decisions``).
 
 The router's feature pass (the base's first blocks over the raw text, see
-:mod:`adapterhub.runtime.routers.features`) runs in a worker thread when the request arrives, beside the
-running batch, then the request joins the batch under the adapter it chose.
+:mod:`adapterhub.runtime.routers.features`) runs in the scheduler's step, one pass for every request that
+asked since the last step (:func:`decide_each`); then the request joins the batch under the adapter chosen.
 
 >>> ref, decision = choose(engine, None, "auto", "Shares fell 9% after the profit warning.")  # doctest: +SKIP
 >>> ref, decision.decision  # doctest: +SKIP
@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..runtime.routers import RouteDecision, auto_among
+from ..runtime.routers.calls import mixable
 from .protocol import ServeError
 
 SERVED_BY_HEADER = "X-Adapterhub-Served-By"
@@ -40,7 +41,7 @@ def routed_text(text: str | None = None, messages: list[dict[str, Any]] | None =
 def choose(engine: Any, key: Any, model: str, text: str) -> tuple[str | None, RouteDecision]:
     """The adapter reference (a mix string, or ``None`` for the bare base) ``auto`` picks for ``text``.
 
-    Blocking (one partial forward of the base): call it from a worker thread.
+    Blocking (waits for the scheduler's next routing pass): call it from a worker thread.
 
     Raises:
         ServeError: 400 no router on this server, or an empty text; 403 the key may use none of the candidates.
@@ -66,10 +67,24 @@ def choose_each(engine: Any, key: Any, model: str, texts: list[str]) -> list[tup
                              f"({', '.join(candidates)}; allowed: {', '.join(key.allow)})", code="model_not_allowed")
         among = allowed
     chosen = []
-    for decision in engine.hub.route(texts, among=among):
+    for decision in engine.scheduler.route(texts, among).result():
         engine.metrics.route_decision(decision.adapter, decision.decision)
         chosen.append((None if decision.choice is None else decision.label, decision))
     return chosen
+
+
+def decide_each(hub: Any, jobs: list[Any]) -> None:
+    """The scheduler's routing step: one feature pass over every job's texts, then each job's decisions (with its
+    own candidates) into its future; a job whose candidates are wrong gets its own error."""
+    router, found = hub.route_features([text for job in jobs for text in job.texts])
+    table, start = mixable(router), 0
+    for job in jobs:
+        rows = found[start:start + len(job.texts)]
+        start += len(job.texts)
+        try:
+            job.future.set_result(router.decide(rows, fallback=hub.router_fallback, among=job.among, mixable=table))
+        except Exception as error:  # noqa: BLE001 - this request's error, not the others'
+            job.future.set_exception(error)
 
 
 def label_auto(engine: Any, key: Any, model: str, texts: list[str], method: str) -> tuple[list[Any], str]:

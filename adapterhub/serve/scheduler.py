@@ -2,6 +2,8 @@
 
 Each step of the scheduler thread:
 
+0. routes the ``model="auto"`` requests that arrived since the last step, all in one forward pass of the
+   base's first blocks (:class:`RouteJob`; the request then joins a later step under the adapter chosen);
 1. admits waiting jobs (up to ``max_rows`` running) and prefills them together;
    their first token is chosen at once and they join the running batch;
 2. drops rows that finished (end token, a stop string, their token limit) or
@@ -25,6 +27,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -56,6 +59,16 @@ class Job:
         self.cancelled = True
 
 
+@dataclass(eq=False)
+class RouteJob:
+    """Texts of one request whose adapter the router chooses at the scheduler's next step; ``future`` gets the
+    decisions (a list of :class:`~adapterhub.runtime.routers.RouteDecision`) or the error."""
+
+    texts: list[str]
+    among: list[str] | None = None
+    future: Future = field(default_factory=Future)
+
+
 class Scheduler:
     """Runs jobs on one :class:`~adapterhub.runtime.stepping.Stepper` in a background thread.
 
@@ -65,11 +78,14 @@ class Scheduler:
         max_queue: most jobs waiting for a row; :meth:`submit` refuses more with 503.
         on_step: called with the row count of every decode step (metrics).
         on_queue: called with ``(waiting, running)`` whenever they change (metrics).
+        route_batch: decides every :class:`RouteJob` of a step from one routing pass (resolves their futures);
+            ``None``: :meth:`route` refuses.
     """
 
     def __init__(self, stepper: Any, *, max_rows: int = 32, max_queue: int = 256,
                  on_step: Callable[[int], None] | None = None,
-                 on_queue: Callable[[int, int], None] | None = None) -> None:
+                 on_queue: Callable[[int, int], None] | None = None,
+                 route_batch: Callable[[list[RouteJob]], None] | None = None) -> None:
         if max_rows < 1 or max_queue < 0:
             raise ServeError(400, "max_rows must be >= 1 and max_queue >= 0")
         self.stepper = stepper
@@ -78,6 +94,8 @@ class Scheduler:
         self._on_step = on_step or (lambda rows: None)
         self._on_queue = on_queue or (lambda waiting, running: None)
         self._waiting: deque[Job] = deque()
+        self._routes: list[RouteJob] = []
+        self._route_batch = route_batch
         self._batch: Any = None
         self._wake = threading.Condition()
         self._stopping = False
@@ -99,16 +117,32 @@ class Scheduler:
 
     def submit(self, job: Job) -> None:
         """Queue ``job``; raises a 503 :class:`ServeError` (with ``Retry-After``) when the queue is full."""
+        self._enqueue(self._waiting, job, "requests waiting")
+        self._report()
+
+    def route(self, texts: list[str], among: list[str] | None = None) -> Future:
+        """Queue ``texts`` for the next step's routing pass; the returned future gets their decisions.
+
+        Raises:
+            ServeError: 400 no router on this scheduler; 503 shutting down or ``max_queue`` requests waiting.
+        """
+        if self._route_batch is None:
+            raise ServeError(400, "this server has no router", code="no_router")
+        job = RouteJob(list(texts), None if among is None else list(among))
+        self._enqueue(self._routes, job, "requests waiting to be routed")
+        return job.future
+
+    def _enqueue(self, queue: Any, item: Any, what: str) -> None:
+        """Append ``item`` to ``queue`` and wake the thread, or refuse with 503 (shutting down, or full)."""
         with self._wake:
             if self._stopping:
                 raise ServeError(503, "the server is shutting down", code="shutting_down",
                                  headers={"Retry-After": "5"})
-            if len(self._waiting) >= self.max_queue:
-                raise ServeError(503, f"the server is at capacity ({len(self._waiting)} requests waiting); "
-                                 "retry later", code="queue_full", headers={"Retry-After": "1"})
-            self._waiting.append(job)
+            if len(queue) >= self.max_queue:
+                raise ServeError(503, f"the server is at capacity ({len(queue)} {what}); retry later",
+                                 code="queue_full", headers={"Retry-After": "1"})
+            queue.append(item)
             self._wake.notify()
-        self._report()
 
     @property
     def waiting(self) -> int:
@@ -123,13 +157,17 @@ class Scheduler:
     def _run(self) -> None:
         while True:
             with self._wake:
-                while not self._waiting and self._batch is None and not self._stopping:
+                while not self._waiting and not self._routes and self._batch is None and not self._stopping:
                     self._wake.wait()
-                if self._stopping and not self._waiting and self._batch is None:
+                if self._stopping and not self._waiting and not self._routes and self._batch is None:
                     return
                 room = self.max_rows - self.running
                 admitted = [self._waiting.popleft() for _ in range(min(room, len(self._waiting)))]
+                routes = list(self._routes)
+                self._routes.clear()  # the same list: route() appends to it
             self._report()
+            if routes:
+                self._route(routes)
             try:
                 self._step(admitted)
             except Exception as error:  # noqa: BLE001 - one failing step must not end the server
@@ -140,6 +178,16 @@ class Scheduler:
                     if job.finish is None:
                         self._end(job, error=from_exception(error))
             self._report()
+
+    def _route(self, routes: list[RouteJob]) -> None:
+        """One routing pass for every request that asked since the last step (a failure fails those requests)."""
+        try:
+            self._route_batch(routes)
+        except Exception as error:  # noqa: BLE001 - the routed requests get the error; the batch goes on
+            log.warning("routing pass failed: %s", error)
+            for job in routes:
+                if not job.future.done():
+                    job.future.set_exception(error)
 
     def _step(self, admitted: list[Job]) -> None:
         rebalance()  # other adapterhub processes came or went: keep this one at its share of the cores

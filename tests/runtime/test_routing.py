@@ -136,3 +136,35 @@ def test_a_stale_router_refuses_until_rebuilt(tiny_base, registry, router, tmp_p
         registry.remove("legal@1")
         with pytest.raises(StaleRouterError, match="legal@1, which is no longer in the registry"):
             hub.use_router("domains")
+
+
+def test_the_gate_reads_embeddings_beside_the_block_and_old_routers_still_load(router, registry):
+    """Format 2 (written now): the gate's tensors span the token embeddings' mean and the block's; a format-1
+    router (the plain distance over the block, ``whiten``) still passes the file check and decides."""
+    import json
+
+    import torch
+    from safetensors.torch import load_file
+
+    from adapterhub.registry.routers import check_router_files
+    from adapterhub.runtime.routers.fit import _one_sigma_below
+
+    config = json.loads((router.path / "adapter_config.json").read_text())
+    tensors = load_file(str(router.path / "adapter_model.safetensors"))
+    hidden = tensors["mean"].shape[0]
+    assert (config["adapterhub_router"], config["gate"]) == (2, "embedding+block")
+    assert tensors["gate_mean"].shape == (2 * hidden,) and tensors["within_basis"].shape[1] == 2 * hidden
+    shapes = {key: tuple(value.shape) for key, value in tensors.items()}
+    with pytest.raises(InvalidAdapterError, match="within_basis"):
+        check_router_files(config, {k: v for k, v in shapes.items() if k != "within_basis"}, where="x")
+    old = {key: tensors[key] for key in ("mean", "scale", "prototypes", "weight", "bias") if key in tensors}
+    old |= {"centres": torch.zeros(3, hidden), "whiten": torch.eye(hidden, dtype=torch.float16)}
+    old_config = {**{k: v for k, v in config.items() if k != "gate"}, "adapterhub_router": 1, "max_distance": 1e9,
+                  "min_probability": 0.0}
+    check_router_files(old_config, {key: tuple(value.shape) for key, value in old.items()}, where="old")
+    block = torch.randn(2, hidden)
+    decided = Router("domains@1", old_config, old).decide(block)
+    assert [d.decision for d in decided] == ["adapter", "adapter"]
+    new = Router("domains@1", config, tensors).probabilities(torch.cat([torch.randn(2, hidden), block], -1), [0, 1, 2])
+    assert [["finance", "medical", "legal"][int(i)] for i in new[0].argmax(-1)] == [d.adapter for d in decided]
+    assert _one_sigma_below(1.0, 64) == 1.0 and _one_sigma_below(0.9, 100) == pytest.approx(0.87)

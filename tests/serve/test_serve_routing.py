@@ -62,6 +62,32 @@ def test_auto_answers_like_the_adapter_it_chose(routed_server):
     assert any('adapter="legal"' in line for line in counted)
 
 
+def test_auto_requests_are_routed_in_the_scheduler_step_many_to_a_pass(routed_server, monkeypatch):
+    import threading
+
+    import adapterhub.serve.engine as engine_module
+    from adapterhub.serve.routing import decide_each
+
+    hub, srv = routed_server
+    passes = []
+
+    def spy(hub_, jobs):
+        passes.append((threading.current_thread().name, [len(job.texts) for job in jobs]))
+        decide_each(hub_, jobs)
+
+    monkeypatch.setattr(engine_module, "decide_each", spy)
+    texts, _ = mixed_texts(seed=550)
+    chosen = [d.label for d in hub.route(texts)]
+    with httpx.Client(base_url=srv.url, timeout=60) as http, ThreadPoolExecutor(len(texts)) as pool:
+        served = list(pool.map(lambda text: http.post("/v1/completions", json={
+            "model": "auto", "prompt": text, "max_tokens": 2}).headers["x-adapterhub-served-by"], texts))
+        sports = http.post("/v1/completions", json={"model": "auto:sports", "prompt": texts[0]})
+    assert served == chosen
+    assert {thread for thread, _ in passes} == {"adapterhub-scheduler"}  # no forward of its own beside the batch
+    assert sum(sum(jobs) for _, jobs in passes) == len(texts) + 1 and len(passes) <= len(texts) + 1
+    assert sports.status_code == 400  # one request's bad candidates fail that request only
+
+
 def test_auto_classifies_each_text_with_its_adapter(routed_server):
     hub, srv = routed_server
     texts, _ = mixed_texts(seed=600)
@@ -119,3 +145,32 @@ def test_auto_without_a_router_or_text_is_one_clear_error(routed_server, tiny_ba
     finally:
         bare.stop()
         hub.close()
+
+
+def test_a_ray_replica_routes_auto_with_its_own_router(routed_server, tiny_llama_dir, routing_registry):
+    """``serve --ray --router``: the ingress multiplexes ``auto`` to any replica (no adapter id), and the replica
+    routes it with the router of its registry (the replica's app is run here in-process, without Ray)."""
+    import asyncio
+    import json
+
+    from adapterhub.serve import ServeOptions
+    from adapterhub.serve.replicas import ReplicaServer, ReplicaSettings, adapter_of
+
+    hub, _ = routed_server
+    texts, _ = mixed_texts(seed=800)
+    chosen = [d.label for d in hub.route(texts)]
+    assert adapter_of(json.dumps({"model": "auto", "prompt": "x"}).encode()) == ""
+    settings = ReplicaSettings(base=str(tiny_llama_dir), device="cpu", registry=str(routing_registry.root),
+                               router="domains", options=ServeOptions(max_rows=4, max_new_tokens=8))
+    replica = ReplicaServer(settings, "r0")
+
+    async def served(text):
+        request = {"method": "POST", "path": "/v1/completions", "headers": [("content-type", "application/json")]}
+        body = json.dumps({"model": "auto", "prompt": text, "max_tokens": 2}).encode()
+        async for head in replica.forward(request, body):
+            return dict((k.lower(), v) for k, v in head["headers"]).get("x-adapterhub-served-by")
+
+    try:
+        assert [asyncio.run(served(text)) for text in texts[::3]] == chosen[::3]
+    finally:
+        replica.close()

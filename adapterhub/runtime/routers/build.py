@@ -24,7 +24,7 @@ from typing import Any, Sequence
 from ...errors import ConfigError, RoutingError
 from ...registry.compat import check_one_base
 from ...registry.routers import ROUTER_FORMAT, ROUTER_METHOD
-from .features import decoder_layers, layer_features
+from .features import EMBEDDING, decoder_layers, layer_features
 from .fit import choose
 
 VALIDATION_SHARE = 0.2  # held out of the training rows when an adapter has no validation file
@@ -174,10 +174,10 @@ def build_router(name: str, *, adapters: Sequence[str], registry: Any = None, ba
     layers = list(layers) if layers else candidate_layers(len(decoder_layers(base.model)))
     every = [t for n in train for t in train[n]] + [t for n in validation for t in validation[n]] + list(ood or [])
     bar = _bar(len(every), progress)
-    found = layer_features(base.model, base.tokenizer, every, layers=layers, progress=bar.update)
+    found = layer_features(base.model, base.tokenizer, every, layers=[EMBEDDING, *layers], progress=bar.update)
     bar.close()
     counts = [len(train[r.name]) for r in records] + [len(validation[r.name]) for r in records]
-    splits = {layer: torch.split(found[layer], [*counts, len(ood or [])]) for layer in layers}
+    splits = {layer: torch.split(found[layer], [*counts, len(ood or [])]) for layer in [EMBEDDING, *layers]}
     k = len(records)
     labels = torch.cat([torch.full((c,), i) for i, c in enumerate(counts[:k])])
     val_labels = torch.cat([torch.full((c,), i) for i, c in enumerate(counts[k:])])

@@ -40,6 +40,12 @@ def auto_among(row: Any) -> tuple[bool, list[str] | None]:
     return True, names
 
 
+def mixable(router: Router) -> dict[str, bool]:
+    """``{adapter name: whether it can join a weighted mix}`` for ``router``'s adapters (LoRA-family methods)."""
+    return {entry["name"]: methods.get(entry["method"]).mixable if entry.get("method") in methods.names() else False
+            for entry in router.config["adapters"]}
+
+
 class RoutingCalls:
     """Routing for :class:`~adapterhub.runtime.AdapterHub` (uses its ``base``, ``registry`` and ``residency``)."""
 
@@ -84,18 +90,33 @@ class RoutingCalls:
         ['finance@1', 'base']
         """
         items = [texts] if isinstance(texts, str) else list(texts)
-        chosen = self._current_router(router)
-        for index, text in enumerate(items):
-            if not isinstance(text, str) or not text.strip():
-                raise RoutingError(f"text {index} is empty (or not a string); routing reads the text, so send some")
+        chosen, found = self.route_features(items, router=router)
         if not items:
             return []
+        return chosen.decide(found, fallback=fallback or self.router_fallback, among=among, mixable=mixable(chosen))
+
+    @property
+    def router_fallback(self) -> str:
+        """What rows under the router's thresholds get (set by :meth:`use_router`; default ``"base"``)."""
+        return getattr(self, "_router_fallback", "base")
+
+    def route_features(self, texts: Sequence[str], *, router: str | Router | None = None) -> tuple[Router, Any]:
+        """``(router, [texts, hidden] features)``: :meth:`route`'s one forward pass, for callers that decide
+        several requests' rows from one pass (the server's scheduler: each request with its own candidates).
+
+        Raises:
+            RoutingError: no router, or an empty text; StaleRouterError.
+        """
+        chosen = self._current_router(router)
+        for index, text in enumerate(texts):
+            if not isinstance(text, str) or not text.strip():
+                raise RoutingError(f"text {index} is empty (or not a string); routing reads the text, so send some")
+        if not texts:
+            return chosen, None
         with routed(None):  # the bare base: no adapter touches the router's features
-            found = features(self.base.model, self.tokenizer, items, layer=chosen.layer, device=self.residency.device)
-        mixable = {entry["name"]: methods.get(entry["method"]).mixable if entry.get("method") in methods.names()
-                   else False for entry in chosen.config["adapters"]}
-        return chosen.decide(found, fallback=fallback or getattr(self, "_router_fallback", "base"), among=among,
-                             mixable=mixable)
+            found = features(self.base.model, self.tokenizer, list(texts), layer=chosen.layer,
+                             embedding=chosen.reads_embeddings, device=self.residency.device)
+        return chosen, found
 
     def _current_router(self, router: str | Router | None) -> Router:
         if isinstance(router, Router):

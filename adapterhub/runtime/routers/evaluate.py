@@ -7,7 +7,8 @@ Figures (one dict, written as ``router-eval.json`` with a ``confusion.png`` besi
 * ``confusion``: rows = the file's adapter, columns = what served the text (each adapter, ``mix``, ``base``);
 * ``ood_base_share``: share of out-of-domain texts the router leaves to the bare base (``fallback="base"``);
 * ``end_to_end``: per adapter, task accuracy with ``domain="auto"`` beside naming the adapter (a text the
-  router leaves to the base or a mix of adapters with other labels counts as wrong);
+  router leaves to the base or a mix of adapters with other labels counts as wrong); ``end_to_end_mixed``:
+  the same over all those files mixed together (rows weighted alike);
 * ``timing``: seconds of ``predict(texts, domain="auto")`` and ``predict`` with the adapters named, alternated
   ``repeats`` times over the same texts (the ratio's median and spread).
 
@@ -90,6 +91,8 @@ def evaluate_router(hub: Any, router: Any, *, data: Mapping[str, Sequence[str]],
                                 for label in sorted({d.label for d in ood_decisions})}
     if end_to_end:
         report["end_to_end"] = _end_to_end(hub, rows, decisions, refs, batch_size)
+        if report["end_to_end"]:
+            report["end_to_end_mixed"] = _mixed(report["end_to_end"].values())
     if repeats and timing_rows:
         routed = [i for i, d in enumerate(decisions) if d.decision == "adapter"][:timing_rows]
         previous = hub.router
@@ -141,6 +144,15 @@ def _end_to_end(hub: Any, rows: Mapping[str, list[tuple[str, Any]]], decisions: 
         result[name] = {"rows": len(texts), "named": named_accuracy, "auto": auto_accuracy,
                         "points": round(100 * (auto_accuracy - named_accuracy), 2)}
     return result
+
+
+def _mixed(parts: Any) -> dict[str, Any]:
+    """:func:`_end_to_end`'s figures over all its files together."""
+    parts = list(parts)
+    rows = sum(part["rows"] for part in parts)
+    named = round(sum(part["named"] * part["rows"] for part in parts) / rows, 4)
+    auto = round(sum(part["auto"] * part["rows"] for part in parts) / rows, 4)
+    return {"rows": rows, "named": named, "auto": auto, "points": round(100 * (auto - named), 2)}
 
 
 def _predict_rows(hub: Any, texts: list[str], choices: list[Any], batch_size: int) -> list[Any]:

@@ -1,5 +1,5 @@
 """What a router reads of a text: the resident base's own hidden state after one layer, mean-pooled over
-the text's tokens (no second model, no prompt template).
+the text's tokens, beside the mean of its token embeddings (no second model, no prompt template).
 
 Only the layers up to the router's ``layer`` run: a forward hook stops the pass there, so routing a text
 costs ``(layer + 1) / layers`` of one bare forward over the raw text. The hooks stay on the blocks and act only
@@ -7,6 +7,8 @@ inside a routing pass of their own thread or asyncio task, so serving threads ma
 
 >>> features(base.model, base.tokenizer, ["Revenue fell 8%."], layer=3).shape  # doctest: +SKIP
 torch.Size([1, 576])
+>>> features(base.model, base.tokenizer, ["Revenue fell 8%."], layer=3, embedding=True).shape  # doctest: +SKIP
+torch.Size([1, 1152])
 """
 
 from __future__ import annotations
@@ -18,6 +20,13 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from ...errors import ConfigError
+
+
+EMBEDDING = -1
+"""The ``layers`` key of the token embeddings' mean (what the embedding layer puts out, before block 0)."""
+BATCH_TOKENS = 384
+"""Padded tokens per routing batch: on a 2-core CPU, batches of 256-512 ran 36 texts of ~30 tokens to block 7
+22% faster than batches of 32 texts (and 1024 tokens), as fast as 8 texts."""
 
 
 class _Reached(Exception):
@@ -78,21 +87,34 @@ def decoder_layers(model: Any) -> Any:
                       "decoder (llama-like) or BERT-like base")
 
 
-def features(model: Any, tokenizer: Any, texts: Sequence[str], *, layer: int, batch_size: int = 32,
-             device: Any = None) -> Any:
-    """``[texts, hidden]`` float32: the mean over each text's tokens of the hidden state after block ``layer``.
+def features(model: Any, tokenizer: Any, texts: Sequence[str], *, layer: int, embedding: bool = False,
+             batch_tokens: int = BATCH_TOKENS, device: Any = None) -> Any:
+    """``[texts, hidden]`` float32: the mean over each text's tokens of the hidden state after block ``layer``;
+    with ``embedding``, ``[texts, 2 x hidden]``: the mean of its token embeddings, then that (:func:`gate_features`).
 
     Run it with the base's adapters switched off (the caller's bare routing, or a plain base).
 
     Raises:
         ConfigError: ``layer`` is past the base's last block.
     """
-    return layer_features(model, tokenizer, texts, layers=[layer], batch_size=batch_size, device=device)[layer]
+    layers = [EMBEDDING, layer] if embedding else [layer]
+    found = layer_features(model, tokenizer, texts, layers=layers, batch_tokens=batch_tokens, device=device)
+    return gate_features(found, layer) if embedding else found[layer]
 
 
-def layer_features(model: Any, tokenizer: Any, texts: Sequence[str], *, layers: Sequence[int], batch_size: int = 32,
-                   device: Any = None, progress: Any = None) -> dict[int, Any]:
+def gate_features(found: dict[int, Any], layer: int) -> Any:
+    """``[rows, 2 x hidden]``: the token embeddings' mean, then block ``layer``'s (what a router's gate reads)."""
+    import torch
+
+    return torch.cat([found[EMBEDDING], found[layer]], -1)
+
+
+def layer_features(model: Any, tokenizer: Any, texts: Sequence[str], *, layers: Sequence[int],
+                   batch_tokens: int = BATCH_TOKENS, device: Any = None, progress: Any = None) -> dict[int, Any]:
     """:func:`features` after each block of ``layers`` from one pass that stops after the highest of them.
+
+    Texts run sorted by length, in batches of at most ``batch_tokens`` tokens with padding (one text at least):
+    little padding, and no batch so wide that the CPU's caches stop helping.
 
     ``progress``: called with the number of texts done after each batch (e.g. a progress bar's ``update``).
     """
@@ -100,19 +122,21 @@ def layer_features(model: Any, tokenizer: Any, texts: Sequence[str], *, layers: 
 
     blocks = decoder_layers(model)
     for layer in layers:
-        if not 0 <= layer < len(blocks):
+        if not (0 <= layer < len(blocks) or layer == EMBEDDING):
             raise ConfigError(f"router layer {layer} is not one of the base's {len(blocks)} layers "
                               f"(0-{len(blocks) - 1})")
     device = device if device is not None else next(model.parameters()).device
     for layer in layers:
-        _install(blocks[layer], layer)
+        _install(model.get_input_embeddings() if layer == EMBEDDING else blocks[layer], layer)
     capture = _Capture(layers=frozenset(layers), last=max(layers))
     pooled: dict[int, list[Any]] = {layer: [] for layer in layers}
+    ids = [tokenizer(text)["input_ids"] or [tokenizer.eos_token_id or 0] for text in texts]
+    order = sorted(range(len(ids)), key=lambda index: len(ids[index]))  # batches of like lengths: little padding
     token = _CAPTURE.set(capture)
     try:
-        for start in range(0, len(texts), batch_size):
-            chunk = texts[start:start + batch_size]
-            input_ids, mask = _right_padded(tokenizer, chunk, device)
+        for batch in _batches([len(ids[index]) for index in order], batch_tokens):
+            chunk = [ids[order[position]] for position in batch]
+            input_ids, mask = _right_padded(chunk, tokenizer.pad_token_id, device)
             capture.caught.clear()
             with torch.inference_mode():
                 try:
@@ -128,16 +152,30 @@ def layer_features(model: Any, tokenizer: Any, texts: Sequence[str], *, layers: 
     finally:
         _CAPTURE.reset(token)
     width = getattr(getattr(model, "config", None), "hidden_size", 0)
-    return {layer: torch.cat(parts) if parts else torch.zeros(0, width) for layer, parts in pooled.items()}
+    restore = torch.tensor(order).argsort()
+    return {layer: torch.cat(parts)[restore] if parts else torch.zeros(0, width) for layer, parts in pooled.items()}
 
 
-def _right_padded(tokenizer: Any, texts: Sequence[str], device: Any) -> tuple[Any, Any]:
+def _batches(lengths: Sequence[int], budget: int) -> list[range]:
+    """Consecutive runs of ``lengths`` (sorted ascending) whose padded size (count x longest) stays within ``budget``.
+
+    >>> _batches([5, 6, 9, 30], 20)
+    [range(0, 2), range(2, 3), range(3, 4)]
+    """
+    runs, start = [], 0
+    for end in range(1, len(lengths) + 1):
+        if end == len(lengths) or (end + 1 - start) * lengths[end] > budget:
+            runs.append(range(start, end))
+            start = end
+    return runs
+
+
+def _right_padded(rows: Sequence[list[int]], pad: int | None, device: Any) -> tuple[Any, Any]:
     """Token ids padded on the right (a causal model's real tokens keep positions 0..n-1 whatever the batch)."""
     import torch
 
-    rows = [tokenizer(text)["input_ids"] or [tokenizer.eos_token_id or 0] for text in texts]
     width = max(len(row) for row in rows)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    pad = pad if pad is not None else 0
     ids = torch.tensor([row + [pad] * (width - len(row)) for row in rows], device=device)
     mask = torch.tensor([[1] * len(row) + [0] * (width - len(row)) for row in rows], device=device)
     return ids, mask

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
 from ...errors import RoutingError
-from .fit import distances
+from .fit import distances, head_features
 
 FALLBACKS = ("base", "mix", "error")
 
@@ -78,6 +78,11 @@ class Router:
     def layer(self) -> int:
         return int(self.config["layer"])
 
+    @property
+    def reads_embeddings(self) -> bool:
+        """Whether its features put the token embeddings' mean before the block's (format 2's gate)."""
+        return self.config.get("gate") == "embedding+block"
+
     def candidates(self, among: Sequence[str] | None) -> list[int]:
         """Indices of the adapters a call may get (``None``: all).
 
@@ -105,7 +110,7 @@ class Router:
         import torch
 
         t = {key: value.float() for key, value in self.tensors.items()}
-        standard = (features.float() - t["mean"]) / t["scale"]
+        standard = (head_features(features, t).float() - t["mean"]) / t["scale"]
         unit = torch.nn.functional.normalize(standard, dim=-1)
         if self.config["head"] == "linear":
             logits = unit @ t["weight"].T + t["bias"]
@@ -119,7 +124,8 @@ class Router:
         """One :class:`RouteDecision` per feature row.
 
         Args:
-            features: ``[texts, hidden]`` from :func:`~adapterhub.runtime.routers.features.features`.
+            features: from :func:`~adapterhub.runtime.routers.features.features` (``embedding=``
+                :attr:`reads_embeddings`).
             fallback: ``"base"``, ``"mix"`` or ``"error"`` for rows under the thresholds.
             among: adapter names the call may get (``"auto:finance,legal"``, a key's allow list).
             mixable: ``{name: whether it can join a weighted mix}`` (default: every adapter can).
