@@ -156,7 +156,8 @@ class DecoderCalls:
         """
         single = isinstance(texts, str)
         items = [texts] if single else list(texts)
-        names = self.resolve_auto_rows(mixing.call_rows(len(items), domain, domains, default=self.domain), items)
+        names = self.resolve_auto_rows(mixing.call_rows(len(items), domain, domains, default=self.domain), items,
+                                       task="predict")
         _check_count("batch_size", batch_size)
         with self.residency.pinned(names) as rows:
             tasks = [scoring.classification_task(entry, mixing.row_label(name)) for entry, name in zip(rows, names)]

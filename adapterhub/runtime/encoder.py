@@ -132,7 +132,8 @@ class EncoderCalls:
     def _encoder_call(self, texts: Any, domain: Any, domains: Any, batch_size: int, *, only: str | None) -> Any:
         single = isinstance(texts, str)
         items = [texts] if single else list(texts)
-        names = self.resolve_auto_rows(self._encoder_names(len(items), domain, domains), items)
+        names = self.resolve_auto_rows(self._encoder_names(len(items), domain, domains), items,
+                                       task="tag" if only == "token_classification" else "classify")
         results = self._encoder_rows(items, names, batch_size, only=only)
         return results[0] if single else results
 

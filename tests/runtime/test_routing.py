@@ -123,21 +123,6 @@ def test_bad_input_is_one_clear_error(hub, registry, tiny_base, other_tiny_llama
     assert [r.name for r in registry.list() if r.name in ("one", "mixed-bases")] == []
 
 
-def test_a_stale_router_refuses_until_rebuilt(tiny_base, registry, router, tmp_path):
-    with AdapterHub(tiny_base, registry=registry) as hub:
-        hub.use_router("domains")
-        folder = make_random_adapters(tiny_base, tmp_path, prefix="medical-v2", seed=9, r=4)[0]
-        registry.add(folder, "medical", task=registry.get("medical").task, base=tiny_base,
-                     recipe=registry.get("medical").manifest["recipe"])
-        with pytest.raises(StaleRouterError, match="medical is now medical@2"):
-            hub.predict("fever cough", domain="auto")
-        registry.remove("medical@2")
-        assert hub.route("fever cough pain")[0].adapter == "medical"
-        registry.remove("legal@1")
-        with pytest.raises(StaleRouterError, match="legal@1, which is no longer in the registry"):
-            hub.use_router("domains")
-
-
 def test_the_gate_reads_embeddings_beside_the_block_and_old_routers_still_load(router, registry):
     """Format 2 (written now): the gate's tensors span the token embeddings' mean and the block's; a format-1
     router (the plain distance over the block, ``whiten``) still passes the file check and decides."""
@@ -168,3 +153,32 @@ def test_the_gate_reads_embeddings_beside_the_block_and_old_routers_still_load(r
     new = Router("domains@1", config, tensors).probabilities(torch.cat([torch.randn(2, hidden), block], -1), [0, 1, 2])
     assert [["finance", "medical", "legal"][int(i)] for i in new[0].argmax(-1)] == [d.adapter for d in decided]
     assert _one_sigma_below(1.0, 64) == 1.0 and _one_sigma_below(0.9, 100) == pytest.approx(0.87)
+
+
+def test_predict_names_the_text_the_router_left_to_the_bare_base(hub):
+    from adapterhub.errors import TaskMismatchError
+
+    strict = Router(hub.router.ref, {**hub.router.config, "max_distance": -1e9}, hub.router.tensors)
+    hub.use_router(strict, fallback="base")
+    texts, _ = mixed_texts(seed=900)
+    assert {d.decision for d in hub.route(texts)} == {"base"}
+    with pytest.raises(TaskMismatchError, match="left text 0 to the bare base .*distance"):
+        hub.predict(texts, domain="auto")
+    assert hub.generate(texts[0], domain="auto", max_new_tokens=2, chat=False) == \
+        hub.generate(texts[0], domain=None, max_new_tokens=2, chat=False)  # generation: the base answers
+
+
+# last in the file: it removes legal@1 from the module's registry
+def test_a_stale_router_refuses_until_rebuilt(tiny_base, registry, router, tmp_path):
+    with AdapterHub(tiny_base, registry=registry) as hub:
+        hub.use_router("domains")
+        folder = make_random_adapters(tiny_base, tmp_path, prefix="medical-v2", seed=9, r=4)[0]
+        registry.add(folder, "medical", task=registry.get("medical").task, base=tiny_base,
+                     recipe=registry.get("medical").manifest["recipe"])
+        with pytest.raises(StaleRouterError, match="medical is now medical@2"):
+            hub.predict("fever cough", domain="auto")
+        registry.remove("medical@2")
+        assert hub.route("fever cough pain")[0].adapter == "medical"
+        registry.remove("legal@1")
+        with pytest.raises(StaleRouterError, match="legal@1, which is no longer in the registry"):
+            hub.use_router("domains")

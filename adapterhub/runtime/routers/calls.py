@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from ... import methods
-from ...errors import RoutingError
+from ...errors import RoutingError, TaskMismatchError
 from ..batch import routed
 from .features import features
 from .loading import check_current, open_router
@@ -130,8 +130,16 @@ class RoutingCalls:
         check_current(self.registry, self.router)
         return self.router
 
-    def resolve_auto_rows(self, rows: list[Any], texts: Sequence[str]) -> list[Any]:
-        """``rows`` with every ``"auto"`` / ``"auto:a,b"`` row replaced by what the router chose for its text."""
+    def resolve_auto_rows(self, rows: list[Any], texts: Sequence[str], *, task: str | None = None) -> list[Any]:
+        """``rows`` with every ``"auto"`` / ``"auto:a,b"`` row replaced by what the router chose for its text.
+
+        Args:
+            task: the call's name when only an adapter can answer it (``predict``, ``classify``): a text the
+                router leaves to the bare base is then one clear error naming the text and why.
+
+        Raises:
+            TaskMismatchError: with ``task``, a text the router left to the bare base.
+        """
         flags = [auto_among(row) for row in rows]
         wanted = [index for index, (auto, _) in enumerate(flags) if auto]
         if not wanted:
@@ -145,5 +153,11 @@ class RoutingCalls:
         out = list(rows)
         for among, indices in groups.items():
             for index, decision in zip(indices, self.route([texts[i] for i in indices], among=among)):
+                if task and decision.choice is None:
+                    raise TaskMismatchError(
+                        f"{task} needs an adapter for every text, but the router left text {index} to the bare base "
+                        f"({decision.reason or 'its fallback'}; nearest {decision.adapter})",
+                        fix="name the adapter for that text, or use_router(..., fallback='mix' or 'error')",
+                        cli_fix="pass --domain NAME for that text")
                 out[index] = as_row(decision.choice)
         return out
