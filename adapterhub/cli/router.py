@@ -112,8 +112,8 @@ def _evaluate(args: argparse.Namespace) -> int:
                   **({"OOD to the bare base": f"{100 * report['ood_base_share']:.1f}%"} if "ood_base_share" in report
                      else {}),
                   **({"auto / named time": f"{report['timing']['ratio_median']:.3f}x (min "
-                      f"{report['timing']['ratio_min']:.3f}, max {report['timing']['ratio_max']:.3f})"}
-                     if report.get("timing") else {})})
+                      f"{report['timing']['ratio_min']:.3f}, max {report['timing']['ratio_max']:.3f}; the routing "
+                      f"pass alone {report['timing']['route_share']:.3f}x)"} if report.get("timing") else {})})
     table = report["confusion"]
     print_table([(row, *(table["counts"][row][c] for c in table["columns"])) for row in table["rows"]],
                 ("text from", *table["columns"]), title="served by")

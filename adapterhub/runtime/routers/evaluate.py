@@ -9,8 +9,9 @@ Figures (one dict, written as ``router-eval.json`` with a ``confusion.png`` besi
 * ``end_to_end``: per adapter, task accuracy with ``domain="auto"`` beside naming the adapter (a text the
   router leaves to the base or a mix of adapters with other labels counts as wrong); ``end_to_end_mixed``:
   the same over all those files mixed together (rows weighted alike);
-* ``timing``: seconds of ``predict(texts, domain="auto")`` and ``predict`` with the adapters named, alternated
-  ``repeats`` times over the same texts (the ratio's median and spread).
+* ``timing``: seconds of ``predict(texts, domain="auto")``, ``predict`` with the adapters named and ``route``
+  alone, alternated ``repeats`` times over the same texts (the ratio's median and spread, and the routing
+  pass's share of a named call).
 
 >>> report = evaluate_router(hub, "domains", data={"finance": ["test.jsonl"]}, ood=["ood.txt"])  # doctest: +SKIP
 >>> report["routing_accuracy"]  # doctest: +SKIP
@@ -172,23 +173,28 @@ def _predict_rows(hub: Any, texts: list[str], choices: list[Any], batch_size: in
 
 
 def _timing(hub: Any, texts: list[str], choices: list[Any], *, repeats: int, batch_size: int) -> dict[str, Any]:
-    """``predict(domain="auto")`` vs ``predict(domains=named)``, alternated, after one small warm-up call of each."""
+    """``predict(domain="auto")`` vs ``predict(domains=named)``, and ``route`` alone, after one small warm-up call
+    of each; each round runs the three in turn, the next round in the reverse order (machine drift hits them
+    alike). ``route_share``: the median routing pass over the median named call."""
     if not texts:
         return {}
     hub.predict(texts[:4], domains=choices[:4], batch_size=batch_size)  # warm: adapters resident, kernels built
     hub.predict(texts[:4], domain="auto", batch_size=batch_size)
-    auto, named = [], []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        hub.predict(texts, domains=choices, batch_size=batch_size)
-        named.append(time.perf_counter() - started)
-        started = time.perf_counter()
-        hub.predict(texts, domain="auto", batch_size=batch_size)
-        auto.append(time.perf_counter() - started)
-    ratios = [a / n for a, n in zip(auto, named)]
-    return {"rows": len(texts), "repeats": repeats, "auto_s": [round(s, 3) for s in auto],
-            "named_s": [round(s, 3) for s in named], "ratio_median": round(statistics.median(ratios), 4),
-            "ratio_min": round(min(ratios), 4), "ratio_max": round(max(ratios), 4)}
+    calls = {"named": lambda: hub.predict(texts, domains=choices, batch_size=batch_size),
+             "auto": lambda: hub.predict(texts, domain="auto", batch_size=batch_size),
+             "route": lambda: hub.route(texts)}
+    seconds: dict[str, list[float]] = {name: [] for name in calls}
+    for round_ in range(repeats):
+        for name in (list(calls) if round_ % 2 == 0 else list(reversed(calls))):
+            started = time.perf_counter()
+            calls[name]()
+            seconds[name].append(time.perf_counter() - started)
+    ratios = [a / n for a, n in zip(seconds["auto"], seconds["named"])]
+    return {"rows": len(texts), "repeats": repeats, **{f"{name}_s": [round(x, 3) for x in values]
+                                                      for name, values in seconds.items()},
+            "ratio_median": round(statistics.median(ratios), 4), "ratio_min": round(min(ratios), 4),
+            "ratio_max": round(max(ratios), 4),
+            "route_share": round(statistics.median(seconds["route"]) / statistics.median(seconds["named"]), 4)}
 
 
 def _share(flags: Sequence[bool]) -> float:
