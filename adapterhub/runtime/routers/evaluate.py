@@ -53,7 +53,8 @@ def evaluate_router(hub: Any, router: Any, *, data: Mapping[str, Sequence[str]],
         hub: an :class:`~adapterhub.runtime.AdapterHub` on the router's base, with the router's registry.
         router: a router ref or :class:`~adapterhub.runtime.routers.Router`.
         end_to_end: also run ``predict`` with ``auto`` and with the adapter named (classification adapters).
-        repeats / timing_rows: alternated timing rounds over the first ``timing_rows`` routed texts (0: none).
+        repeats / timing_rows: alternated timing rounds over ``timing_rows`` routed texts spread evenly over the
+            files (0: none).
         out: a folder for ``router-eval.json`` and ``confusion.png``.
 
     Raises:
@@ -95,7 +96,8 @@ def evaluate_router(hub: Any, router: Any, *, data: Mapping[str, Sequence[str]],
         if report["end_to_end"]:
             report["end_to_end_mixed"] = _mixed(report["end_to_end"].values())
     if repeats and timing_rows:
-        routed = [i for i, d in enumerate(decisions) if d.decision == "adapter"][:timing_rows]
+        routed = [i for i, d in enumerate(decisions) if d.decision == "adapter"]
+        routed = routed[::max(1, len(routed) // timing_rows)][:timing_rows]  # spread over every file
         previous = hub.router
         hub.use_router(chosen, fallback="base")  # predict(domain="auto") routes with this router
         try:
