@@ -1,5 +1,6 @@
-"""``adapterhub router build NAME --adapters A B ...`` and ``adapterhub router evaluate NAME --data A=FILE ...``:
-thin calls into :func:`adapterhub.build_router` and :func:`adapterhub.runtime.routers.evaluate.evaluate_router`."""
+"""``adapterhub router build NAME --adapters A B ...``, ``router route NAME TEXT...`` and ``router evaluate NAME
+--data A=FILE ...``: thin calls into :func:`adapterhub.build_router`, ``hub.route`` and
+:func:`adapterhub.runtime.routers.evaluate.evaluate_router`."""
 
 from __future__ import annotations
 
@@ -45,6 +46,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--repeats", type=int, default=3, help="timing rounds, auto vs named (0: no timing)")
     evaluate.add_argument("--no-end-to-end", action="store_true", help="skip task accuracy with auto vs named")
     evaluate.set_defaults(handler=_evaluate)
+    route = verbs.add_parser(
+        "route", parents=[common], help="show what the router chooses for each text, and why",
+        description="Per text: the decision (adapter, mix or base), what serves it, the top adapter's probability, "
+                    "the runner-up, the distance to the adapters' texts and the reason for a fallback.")
+    route.add_argument("name", metavar="REF", help="the router: name or name@N")
+    route.add_argument("text", nargs="+", help="text(s) to route")
+    route.add_argument("--fallback", choices=["base", "mix", "error"], default="base",
+                       help="what a text under the thresholds gets (default: the bare base)")
+    route.add_argument("--among", default=None, metavar="A,B", help="only these adapters may be chosen")
+    route.set_defaults(handler=_route)
     router.set_defaults(handler=lambda args: router.print_help() or 2)
 
 
@@ -89,10 +100,10 @@ def _build(args: argparse.Namespace) -> int:
     return 0
 
 
-def _evaluate(args: argparse.Namespace) -> int:
+def _router_hub(args: argparse.Namespace):  # noqa: ANN202
+    """A hub on ``--base`` or the base the router ``args.name`` records, over ``--registry``."""
     from ..registry import Registry
     from ..runtime import AdapterHub
-    from ..runtime.routers.evaluate import evaluate_router
 
     registry = Registry(args.registry)
     base = _base(args)
@@ -100,7 +111,27 @@ def _evaluate(args: argparse.Namespace) -> int:
         from ..base.loading import load_base
 
         base = load_base((registry.get(args.name).manifest.get("base") or {}).get("name") or "smollm2-135m-instruct")
-    with AdapterHub(base, registry=registry) as hub:
+    return AdapterHub(base, registry=registry)
+
+
+def _route(args: argparse.Namespace) -> int:
+    among = [name.strip() for name in args.among.split(",") if name.strip()] if args.among else None
+    with _router_hub(args) as hub:
+        decisions = hub.route(args.text, router=args.name, fallback=args.fallback, among=among)
+    if args.json:
+        print_json([{"text": text, **decision.to_dict()} for text, decision in zip(args.text, decisions)])
+        return 0
+    print_table([(text if len(text) <= 60 else text[:57] + "...", d.decision, d.label, f"{d.probability:.3f}",
+                  d.runner_up or "-", f"{d.distance:.3f}", d.reason or "-") for text, d in zip(args.text, decisions)],
+                ("text", "decision", "served by", "probability", "runner-up", "distance", "why not routed"),
+                title=f"router {args.name}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from ..runtime.routers.evaluate import evaluate_router
+
+    with _router_hub(args) as hub:
         report = evaluate_router(hub, args.name, data=named_files(args.data), ood=args.ood,
                                  end_to_end=not args.no_end_to_end, repeats=args.repeats, out=args.out,
                                  progress=not args.json)

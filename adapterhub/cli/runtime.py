@@ -11,6 +11,7 @@ import sys
 from typing import Any
 
 from ..errors import AdapterHubError
+from ..runtime.routers import auto_among
 from ._options import add_registry_option, add_threads_option
 from ._output import human_bytes, print_fields, print_json, print_table
 
@@ -26,7 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     generate = subparsers.add_parser("generate", help="generate an answer with a domain adapter (or the bare base)")
     generate.add_argument("prompt", nargs="+", help="the user message(s); several are answered in one batch")
     _hub_options(generate)
-    generate.add_argument("--domain", default=None, help="adapter to answer with (default: the bare base)")
+    generate.add_argument("--domain", default=None,
+                          help="adapter to answer with (default: the bare base); auto: the --router chooses per text")
     generate.add_argument("--max-new-tokens", type=int, default=64)
     generate.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
     generate.add_argument("--temperature", type=float, default=None)
@@ -37,7 +39,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     predict = subparsers.add_parser("predict", help="classify texts with a classification adapter (label scoring)")
     predict.add_argument("text", nargs="+", help="text(s) to classify")
-    predict.add_argument("--domain", required=True, help="the classification adapter")
+    predict.add_argument("--domain", required=True,
+                         help="the classification adapter; auto: the --router chooses one per text")
     _hub_options(predict)
     predict.add_argument("--scores", action="store_true", help="also print each label's share of the probability")
     predict.add_argument("--json", action="store_true", help="print JSON (label, per-label log-likelihoods and shares)")
@@ -56,14 +59,21 @@ def _hub_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     add_registry_option(parser)
     add_threads_option(parser)
+    parser.add_argument("--router", default=None, metavar="REF",
+                        help="router for --domain auto (adapterhub router build): the text chooses its adapter")
+    parser.add_argument("--fallback", choices=["base", "mix", "error"], default="base",
+                        help="what --domain auto gets when the router is unsure (default: the bare base)")
 
 
 def _hub(args: argparse.Namespace) -> Any:
     from ..base import embedded
     from ..runtime import AdapterHub
 
-    return AdapterHub(args.base or embedded.DEFAULT_ALIAS, quantize=args.quantize, device=args.device,
-                      registry=args.registry)
+    hub = AdapterHub(args.base or embedded.DEFAULT_ALIAS, quantize=args.quantize, device=args.device,
+                     registry=args.registry)
+    if args.router:
+        hub.use_router(args.router, fallback=args.fallback)
+    return hub
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -88,15 +98,18 @@ def _predict(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     hub = _hub(args)
-    results, found = [], []
+    results, found, served = [], [], [args.domain] * len(args.text)
+    auto, among = auto_among(args.domain)
+    if auto:
+        served = [decision.label for decision in hub.route(args.text, among=among)]
     with tqdm(total=len(args.text), desc="predict", unit="text", file=sys.stderr, leave=False,
               disable=len(args.text) < 16 or not sys.stderr.isatty()) as bar:  # many texts: show progress
         for start in range(0, len(args.text), 16):
             found += hub.label_scores(args.text[start:start + 16], domain=args.domain)
             bar.update(len(args.text[start:start + 16]))
-    for text, scores in zip(args.text, found):
+    for text, scores, domain in zip(args.text, found, served):
         shares = {label: round(share, 4) for label, share in label_probabilities(scores).items()}
-        results.append({"text": text, "domain": args.domain, "label": max(scores, key=scores.get),
+        results.append({"text": text, "domain": domain, "label": max(scores, key=scores.get),
                         "scores": scores, "probabilities": shares})
     if args.json:
         print_json(results)
@@ -104,7 +117,8 @@ def _predict(args: argparse.Namespace) -> int:
     for result in results:
         ranked = sorted(result["probabilities"].items(), key=lambda item: -item[1])
         detail = "\t" + " ".join(f"{label}={share:.2f}" for label, share in ranked) if args.scores else ""
-        print(f"{result['label']}\t{result['text']}{detail}")
+        via = f"\t({result['domain']})" if auto else ""
+        print(f"{result['label']}\t{result['text']}{via}{detail}")
     return 0
 
 

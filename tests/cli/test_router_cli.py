@@ -31,3 +31,25 @@ def test_router_build_then_evaluate(routing_registry, tiny_llama_dir, tmp_path, 
     assert json.loads((out / "router-eval.json").read_text())["router"] == "cli-router@1"
     assert main(["router", "evaluate", "cli-router", "--data", "nope", *root]) == 2
     assert "NAME=FILE" in capsys.readouterr().err
+
+
+def test_router_route_and_predict_with_domain_auto(routing_registry, routing_router, tiny_llama_dir, capsys):
+    from adapterhub import AdapterHub, load_base
+    from tests.helpers.routing import mixed_texts
+
+    texts, truth = mixed_texts(seed=1100)
+    with AdapterHub(load_base(str(tiny_llama_dir), device="cpu"), registry=routing_registry) as hub:
+        expected = [d.label for d in hub.route(texts, router="domains")]
+        labels = hub.predict(texts, domains=expected)
+    hub_options = ["--registry", str(routing_registry.root), "--base", str(tiny_llama_dir), "--threads", "1"]
+    assert main(["router", "route", "domains", *texts, *hub_options, "--json"]) == 0
+    routed = json.loads(capsys.readouterr().out)
+    assert [row["served_by"] for row in routed] == expected and [row["adapter"] for row in routed] == truth
+    assert main(["router", "route", "domains", texts[0], "--among", "legal,medical", *hub_options, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["adapter"] in {"legal", "medical"}
+    assert main(["predict", *texts, "--domain", "auto", "--router", "domains", *hub_options, "--device", "cpu",
+                 "--json"]) == 0
+    predicted = json.loads(capsys.readouterr().out)
+    assert [row["label"] for row in predicted] == labels and [row["domain"] for row in predicted] == expected
+    assert main(["predict", texts[0], "--domain", "auto", *hub_options, "--device", "cpu"]) == 2
+    assert "--router NAME" in capsys.readouterr().err

@@ -126,7 +126,8 @@ class RoutingCalls:
             return open_router(self.registry, router, base=self.base)
         if self.router is None:
             raise RoutingError("domain='auto' needs a router", fix="call hub.use_router('NAME') first (build one "
-                               "with adapterhub.build_router), or pass router= to hub.route")
+                               "with adapterhub.build_router), or pass router= to hub.route",
+                               cli_fix="pass --router NAME (build one with adapterhub router build)")
         check_current(self.registry, self.router)
         return self.router
 
