@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import ConfigError
+from ..runtime.routers import FALLBACKS
 from ._options import add_registry_option, add_threads_option
 from ._output import print_fields, print_json, print_table
 
@@ -52,7 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "the runner-up, the distance to the adapters' texts and the reason for a fallback.")
     route.add_argument("name", metavar="REF", help="the router: name or name@N")
     route.add_argument("text", nargs="+", help="text(s) to route")
-    route.add_argument("--fallback", choices=["base", "mix", "error"], default="base",
+    route.add_argument("--fallback", choices=FALLBACKS, default="base",
                        help="what a text under the thresholds gets (default: the bare base)")
     route.add_argument("--among", default=None, metavar="A,B", help="only these adapters may be chosen")
     route.set_defaults(handler=_route)

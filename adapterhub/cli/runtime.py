@@ -11,7 +11,7 @@ import sys
 from typing import Any
 
 from ..errors import AdapterHubError
-from ..runtime.routers import auto_among
+from ..runtime.routers import FALLBACKS, auto_among
 from ._options import add_registry_option, add_threads_option
 from ._output import human_bytes, print_fields, print_json, print_table
 
@@ -61,7 +61,7 @@ def _hub_options(parser: argparse.ArgumentParser) -> None:
     add_threads_option(parser)
     parser.add_argument("--router", default=None, metavar="REF",
                         help="router for --domain auto (adapterhub router build): the text chooses its adapter")
-    parser.add_argument("--fallback", choices=["base", "mix", "error"], default="base",
+    parser.add_argument("--fallback", choices=FALLBACKS, default="base",
                         help="what --domain auto gets when the router is unsure (default: the bare base)")
 
 

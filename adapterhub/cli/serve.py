@@ -7,6 +7,7 @@ import json
 import sys
 from typing import Any
 
+from ..runtime.routers import FALLBACKS
 from ._options import add_registry_option, add_threads_option, add_unpacked_4bit_option
 from ._safety import add_safety_options, safety_options, start_metrics_port
 
@@ -30,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_threads_option(serve)
     serve.add_argument("--router", default=None, metavar="REF",
                        help="router for model='auto' (adapterhub router build); requests may then name 'auto'")
-    serve.add_argument("--fallback", choices=["base", "mix", "error"], default="base",
+    serve.add_argument("--fallback", choices=FALLBACKS, default="base",
                        help="what model='auto' serves when the router is unsure (default: the bare base)")
     serve.add_argument("--auth", action="store_true", help="require 'Authorization: Bearer <key>' (adapterhub keys)")
     serve.add_argument("--insecure", action="store_true", help="allow a non-loopback --host without --auth")
