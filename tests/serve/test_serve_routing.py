@@ -174,3 +174,30 @@ def test_a_ray_replica_routes_auto_with_its_own_router(routed_server, tiny_llama
         assert [asyncio.run(served(text)) for text in texts[::3]] == chosen[::3]
     finally:
         replica.close()
+
+
+def test_a_burst_of_auto_requests_is_routed_a_bounded_number_of_texts_per_step():
+    """Each step routes at most ``route_texts`` texts (one request at least), so the running rows wait at most
+    one bounded routing pass per step; every request is answered, in arrival order."""
+    import threading
+
+    from adapterhub.serve.scheduler import Scheduler
+
+    passes, gate = [], threading.Event()
+
+    def route_batch(jobs):
+        gate.wait(10)  # the first pass holds the step until all five requests wait
+        passes.append([len(job.texts) for job in jobs])
+        for job in jobs:
+            job.future.set_result(job.texts)
+
+    scheduler = Scheduler(None, route_batch=route_batch, route_texts=3)
+    scheduler.start()
+    try:
+        futures = [scheduler.route([f"text {i}"] * size) for i, size in enumerate((1, 2, 2, 4, 1))]
+        gate.set()
+        assert [len(future.result(10)) for future in futures] == [1, 2, 2, 4, 1]
+    finally:
+        scheduler.stop(10)
+    assert [size for sizes in passes for size in sizes] == [1, 2, 2, 4, 1]
+    assert all(sum(sizes) <= 3 or len(sizes) == 1 for sizes in passes) and len(passes) >= 3
