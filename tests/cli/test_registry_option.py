@@ -14,7 +14,7 @@ REGISTRY_VERBS = ("list", "show", "import", "rm", "tag", "verify", "export", "gc
 # every command that opens a registry (a verb added later that opens one belongs here too)
 OPENS_A_REGISTRY = {"registry", *(f"registry {verb}" for verb in REGISTRY_VERBS), "pull", "push", "train",
                     "evaluate", "merge", "quickstart", "generate", "predict", "chat", "classify", "tag", "serve",
-                    "promote", "rollback", "router build", "router evaluate"}
+                    "promote", "rollback", "router build", "router evaluate", "router route"}
 
 
 def _commands(parser: argparse.ArgumentParser,
