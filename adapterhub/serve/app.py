@@ -123,7 +123,7 @@ class _Serving:
         if routing.is_auto(model):  # the router picks (serve/routing.py); the key's allow list bounds its choice
             note(request, model=model[:200])
             text = routing.routed_text(kwargs.get("text"), kwargs.get("messages"))
-            ref, decision = await run_in_threadpool(routing.choose, self.engine, key, model, text)
+            ref, decision = await routing.choose(self.engine, key, model, text)
             note(request, served_by=decision.label)
         else:
             ref = self.gate.permit(request, key, model)

@@ -9,7 +9,7 @@ The router's feature pass (the base's first blocks over the raw text, see
 :mod:`adapterhub.runtime.routers.features`) runs in the scheduler's step, one pass for every request that
 asked since the last step (:func:`decide_each`); then the request joins the batch under the adapter chosen.
 
->>> ref, decision = choose(engine, None, "auto", "Shares fell 9% after the profit warning.")  # doctest: +SKIP
+>>> ref, decision = await choose(engine, None, "auto", "Shares fell 9% after the profit warning.")  # doctest: +SKIP
 >>> ref, decision.decision  # doctest: +SKIP
 ('finance@1', 'adapter')
 """
@@ -38,20 +38,29 @@ def routed_text(text: str | None = None, messages: list[dict[str, Any]] | None =
     return "\n".join(turns)
 
 
-def choose(engine: Any, key: Any, model: str, text: str) -> tuple[str | None, RouteDecision]:
+async def choose(engine: Any, key: Any, model: str, text: str) -> tuple[str | None, RouteDecision]:
     """The adapter reference (a mix string, or ``None`` for the bare base) ``auto`` picks for ``text``.
 
-    Blocking (waits for the scheduler's next routing pass): call it from a worker thread.
+    Awaits the scheduler's next routing pass without holding a worker thread (a burst of ``auto`` requests
+    leaves the threadpool to the others).
 
     Raises:
         ServeError: 400 no router on this server, or an empty text; 403 the key may use none of the candidates.
-        RoutingError, StaleRouterError: from :meth:`~adapterhub.runtime.AdapterHub.route` (400).
+        RoutingError, StaleRouterError: from the router (400).
     """
-    return choose_each(engine, key, model, [text])[0]
+    import asyncio
+
+    future = _submit(engine, key, model, [text])
+    return _counted(engine, await asyncio.wrap_future(future))[0]
 
 
 def choose_each(engine: Any, key: Any, model: str, texts: list[str]) -> list[tuple[str | None, RouteDecision]]:
-    """:func:`choose` for several texts, in one routing pass."""
+    """:func:`choose` for several texts, in one routing pass; blocking: call it from a worker thread."""
+    return _counted(engine, _submit(engine, key, model, texts).result())
+
+
+def _submit(engine: Any, key: Any, model: str, texts: list[str]) -> Any:
+    """Check the request and queue its texts for the scheduler's next routing pass (a future of decisions)."""
     _, among = auto_among(model)
     router = engine.hub.router
     if router is None:
@@ -66,8 +75,13 @@ def choose_each(engine: Any, key: Any, model: str, texts: list[str]) -> list[tup
             raise ServeError(403, f"key {key.name!r} may use none of the adapters {model!r} chooses between "
                              f"({', '.join(candidates)}; allowed: {', '.join(key.allow)})", code="model_not_allowed")
         among = allowed
+    return engine.scheduler.route(texts, among)
+
+
+def _counted(engine: Any, decisions: list[RouteDecision]) -> list[tuple[str | None, RouteDecision]]:
+    """Each decision as ``(ref or None, decision)``, counted in ``/metrics``."""
     chosen = []
-    for decision in engine.scheduler.route(texts, among).result():
+    for decision in decisions:
         engine.metrics.route_decision(decision.adapter, decision.decision)
         chosen.append((None if decision.choice is None else decision.label, decision))
     return chosen

@@ -197,7 +197,11 @@ class Scheduler:
         return routes
 
     def _route(self, routes: list[RouteJob]) -> None:
-        """One routing pass for every request that asked since the last step (a failure fails those requests)."""
+        """One routing pass for every request that asked since the last step (a failure fails those requests).
+        A request that went away (its future cancelled) is dropped first; the others can no longer be cancelled."""
+        routes = [job for job in routes if job.future.set_running_or_notify_cancel()]
+        if not routes:
+            return
         try:
             self._route_batch(routes)
         except Exception as error:  # noqa: BLE001 - the routed requests get the error; the batch goes on

@@ -201,3 +201,25 @@ def test_a_burst_of_auto_requests_is_routed_a_bounded_number_of_texts_per_step()
         scheduler.stop(10)
     assert [size for sizes in passes for size in sizes] == [1, 2, 2, 4, 1]
     assert all(sum(sizes) <= 3 or len(sizes) == 1 for sizes in passes) and len(passes) >= 3
+
+
+def test_a_route_request_that_went_away_is_dropped_and_fails_no_other():
+    from adapterhub.serve.scheduler import Scheduler
+
+    seen = []
+
+    def route_batch(jobs):
+        seen.append([job.texts[0] for job in jobs])
+        for job in jobs:
+            job.future.set_result(job.texts)
+
+    scheduler = Scheduler(None, route_batch=route_batch)
+    gone, kept = scheduler.route(["gone"]), None
+    assert gone.cancel()  # the client disconnected before the step
+    kept = scheduler.route(["kept"])
+    scheduler.start()
+    try:
+        assert kept.result(10) == ["kept"]
+    finally:
+        scheduler.stop(10)
+    assert seen == [["kept"]] and gone.cancelled()
