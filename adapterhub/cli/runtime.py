@@ -93,19 +93,21 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
+    from ..runtime.mixing import row_label
     from ..scoring import label_probabilities
 
     from tqdm.auto import tqdm
 
     hub = _hub(args)
-    results, found, served = [], [], [args.domain] * len(args.text)
-    auto, among = auto_among(args.domain)
-    if auto:
-        served = [decision.label for decision in hub.route(args.text, among=among)]
+    results, found = [], []
+    auto = auto_among(args.domain)[0]
+    # auto: routed once here (a text left to the bare base is one clear error), then scored under each choice
+    rows = hub.resolve_auto_rows([args.domain] * len(args.text), args.text, task="predict")
+    served = [row_label(row) for row in rows]
     with tqdm(total=len(args.text), desc="predict", unit="text", file=sys.stderr, leave=False,
               disable=len(args.text) < 16 or not sys.stderr.isatty()) as bar:  # many texts: show progress
         for start in range(0, len(args.text), 16):
-            found += hub.label_scores(args.text[start:start + 16], domain=args.domain)
+            found += hub.label_scores(args.text[start:start + 16], domains=rows[start:start + 16])
             bar.update(len(args.text[start:start + 16]))
     for text, scores, domain in zip(args.text, found, served):
         shares = {label: round(share, 4) for label, share in label_probabilities(scores).items()}

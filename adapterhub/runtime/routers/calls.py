@@ -101,8 +101,9 @@ class RoutingCalls:
         return getattr(self, "_router_fallback", "base")
 
     def route_features(self, texts: Sequence[str], *, router: str | Router | None = None) -> tuple[Router, Any]:
-        """``(router, [texts, hidden] features)``: :meth:`route`'s one forward pass, for callers that decide
-        several requests' rows from one pass (the server's scheduler: each request with its own candidates).
+        """``(router, features)``: :meth:`route`'s one forward pass (``[texts, hidden]``, or ``[texts, 2 hidden]``
+        for a router whose gate reads the token embeddings too), for callers that decide several groups of rows
+        from one pass, each with its own candidates (the server's scheduler, ``auto:a,b`` rows).
 
         Raises:
             RoutingError: no router, or an empty text; StaleRouterError.
@@ -147,13 +148,16 @@ class RoutingCalls:
             return rows
         from ..mixing import as_row
 
+        router, found = self.route_features([texts[i] for i in wanted])  # one pass for every auto row
         groups: dict[tuple[str, ...] | None, list[int]] = {}
-        for index in wanted:
+        for position, index in enumerate(wanted):
             among = flags[index][1]
-            groups.setdefault(None if among is None else tuple(among), []).append(index)
-        out = list(rows)
-        for among, indices in groups.items():
-            for index, decision in zip(indices, self.route([texts[i] for i in indices], among=among)):
+            groups.setdefault(None if among is None else tuple(among), []).append(position)
+        out, table = list(rows), mixable(router)
+        for among, positions in groups.items():
+            decisions = router.decide(found[positions], fallback=self.router_fallback, among=among, mixable=table)
+            for position, decision in zip(positions, decisions):
+                index = wanted[position]
                 if task and decision.choice is None:
                     raise TaskMismatchError(
                         f"{task} needs an adapter for every text, but the router left text {index} to the bare base "

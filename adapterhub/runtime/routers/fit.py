@@ -25,6 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+from ...registry.routers import GATE
 from .features import EMBEDDING, gate_features
 
 MIN_PROBABILITY = 0.5
@@ -176,7 +177,7 @@ def choose(train: dict[int, Any], labels: Any, validation: dict[int, Any], valid
             fitted = fit_head(train[layer], labels, head=head, classes=classes, validation=validation[layer],
                               validation_labels=validation_labels, layer=layer)
             fitted.tensors |= gate
-            fitted.config["gate"] = "embedding+block"
+            fitted.config["gate"] = GATE
             _thresholds(fitted, gated_validation, keep=keep)
             row = {"layer": layer, "head": head, "validation_accuracy": round(fitted.validation_accuracy, 4),
                    "routed_accuracy": round(_routed(fitted, gated_validation, validation_labels), 4)}

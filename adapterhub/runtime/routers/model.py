@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
 from ...errors import RoutingError
+from ...registry.routers import GATE
 from .fit import distances, head_features
 
 FALLBACKS = ("base", "mix", "error")
@@ -81,7 +82,7 @@ class Router:
     @property
     def reads_embeddings(self) -> bool:
         """Whether its features put the token embeddings' mean before the block's (format 2's gate)."""
-        return self.config.get("gate") == "embedding+block"
+        return self.config.get("gate") == GATE
 
     def candidates(self, among: Sequence[str] | None) -> list[int]:
         """Indices of the adapters a call may get (``None``: all).
