@@ -16,12 +16,7 @@ from adapterhub.errors import ConfigError, ContractError, SchemaError
 from adapterhub.registry.contract import set_contract
 from adapterhub.grammar import MAX_SCHEMA_BYTES, Grammars
 from adapterhub.runtime.testing import make_random_adapters
-
-PICK = {"type": "object", "properties": {"a": {"type": "integer", "minimum": 0, "maximum": 99},
-                                         "b": {"enum": ["x", "y"]}},
-        "required": ["a", "b"], "additionalProperties": False}
-FLAG = {"type": "object", "properties": {"ok": {"type": "boolean"}, "n": {"enum": [1, 2, 3]}},
-        "required": ["ok", "n"], "additionalProperties": False}
+from tests.helpers.schemas import FLAG, PICK
 
 
 class Verdict(BaseModel):

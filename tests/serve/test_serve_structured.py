@@ -17,12 +17,7 @@ from adapterhub import Registry
 from adapterhub.registry.contract import set_contract
 from adapterhub.runtime.testing import make_random_adapters
 from tests.helpers.serving import start_server
-
-PICK = {"type": "object", "properties": {"a": {"type": "integer", "minimum": 0, "maximum": 99},
-                                         "b": {"enum": ["x", "y"]}},
-        "required": ["a", "b"], "additionalProperties": False}
-FLAG = {"type": "object", "properties": {"ok": {"type": "boolean"}, "n": {"enum": [1, 2, 3]}},
-        "required": ["ok", "n"], "additionalProperties": False}
+from tests.helpers.schemas import FLAG, PICK
 
 
 class Ticket(BaseModel):
